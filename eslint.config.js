@@ -1,0 +1,50 @@
+// Root ESLint flat config. Every project's eslint.config.js re-exports this one.
+// The layer tags (project.json "tags") are the package graph's contract: a package may import only
+// from lower layers, so a lower package can never reach a higher one and a cycle cannot lint clean.
+const nx = require('@nx/eslint-plugin');
+
+const layers = [
+  'layer:0', // kernel
+  'layer:1', // physmem
+  'layer:2', // kho-core
+  'layer:3', // radix-tracker, kho-array, vmalloc
+  'layer:4', // kstate
+  'layer:5', // memblock
+  'layer:6', // cli
+];
+
+module.exports = [
+  ...nx.configs['flat/base'],
+  ...nx.configs['flat/typescript'],
+  { ignores: ['**/dist', '**/out-tsc', '**/node_modules', '**/coverage', '**/files/**'] },
+  {
+    files: ['**/*.ts', '**/*.js', '**/*.cjs'],
+    rules: {
+      '@nx/enforce-module-boundaries': [
+        'error',
+        {
+          enforceBuildableLibDependency: true,
+          banTransitiveDependencies: true,
+          allow: [],
+          depConstraints: [
+            ...layers.map((tag, i) => ({ sourceTag: tag, onlyDependOnLibsWithTags: layers.slice(0, i) })),
+            { sourceTag: "scope:tools", onlyDependOnLibsWithTags: ["*"] },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['**/*.ts'],
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      // Injected classes must be value imports: `import type` erases the decorator metadata tsyringe reads.
+      '@typescript-eslint/consistent-type-imports': 'off',
+      '@typescript-eslint/no-non-null-assertion': 'off',
+    },
+  },
+  {
+    files: ['**/*.cjs', '**/*.js'],
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+];

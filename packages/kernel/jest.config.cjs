@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/kernel', preset: '../../jest.preset.js' };

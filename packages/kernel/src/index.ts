@@ -1,0 +1,22 @@
+import 'reflect-metadata';
+
+export { Errno, KernelError, KernelBug, errnoName, isKernelError } from './errno';
+export { Unwind, withUnwind } from './unwind';
+export { Phase, BOOT_PHASES, type BootPhase } from './phases';
+export { LifecycleBus, type BusEvents } from './bus';
+export { KernelLog, formatLogLine, type LogLine, type LogLevel } from './log';
+export { CommandLine } from './cmdline';
+export { BootParams, NextBootParams } from './boot-params';
+export { KernelPlugin, type KernelModule, type PluginReport } from './plugin';
+export { Machine, type BootOptions } from './machine';
+export {
+  Kernel,
+  KernelInfo,
+  orderPlugins,
+  type KexecOptions,
+  type PhaseReport,
+  type PluginOutcome,
+  type UpdateState,
+} from './kernel';
+export { parseSize, formatBytes, formatSizeExact, hex } from './units';
+export { seededRandom } from './bench/index';

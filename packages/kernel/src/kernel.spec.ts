@@ -1,0 +1,236 @@
+import { inject, injectable } from 'tsyringe';
+import { BootParams, NextBootParams } from './boot-params';
+import { LifecycleBus } from './bus';
+import { Errno, KernelError } from './errno';
+import { Kernel, KernelInfo, orderPlugins } from './kernel';
+import { Machine } from './machine';
+import { Phase } from './phases';
+import { KernelPlugin, type KernelModule } from './plugin';
+
+/** A device that survives kexec, like RAM: a plain byte store. */
+class FakeRam {
+  readonly bytes = new Uint8Array(64);
+}
+
+type Journal = string[];
+const JOURNAL = Symbol('Journal');
+
+/** Builds a module whose plugin records every handler call and can be told to fail in one phase. */
+function recorder(name: string, opts: { after?: string[]; failIn?: Phase; cancelThrows?: boolean } = {}): KernelModule {
+  @injectable()
+  class Recorder implements KernelPlugin {
+    readonly name = name;
+    readonly after = opts.after;
+    constructor(@inject(JOURNAL) private readonly journal: Journal) {}
+    private step(phase: Phase): void {
+      this.journal.push(`${name}:${phase}`);
+      if (opts.failIn === phase) throw new KernelError(Errno.ENOMEM, `${name} could not allocate in ${phase}`);
+    }
+    bootEarly(): void {
+      this.step(Phase.BootEarly);
+    }
+    bootLate(): void {
+      this.step(Phase.BootLate);
+    }
+    prepare(): void {
+      this.step(Phase.Prepare);
+    }
+    serialize(): void {
+      this.step(Phase.Serialize);
+    }
+    kexec(): void {
+      this.step(Phase.Kexec);
+    }
+    restore(): { restored: string } {
+      this.step(Phase.Restore);
+      return { restored: name };
+    }
+    cancel(): void {
+      this.journal.push(`${name}:cancel`);
+      if (opts.cancelThrows) throw new Error('cancel broke');
+    }
+  }
+  return {
+    name,
+    register(c) {
+      c.registerSingleton(Recorder);
+      c.register(KernelPlugin, { useToken: Recorder });
+    },
+  };
+}
+
+function journalModule(journal: Journal): KernelModule {
+  return { name: 'journal', register: (c) => c.register(JOURNAL, { useValue: journal }) };
+}
+
+function bootWith(modules: KernelModule[], journal: Journal = []): { machine: Machine; kernel: Kernel; journal: Journal } {
+  const machine = new Machine().attach(FakeRam, new FakeRam());
+  const kernel = machine.boot({ image: [journalModule(journal), ...modules] });
+  return { machine, kernel, journal };
+}
+
+describe('Kernel boot and phase order', () => {
+  it('runs boot phases over plugins in dependency order, ties in registration order', () => {
+    const { kernel, journal } = bootWith([recorder('c', { after: ['a'] }), recorder('a'), recorder('b')]);
+    expect(kernel.plugins.map((p) => p.name)).toEqual(['a', 'c', 'b']);
+    expect(journal).toEqual(['a:boot:early', 'c:boot:early', 'b:boot:early', 'a:boot:late', 'c:boot:late', 'b:boot:late']);
+  });
+
+  it.each([
+    [[recorder('a', { after: ['ghost'] })], Errno.ENOENT, "ENOENT: plugin 'a' must run after 'ghost', which is not in this kernel"],
+    [[recorder('a', { after: ['b'] }), recorder('b', { after: ['a'] })], Errno.EINVAL, 'EINVAL: plugin dependency cycle: a -> b -> a'],
+    [[recorder('a'), recorder('a')], Errno.EEXIST, "EEXIST: kernel image lists module 'a' twice"],
+  ])('refuses an inconsistent image (%#)', (modules, errno, message) => {
+    let err: unknown;
+    try {
+      bootWith(modules);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(KernelError);
+    expect((err as KernelError).errno).toBe(errno);
+    expect((err as KernelError).message).toBe(message);
+  });
+
+  it('orderPlugins honours afterIfPresent only when the plugin exists', () => {
+    const p = (name: string, extra: Partial<KernelPlugin> = {}): KernelPlugin => ({ name, ...extra });
+    expect(orderPlugins([p('x', { afterIfPresent: ['y'] }), p('y')]).map((q) => q.name)).toEqual(['y', 'x']);
+    expect(orderPlugins([p('x', { afterIfPresent: ['nope'] })]).map((q) => q.name)).toEqual(['x']);
+  });
+
+  it('disables a plugin whose boot handler fails, and those that need it, and keeps booting', () => {
+    const { kernel, journal } = bootWith([recorder('a', { failIn: Phase.BootEarly }), recorder('b', { after: ['a'] }), recorder('c')]);
+    expect([...kernel.disabled.keys()]).toEqual(['a', 'b']);
+    expect(kernel.disabled.get('a')).toBe('boot:early failed: ENOMEM: a could not allocate in boot:early');
+    expect(journal).toEqual(['a:boot:early', 'c:boot:early', 'c:boot:late']);
+    expect(kernel.log.filter('error').map((l) => l.message)).toContain("plugin 'b' disabled: it needs 'a', which is disabled");
+  });
+});
+
+describe('live update', () => {
+  it('a failing prepare cancels the plugins that prepared, in reverse order, and names the plugin', () => {
+    const { kernel, journal } = bootWith([recorder('a'), recorder('b'), recorder('c', { failIn: Phase.Prepare }), recorder('d')]);
+    journal.length = 0;
+    expect(() => kernel.prepare()).toThrow("ENOMEM: live update prepare failed in plugin 'c': ENOMEM: c could not allocate in prepare");
+    expect(journal).toEqual(['a:prepare', 'b:prepare', 'c:prepare', 'b:cancel', 'a:cancel']);
+    expect(kernel.state).toBe('running');
+  });
+
+  it('a failing serialize cancels every plugin that prepared, in reverse order; no kexec happens', () => {
+    const { machine, kernel, journal } = bootWith([recorder('a'), recorder('b', { failIn: Phase.Serialize }), recorder('c')]);
+    journal.length = 0;
+    expect(() => kernel.liveUpdate()).toThrow(/live update serialize failed in plugin 'b'/);
+    expect(journal).toEqual(['a:prepare', 'b:prepare', 'c:prepare', 'a:serialize', 'b:serialize', 'c:cancel', 'b:cancel', 'a:cancel']);
+    expect(machine.kernel).toBe(kernel);
+    expect(kernel.state).toBe('running');
+    kernel.prepare(); // a new attempt may start
+    expect(kernel.state).toBe('prepared');
+  });
+
+  it('a cancel handler that throws is reported as a bug and the others still run', () => {
+    const { kernel, journal } = bootWith([recorder('a'), recorder('b', { cancelThrows: true }), recorder('c', { failIn: Phase.Prepare })]);
+    journal.length = 0;
+    expect(() => kernel.prepare()).toThrow(KernelError);
+    expect(journal.slice(-2)).toEqual(['b:cancel', 'a:cancel']);
+    expect(kernel.log.filter('error').some((l) => l.message.startsWith("BUG: cancel failed in plugin 'b'"))).toBe(true);
+  });
+
+  it.each([
+    ['serialize before prepare', (k: Kernel) => k.serialize(), "EBUSY: serialize: the live update is 'running' (wanted 'prepared')"],
+    ['prepare twice', (k: Kernel) => (k.prepare(), k.prepare()), "EBUSY: prepare: the live update is 'prepared' (wanted 'running')"],
+    ['kexec while prepared', (k: Kernel) => (k.prepare(), k.kexec()), "EBUSY: kexec: the live update is 'prepared' (wanted 'serialized', or no update at all)"],
+    ['cancel with nothing to cancel', (k: Kernel) => k.cancel(), "EINVAL: cancel: no live update in progress (state is 'running')"],
+  ])('refuses %s', (_what, act, message) => {
+    const { kernel } = bootWith([recorder('a')]);
+    expect(() => act(kernel)).toThrow(message);
+  });
+
+  it('restore reports per plugin and never throws', () => {
+    const { kernel } = bootWith([recorder('a'), recorder('b', { failIn: Phase.Restore })]);
+    const report = kernel.restore();
+    expect(report.ok).toBe(false);
+    expect(report.plugins).toEqual({
+      a: { ok: true, report: { restored: 'a' } },
+      b: { ok: false, error: 'ENOMEM: b could not allocate in restore' },
+    });
+  });
+});
+
+describe('kexec', () => {
+  const SETUP_TEST = 99;
+
+  @injectable()
+  class Stash implements KernelPlugin {
+    readonly name = 'stash';
+    received: Uint8Array | undefined;
+    constructor(
+      private readonly ram: FakeRam,
+      private readonly next: NextBootParams,
+      params: BootParams,
+      readonly info: KernelInfo,
+      readonly bus: LifecycleBus,
+    ) {
+      this.received = params.setupData(SETUP_TEST);
+    }
+    prepare(): void {
+      this.ram.bytes[7] = 0xab;
+      this.next.setSetupData(SETUP_TEST, Uint8Array.of(this.info.generation));
+    }
+  }
+  const stashModule: KernelModule = {
+    name: 'stash',
+    register(c) {
+      c.registerSingleton(Stash);
+      c.register(KernelPlugin, { useToken: Stash });
+    },
+  };
+
+  it('keeps RAM and boot parameters, and drops everything else of the old kernel', () => {
+    const machine = new Machine().attach(FakeRam, new FakeRam());
+    const k1 = machine.boot({ image: [stashModule], cmdline: 'quiet kho=on' });
+    const oldStash = k1.get(Stash);
+    const oldBus = k1.bus;
+    let oldListenerCalls = 0;
+    oldBus.on('phase:start', () => oldListenerCalls++);
+    expect(oldStash.received).toBeUndefined();
+
+    k1.prepare();
+    k1.serialize();
+    const k2 = k1.kexec();
+    const callsAfterJump = oldListenerCalls;
+
+    expect(machine.kernel).toBe(k2);
+    expect(k2.generation).toBe(2);
+    expect(k2.cmdline.text).toBe('quiet kho=on');
+    // RAM survived
+    expect(machine.device(FakeRam).bytes[7]).toBe(0xab);
+    // only the setup_data bytes crossed
+    const newStash = k2.get(Stash);
+    expect(newStash).not.toBe(oldStash);
+    expect(newStash.received).toEqual(Uint8Array.of(1));
+    expect(newStash.info.generation).toBe(2);
+    expect(newStash.bus).not.toBe(oldBus);
+    // the old kernel is gone: no listeners, no container, no instances
+    expect(oldBus.listenerCount('phase:start')).toBe(0);
+    expect(k1.isDead).toBe(true);
+    expect(() => k1.get(Stash)).toThrow('EINVAL: kernel generation 1 is gone (replaced by kexec or shut down)');
+    expect(() => k1.prepare()).toThrow(KernelError);
+    k2.prepare();
+    expect(oldListenerCalls).toBe(callsAfterJump);
+  });
+
+  it('a kexec without an update carries no setup_data and may change the command line', () => {
+    const machine = new Machine().attach(FakeRam, new FakeRam());
+    const k2 = machine.boot({ image: [stashModule] }).kexec({ cmdline: 'kho=off' });
+    expect(k2.get(Stash).received).toBeUndefined();
+    expect(k2.cmdline.getBool('kho', true)).toBe(false);
+  });
+
+  it('records the time spent in each phase', () => {
+    const machine = new Machine().attach(FakeRam, new FakeRam());
+    const k = machine.boot({ image: [stashModule] });
+    k.prepare();
+    expect(k.phaseMs.get(Phase.Prepare)).toBeGreaterThanOrEqual(0);
+    expect(k.phaseMs.has(Phase.Serialize)).toBe(false);
+  });
+});

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Packs @kho/kernel and @kho/physmem with `npm pack` (they must be built first) and uses them from a scratch
+# project outside the workspace, as someone consuming single packages would: CommonJS require, ESM import, and
+# a TypeScript typecheck against the shipped declarations.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+cd "$root"
+npm pack --silent --pack-destination "$scratch" -w @kho/kernel -w @kho/physmem >/dev/null
+cd "$scratch"
+npm init -y >/dev/null
+npm install --no-audit --no-fund --loglevel=error ./kho-kernel-0.1.0.tgz ./kho-physmem-0.1.0.tgz
+if [ -d node_modules/@kho/kernel/src ] || [ -d node_modules/@kho/physmem/src ]; then
+  echo "pack-check: a tarball ships src/ (wanted dist only)"; exit 1
+fi
+cat > use.cjs <<'JS'
+const { createMachine, physmemModule, BuddyAllocator, PhysicalMemory } = require('@kho/physmem');
+const { KernelError } = require('@kho/kernel');
+const machine = createMachine({ mem: '64M' });
+const k1 = machine.boot({ image: [physmemModule({ handOffAllRam: true })] });
+const buddy = k1.get(BuddyAllocator);
+const before = buddy.freePages;
+const folio = buddy.folioAlloc(3);
+machine.device(PhysicalMemory).writeU64(folio.phys, 0x1234n);
+const k2 = k1.kexec();
+if (machine.device(PhysicalMemory).readU64(folio.phys) !== 0x1234n) throw new Error('RAM did not survive kexec');
+if (k2.get(BuddyAllocator).freePages !== before) throw new Error('new kernel did not start with a fresh allocator');
+try { k2.get(BuddyAllocator).allocPages(11); throw new Error('order 11 was accepted'); }
+catch (e) { if (!(e instanceof KernelError)) throw e; }
+console.log('cjs ok: free pages', before);
+JS
+cat > use.mjs <<'JS'
+import { createMachine, physmemModule, BuddyAllocator } from '@kho/physmem';
+const k = createMachine({ mem: '16M' }).boot({ image: [physmemModule({ handOffAllRam: true })] });
+console.log('esm ok: free pages', k.get(BuddyAllocator).freePages);
+JS
+cat > use.ts <<'TS'
+import { createMachine, physmemModule, BuddyAllocator, type Folio } from '@kho/physmem';
+const k = createMachine({ mem: '16M' }).boot({ image: [physmemModule({ handOffAllRam: true })] });
+const f: Folio = k.get(BuddyAllocator).folioAlloc(2);
+export const phys: number = f.phys;
+TS
+node use.cjs
+node use.mjs
+"$root/node_modules/.bin/tsc" --module nodenext --moduleResolution nodenext --strict --noEmit --skipLibCheck false --types node --typeRoots "$root/node_modules/@types" use.ts
+echo "pack-check: ok (CommonJS, ESM and TypeScript consumers)"
