@@ -18,7 +18,7 @@ module.exports = [
   ...nx.configs['flat/typescript'],
   { ignores: ['**/dist', '**/out-tsc', '**/node_modules', '**/coverage', '**/files/**'] },
   {
-    files: ['**/*.ts', '**/*.js', '**/*.cjs'],
+    files: ['**/*.ts'],
     rules: {
       '@nx/enforce-module-boundaries': [
         'error',

@@ -165,15 +165,26 @@ export class Kernel {
    * update in progress (a plain kexec) or after `serialize`. Returns the new kernel.
    */
   kexec(opts: KexecOptions = {}): Kernel {
+    const params = this.jump(opts.cmdline);
+    return this.machine.start(opts.image ?? this.image, params);
+  }
+
+  /**
+   * The jump without the landing: runs `kexec` on every plugin, disposes this kernel and returns the boot
+   * parameters for the next one, leaving the machine halted with only its RAM (for writing a handover image;
+   * `machine.bootFrom` lands later, possibly in another process). Same state rules as {@link kexec}.
+   */
+  jump(cmdline?: string): BootParams {
     if (this.stateValue !== 'running' && this.stateValue !== 'serialized') {
       throw new KernelError(Errno.EBUSY, `kexec: the live update is '${this.stateValue}' (wanted 'serialized', or no update at all)`);
     }
     const live = this.alive();
     this.runEach(Phase.Kexec, (p) => p.kexec?.(), 'ignore');
-    const params = live.next.build(opts.cmdline ?? this.cmdline.text);
+    const params = live.next.build(cmdline ?? this.cmdline.text);
     live.log.info('kernel', `kexec: jumping to generation ${this.generation + 1}`);
     this.dispose();
-    return this.machine.start(opts.image ?? this.image, params);
+    this.machine.halt(this);
+    return params;
   }
 
   /** prepare, serialize and kexec in one call. Returns the new kernel; throws (with everything cancelled) on failure. */

@@ -67,6 +67,19 @@ export class Machine {
     this.running = undefined;
   }
 
+  /**
+   * Boots a kernel from boot parameters handed over by a previous one (`Kernel.jump`), on a halted machine.
+   * Returns the new kernel.
+   */
+  bootFrom(params: BootParams, opts: { image: readonly KernelModule[] }): Kernel {
+    return this.start(opts.image, params);
+  }
+
+  /** @internal a kernel that jumped leaves the machine halted. */
+  halt(kernel: Kernel): void {
+    if (this.running === kernel) this.running = undefined;
+  }
+
   /** @internal starts a kernel with the given boot parameters (used by cold boot and by kexec). */
   start(image: readonly KernelModule[], params: BootParams): Kernel {
     if (this.running && !this.running.isDead) throw new KernelError(Errno.EBUSY, 'a kernel is still running on this machine');

@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/cli', preset: '../../jest.preset.js' };

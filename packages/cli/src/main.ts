@@ -1,0 +1,181 @@
+import 'reflect-metadata';
+import { writeFileSync } from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { KernelError, formatBytes, hex, parseSize } from '@kho/kernel';
+import { PAGE_SIZE } from '@kho/physmem';
+import { DEFAULT_DEMO, runDemo, runFirstHalf, runSecondHalf, type DemoOptions, type DemoReport, type SecondHalf } from './demo/run';
+import { loadHandoverImage, writeHandoverImage } from './handover';
+import { formatInspection, inspectImage } from './inspect';
+
+/** Exit codes of every command. */
+export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
+
+const VERSION = '0.1.0';
+
+function sizeArg(what: string) {
+  return (text: string): number => {
+    try {
+      return parseSize(text, what);
+    } catch (e) {
+      throw new InvalidArgumentError(e instanceof Error ? e.message.replace(/^E[A-Z0-9]+: /, '') : String(e));
+    }
+  };
+}
+
+function intArg(what: string, min: number, max: number) {
+  return (text: string): number => {
+    const n = Number(text);
+    if (!/^-?\d+$/.test(text.trim()) || n < min || n > max) throw new InvalidArgumentError(`${what} '${text}' (wanted an integer ${min}..${max})`);
+    return n;
+  };
+}
+
+interface DemoFlags {
+  seed: number;
+  mem: number;
+  ram: number;
+  nodes: number;
+  cmdline: string;
+  json?: boolean;
+}
+
+function demoOptions(f: DemoFlags): DemoOptions {
+  if (f.mem % PAGE_SIZE !== 0) throw new KernelError(22, `--mem ${f.mem} is not a multiple of the page size (${PAGE_SIZE})`);
+  if (f.mem > f.ram / 2) throw new KernelError(22, `--mem ${formatBytes(f.mem)} is more than half of --ram ${formatBytes(f.ram)} (scratch and the kernel need the rest)`);
+  return { seed: f.seed, mem: f.mem, ram: f.ram, nodes: f.nodes, cmdline: f.cmdline };
+}
+
+function addDemoOptions(cmd: Command): Command {
+  return cmd
+    .option('--seed <n>', 'seed of the random folio orders and contents', intArg('--seed', 0, 2 ** 32 - 1), DEFAULT_DEMO.seed)
+    .option('--mem <size>', 'bytes of folios to preserve (K, M, G suffixes)', sizeArg('--mem'), DEFAULT_DEMO.mem)
+    .option('--ram <size>', 'RAM of the simulated machine', sizeArg('--ram'), DEFAULT_DEMO.ram)
+    .option('--nodes <n>', 'NUMA nodes', intArg('--nodes', 1, 64), DEFAULT_DEMO.nodes)
+    .option('--cmdline <text>', 'kernel command line of every boot (e.g. "kho_scratch=64M,64M,64M")', DEFAULT_DEMO.cmdline);
+}
+
+function printSecondHalf(s: SecondHalf, out: string[]): void {
+  out.push(`next kernel: ${s.khoBoot ? 'KHO boot' : `cold boot${s.revivalError ? ` (revival refused: ${s.revivalError})` : ''}`}`);
+  if (s.restore) {
+    out.push(`  restored ${s.restore.folios} folios, ${formatBytes(s.restore.bytes)}; orders ${s.restore.ordersMatch ? 'match' : 'DIFFER'}`);
+    out.push(`  checksum ${s.restore.checksumActual} (expected ${s.restore.checksumExpected})`);
+  }
+  out.push(`  free pages after finish ${s.freePagesAfterFinish}, cold boot ${s.freePagesColdBoot}${s.freePagesAfterFinish === s.freePagesColdBoot ? ' (nothing leaked)' : ''}`);
+  out.push(`  time: ${Object.entries(s.ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}`);
+  for (const e of s.errors) out.push(`  error: ${e}`);
+}
+
+function formatDemo(r: DemoReport): string {
+  const out: string[] = [];
+  const f = r.first;
+  out.push(`kho demo: seed ${r.seed}, ${formatBytes(r.mem)} of folios on a ${formatBytes(r.ram)} machine`);
+  out.push(`first kernel: ${f.folios} folios of random order, ${formatBytes(f.bytesPreserved)}`);
+  out.push(`  preserved ${f.blocksPreserved} blocks (folios, their list, the kho_test blob, the root FDT)`);
+  out.push(`  tracker: ${f.trackerPages} radix-tree pages (${formatBytes(f.trackerPages * PAGE_SIZE)})`);
+  out.push(`  scratch: ${f.scratch.map((a) => `${hex(a.addr)}+${formatBytes(a.size)}`).join(', ')}`);
+  out.push(`  time: ${Object.entries(f.ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}`);
+  printSecondHalf(r.second, out);
+  out.push(r.ok ? 'RESULT: every preserved byte verified after kexec' : 'RESULT: FAILED');
+  return out.join('\n');
+}
+
+/** Builds the `kho` command. `io` receives what would go to stdout and stderr (tests capture it). */
+export function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; exit: (code: number) => void }): Command {
+  const program = new Command('kho')
+    .description('kho-lab: run, inspect and measure Kexec HandOver live updates on a simulated machine')
+    .version(VERSION, '-V, --version')
+    .configureOutput({ writeOut: io.out, writeErr: io.err })
+    .exitOverride()
+    .showHelpAfterError('(run with --help for usage)');
+
+  addDemoOptions(
+    program
+      .command('demo')
+      .description('a whole live update in one process: preserve random folios, kexec, restore and verify every byte')
+      .addHelpText('after', '\nExit status: 0 when everything verified, 1 when verification failed, 2 on bad input.'),
+  )
+    .option('--json', 'print the report as JSON')
+    .action((flags: DemoFlags) => {
+      const report = runDemo(demoOptions(flags));
+      io.out(`${flags.json ? JSON.stringify(report, null, 2) : formatDemo(report)}\n`);
+      io.exit(report.ok ? EXIT.OK : EXIT.FAILED);
+    });
+
+  addDemoOptions(
+    program
+      .command('kexec')
+      .description("run the demo's first kernel and write the handover image at the jump")
+      .addHelpText('after', '\nThe image is an ELF64 core file: one PT_LOAD per run of populated pages and the KHO notes.'),
+  )
+    .requiredOption('--image <file>', 'where to write the handover image')
+    .option('--json', 'print the summary as JSON')
+    .action((flags: DemoFlags & { image: string }) => {
+      const opts = demoOptions(flags);
+      const first = runFirstHalf(opts);
+      writeHandoverImage(flags.image, first.machine, first.params, { cmdline: opts.cmdline, tracker: 'radix', demo: { mem: opts.mem, seed: opts.seed } });
+      const { machine: _m, params: _p, ...summary } = first;
+      if (flags.json) io.out(`${JSON.stringify({ image: flags.image, ...summary }, null, 2)}\n`);
+      else io.out(`wrote ${flags.image}: ${summary.folios} folios, ${summary.blocksPreserved} preserved blocks, ${formatBytes(summary.bytesPreserved)}\n`);
+      io.exit(EXIT.OK);
+    });
+
+  program
+    .command('boot')
+    .description("boot a new kernel from a handover image and run the demo's restore half")
+    .requiredOption('--image <file>', 'handover image written by `kho kexec`')
+    .option('--json', 'print the report as JSON')
+    .action((flags: { image: string; json?: boolean }) => {
+      const loaded = loadHandoverImage(flags.image);
+      const demo = loaded.extras.demo ?? { mem: DEFAULT_DEMO.mem, seed: DEFAULT_DEMO.seed };
+      const opts: DemoOptions = { ...DEFAULT_DEMO, ...demo, cmdline: loaded.extras.cmdline ?? '' };
+      const second = runSecondHalf(loaded.machine, loaded.params, opts, loaded.ranges);
+      if (flags.json) io.out(`${JSON.stringify(second, null, 2)}\n`);
+      else {
+        const out: string[] = [];
+        printSecondHalf(second, out);
+        out.push(second.ok ? 'RESULT: every preserved byte verified after kexec' : 'RESULT: FAILED');
+        io.out(`${out.join('\n')}\n`);
+      }
+      io.exit(second.ok ? EXIT.OK : EXIT.FAILED);
+    });
+
+  program
+    .command('inspect')
+    .description('decode a handover image: root FDT, scratch areas, preserved blocks, subtrees, tracker figures')
+    .argument('<file>', 'handover image')
+    .option('--json', 'print everything as JSON (blocks as {"phys":"0x…","order":n})')
+    .option('--dtb-out <file>', 'also write the root FDT as a .dtb file (for dtc -I dtb -O dts)')
+    .action((file: string, flags: { json?: boolean; dtbOut?: string }) => {
+      const r = inspectImage(file);
+      if (flags.dtbOut) writeFileSync(flags.dtbOut, r.rootDtb);
+      const { rootDtb: _d, ...data } = r;
+      io.out(`${flags.json ? JSON.stringify(data, null, 2) : formatInspection(r)}\n`);
+      io.exit(EXIT.OK);
+    });
+
+  program.addOption(new Option('--no-color', 'plain output').hideHelp());
+  return program;
+}
+
+/** Runs the command line. Expected failures print one line (`kho: …`) and exit 2; never a stack trace. */
+export function main(argv: string[]): void {
+  const io = {
+    out: (s: string) => process.stdout.write(s),
+    err: (s: string) => process.stderr.write(s),
+    exit: (code: number) => {
+      process.exitCode = code;
+    },
+  };
+  const program = buildProgram(io);
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode === 0 ? EXIT.OK : EXIT.BAD_INPUT;
+      return;
+    }
+    const message = e instanceof KernelError ? e.message.replace(/^E[A-Z0-9]+: /, '') : e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+    process.stderr.write(`kho: ${message}\n`);
+    process.exitCode = e instanceof KernelError ? EXIT.BAD_INPUT : EXIT.FAILED;
+  }
+}

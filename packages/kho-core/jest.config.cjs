@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/kho-core', preset: '../../jest.preset.js' };

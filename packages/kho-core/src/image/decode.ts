@@ -1,0 +1,239 @@
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { Errno, KernelError, hex } from '@kho/kernel';
+import {
+  EI_CLASS,
+  EI_DATA,
+  EI_OSABI,
+  EI_VERSION,
+  ELF64_EHDR,
+  ELF64_EHDR_SIZE,
+  ELF64_NHDR,
+  ELF64_NHDR_SIZE,
+  ELF64_PHDR,
+  ELF64_PHDR_SIZE,
+  ELFCLASS64,
+  ELFDATA2LSB,
+  ELFMAG,
+  ELFOSABI_NONE,
+  EM_X86_64,
+  ET_CORE,
+  EV_CURRENT,
+  IMAGE_PAGE_SIZE,
+  KHO_DATA_SIZE,
+  KHO_NOTE_NAME,
+  NOTE_ALIGN,
+  NT_KHO_DATA,
+  NT_KHO_MACHINE,
+  PN_XNUM,
+  PT_LOAD,
+  PT_NOTE,
+} from './abi';
+import { getField, getField64 } from './fields';
+import { HandoverImage, ImageMachine, ImageSegment, checkMachine, checkSegments, invalid } from './model';
+
+/** The largest PT_NOTE accepted: the notes are read whole, and a real one is a few KiB. */
+export const IMAGE_MAX_NOTE_SIZE = 16 << 20;
+
+const align = (n: number, a: number): number => Math.ceil(n / a) * a;
+
+/** Random access to the file's bytes; callers check bounds against `size` first. `read` returns a copy. */
+interface ByteSource {
+  readonly size: number;
+  read(offset: number, length: number): Uint8Array;
+}
+
+const truncated = (what: string, end: number, size: number): KernelError =>
+  invalid(`truncated: ${what} ends at offset ${hex(end)} but the file has ${hex(size)} bytes (wanted the whole file)`);
+
+/** Reads `length` bytes at `offset` after checking they are in the file; `what` names them in the message. */
+function readIn(src: ByteSource, offset: number, length: number, what: string): Uint8Array {
+  if (offset + length > src.size) throw truncated(what, offset + length, src.size);
+  return src.read(offset, length);
+}
+
+function u64(v: bigint, what: string): number {
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw invalid(`${what} ${hex(v)} is too large (wanted below 2^53)`);
+  return Number(v);
+}
+
+interface LoadHeader {
+  index: number;
+  offset: number;
+  paddr: number;
+  size: number;
+}
+
+/** Parses and checks everything; segment bytes are read last, once every header has been checked. */
+function parseImage(src: ByteSource): HandoverImage {
+  // ELF header
+  const eh = readIn(src, 0, ELF64_EHDR_SIZE, `the ${ELF64_EHDR_SIZE}-byte ELF header`);
+  const ev = new DataView(eh.buffer, eh.byteOffset, eh.byteLength);
+  const magic = eh.subarray(0, ELFMAG.length);
+  if (!ELFMAG.every((b, i) => magic[i] === b)) {
+    const bytes = (a: ArrayLike<number>): string => Array.from(a, (b) => b.toString(16).padStart(2, '0')).join(' ');
+    throw invalid(`bad ELF magic ${bytes(magic)} (wanted ${bytes(ELFMAG)})`);
+  }
+  const ident: Array<[number, number, string, string]> = [
+    [EI_CLASS, ELFCLASS64, 'EI_CLASS', 'ELFCLASS64'],
+    [EI_DATA, ELFDATA2LSB, 'EI_DATA', 'ELFDATA2LSB, little-endian'],
+    [EI_VERSION, EV_CURRENT, 'EI_VERSION', 'EV_CURRENT'],
+    [EI_OSABI, ELFOSABI_NONE, 'EI_OSABI', 'ELFOSABI_NONE'],
+  ];
+  for (const [at, want, name, meaning] of ident) {
+    if (eh[at] !== want) throw invalid(`${name} is ${eh[at]} (wanted ${want}, ${meaning})`);
+  }
+  const field = (f: keyof typeof ELF64_EHDR): number => getField(ev, 0, ELF64_EHDR[f]);
+  const checks: Array<[keyof typeof ELF64_EHDR, number, string]> = [
+    ['e_type', ET_CORE, 'ET_CORE'],
+    ['e_machine', EM_X86_64, 'EM_X86_64'],
+    ['e_version', EV_CURRENT, 'EV_CURRENT'],
+    ['e_ehsize', ELF64_EHDR_SIZE, 'the size of Elf64_Ehdr'],
+    ['e_phentsize', ELF64_PHDR_SIZE, 'the size of Elf64_Phdr'],
+  ];
+  for (const [f, want, meaning] of checks) {
+    if (field(f) !== want) throw invalid(`${f} is ${field(f)} (wanted ${want}, ${meaning})`);
+  }
+  const phnum = field('e_phnum');
+  if (phnum === 0 || phnum === PN_XNUM) {
+    throw invalid(`e_phnum is ${phnum} (wanted 1..${PN_XNUM - 1}: a PT_NOTE and the PT_LOADs)`);
+  }
+  const phoff = u64(getField64(ev, 0, ELF64_EHDR.e_phoff), 'e_phoff');
+  if (phoff < ELF64_EHDR_SIZE) throw invalid(`e_phoff ${hex(phoff)} is inside the ELF header (wanted at least ${hex(ELF64_EHDR_SIZE)})`);
+
+  // Program headers
+  const ph = readIn(src, phoff, phnum * ELF64_PHDR_SIZE, `the program header table (${phnum} entries at ${hex(phoff)})`);
+  const pv = new DataView(ph.buffer, ph.byteOffset, ph.byteLength);
+  let note: { index: number; offset: number; size: number } | undefined;
+  const loads: LoadHeader[] = [];
+  for (let i = 0; i < phnum; i++) {
+    const base = i * ELF64_PHDR_SIZE;
+    const type = getField(pv, base, ELF64_PHDR.p_type);
+    const big = (f: 'p_offset' | 'p_paddr' | 'p_filesz' | 'p_memsz'): number => u64(getField64(pv, base, ELF64_PHDR[f]), `program header ${i} ${f}`);
+    if (type === PT_NOTE) {
+      if (note) throw invalid(`program header ${i} is a second PT_NOTE (wanted exactly one, the first was ${note.index})`);
+      note = { index: i, offset: big('p_offset'), size: big('p_filesz') };
+    } else if (type === PT_LOAD) {
+      const [offset, paddr, size, memsz] = [big('p_offset'), big('p_paddr'), big('p_filesz'), big('p_memsz')];
+      if (size !== memsz) throw invalid(`PT_LOAD ${i} has p_filesz ${hex(size)} and p_memsz ${hex(memsz)} (wanted them equal)`);
+      if (offset % IMAGE_PAGE_SIZE !== 0) throw invalid(`PT_LOAD ${i} p_offset ${hex(offset)} is not page aligned (wanted a multiple of ${IMAGE_PAGE_SIZE})`);
+      loads.push({ index: i, offset, paddr, size });
+    } else {
+      throw invalid(`program header ${i} has type ${hex(type)} (wanted PT_NOTE ${PT_NOTE} or PT_LOAD ${PT_LOAD})`);
+    }
+  }
+  if (!note) throw invalid('no PT_NOTE program header (wanted exactly one)');
+
+  // Notes
+  if (note.size > IMAGE_MAX_NOTE_SIZE) throw invalid(`PT_NOTE of ${note.size} bytes is too large (wanted at most ${IMAGE_MAX_NOTE_SIZE})`);
+  if (note.offset % NOTE_ALIGN !== 0) throw invalid(`PT_NOTE p_offset ${hex(note.offset)} is not 4-byte aligned (wanted a multiple of ${NOTE_ALIGN})`);
+  const nb = readIn(src, note.offset, note.size, `the PT_NOTE (${note.size} bytes at ${hex(note.offset)})`);
+  const nv = new DataView(nb.buffer, nb.byteOffset, nb.byteLength);
+  let khoData: Uint8Array | undefined;
+  let machineJson: Uint8Array | undefined;
+  for (let p = 0; p < nb.length; ) {
+    const at = hex(note.offset + p);
+    if (p + ELF64_NHDR_SIZE > nb.length) {
+      throw invalid(`note at offset ${at} has ${nb.length - p} bytes left for its header (wanted ${ELF64_NHDR_SIZE}, inside the PT_NOTE)`);
+    }
+    const namesz = getField(nv, p, ELF64_NHDR.n_namesz);
+    const descsz = getField(nv, p, ELF64_NHDR.n_descsz);
+    const type = getField(nv, p, ELF64_NHDR.n_type);
+    const nameAt = p + ELF64_NHDR_SIZE;
+    const descAt = nameAt + align(namesz, NOTE_ALIGN);
+    const end = descAt + align(descsz, NOTE_ALIGN);
+    if (end > nb.length) {
+      throw invalid(`note at offset ${at} (namesz ${namesz}, descsz ${descsz}) runs past the PT_NOTE (wanted it inside the ${nb.length} bytes)`);
+    }
+    const padding = [...nb.subarray(nameAt + namesz, descAt), ...nb.subarray(descAt + descsz, end)];
+    if (padding.some((b) => b !== 0)) throw invalid(`note at offset ${at} has non-zero padding (wanted zeros)`);
+    const name = nb.subarray(nameAt, nameAt + namesz);
+    const isKho = namesz === KHO_NOTE_NAME.length + 1 && name[namesz - 1] === 0 && String.fromCharCode(...name.subarray(0, namesz - 1)) === KHO_NOTE_NAME;
+    if (isKho) {
+      const desc = nb.slice(descAt, descAt + descsz);
+      if (type === NT_KHO_DATA) {
+        if (khoData) throw invalid(`second kho_data note at offset ${at} (wanted exactly one)`);
+        if (descsz !== KHO_DATA_SIZE) throw invalid(`kho_data note at offset ${at} has ${descsz} bytes (wanted ${KHO_DATA_SIZE})`);
+        khoData = desc;
+      } else if (type === NT_KHO_MACHINE) {
+        if (machineJson) throw invalid(`second machine note at offset ${at} (wanted exactly one)`);
+        machineJson = desc;
+      } else {
+        throw invalid(`KHO note at offset ${at} has unknown type ${hex(type)} (wanted ${hex(NT_KHO_DATA)} or ${hex(NT_KHO_MACHINE)})`);
+      }
+    } // notes of other owners are not ours to judge: skipped
+    p = end;
+  }
+  if (!khoData) throw invalid(`no kho_data note (wanted exactly one, owner "KHO", type ${hex(NT_KHO_DATA)})`);
+  if (!machineJson) throw invalid(`no machine note (wanted exactly one, owner "KHO", type ${hex(NT_KHO_MACHINE)})`);
+
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(machineJson));
+  } catch (e) {
+    throw invalid(`machine note is not UTF-8 JSON: ${(e as Error).message} (wanted {"pageSize":4096,"ram":[...]})`);
+  }
+  const ram = checkMachine(parsed);
+  const { pageSize, ram: ranges, ...extra } = parsed as ImageMachine;
+  const machine: ImageMachine = { pageSize, ram: ranges.map(({ start, size, node }) => ({ start, size, node })), ...extra };
+
+  // Segments: checked in address order, and their file ranges disjoint, so reading them costs at most the file.
+  loads.sort((a, b) => a.paddr - b.paddr);
+  checkSegments(loads, (i) => `PT_LOAD ${loads[i].index}`, ram);
+  const byOffset = [...loads].sort((a, b) => a.offset - b.offset);
+  byOffset.forEach((l, i) => {
+    const end = l.offset + l.size;
+    if (end > src.size) throw truncated(`PT_LOAD ${l.index} (paddr ${hex(l.paddr)})`, end, src.size);
+    const prev = byOffset[i - 1];
+    if (prev && l.offset < prev.offset + prev.size) {
+      throw invalid(`PT_LOAD ${l.index} file bytes at ${hex(l.offset)} overlap those of PT_LOAD ${prev.index} (wanted disjoint file ranges)`);
+    }
+  });
+  const segments: ImageSegment[] = loads.map((l) => ({ paddr: l.paddr, bytes: src.read(l.offset, l.size) }));
+  return { khoData, machine, segments };
+}
+
+/**
+ * Decodes a handover image file held in memory. The input is hostile: ELF identification and header sizes,
+ * every program header and note, the notes' sizes and padding, the machine description and every PT_LOAD
+ * (page aligned, p_filesz = p_memsz, inside the file and inside RAM, disjoint) are checked.
+ * Returns the image, its segments ascending and copied out of `bytes`.
+ * Throws KernelError(EINVAL, 'image: <what> (wanted …)'); a cut-short file gives 'image: truncated: …'.
+ */
+export function decodeImage(bytes: Uint8Array): HandoverImage {
+  return parseImage({ size: bytes.length, read: (offset, length) => bytes.slice(offset, offset + length) });
+}
+
+/**
+ * Reads and decodes the handover image file at `path`, reading the headers first and then each segment, so
+ * the file is never held twice. Returns the image. Throws what {@link decodeImage} throws, ENOENT when there is
+ * no such file, and EIO for any other failure to read it.
+ */
+export function readImageFile(path: string): HandoverImage {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    const errno = (e as NodeJS.ErrnoException).code === 'ENOENT' ? Errno.ENOENT : Errno.EIO;
+    throw new KernelError(errno, `image: cannot open ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const read = (offset: number, length: number): Uint8Array => {
+      const out = new Uint8Array(length);
+      for (let done = 0; done < length; ) {
+        const n = readSync(fd, out, done, length - done, offset + done);
+        if (n === 0) throw new KernelError(Errno.EIO, `image: ${path} shrank while being read (at offset ${hex(offset + done)})`);
+        done += n;
+      }
+      return out;
+    };
+    try {
+      return parseImage({ size, read });
+    } catch (e) {
+      if (e instanceof KernelError) throw e;
+      throw new KernelError(Errno.EIO, `image: cannot read ${path}: ${(e as Error).message}`, { cause: e });
+    }
+  } finally {
+    closeSync(fd);
+  }
+}

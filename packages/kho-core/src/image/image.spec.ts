@@ -1,0 +1,394 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Errno, KernelError, seededRandom } from '@kho/kernel';
+import fc from 'fast-check';
+import { ELF64_EHDR, ELF64_EHDR_SIZE, ELF64_NHDR, ELF64_NHDR_SIZE, ELF64_PHDR, ELF64_PHDR_SIZE, ElfField } from './abi';
+import { decodeImage, readImageFile } from './decode';
+import { encodeImage, writeImageFile } from './encode';
+import { HandoverImage, ImageMachine, pagesToSegments } from './model';
+
+const READELF = '/usr/bin/readelf';
+const haveReadelf = existsSync(READELF);
+if (!haveReadelf) console.log(`${READELF} is absent: the readelf interoperability test is skipped`);
+const itReadelf = haveReadelf ? it : it.skip;
+
+const PAGE = 4096;
+const MiB = 1 << 20;
+
+/** A 32-byte kho_data: fdt_addr, fdt_size, scratch_addr, scratch_size. */
+function khoData(fdt = 0x200000): Uint8Array {
+  const b = new Uint8Array(32);
+  const v = new DataView(b.buffer);
+  [fdt, PAGE, 0x800000, 48].forEach((x, i) => v.setBigUint64(i * 8, BigInt(x), true));
+  return b;
+}
+
+/** `n` pages whose bytes depend on their address, so a misplaced page shows. */
+function pages(paddr: number, n: number): Uint8Array {
+  const b = new Uint8Array(n * PAGE);
+  for (let i = 0; i < b.length; i += 8) b[i] = ((paddr + i) >>> 12) & 255;
+  b[0] = 0xa5;
+  return b;
+}
+
+const machine = (): ImageMachine => ({
+  pageSize: PAGE,
+  ram: [
+    { start: 0, size: 16 * MiB, node: 0 },
+    { start: 16 * MiB, size: 16 * MiB, node: 1 },
+  ],
+  cmdline: 'kho=on',
+});
+
+/** Three segments, the last crossing from node 0's range into node 1's. */
+function sample(): HandoverImage {
+  return {
+    khoData: khoData(),
+    machine: machine(),
+    segments: [
+      { paddr: 0x1000, bytes: pages(0x1000, 2) },
+      { paddr: 0x100000, bytes: pages(0x100000, 1) },
+      { paddr: 16 * MiB - PAGE, bytes: pages(16 * MiB - PAGE, 2) },
+    ],
+  };
+}
+
+const MACHINE_JSON =
+  '{"pageSize":4096,"ram":[{"start":0,"size":16777216,"node":0},{"start":16777216,"size":16777216,"node":1}],"cmdline":"kho=on"}';
+
+/** Byte equality without jest's element-by-element diffing, which is slow on pages. */
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
+const view = (b: Uint8Array): DataView => new DataView(b.buffer, b.byteOffset, b.byteLength);
+const u = (b: Uint8Array, base: number, f: ElfField): number =>
+  f.size === 8 ? Number(view(b).getBigUint64(base + f.offset, true)) : f.size === 4 ? view(b).getUint32(base + f.offset, true) : view(b).getUint16(base + f.offset, true);
+const phdr = (i: number): number => ELF64_EHDR_SIZE + i * ELF64_PHDR_SIZE;
+
+/** `bytes` with a little-endian field of struct `base` set to `value`. */
+function patched(bytes: Uint8Array, base: number, f: ElfField, value: number): Uint8Array {
+  const b = bytes.slice();
+  if (f.size === 8) view(b).setBigUint64(base + f.offset, BigInt(value), true);
+  else if (f.size === 4) view(b).setUint32(base + f.offset, value, true);
+  else view(b).setUint16(base + f.offset, value, true);
+  return b;
+}
+
+describe('image layout', () => {
+  it.each([
+    ['Elf64_Ehdr', ELF64_EHDR, ELF64_EHDR_SIZE],
+    ['Elf64_Phdr', ELF64_PHDR, ELF64_PHDR_SIZE],
+    ['Elf64_Nhdr', ELF64_NHDR, ELF64_NHDR_SIZE],
+  ])('%s fields are contiguous and sum to its size', (_name, struct, size) => {
+    let next = 0;
+    for (const f of Object.values(struct) as ElfField[]) {
+      expect(f.offset).toBe(next);
+      next += f.size;
+    }
+    expect(next).toBe(size);
+  });
+});
+
+describe('encodeImage', () => {
+  const file = encodeImage(sample());
+  const notesAt = ELF64_EHDR_SIZE + 4 * ELF64_PHDR_SIZE;
+  const machineNoteAt = notesAt + 12 + 4 + 32;
+  const notesSize = 48 + 12 + 4 + Math.ceil(MACHINE_JSON.length / 4) * 4;
+
+  it('writes an ELF64 little-endian x86-64 core file header', () => {
+    expect(Array.from(file.subarray(0, 16))).toEqual([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    expect(
+      Object.fromEntries((Object.keys(ELF64_EHDR) as Array<keyof typeof ELF64_EHDR>).filter((k) => k !== 'e_ident').map((k) => [k, u(file, 0, ELF64_EHDR[k])])),
+    ).toEqual({
+      e_type: 4,
+      e_machine: 62,
+      e_version: 1,
+      e_entry: 0,
+      e_phoff: 64,
+      e_shoff: 0,
+      e_flags: 0,
+      e_ehsize: 64,
+      e_phentsize: 56,
+      e_phnum: 4,
+      e_shentsize: 0,
+      e_shnum: 0,
+      e_shstrndx: 0,
+    });
+  });
+
+  it.each([
+    [0, { p_type: 4, p_flags: 0, p_offset: notesAt, p_vaddr: 0, p_paddr: 0, p_filesz: notesSize, p_memsz: 0, p_align: 4 }],
+    [1, { p_type: 1, p_flags: 7, p_offset: PAGE, p_vaddr: 0, p_paddr: 0x1000, p_filesz: 2 * PAGE, p_memsz: 2 * PAGE, p_align: PAGE }],
+    [2, { p_type: 1, p_flags: 7, p_offset: 3 * PAGE, p_vaddr: 0, p_paddr: 0x100000, p_filesz: PAGE, p_memsz: PAGE, p_align: PAGE }],
+    [3, { p_type: 1, p_flags: 7, p_offset: 4 * PAGE, p_vaddr: 0, p_paddr: 16 * MiB - PAGE, p_filesz: 2 * PAGE, p_memsz: 2 * PAGE, p_align: PAGE }],
+  ])('program header %d', (i, fields) => {
+    const got = Object.fromEntries((Object.keys(ELF64_PHDR) as Array<keyof typeof ELF64_PHDR>).map((k) => [k, u(file, phdr(i), ELF64_PHDR[k])]));
+    expect(got).toEqual(fields);
+  });
+
+  it('writes the two KHO notes with 4-byte padding', () => {
+    expect([u(file, notesAt, ELF64_NHDR.n_namesz), u(file, notesAt, ELF64_NHDR.n_descsz), u(file, notesAt, ELF64_NHDR.n_type)]).toEqual([4, 32, 0x4b484f01]);
+    expect(Array.from(file.subarray(notesAt + 12, notesAt + 16))).toEqual([0x4b, 0x48, 0x4f, 0]);
+    expect(Array.from(file.subarray(notesAt + 16, notesAt + 48))).toEqual(Array.from(khoData()));
+    const m = machineNoteAt;
+    expect([u(file, m, ELF64_NHDR.n_namesz), u(file, m, ELF64_NHDR.n_descsz), u(file, m, ELF64_NHDR.n_type)]).toEqual([4, MACHINE_JSON.length, 0x4b484f02]);
+    expect(Buffer.from(file.subarray(m + 16, m + 16 + MACHINE_JSON.length)).toString('utf8')).toBe(MACHINE_JSON);
+    expect(file.subarray(m + 16 + MACHINE_JSON.length, PAGE).every((b) => b === 0)).toBe(true);
+  });
+
+  it('puts the segment bytes at their page-aligned offsets, and nothing after', () => {
+    expect(file.length).toBe(6 * PAGE);
+    expect(file.subarray(PAGE, 3 * PAGE)).toEqual(pages(0x1000, 2));
+    expect(file.subarray(4 * PAGE)).toEqual(pages(16 * MiB - PAGE, 2));
+  });
+
+  it('ends after the notes when there are no segments', () => {
+    const b = encodeImage({ ...sample(), segments: [] });
+    expect(b.length).toBe(ELF64_EHDR_SIZE + ELF64_PHDR_SIZE + notesSize);
+    expect(decodeImage(b).segments).toEqual([]);
+  });
+
+  it.each<[string, (img: HandoverImage) => void, string]>([
+    ['a 31-byte kho_data', (i) => (i.khoData = new Uint8Array(31)), 'kho_data is 31 bytes (wanted 32 bytes)'],
+    ['a misaligned segment', (i) => (i.segments[1].paddr = 0x100800), 'segment 1 at paddr 1050624 is not page aligned (wanted a multiple of 4096)'],
+    ['a segment of part of a page', (i) => (i.segments[1].bytes = new Uint8Array(100)), 'segment 1 is 100 bytes long (wanted a non-zero multiple of 4096)'],
+    ['an empty segment', (i) => (i.segments[1].bytes = new Uint8Array(0)), 'segment 1 is 0 bytes long (wanted a non-zero multiple of 4096)'],
+    ['overlapping segments', (i) => (i.segments[1].paddr = 0x2000), 'segment 1 at 0x2000 starts below the end 0x3000 of segment 0 (wanted ascending, disjoint segments)'],
+    ['descending segments', (i) => i.segments.reverse(), 'segment 1 at 0x100000 starts below the end 0x1001000 of segment 0 (wanted ascending, disjoint segments)'],
+    ['a segment beyond RAM', (i) => (i.segments[2].paddr = 32 * MiB - PAGE), 'segment 2 [0x1fff000, 0x2001000) is outside RAM (wanted inside a range of the machine\'s ram)'],
+    ['a segment in a hole', (i) => (i.machine.ram = [{ start: 0, size: MiB, node: 0 }, { start: 2 * MiB, size: 30 * MiB, node: 0 }]), 'segment 1 [0x100000, 0x101000) is outside RAM'],
+    ['a page size of 8192', (i) => (i.machine.pageSize = 8192), 'machine pageSize is 8192 (wanted 4096)'],
+    ['ram that is not an array', (i) => ((i.machine as Record<string, unknown>).ram = 'all'), 'machine ram is "all" (wanted an array of {"start","size","node"})'],
+    ['a misaligned ram range', (i) => (i.machine.ram[1].start = 16 * MiB + 1), 'machine ram[1].start 0x1000001 is not page aligned (wanted a multiple of 4096)'],
+    ['an empty ram range', (i) => (i.machine.ram[1].size = 0), 'machine ram[1].size 0x0 is not a positive multiple of 4096'],
+    ['a negative node', (i) => (i.machine.ram[1].node = -1), 'machine ram[1].node is -1 (wanted a non-negative integer)'],
+    ['overlapping ram ranges', (i) => (i.machine.ram[1].start = 15 * MiB), 'machine ram ranges [0x0, 0x1000000) and [0xf00000, 0x1f00000) overlap (wanted disjoint ranges)'],
+    ['a value JSON cannot hold', (i) => (i.machine.big = 1n), 'machine cannot be written as JSON: Do not know how to serialize a BigInt (wanted plain JSON values)'],
+  ])('refuses %s with EINVAL', (_what, spoil, message) => {
+    const img = sample();
+    spoil(img);
+    expect(() => encodeImage(img)).toThrow(new KernelError(Errno.EINVAL, `image: ${message}`).message);
+  });
+});
+
+describe('image round trip', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'kho-image-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('decodeImage(encodeImage(x)) equals x, extra machine keys included', () => {
+    expect(decodeImage(encodeImage(sample()))).toEqual(sample());
+  });
+
+  it('writeImageFile writes the bytes encodeImage builds, and readImageFile reads them back', () => {
+    const path = join(dir, 'a.kho');
+    writeImageFile(path, sample());
+    expect(new Uint8Array(readFileSync(path))).toEqual(encodeImage(sample()));
+    expect(readImageFile(path)).toEqual(sample());
+  });
+
+  it('writeImageFile validates before creating the file', () => {
+    const path = join(dir, 'never.kho');
+    expect(() => writeImageFile(path, { ...sample(), khoData: new Uint8Array(0) })).toThrow('EINVAL: image: kho_data is 0 bytes (wanted 32 bytes)');
+    expect(existsSync(path)).toBe(false);
+  });
+
+  it.each([
+    ['writeImageFile into a missing directory', () => writeImageFile(join('/nonexistent-kho', 'x'), sample()), Errno.EIO, /^EIO: image: cannot create \/nonexistent-kho\/x: /],
+    ['readImageFile of a missing file', () => readImageFile('/nonexistent-kho/x'), Errno.ENOENT, /^ENOENT: image: cannot open \/nonexistent-kho\/x: /],
+  ])('%s is a KernelError naming the file', (_what, fn, errno, message) => {
+    let err: unknown;
+    try {
+      fn();
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(KernelError);
+    expect((err as KernelError).errno).toBe(errno);
+    expect((err as KernelError).message).toMatch(message);
+  });
+
+  it('decoded segments are copies', () => {
+    const bytes = encodeImage(sample());
+    const img = decodeImage(bytes);
+    bytes.fill(0);
+    expect(img.segments[0].bytes).toEqual(pages(0x1000, 2));
+  });
+
+  it('a machine note with a "__proto__" key stays data', () => {
+    const img = sample();
+    Object.defineProperty(img.machine, '__proto__', { value: { polluted: true }, enumerable: true });
+    const back = decodeImage(encodeImage(img));
+    expect(Object.getPrototypeOf(back.machine)).toBe(Object.prototype);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('random page sets survive pagesToSegments, encode and decode (fast-check)', () => {
+    const ramPages = (32 * MiB) / PAGE;
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.nat({ max: ramPages - 1 }), { maxLength: 40 }), (pfns) => {
+        const segments = pagesToSegments(pfns, (pfn) => pages(pfn * PAGE, 1));
+        const img: HandoverImage = { khoData: khoData(pfns.length * PAGE), machine: machine(), segments };
+        const back = decodeImage(encodeImage(img));
+        expect(back.khoData).toEqual(img.khoData);
+        expect(back.machine).toEqual(img.machine);
+        expect(back.segments.map((x) => [x.paddr, x.bytes.length])).toEqual(img.segments.map((x) => [x.paddr, x.bytes.length]));
+        back.segments.forEach((x, i) => expect(sameBytes(x.bytes, img.segments[i].bytes)).toBe(true));
+        const sorted = [...pfns].sort((a, b) => a - b);
+        const runs = sorted.filter((p, i) => i === 0 || sorted[i - 1] !== p - 1).length;
+        expect(back.segments.length).toBe(runs);
+        for (const pfn of pfns) {
+          const s = back.segments.find((x) => x.paddr <= pfn * PAGE && pfn * PAGE < x.paddr + x.bytes.length)!;
+          const off = pfn * PAGE - s.paddr;
+          expect(sameBytes(s.bytes.subarray(off, off + PAGE), pages(pfn * PAGE, 1))).toBe(true);
+        }
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  itReadelf('readelf -l -n lists the segments and the notes cleanly', () => {
+    const path = join(dir, 'readelf.kho');
+    writeImageFile(path, sample());
+    const r = spawnSync(READELF, ['-l', '-n', '-W', path], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('Elf file type is CORE (Core file)');
+    const loads = r.stdout.split('\n').filter((l) => /^\s+LOAD\s/.test(l));
+    expect(loads.map((l) => l.trim().split(/\s+/).slice(1, 6))).toEqual([
+      ['0x001000', '0x0000000000000000', '0x0000000000001000', '0x002000', '0x002000'],
+      ['0x003000', '0x0000000000000000', '0x0000000000100000', '0x001000', '0x001000'],
+      ['0x004000', '0x0000000000000000', '0x0000000000fff000', '0x002000', '0x002000'],
+    ]);
+    expect(r.stdout).toMatch(/NOTE\s+0x000120 /);
+    expect(r.stdout).toMatch(/KHO\s+0x00000020\s+Unknown note type: \(0x4b484f01\)/);
+    expect(r.stdout).toMatch(new RegExp(`KHO\\s+0x000000${MACHINE_JSON.length.toString(16)}\\s+Unknown note type: \\(0x4b484f02\\)`));
+  });
+});
+
+describe('pagesToSegments', () => {
+  it('merges consecutive pfns in any order into ascending runs and copies the pages', () => {
+    const page = (fill: number): Uint8Array => new Uint8Array(PAGE).fill(fill);
+    const segs = pagesToSegments([5, 1, 2, 7, 6], (pfn) => page(pfn));
+    expect(segs.map((s) => [s.paddr, s.bytes.length])).toEqual([
+      [1 * PAGE, 2 * PAGE],
+      [5 * PAGE, 3 * PAGE],
+    ]);
+    expect(segs[1].bytes[2 * PAGE]).toBe(7);
+    expect(pagesToSegments([], () => page(0))).toEqual([]);
+  });
+
+  it.each<[string, number[], (pfn: number) => Uint8Array, string]>([
+    ['a duplicate pfn', [3, 1, 3], () => new Uint8Array(PAGE), 'pfn 0x3 is listed twice (wanted each page once)'],
+    ['a negative pfn', [-1], () => new Uint8Array(PAGE), 'pfn -1 is not a page frame number (wanted an integer in 0..2^41-1)'],
+    ['a fractional pfn', [1.5], () => new Uint8Array(PAGE), 'pfn 1.5 is not a page frame number (wanted an integer in 0..2^41-1)'],
+    ['a short page', [1], () => new Uint8Array(100), 'page at pfn 0x1 has 100 bytes (wanted 4096)'],
+  ])('refuses %s with EINVAL', (_what, pfns, bytes, message) => {
+    expect(() => pagesToSegments(pfns, bytes)).toThrow(`EINVAL: image: ${message}`);
+  });
+});
+
+describe('decodeImage refuses', () => {
+  const good = encodeImage(sample());
+  const NOTES = ELF64_EHDR_SIZE + 4 * ELF64_PHDR_SIZE; // 0x120
+
+  /** An image whose machine note holds `json` (space-padded to the length of a placeholder). */
+  function withMachineJson(json: string): Uint8Array {
+    const img = { khoData: khoData(), machine: { ...machine(), pad: 'x'.repeat(300) }, segments: [] };
+    const b = encodeImage(img);
+    const desc = ELF64_EHDR_SIZE + ELF64_PHDR_SIZE + 48 + 16;
+    const len = u(b, desc - 16, ELF64_NHDR.n_descsz);
+    expect(json.length).toBeLessThanOrEqual(len);
+    b.set(Buffer.from(json.padEnd(len, ' ')), desc);
+    return b;
+  }
+
+  it('a file cut at any of 50 points, with "image: truncated"', () => {
+    for (let i = 0; i < 50; i++) {
+      const cut = Math.floor((i * good.length) / 50);
+      expect(() => decodeImage(good.subarray(0, cut))).toThrow(/^EINVAL: image: truncated: .* ends at offset 0x[0-9a-f]+ but the file has 0x[0-9a-f]+ bytes \(wanted the whole file\)$/);
+    }
+    // and every cut inside the headers and notes, byte by byte
+    for (let cut = 0; cut < NOTES + 200; cut++) {
+      expect(() => decodeImage(good.subarray(0, cut))).toThrow('EINVAL: image: truncated: ');
+    }
+  });
+
+  it.each<[string, () => Uint8Array, string]>([
+    ['an empty file', () => new Uint8Array(0), 'truncated: the 64-byte ELF header ends at offset 0x40 but the file has 0x0 bytes (wanted the whole file)'],
+    ['a cut inside the notes', () => good.subarray(0, NOTES + 10), `truncated: the PT_NOTE (${u(good, phdr(0), ELF64_PHDR.p_filesz)} bytes at 0x120) ends at offset 0x${(NOTES + u(good, phdr(0), ELF64_PHDR.p_filesz)).toString(16)} but the file has 0x12a bytes (wanted the whole file)`],
+    ['a cut in the last page', () => good.subarray(0, good.length - 1), 'truncated: PT_LOAD 3 (paddr 0xfff000) ends at offset 0x6000 but the file has 0x5fff bytes (wanted the whole file)'],
+    ['a corrupted magic', () => patched(good, 0, { offset: 1, size: 2 }, 0x4c44), 'bad ELF magic 7f 44 4c 46 (wanted 7f 45 4c 46)'],
+    ['a 32-bit class', () => patched(good, 0, { offset: 4, size: 2 }, 0x0101), 'EI_CLASS is 1 (wanted 2, ELFCLASS64)'],
+    ['big-endian data', () => patched(good, 0, { offset: 4, size: 2 }, 0x0202), 'EI_DATA is 2 (wanted 1, ELFDATA2LSB, little-endian)'],
+    ['an OS ABI', () => patched(good, 0, { offset: 6, size: 2 }, 0x0301), 'EI_OSABI is 3 (wanted 0, ELFOSABI_NONE)'],
+    ['an executable', () => patched(good, 0, ELF64_EHDR.e_type, 2), 'e_type is 2 (wanted 4, ET_CORE)'],
+    ['an aarch64 file', () => patched(good, 0, ELF64_EHDR.e_machine, 183), 'e_machine is 183 (wanted 62, EM_X86_64)'],
+    ['a wrong e_ehsize', () => patched(good, 0, ELF64_EHDR.e_ehsize, 52), 'e_ehsize is 52 (wanted 64, the size of Elf64_Ehdr)'],
+    ['a wrong e_phentsize', () => patched(good, 0, ELF64_EHDR.e_phentsize, 32), 'e_phentsize is 32 (wanted 56, the size of Elf64_Phdr)'],
+    ['no program headers', () => patched(good, 0, ELF64_EHDR.e_phnum, 0), 'e_phnum is 0 (wanted 1..65534: a PT_NOTE and the PT_LOADs)'],
+    ['extended numbering', () => patched(good, 0, ELF64_EHDR.e_phnum, 0xffff), 'e_phnum is 65535 (wanted 1..65534: a PT_NOTE and the PT_LOADs)'],
+    ['program headers past the file', () => patched(good, 0, ELF64_EHDR.e_phoff, good.length - 100), 'truncated: the program header table (4 entries at 0x5f9c) ends at offset 0x607c but the file has 0x6000 bytes (wanted the whole file)'],
+    ['program headers inside the ELF header', () => patched(good, 0, ELF64_EHDR.e_phoff, 8), 'e_phoff 0x8 is inside the ELF header (wanted at least 0x40)'],
+    ['an e_phoff beyond 2^53', () => patched(good, 0, ELF64_EHDR.e_phoff, 2 ** 60), 'e_phoff 0x1000000000000000 is too large (wanted below 2^53)'],
+    ['an unknown program header', () => patched(good, phdr(2), ELF64_PHDR.p_type, 6), 'program header 2 has type 0x6 (wanted PT_NOTE 4 or PT_LOAD 1)'],
+    ['a second PT_NOTE', () => patched(good, phdr(2), ELF64_PHDR.p_type, 4), 'program header 2 is a second PT_NOTE (wanted exactly one, the first was 0)'],
+    ['a PT_NOTE turned PT_LOAD', () => patched(good, phdr(0), ELF64_PHDR.p_type, 1), 'PT_LOAD 0 has p_filesz 0xc0 and p_memsz 0x0 (wanted them equal)'],
+    ['no PT_NOTE', () => patched(patched(good, 0, ELF64_EHDR.e_phoff, phdr(1)), 0, ELF64_EHDR.e_phnum, 3), 'no PT_NOTE program header (wanted exactly one)'],
+    ['a huge PT_NOTE', () => patched(good, phdr(0), ELF64_PHDR.p_filesz, 2 ** 30), 'PT_NOTE of 1073741824 bytes is too large (wanted at most 16777216)'],
+    ['a misaligned PT_NOTE', () => patched(good, phdr(0), ELF64_PHDR.p_offset, 0x121), 'PT_NOTE p_offset 0x121 is not 4-byte aligned (wanted a multiple of 4)'],
+    ['a note header cut by the PT_NOTE', () => patched(good, phdr(0), ELF64_PHDR.p_filesz, 56), 'note at offset 0x150 has 8 bytes left for its header (wanted 12, inside the PT_NOTE)'],
+    ['a descsz past the PT_NOTE', () => patched(good, NOTES, ELF64_NHDR.n_descsz, 0x10000), 'note at offset 0x120 (namesz 4, descsz 65536) runs past the PT_NOTE (wanted it inside the 192 bytes)'],
+    ['a namesz past the PT_NOTE', () => patched(good, NOTES, ELF64_NHDR.n_namesz, 0xffffffff), 'note at offset 0x120 (namesz 4294967295, descsz 32) runs past the PT_NOTE (wanted it inside the 192 bytes)'],
+    ['a 28-byte kho_data', () => patched(good, NOTES, ELF64_NHDR.n_descsz, 28), 'kho_data note at offset 0x120 has 28 bytes (wanted 32)'],
+    ['an unknown KHO note', () => patched(good, NOTES, ELF64_NHDR.n_type, 0x4b484f03), 'KHO note at offset 0x120 has unknown type 0x4b484f03 (wanted 0x4b484f01 or 0x4b484f02)'],
+    ['no kho_data note', () => patched(good, NOTES, { offset: 12, size: 4 }, 0x00504f4b), 'no kho_data note (wanted exactly one, owner "KHO", type 0x4b484f01)'],
+    ['no machine note', () => patched(good, NOTES + 48, ELF64_NHDR.n_type, 0x4b484f01), 'second kho_data note at offset 0x150 (wanted exactly one)'],
+    ['non-zero note padding', () => { const b = good.slice(); b[NOTES + 48 + 16 + MACHINE_JSON.length] = 1; return b; }, 'note at offset 0x150 has non-zero padding (wanted zeros)'],
+    ['a page size of 8192', () => withMachineJson('{"pageSize":8192,"ram":[]}'), 'machine pageSize is 8192 (wanted 4096)'],
+    ['a machine that is an array', () => withMachineJson('[]'), 'machine is [] (wanted an object {"pageSize":4096,"ram":[...]})'],
+    ['ram holding a string', () => withMachineJson('{"pageSize":4096,"ram":["x"]}'), 'machine ram[0] is "x" (wanted {"start","size","node"})'],
+    ['a ram size that is a string', () => withMachineJson('{"pageSize":4096,"ram":[{"start":0,"size":"4096","node":0}]}'), 'machine ram[0].size is "4096" (wanted a non-negative integer)'],
+    ['a misaligned ram start', () => withMachineJson('{"pageSize":4096,"ram":[{"start":512,"size":4096,"node":0}]}'), 'machine ram[0].start 0x200 is not page aligned (wanted a multiple of 4096)'],
+    ['a ram range ending beyond 2^53', () => withMachineJson('{"pageSize":4096,"ram":[{"start":9007199254740000,"size":4096,"node":0}]}'), 'machine ram[0].start 0x1ffffffffffc20 is not page aligned (wanted a multiple of 4096)'],
+    ['a segment outside RAM', () => patched(good, phdr(3), ELF64_PHDR.p_paddr, 32 * MiB), "PT_LOAD 3 [0x2000000, 0x2002000) is outside RAM (wanted inside a range of the machine's ram)"],
+    ['a misaligned segment', () => patched(good, phdr(2), ELF64_PHDR.p_paddr, 0x100010), 'PT_LOAD 2 at paddr 1048592 is not page aligned (wanted a multiple of 4096)'],
+    ['overlapping segments', () => patched(good, phdr(2), ELF64_PHDR.p_paddr, 0x2000), 'PT_LOAD 2 at 0x2000 starts below the end 0x3000 of PT_LOAD 1 (wanted ascending, disjoint segments)'],
+    ['a p_memsz unlike p_filesz', () => patched(good, phdr(2), ELF64_PHDR.p_memsz, 2 * PAGE), 'PT_LOAD 2 has p_filesz 0x1000 and p_memsz 0x2000 (wanted them equal)'],
+    ['a part-page segment', () => patched(patched(good, phdr(2), ELF64_PHDR.p_memsz, 100), phdr(2), ELF64_PHDR.p_filesz, 100), 'PT_LOAD 2 is 100 bytes long (wanted a non-zero multiple of 4096)'],
+    ['a misaligned file offset', () => patched(good, phdr(2), ELF64_PHDR.p_offset, 3 * PAGE + 8), 'PT_LOAD 2 p_offset 0x3008 is not page aligned (wanted a multiple of 4096)'],
+    ['shared file bytes', () => patched(good, phdr(2), ELF64_PHDR.p_offset, PAGE), 'PT_LOAD 2 file bytes at 0x1000 overlap those of PT_LOAD 1 (wanted disjoint file ranges)'],
+  ])('%s', (_what, bytes, message) => {
+    expect(() => decodeImage(bytes())).toThrow(new KernelError(Errno.EINVAL, `image: ${message}`).message);
+  });
+
+  it('machine notes that are not JSON or not UTF-8', () => {
+    expect(() => decodeImage(withMachineJson('{"pageSize":'))).toThrow(/^EINVAL: image: machine note is not UTF-8 JSON: .* \(wanted \{"pageSize":4096,"ram":\[\.\.\.\]\}\)$/);
+    const b = withMachineJson('"x"');
+    b[ELF64_EHDR_SIZE + ELF64_PHDR_SIZE + 48 + 16 + 1] = 0xff;
+    expect(() => decodeImage(b)).toThrow(/^EINVAL: image: machine note is not UTF-8 JSON: /);
+  });
+
+  it('flipping random header and note bytes 2000 times gives an image or a KernelError(EINVAL)', () => {
+    const small = encodeImage({ khoData: khoData(), machine: machine(), segments: [{ paddr: 0, bytes: pages(0, 1) }] });
+    const headEnd = PAGE; // everything but the one page of data
+    const rand = seededRandom(0x4b484f);
+    let refused = 0;
+    for (let i = 0; i < 2000; i++) {
+      const b = small.slice();
+      const flips = 1 + Math.floor(rand() * 3);
+      for (let f = 0; f < flips; f++) b[Math.floor(rand() * headEnd * 0.1)] ^= 1 + Math.floor(rand() * 255);
+      try {
+        decodeImage(b);
+      } catch (e) {
+        if (!(e instanceof KernelError)) throw e;
+        expect(e.errno).toBe(Errno.EINVAL);
+        expect(e.message).toMatch(/^EINVAL: image: [^\n]*$/);
+        refused++;
+      }
+    }
+    expect(refused).toBeGreaterThan(1000);
+  });
+});

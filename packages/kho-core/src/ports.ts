@@ -1,0 +1,74 @@
+/**
+ * The services kho-core needs from packages above it, declared here as ports (interface + DI token of the same
+ * name) so the package graph stays acyclic: memblock implements {@link EarlyAllocator}; radix-tracker and
+ * kho-array implement {@link Tracker}. kho-core never imports an implementation.
+ */
+
+/** The early-boot allocator (memblock), as kho-core uses it during boot:early and boot:mm. */
+export const EarlyAllocator = Symbol('EarlyAllocator');
+export interface EarlyAllocator {
+  /** Marks [base, base+size) reserved. Throws EINVAL when it is not inside memory. */
+  reserve(base: number, size: number, owner: string): void;
+  /** Returns [base, base+size) to the free pool (undoes reserve or alloc). */
+  free(base: number, size: number): void;
+  /**
+   * Allocates `size` bytes aligned to `align`, top-down, within [min, max) and on `node` when given. In
+   * scratch-only mode only scratch memory is used. Throws ENOMEM when nothing fits. Returns the base.
+   */
+  alloc(size: number, align: number, opts?: { min?: number; max?: number; node?: number; owner?: string }): number;
+  /** Marks [base, base+size) as scratch memory. */
+  markScratch(base: number, size: number): void;
+  /** Marks [base, base+size) as not to be initialised (its owner will initialise the page descriptors). */
+  markNoInit(base: number, size: number): void;
+  /** Enters or leaves scratch-only mode. */
+  setScratchOnly(on: boolean): void;
+  /** Bytes reserved so far, optionally only within [min, max) or only on `node`. */
+  reservedBytes(filter?: { min?: number; max?: number; node?: number }): number;
+}
+
+/** One preserved block: `1 << order` pages from `pfn`, naturally aligned. */
+export type BlockVisitor = (pfn: number, order: number) => boolean | void;
+
+/** Statistics of a tracker's metadata. */
+export interface TrackerStats {
+  /** Blocks recorded. */
+  readonly blocks: number;
+  /** Pages of RAM the tracker's metadata occupies (in-memory form plus serialised form). */
+  readonly metadataPages: number;
+}
+
+/**
+ * The preserved-memory tracker: records which blocks survive the kexec and, in the next kernel, walks what the
+ * previous one recorded. The outgoing side lives in this kernel's RAM; the incoming side reads the previous
+ * kernel's RAM and must treat it as hostile (bounded, validated, never marks anything before it is all valid).
+ */
+export const Tracker = Symbol('Tracker');
+export interface Tracker {
+  /** Root compatible string of the handover format this tracker writes and accepts ('kho-v2' for the radix tree). */
+  readonly compatible: string;
+  /** Allocates the tracker's root; returns the value for `preserved-memory-map` (0 until `serialize` for v1). */
+  init(): number;
+  /** Records a block. Idempotent. Throws ENOMEM (having freed what this call allocated) when memory runs out. */
+  add(pfn: number, order: number): void;
+  /** Forgets a block; forgetting one never recorded is reported, not fatal. Returns whether it was recorded. */
+  del(pfn: number, order: number): boolean;
+  /** Whether a block is recorded. */
+  has(pfn: number, order: number): boolean;
+  /** Visits every recorded block (order of the format); a visitor returning true stops the walk. */
+  walk(visit: BlockVisitor): void;
+  /**
+   * Writes the final form for the next kernel; returns the phys for `preserved-memory-map`. The radix tree is
+   * live in memory and returns its root without doing anything.
+   */
+  serialize(): number;
+  /** Drops what `serialize` built (the update was cancelled). */
+  cancelSerialize(): void;
+  /** Metadata statistics. */
+  stats(): TrackerStats;
+  /**
+   * Walks the previous kernel's tracker rooted at `mapPhys`, visiting every block. Throws a KernelError naming
+   * the problem for anything malformed (pointer outside RAM or unaligned, a node reached twice, a bad order or
+   * key), before any visit: a refused tree has visited nothing.
+   */
+  walkIncoming(mapPhys: number, visit: (pfn: number, order: number) => void): void;
+}

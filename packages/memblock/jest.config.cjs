@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/memblock', preset: '../../jest.preset.js' };

@@ -1,0 +1,5 @@
+import 'reflect-metadata';
+
+export { Memblock, subtract, intersect, type MemblockRecord, type MemblockRegion } from './memblock';
+export { MemblockPlugin, memblockModule, KERNEL_LOAD_ADDR, KERNEL_IMAGE_SIZE, STRUCT_PAGE_SIZE } from './plugin';
+export { RangeSet } from './regions';

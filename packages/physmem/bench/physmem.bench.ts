@@ -1,0 +1,131 @@
+import { seededRandom } from '@kho/kernel';
+import { defineBench, timeNs } from '@kho/kernel/bench';
+import { BuddyAllocator, FaultInjector, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory } from '../src/index';
+
+/** A booted-like allocator over `bytes` of RAM at address 0, all of it free. */
+function allocator(bytes: number): { ram: PhysicalMemory; memmap: Memmap; buddy: BuddyAllocator } {
+  const ram = new PhysicalMemory({ ranges: [{ start: 0, size: bytes, node: 0 }] });
+  const memmap = new Memmap(ram);
+  const buddy = new BuddyAllocator(ram, memmap, new FaultInjector());
+  buddy.freeRange(0, bytes / PAGE_SIZE);
+  return { ram, memmap, buddy };
+}
+
+const GiB = 2 ** 30;
+
+/** timeNs after a short untimed warm-up, so the optimising compiler has seen the loop. */
+function measure(fn: () => number, quick: boolean): ReturnType<typeof timeNs> {
+  timeNs(fn, quick ? 30 : 200);
+  return timeNs(fn, quick ? 100 : 1000);
+}
+
+defineBench({
+  name: 'physmem/alloc-free-order0',
+  target: '>= 5,000,000 pairs/s',
+  run(ctx) {
+    const { buddy } = allocator(GiB);
+    // Steady state of a running kernel: some pages are held, so order-0 blocks come from a split free list
+    // rather than splitting an order-10 block each time. Each round allocates a batch, then frees it.
+    const held = Array.from({ length: 64 }, () => buddy.allocPages(0));
+    const batch = new Float64Array(32);
+    const t = measure(() => {
+      for (let r = 0; r < 64; r++) {
+        for (let i = 0; i < batch.length; i++) batch[i] = buddy.allocPages(0);
+        for (let i = batch.length - 1; i >= 0; i--) buddy.freePages(batch[i], 0);
+      }
+      return 64 * batch.length;
+    }, ctx.quick);
+    for (const p of held) buddy.freePages(p, 0);
+    return { value: Math.round(1e9 / t.nsPerOp), unit: 'pairs/s', nsPerPair: +t.nsPerOp.toFixed(1), pairs: t.ops };
+  },
+});
+
+defineBench({
+  name: 'physmem/churn-mixed',
+  run(ctx) {
+    const { buddy } = allocator(GiB);
+    const rand = seededRandom(1);
+    // Orders weighted toward small blocks, as in a kernel: order k with probability ~ 2^-(k+1).
+    const orders = Uint8Array.from({ length: 4096 }, () => Math.min(MAX_PAGE_ORDER, Math.floor(-Math.log2(1 - rand()))));
+    const live = new Float64Array(4096);
+    const liveOrder = new Uint8Array(4096);
+    let n = 0;
+    let k = 0;
+    const t = measure(() => {
+      for (let i = 0; i < 4096; i++) {
+        const o = orders[k++ & 4095];
+        if (n > 0 && (n >= 2048 || rand() < 0.5)) {
+          const j = Math.floor(rand() * n);
+          buddy.freePages(live[j], liveOrder[j]);
+          n--;
+          live[j] = live[n];
+          liveOrder[j] = liveOrder[n];
+        } else {
+          live[n] = buddy.allocPages(o);
+          liveOrder[n++] = o;
+        }
+      }
+      return 4096;
+    }, ctx.quick);
+    for (let j = 0; j < n; j++) buddy.freePages(live[j], liveOrder[j]);
+    return { value: Math.round(1e9 / t.nsPerOp), unit: 'ops/s', nsPerOp: +t.nsPerOp.toFixed(1), fullyMerged: buddy.fullyMerged() };
+  },
+});
+
+/** Bytes of RAM touched by the u64 benches: a range of pages, all written once first. */
+function touchedRam(quick: boolean): { ram: PhysicalMemory; bytes: number } {
+  const bytes = (quick ? 4 : 64) * 2 ** 20;
+  const ram = new PhysicalMemory({ ranges: [{ start: 0, size: GiB, node: 0 }] });
+  for (let a = 0; a < bytes; a += PAGE_SIZE) ram.writeU64(a, a);
+  return { ram, bytes };
+}
+
+defineBench({
+  name: 'physmem/u64-read',
+  run(ctx) {
+    const { ram, bytes } = touchedRam(ctx.quick);
+    let sum = 0;
+    const t = measure(() => {
+      let s = 0; // a local accumulator: a captured one would box a heap number per read
+      for (let a = 0; a < bytes; a += 8) s += ram.readU64n(a);
+      sum = (sum + s) % 2 ** 32;
+      return bytes / 8;
+    }, ctx.quick);
+    const mbps = (8 / t.nsPerOp) * 1e3;
+    return { value: Math.round(mbps), unit: 'MB/s', nsPerRead: +t.nsPerOp.toFixed(2), bigintNsPerRead: bigintRead(ram, bytes), checksum: sum };
+  },
+});
+
+/** ns per readU64 (the bigint variant) over the same span, for comparison. */
+function bigintRead(ram: PhysicalMemory, bytes: number): number {
+  let x = 0n;
+  const t = timeNs(() => {
+    let y = 0n;
+    for (let a = 0; a < bytes; a += 8) y ^= ram.readU64(a);
+    x ^= y;
+    return bytes / 8;
+  }, 50);
+  return x === -1n ? 0 : +t.nsPerOp.toFixed(2);
+}
+
+defineBench({
+  name: 'physmem/u64-write',
+  run(ctx) {
+    const { ram, bytes } = touchedRam(ctx.quick);
+    const t = measure(() => {
+      for (let a = 0; a < bytes; a += 8) ram.writeU64(a, a);
+      return bytes / 8;
+    }, ctx.quick);
+    return { value: Math.round((8 / t.nsPerOp) * 1e3), unit: 'MB/s', nsPerWrite: +t.nsPerOp.toFixed(2) };
+  },
+});
+
+defineBench({
+  name: 'physmem/memmap-bytes-per-page',
+  target: '<= 24 (Linux: 64)',
+  run() {
+    const ram = new PhysicalMemory({ ranges: [{ start: 0, size: GiB, node: 0 }] });
+    const memmap = new Memmap(ram);
+    return { value: memmap.bytesPerPage, unit: 'bytes/page', linux: 64, memmapBytesPerGiB: memmap.totalBytes };
+  },
+});

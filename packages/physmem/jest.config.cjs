@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/physmem', preset: '../../jest.preset.js' };

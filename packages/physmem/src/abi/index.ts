@@ -1,0 +1,45 @@
+/**
+ * Page-size constants and the number types of physical memory. These are the facts every layout written into
+ * RAM depends on (a pfn in a handover table is `address >> PAGE_SHIFT`), so they live apart from the
+ * implementation and import nothing from it. Changing any of them changes every binary format in the project.
+ *
+ * Physical addresses and page frame numbers are plain JavaScript numbers, exact below 2^53. The simulated
+ * machine never has RAM above 2^50 (see PhysicalMemory), so arithmetic on them is exact and hot paths never
+ * need bigint; u64 fields in RAM are still read and written as full 64-bit little-endian values.
+ */
+
+/** log2 of the page size (the kernel's PAGE_SHIFT on x86-64 and arm64 with 4K pages). */
+export const PAGE_SHIFT = 12;
+/** Bytes in a page. */
+export const PAGE_SIZE = 4096;
+/** The largest buddy order: blocks of 2^10 pages (4 MiB). The kernel's MAX_PAGE_ORDER. */
+export const MAX_PAGE_ORDER = 10;
+/** Orders 0..MAX_PAGE_ORDER. The kernel's NR_PAGE_ORDERS. */
+export const NR_PAGE_ORDERS = MAX_PAGE_ORDER + 1;
+
+/** A page frame number: a physical address divided by PAGE_SIZE. */
+export type Pfn = number & { readonly __brand: 'Pfn' };
+/** A physical address in bytes. */
+export type PhysAddr = number & { readonly __brand: 'PhysAddr' };
+/** A buddy order: a block of 2^order pages. */
+export type Order = number;
+
+/** Brands `n` as a page frame number (no check: use where the value is known to be one). */
+export function pfn(n: number): Pfn {
+  return n as Pfn;
+}
+
+/** Brands `n` as a physical address (no check). */
+export function phys(n: number): PhysAddr {
+  return n as PhysAddr;
+}
+
+/** The address of the first byte of page frame `p`. */
+export function pfnToPhys(p: Pfn): PhysAddr {
+  return (p * PAGE_SIZE) as PhysAddr;
+}
+
+/** The page frame holding address `a` (rounds down). */
+export function physToPfn(a: PhysAddr | number): Pfn {
+  return Math.floor(a / PAGE_SIZE) as Pfn;
+}

@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/radix-tracker', preset: '../../jest.preset.js' };

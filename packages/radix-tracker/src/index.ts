@@ -1,0 +1,6 @@
+import 'reflect-metadata';
+
+export * from './abi';
+export { encodeKey, decodeKey, keyOrder, tableIndex, leafBit } from './key';
+export { RadixTracker, readIncomingTree, type IncomingBlocks } from './radix-tree';
+export { radixTrackerModule } from './module';
