@@ -20,12 +20,12 @@ const { KernelError } = require('@kho/kernel');
 const machine = createMachine({ mem: '64M' });
 const k1 = machine.boot({ image: [physmemModule({ handOffAllRam: true })] });
 const buddy = k1.get(BuddyAllocator);
-const before = buddy.freePages;
+const before = buddy.nrFreePages;
 const folio = buddy.folioAlloc(3);
 machine.device(PhysicalMemory).writeU64(folio.phys, 0x1234n);
 const k2 = k1.kexec();
 if (machine.device(PhysicalMemory).readU64(folio.phys) !== 0x1234n) throw new Error('RAM did not survive kexec');
-if (k2.get(BuddyAllocator).freePages !== before) throw new Error('new kernel did not start with a fresh allocator');
+if (k2.get(BuddyAllocator).nrFreePages !== before) throw new Error('new kernel did not start with a fresh allocator');
 try { k2.get(BuddyAllocator).allocPages(11); throw new Error('order 11 was accepted'); }
 catch (e) { if (!(e instanceof KernelError)) throw e; }
 console.log('cjs ok: free pages', before);
@@ -33,7 +33,7 @@ JS
 cat > use.mjs <<'JS'
 import { createMachine, physmemModule, BuddyAllocator } from '@kho/physmem';
 const k = createMachine({ mem: '16M' }).boot({ image: [physmemModule({ handOffAllRam: true })] });
-console.log('esm ok: free pages', k.get(BuddyAllocator).freePages);
+console.log('esm ok: free pages', k.get(BuddyAllocator).nrFreePages);
 JS
 cat > use.ts <<'TS'
 import { createMachine, physmemModule, BuddyAllocator, type Folio } from '@kho/physmem';

@@ -157,25 +157,32 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
   return program;
 }
 
-/** Runs the command line. Expected failures print one line (`kho: …`) and exit 2; never a stack trace. */
-export function main(argv: string[]): void {
-  const io = {
-    out: (s: string) => process.stdout.write(s),
-    err: (s: string) => process.stderr.write(s),
-    exit: (code: number) => {
-      process.exitCode = code;
-    },
-  };
-  const program = buildProgram(io);
+/** Where a command's output goes; tests capture it. */
+export interface CliIo {
+  out(s: string): void;
+  err(s: string): void;
+}
+
+/**
+ * Runs the command line with `io` and returns the exit status: 0 success, 1 a failed verification or an
+ * unexpected error, 2 bad input (usage, sizes, unreadable or malformed files). Expected failures print one line
+ * (`kho: …`), never a stack trace.
+ */
+export function runCli(argv: readonly string[], io: CliIo): number {
+  let code: number = EXIT.OK;
+  const program = buildProgram({ out: io.out, err: io.err, exit: (c) => (code = c) });
   try {
-    program.parse(argv, { from: 'user' });
+    program.parse([...argv], { from: 'user' });
   } catch (e) {
-    if (e instanceof CommanderError) {
-      process.exitCode = e.exitCode === 0 ? EXIT.OK : EXIT.BAD_INPUT;
-      return;
-    }
+    if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.OK : EXIT.BAD_INPUT;
     const message = e instanceof KernelError ? e.message.replace(/^E[A-Z0-9]+: /, '') : e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-    process.stderr.write(`kho: ${message}\n`);
-    process.exitCode = e instanceof KernelError ? EXIT.BAD_INPUT : EXIT.FAILED;
+    io.err(`kho: ${message}\n`);
+    return e instanceof KernelError ? EXIT.BAD_INPUT : EXIT.FAILED;
   }
+  return code;
+}
+
+/** The process entry point (bin/kho.js). */
+export function main(argv: string[]): void {
+  process.exitCode = runCli(argv, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) });
 }

@@ -39,17 +39,25 @@ export function fillFolio(ram: PhysicalMemory, folio: Folio, rng: SeededWords): 
 
 export const CHECKSUM_SEED = 0x811c9dc5;
 
+/**
+ * x × 16777619 mod 2^32 (the FNV prime is 2^24 + 403). Written with shifts and an exact multiply rather than
+ * Math.imul, which runs about 100 times slower inside jest's sandboxed context on this Node version.
+ */
+function fnvStep(x: number): number {
+  return ((x << 24) + x * 403) >>> 0;
+}
+
 /** Continues checksum `h` over the bytes of the block of `2^order` pages at `pfn`. */
 export function checksumBlock(ram: PhysicalMemory, pfn: number, order: number, h: number): number {
   const n = 2 ** order;
   for (let i = 0; i < n; i++) {
     const page = ram.pageIfPresent(pfn + i);
     if (!page) {
-      for (let j = 0; j < PAGE_SIZE / 4; j++) h = Math.imul(h, 16777619) >>> 0; // a zero word
+      for (let j = 0; j < PAGE_SIZE / 4; j++) h = fnvStep(h); // a zero word
       continue;
     }
     const w = new Uint32Array(page.buffer, page.byteOffset, PAGE_SIZE / 4);
-    for (let j = 0; j < w.length; j++) h = Math.imul(h ^ w[j], 16777619) >>> 0;
+    for (let j = 0; j < w.length; j++) h = fnvStep((h ^ w[j]) >>> 0);
   }
   return h;
 }

@@ -28,7 +28,6 @@ export {
   KHO_NOTE_NAME,
   NT_KHO_DATA,
   NT_KHO_MACHINE,
-  KHO_DATA_SIZE,
   IMAGE_PAGE_SIZE,
   IMAGE_LOAD_FLAGS,
   type ElfField,

@@ -1,0 +1,186 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { PAGE_SIZE } from '@kho/physmem';
+import { FdtNode, PROP_PRESERVED_MEMORY_MAP, decodeFdt, decodeKhoData, encodeFdt, readImageFile, writeImageFile, type HandoverImage } from '@kho/kho-core';
+import { runCli } from './main';
+
+const BIN = resolve(__dirname, '../bin/kho.js');
+const DEMO = ['--ram', '512M', '--mem', '16M', '--seed', '11'];
+
+function cli(...argv: string[]): { code: number; out: string; err: string } {
+  let out = '';
+  let err = '';
+  const code = runCli(argv, { out: (s) => (out += s), err: (s) => (err += s) });
+  return { code, out, err };
+}
+
+let dir: string;
+let image: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'kho-cli-'));
+  image = join(dir, 'demo.kho');
+  const r = cli('kexec', ...DEMO, '--image', image);
+  expect(r.err).toBe('');
+  expect(r.code).toBe(0);
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Rewrites the image with `edit` applied to a copy of its RAM at `phys`. */
+function corrupt(name: string, edit: (img: HandoverImage, write: (phys: number, bytes: Uint8Array) => void, read: (phys: number, n: number) => Uint8Array) => void): string {
+  const img = readImageFile(image);
+  const find = (phys: number) => img.segments.find((s) => phys >= s.paddr && phys < s.paddr + s.bytes.length)!;
+  const write = (phys: number, bytes: Uint8Array) => {
+    const s = find(phys);
+    s.bytes.set(bytes, phys - s.paddr);
+  };
+  const read = (phys: number, n: number) => {
+    const s = find(phys);
+    return s.bytes.slice(phys - s.paddr, phys - s.paddr + n);
+  };
+  edit(img, write, read);
+  const file = join(dir, `${name}.kho`);
+  writeImageFile(file, img);
+  return file;
+}
+
+function rootFdt(img: HandoverImage, read: (phys: number, n: number) => Uint8Array): { phys: number; fdt: FdtNode } {
+  const kd = decodeKhoData(img.khoData);
+  if (typeof kd === 'string') throw new Error(kd);
+  return { phys: kd.fdtAddr, fdt: decodeFdt(read(kd.fdtAddr, PAGE_SIZE)) };
+}
+
+describe('kho demo', () => {
+  it('verifies and exits 0; --json gives the same report as data', () => {
+    const r = cli('demo', ...DEMO, '--json');
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.out);
+    expect(report.ok).toBe(true);
+    expect(report.second.restore.verified).toBe(true);
+    expect(report.first.trackerPages).toBeGreaterThan(5);
+    expect(Object.keys(report.first.ms)).toEqual(['boot', 'generate', 'prepare', 'serialize', 'kexec']);
+    expect(Object.keys(report.second.ms)).toEqual(['boot', 'boot.walk', 'restore', 'finish']);
+  });
+
+  it.each([
+    [['demo', '--mem', '12Q'], "error: option '--mem <size>' argument '12Q' is invalid. --mem: '12Q' is not a size"],
+    [['demo', '--seed', 'x'], "error: option '--seed <n>' argument 'x' is invalid. --seed 'x' (wanted an integer 0..4294967295)"],
+    [['demo', '--ram', '256M', '--mem', '200M'], 'kho: --mem 200.00 MiB is more than half of --ram 256.00 MiB'],
+    [['frobnicate'], "error: unknown command 'frobnicate'"],
+  ])('refuses %j with exit 2 and one line', (argv, message) => {
+    const r = cli(...argv);
+    expect(r.code).toBe(2);
+    expect(r.err.split('\n')[0]).toContain(message);
+    expect(r.err).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe('handover images', () => {
+  it('boots in another process from the image written by another process', () => {
+    const file = join(dir, 'xproc.kho');
+    const env = { ...process.env, FORCE_COLOR: '0' };
+    execFileSync(process.execPath, [BIN, 'kexec', ...DEMO, '--seed', '12', '--image', file], { env, stdio: 'pipe' });
+    const boot = spawnSync(process.execPath, [BIN, 'boot', '--image', file, '--json'], { env, encoding: 'utf8' });
+    expect(boot.stderr).toBe('');
+    expect(boot.status).toBe(0);
+    const report = JSON.parse(boot.stdout);
+    expect(report.ok).toBe(true);
+    expect(report.khoBoot).toBe(true);
+    expect(report.restore.checksumActual).toBe(report.restore.checksumExpected);
+    expect(report.freePagesAfterFinish).toBe(report.freePagesColdBoot);
+  }, 60_000);
+
+  it('is an ELF core file that readelf lists cleanly', () => {
+    if (!existsSync('/usr/bin/readelf')) return console.warn('readelf not installed: skipping the readelf check');
+    const out = execFileSync('/usr/bin/readelf', ['-l', '-n', '-W', image], { encoding: 'utf8' });
+    expect(out).toContain('Elf file type is CORE');
+    expect(out).toMatch(/NOTE/);
+    expect(out).toMatch(/LOAD\s+0x[0-9a-f]+\s+0x0+\s+0x[0-9a-f]+/);
+    expect(out).toContain('KHO');
+    expect(out).toMatch(/0x4b484f01/i);
+  });
+
+  it('inspect shows the root FDT, scratch, blocks and subtrees; --json blocks match; --dtb-out decompiles with dtc', () => {
+    const dtb = join(dir, 'root.dtb');
+    const text = cli('inspect', image, '--dtb-out', dtb);
+    expect(text.code).toBe(0);
+    expect(text.out).toContain('compatible = "kho-v2";');
+    expect(text.out).toContain('kho_test -> 0x');
+    expect(text.out).toContain('(FDT, compatible "kho-test-v1")');
+    expect(text.out).toMatch(/Scratch areas:\n {2}lowmem {2}0x[0-9a-f]+ \+/);
+    const json = JSON.parse(cli('inspect', image, '--json').out);
+    expect(json.fdt.compatible).toBe('kho-v2');
+    expect(json.blocks.length).toBe(json.tracker.blocks);
+    expect(json.blocks[0]).toEqual({ phys: expect.stringMatching(/^0x[0-9a-f]+$/), order: expect.any(Number) });
+    expect(json.subtrees.map((s: { name: string }) => s.name)).toEqual(['kho_test']);
+    expect(json.tracker.preservedBytes).toBe(16 * 2 ** 20 + 3 * PAGE_SIZE);
+    expect(statSync(dtb).size).toBeGreaterThan(40);
+    if (!existsSync('/usr/bin/dtc')) return console.warn('dtc not installed: skipping the dtc check');
+    const dts = execFileSync('/usr/bin/dtc', ['-I', 'dtb', '-O', 'dts', dtb], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(dts).toContain('compatible = "kho-v2";');
+    expect(dts).toContain('preserved-memory-map');
+    expect(dts).toContain('kho_test {');
+  });
+});
+
+describe('bad images: one-line reasons, non-zero exits, never a stack trace', () => {
+  function expectOneLine(r: { code: number; err: string }, code: number, pattern: RegExp): void {
+    expect(r.code).toBe(code);
+    expect(r.err.trim()).toMatch(pattern);
+    expect(r.err.trim().split('\n')).toHaveLength(1);
+  }
+
+  it('a truncated image', () => {
+    const file = join(dir, 'trunc.kho');
+    writeFileSync(file, readFileSync(image));
+    truncateSync(file, Math.floor(statSync(image).size / 2));
+    expectOneLine(cli('boot', '--image', file), 2, /^kho: image: truncated/);
+    expectOneLine(cli('inspect', file), 2, /^kho: image: truncated/);
+  });
+
+  it('a file that is not an image, and a missing file', () => {
+    const file = join(dir, 'junk.kho');
+    writeFileSync(file, 'hello, not an ELF file at all; '.repeat(10));
+    expectOneLine(cli('inspect', file), 2, /^kho: image: /);
+    expectOneLine(cli('boot', '--image', join(dir, 'missing.kho')), 2, /^kho: .*missing\.kho/);
+  });
+
+  it('a wrong root compatible: boot refuses revival and fails, inspect refuses', () => {
+    const file = corrupt('compat', (img, write, read) => {
+      const { phys, fdt } = rootFdt(img, read);
+      fdt.setString('compatible', 'kho-v9');
+      write(phys, encodeFdt(fdt, { totalSize: PAGE_SIZE }));
+    });
+    const boot = cli('boot', '--image', file);
+    expect(boot.code).toBe(1);
+    expect(boot.out).toContain("cold boot (revival refused: root FDT compatible is 'kho-v9\\0' (wanted the single string 'kho-v2'))");
+    expectOneLine(cli('inspect', file), 2, /^kho: root FDT compatible is 'kho-v9'/);
+  });
+
+  it('a tracker pointer outside RAM', () => {
+    const file = corrupt('map', (img, write, read) => {
+      const { fdt } = rootFdt(img, read);
+      const root = Number(fdt.getU64LE(PROP_PRESERVED_MEMORY_MAP));
+      const b = new Uint8Array(8);
+      new DataView(b.buffer).setBigUint64(0, 0x7_0000_0000n, true);
+      write(root + 2 * 8, b);
+    });
+    const boot = cli('boot', '--image', file, '--json');
+    expect(boot.code).toBe(1);
+    expect(JSON.parse(boot.out).revivalError).toMatch(/^radix tree: level-4 node \(entry 2 of 0x[0-9a-f]+\) 0x700000000 is outside RAM$/);
+    expectOneLine(cli('inspect', file), 2, /^kho: radix tree: level-4 node .* is outside RAM$/);
+  });
+
+  it('a corrupted root FDT header', () => {
+    const file = corrupt('fdt', (img, write) => {
+      const kd = decodeKhoData(img.khoData);
+      if (typeof kd === 'string') throw new Error(kd);
+      write(kd.fdtAddr, Uint8Array.of(0xde, 0xad, 0xbe, 0xef));
+    });
+    const boot = cli('boot', '--image', file, '--json');
+    expect(boot.code).toBe(1);
+    expect(JSON.parse(boot.out).revivalError).toMatch(/^FDT: /);
+    expectOneLine(cli('inspect', file), 2, /^kho: FDT: /);
+  });
+});

@@ -1,0 +1,238 @@
+import { BootParams, Errno, KernelError, type Kernel } from '@kho/kernel';
+import { BuddyAllocator, FaultInjector, Folio, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { Kho, type ScratchArea } from '@kho/kho-core';
+import { Memblock } from '@kho/memblock';
+import { KhoTest } from './demo/kho-test';
+import { DEFAULT_DEMO, coldBootFreePages, runDemo, runFirstHalf, runSecondHalf, type DemoOptions } from './demo/run';
+import { kernelImage, machineFor } from './system';
+
+const MiB = 2 ** 20;
+const SMALL: DemoOptions = { ...DEFAULT_DEMO, ram: 512 * MiB, mem: 32 * MiB, seed: 7 };
+
+function inside(areas: readonly ScratchArea[], base: number, size: number): boolean {
+  return areas.some((a) => base >= a.addr && base + size <= a.addr + a.size);
+}
+
+describe('the flagship live update, in one process', () => {
+  it.each([1, 2, 3])('seed %d: every folio comes back with its order and every byte verifies; nothing leaks', (seed) => {
+    const r = runDemo({ ...SMALL, seed });
+    expect(r.second.errors).toEqual([]);
+    expect(r.second.khoBoot).toBe(true);
+    expect(r.second.restore?.folios).toBe(r.first.folios);
+    expect(r.second.restore?.bytes).toBe(SMALL.mem);
+    expect(r.second.restore?.ordersMatch).toBe(true);
+    expect(r.second.restore?.checksumActual).toBe(r.second.restore?.checksumExpected);
+    expect(r.second.freePagesAfterFinish).toBe(r.second.freePagesColdBoot);
+    expect(r.first.blocksPreserved).toBe(r.first.folios + 3); // + the folio list, the kho_test blob, the root FDT
+    expect(r.ok).toBe(true);
+  });
+
+  it('detects a flipped byte in a preserved folio (the check can fail)', () => {
+    const first = runFirstHalf(SMALL);
+    const ram = first.machine.device(PhysicalMemory);
+    const k = first.machine.bootFrom(first.params, { image: kernelImage({ mem: SMALL.mem, seed: SMALL.seed }) });
+    const kho = k.get(Kho);
+    const inc = kho.incomingHandover!;
+    // the largest block is certainly folio data (list, blob and FDT are single pages or small)
+    let idx = 0;
+    inc.orders.forEach((o, i) => (o > inc.orders[idx] ? (idx = i) : undefined));
+    const addr = inc.pfns[idx] * PAGE_SIZE + 123;
+    ram.writeU8(addr, ram.readU8(addr) ^ 0x40);
+    const report = k.restore();
+    expect(report.ok).toBe(false);
+    expect(report.plugins['kho-test'].error).toMatch(/^EIO: kho_test: checksum 0x[0-9a-f]+ \(wanted 0x[0-9a-f]+\), orders match$/);
+  });
+});
+
+describe('the next kernel', () => {
+  function secondKernel(opts: DemoOptions = SMALL): { k2: Kernel; scratch: readonly ScratchArea[] } {
+    const first = runFirstHalf(opts);
+    const k2 = first.machine.bootFrom(first.params, { image: kernelImage({ mem: opts.mem, seed: opts.seed }) });
+    return { k2, scratch: first.scratch };
+  }
+
+  it('allocates nothing but scratch during early boot', () => {
+    const { k2, scratch } = secondKernel();
+    const records = k2.get(Memblock).records.filter((r) => r.owner !== 'kho-scratch-array');
+    expect(records.map((r) => r.owner)).toEqual(['kernel', 'memmap-node0']);
+    for (const r of records) {
+      expect(r.scratchOnly).toBe(true);
+      expect(inside(scratch, r.base, r.size)).toBe(true);
+    }
+    expect(k2.get(Kho).scratchAreas()).toEqual(scratch);
+  });
+
+  it('never hands a preserved page to anyone, even with the allocator exhausted before restore', () => {
+    const { k2 } = secondKernel();
+    const buddy = k2.get(BuddyAllocator);
+    const ram = k2.get(PhysicalMemory);
+    const inc = k2.get(Kho).incomingHandover!;
+    const preserved = inc.pfns.map((p, i) => [p, p + 2 ** inc.orders[i]] as const);
+    const taken: Folio[] = [];
+    for (const movable of [false, true]) {
+      for (let order = 10; order >= 0; order--) {
+        for (;;) {
+          let f: Folio;
+          try {
+            f = buddy.folioAlloc(order, { movable });
+          } catch (e) {
+            expect((e as KernelError).errno).toBe(Errno.ENOMEM);
+            break;
+          }
+          taken.push(f);
+          for (const [s, e] of preserved) expect(f.pfn + f.nrPages <= s || f.pfn >= e).toBe(true);
+          // scribble on every page handed out
+          for (let p = 0; p < f.nrPages; p++) ram.writeU64((f.pfn + p) * PAGE_SIZE, 0xdeadbeefn);
+        }
+      }
+    }
+    expect(buddy.nrFreePages).toBe(0);
+    const report = k2.restore();
+    expect(report.ok).toBe(true);
+    expect(k2.get(KhoTest).lastRestore?.verified).toBe(true);
+    for (const f of taken) buddy.folioPut(f);
+  });
+
+  it('with KHO disabled on its command line, restores nothing, crashes nothing, and preserved memory is ordinary memory', () => {
+    const again = runFirstHalf(SMALL);
+    const params = new BootParams('kho=off', again.params.toMap());
+    const k = again.machine.bootFrom(params, { image: kernelImage({ mem: SMALL.mem, seed: SMALL.seed }) });
+    const kho = k.get(Kho);
+    expect(kho.isKhoBoot()).toBe(false);
+    expect(kho.isEnabled()).toBe(false);
+    expect(k.restore().ok).toBe(true);
+    expect(k.get(KhoTest).lastRestore).toBeUndefined();
+    expect(k.log.filter('info', 'kho').map((l) => l.message)).toContain(
+      'KHO is disabled (kho=off): the handover is ignored, preserved memory becomes ordinary memory',
+    );
+    const ranges = again.machine.device(PhysicalMemory).ranges;
+    expect(k.get(BuddyAllocator).nrFreePages).toBe(coldBootFreePages(ranges, { ...SMALL, cmdline: 'kho=off' }));
+    expect(() => kho.preserveFolio(new Folio(0 as never, 0))).toThrow('EOPNOTSUPP: preserve: KHO is disabled (kho=off)');
+  });
+});
+
+describe('kexec variants', () => {
+  it('a kexec with nothing preserved hands over only the root FDT, and finish gives it back', () => {
+    const machine = machineFor({ ram: 512 * MiB });
+    const k1 = machine.boot({ image: kernelImage() });
+    const k2 = k1.liveUpdate();
+    const kho = k2.get(Kho);
+    expect(kho.isKhoBoot()).toBe(true);
+    expect(kho.incomingHandover!.pfns.length).toBe(1);
+    expect(k2.restore().ok).toBe(true);
+    const fin = k2.finish();
+    expect(fin.plugins.kho.report).toEqual({ unrestoredBlocks: 0, unrestoredBytes: 0, unrestored: [] });
+    expect(k2.get(BuddyAllocator).nrFreePages).toBe(coldBootFreePages(machine.device(PhysicalMemory).ranges, { ...SMALL, cmdline: '' }));
+  });
+
+  it('chains: a KHO-booted kernel preserves again and the next one restores; scratch areas are reused', () => {
+    const first = runFirstHalf(SMALL);
+    const image = kernelImage({ mem: SMALL.mem, seed: SMALL.seed });
+    let k = first.machine.bootFrom(first.params, { image });
+    const scratch = k.get(Kho).scratchAreas();
+    expect(scratch).toEqual(first.scratch);
+    for (let gen = 2; gen <= 4; gen++) {
+      expect(k.restore().ok).toBe(true);
+      expect(k.get(KhoTest).lastRestore?.verified).toBe(true);
+      expect(k.finish().ok).toBe(true);
+      k.get(KhoTest).generate();
+      k = k.liveUpdate();
+      expect(k.generation).toBe(gen + 1);
+      expect(k.get(Kho).scratchAreas()).toEqual(scratch);
+    }
+    expect(k.restore().ok).toBe(true);
+    expect(k.finish().ok).toBe(true);
+    expect(k.get(BuddyAllocator).nrFreePages).toBe(coldBootFreePages(first.machine.device(PhysicalMemory).ranges, SMALL));
+  });
+
+  it('a failing prepare leaves no block preserved and a retry succeeds', () => {
+    const machine = machineFor({ ram: 512 * MiB });
+    const k1 = machine.boot({ image: kernelImage({ mem: 8 * MiB, seed: 3 }) });
+    const test = k1.get(KhoTest);
+    test.generate();
+    const kho = k1.get(Kho);
+    const before = kho.stats();
+    const buddy = k1.get(BuddyAllocator);
+    const free0 = buddy.nrFreePages;
+    const faults = k1.get(FaultInjector);
+    faults.configure({ failNth: 1 });
+    expect(() => k1.prepare()).toThrow(/^ENOMEM: live update prepare failed in plugin 'kho-test': ENOMEM: /);
+    faults.reset();
+    const after = kho.stats();
+    expect(after.trackerBlocks).toBe(before.trackerBlocks);
+    expect(kho.subtrees()).toEqual([]);
+    // only tracker nodes built along the way remain (the radix tree keeps empty nodes, as upstream does)
+    expect(buddy.nrFreePages).toBe(free0 - (after.trackerPages - before.trackerPages));
+    const k2 = k1.liveUpdate();
+    expect(k2.restore().ok).toBe(true);
+    expect(k2.get(KhoTest).lastRestore?.verified).toBe(true);
+  });
+});
+
+describe('the preservation API refuses misuse with the documented errors', () => {
+  function booted() {
+    const first = runFirstHalf(SMALL);
+    const k2 = first.machine.bootFrom(first.params, { image: kernelImage({ mem: SMALL.mem, seed: SMALL.seed }) });
+    const kho = k2.get(Kho);
+    const inc = kho.incomingHandover!;
+    const big = inc.orders.findIndex((o) => o >= 1);
+    return { k2, kho, inc, bigPhys: inc.pfns[big] * PAGE_SIZE, buddy: k2.get(BuddyAllocator), scratch: first.scratch };
+  }
+
+  it('restoring twice, a tail page, an unpreserved page or an unaligned address fails with a warning', () => {
+    const { kho, bigPhys, k2 } = booted();
+    expect(() => kho.restoreFolio(bigPhys + PAGE_SIZE)).toThrow(/^EINVAL: restoreFolio\(0x[0-9a-f]+\): no KHO stamp \(not preserved, already restored, or a tail page\)$/);
+    const folio = kho.restoreFolio(bigPhys);
+    expect(folio.phys).toBe(bigPhys);
+    expect(() => kho.restoreFolio(bigPhys)).toThrow(/no KHO stamp/);
+    expect(() => kho.restoreFolio(bigPhys + 5)).toThrow(/the address is not page-aligned$/);
+    expect(() => kho.restoreFolio(2 ** 45)).toThrow(/the address is not RAM$/);
+    expect(k2.log.filter('warn', 'kho').length).toBeGreaterThanOrEqual(4);
+  });
+
+  it('unpreserving what was never preserved is ENOENT; preserving inside scratch is EINVAL; allocPreserve bounds', () => {
+    const { kho, buddy, scratch } = booted();
+    const f = buddy.folioAlloc(2);
+    expect(() => kho.unpreserveFolio(f)).toThrow(/^ENOENT: unpreserve: block 0x[0-9a-f]+ order 2 was not preserved$/);
+    kho.preserveFolio(f);
+    kho.preserveFolio(f); // idempotent, like the tracker
+    kho.unpreserveFolio(f);
+    expect(() => kho.unpreserveFolio(f)).toThrow(/was not preserved/);
+    const inScratch = new Folio((scratch[0].addr / PAGE_SIZE + 16) as never, 0);
+    expect(() => kho.preserveFolio(inScratch)).toThrow(/^EINVAL: preserve: block 0x[0-9a-f]+ order 0 overlaps scratch area 0x[0-9a-f]+\+[\d.]+ MiB/);
+    expect(() => kho.allocPreserve(0)).toThrow('EINVAL: allocPreserve: size 0 (wanted a positive integer)');
+    expect(() => kho.allocPreserve(8 * MiB)).toThrow('E2BIG: allocPreserve: 8388608 bytes needs order 11 (wanted at most 10)');
+    const p = kho.allocPreserve(5000);
+    expect(buddy.isFree(p / PAGE_SIZE)).toBe(false);
+    kho.unpreserveFree(p);
+    expect(buddy.isFree(p / PAGE_SIZE)).toBe(true);
+  });
+
+  it('preservePages splits greedily and restorePages gives pages that free one by one', () => {
+    const machine = machineFor({ ram: 512 * MiB });
+    const k1 = machine.boot({ image: kernelImage() });
+    const buddy = k1.get(BuddyAllocator);
+    const base = buddy.allocPages(4); // 16 pages, aligned to 16
+    const ram = k1.get(PhysicalMemory);
+    for (let i = 1; i < 16; i++) ram.writeU32((base + i) * PAGE_SIZE, 0x1000 + i);
+    k1.get(Kho).preservePages(base + 1, 15); // orders 0,1,2,3 (1+2+4+8 pages)
+    const k2 = k1.liveUpdate();
+    const inc = k2.get(Kho).incomingHandover!;
+    const mine = inc.pfns.map((p, i) => [p - base, inc.orders[i]]).filter(([off]) => off >= 0 && off < 16);
+    expect(mine.sort((a, b) => a[0] - b[0])).toEqual([
+      [1, 0],
+      [2, 1],
+      [4, 2],
+      [8, 3],
+    ]);
+    const kho2 = k2.get(Kho);
+    expect(() => kho2.restorePages((base + 1) * PAGE_SIZE, 16)).toThrow(/block of order \d has no KHO stamp|not RAM|no KHO stamp/);
+    const pfn = kho2.restorePages((base + 1) * PAGE_SIZE, 15);
+    const buddy2 = k2.get(BuddyAllocator);
+    for (let i = 0; i < 15; i++) {
+      expect(k2.get(PhysicalMemory).readU32((pfn + i) * PAGE_SIZE)).toBe(0x1001 + i);
+      buddy2.freePages(pfn + i, 0);
+    }
+    expect(() => kho2.restorePages((base + 1) * PAGE_SIZE, 15)).toThrow(/no KHO stamp/);
+  });
+});
