@@ -3,7 +3,7 @@ import { BuddyAllocator, FaultInjector, Folio, PAGE_SIZE, PhysicalMemory } from 
 import { Kho, type ScratchArea } from '@kho/kho-core';
 import { Memblock } from '@kho/memblock';
 import { KhoTest } from './demo/kho-test';
-import { DEFAULT_DEMO, coldBootFreePages, runDemo, runFirstHalf, runSecondHalf, type DemoOptions } from './demo/run';
+import { DEFAULT_DEMO, coldBootFreePages, runDemo, runFirstHalf, type DemoOptions } from './demo/run';
 import { kernelImage, machineFor } from './system';
 
 const MiB = 2 ** 20;

@@ -7,7 +7,7 @@ export { LifecycleBus, type BusEvents } from './bus';
 export { KernelLog, formatLogLine, type LogLine, type LogLevel } from './log';
 export { CommandLine } from './cmdline';
 export { BootParams, NextBootParams } from './boot-params';
-export { KernelPlugin, type KernelModule, type PluginReport } from './plugin';
+export { KernelPlugin, registerPerBoot, type KernelModule, type PluginReport } from './plugin';
 export { Machine, type BootOptions } from './machine';
 export {
   Kernel,

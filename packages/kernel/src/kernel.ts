@@ -179,7 +179,7 @@ export class Kernel {
       throw new KernelError(Errno.EBUSY, `kexec: the live update is '${this.stateValue}' (wanted 'serialized', or no update at all)`);
     }
     const live = this.alive();
-    this.runEach(Phase.Kexec, (p) => p.kexec?.(), 'ignore');
+    this.runReported(Phase.Kexec, (p) => p.kexec?.()); // failures are logged; the jump happens regardless
     const params = live.next.build(cmdline ?? this.cmdline.text);
     live.log.info('kernel', `kexec: jumping to generation ${this.generation + 1}`);
     this.dispose();
@@ -306,19 +306,6 @@ export class Kernel {
           // A cancel that fails leaves state behind: that is a bug in the plugin, reported loudly.
           this.alive().bus.emit('plugin:error', { phase: Phase.Cancel, plugin: p.name, error: e });
           this.alive().log.error('kernel', `BUG: cancel failed in plugin '${p.name}': ${describe(e)}`);
-        }
-      }
-    });
-  }
-
-  private runEach(phase: Phase, step: (p: KernelPlugin) => void, _onError: 'ignore'): void {
-    this.timed(phase, () => {
-      for (const p of this.activePlugins()) {
-        try {
-          step(p);
-        } catch (e) {
-          this.alive().bus.emit('plugin:error', { phase, plugin: p.name, error: e });
-          this.alive().log.error('kernel', `${phase} failed in plugin '${p.name}': ${describe(e)}`);
         }
       }
     });

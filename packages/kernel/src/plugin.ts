@@ -1,4 +1,4 @@
-import type { DependencyContainer } from 'tsyringe';
+import { Lifecycle, type DependencyContainer, type InjectionToken } from 'tsyringe';
 
 /** What a plugin's restore or finish handler may report (free-form, JSON-serialisable). */
 export type PluginReport = Record<string, unknown>;
@@ -35,4 +35,13 @@ export interface KernelPlugin {
 export interface KernelModule {
   readonly name: string;
   register(container: DependencyContainer): void;
+}
+
+/**
+ * Registers `cls` in a boot's container as one instance per boot, and, when it is a plugin, under the
+ * {@link KernelPlugin} token too (resolving either gives the same instance).
+ */
+export function registerPerBoot<T>(container: DependencyContainer, cls: new (...args: never[]) => T, opts: { plugin?: boolean } = {}): void {
+  container.register(cls as InjectionToken<T>, { useClass: cls as never }, { lifecycle: Lifecycle.ContainerScoped });
+  if (opts.plugin) container.register(KernelPlugin, { useToken: cls as InjectionToken<T> });
 }

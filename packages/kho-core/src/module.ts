@@ -1,5 +1,5 @@
-import { Lifecycle, type DependencyContainer } from 'tsyringe';
-import { KernelPlugin, type KernelModule } from '@kho/kernel';
+import type { DependencyContainer } from 'tsyringe';
+import { registerPerBoot, type KernelModule } from '@kho/kernel';
 import { Kho } from './kho';
 
 /**
@@ -9,9 +9,6 @@ import { Kho } from './kho';
 export function khoModule(): KernelModule {
   return {
     name: 'kho',
-    register(c: DependencyContainer) {
-      c.register(Kho, { useClass: Kho }, { lifecycle: Lifecycle.ContainerScoped });
-      c.register(KernelPlugin, { useToken: Kho });
-    },
+    register: (c: DependencyContainer) => registerPerBoot(c, Kho, { plugin: true }),
   };
 }

@@ -1,5 +1,5 @@
-import { inject, injectable, Lifecycle, type DependencyContainer } from 'tsyringe';
-import { Errno, KernelError, KernelLog, KernelPlugin, hex, withUnwind, type KernelModule, type PluginReport } from '@kho/kernel';
+import { inject, injectable, type DependencyContainer } from 'tsyringe';
+import { Errno, KernelError, KernelLog, hex, registerPerBoot, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
 import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { FdtNode, Kho, decodeFdt, encodeFdt } from '@kho/kho-core';
 import { CHECKSUM_SEED, SeededWords, checksumBlock, fillFolio } from './data';
@@ -182,8 +182,7 @@ export function khoTestModule(config: KhoTestConfig): KernelModule {
     name: 'kho-test',
     register(c: DependencyContainer) {
       c.register(KhoTestConfig, { useValue: config });
-      c.register(KhoTest, { useClass: KhoTest }, { lifecycle: Lifecycle.ContainerScoped });
-      c.register(KernelPlugin, { useToken: KhoTest });
+      registerPerBoot(c, KhoTest, { plugin: true });
     },
   };
 }
