@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { Errno, KernelError, KernelLog, LifecycleBus } from '@kho/kernel';
 import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
-import { RadixTracker, readIncomingTree } from './radix-tree';
+import { RadixTracker, readIncomingTree, validateIncomingTree } from './radix-tree';
 
 const GiB = 2 ** 30;
 
@@ -147,6 +147,223 @@ describe('RadixTracker', () => {
   });
 });
 
+/**
+ * The spec's layout read literally (section 3), with BigInt and byte reads, independent of the tracker's code:
+ * [pfn, order, leaf phys] for every set bit, in walk order. Trusts the tree (test trees only).
+ */
+function referenceDecode(ram: PhysicalMemory, root: number): Array<[number, number, number]> {
+  const out: Array<[number, number, number]> = [];
+  const table = (node: number, level: number, prefix: bigint): void => {
+    for (let i = 0; i < 512; i++) {
+      const child = ram.readU64(node + i * 8);
+      if (child === 0n) continue;
+      const p = (prefix << 9n) | BigInt(i);
+      if (level > 1) {
+        table(Number(child), level - 1, p);
+        continue;
+      }
+      const bytes = ram.read(Number(child), PAGE_SIZE);
+      for (let byte = 0; byte < PAGE_SIZE; byte++) {
+        for (let b = 0; b < 8; b++) {
+          if ((bytes[byte] & (1 << b)) === 0) continue;
+          const key = (p << 15n) | BigInt(byte * 8 + b);
+          const order = 53 - key.toString(2).length;
+          const phys = (key << BigInt(12 + order)) & (2n ** 64n - 1n);
+          out.push([Number(phys / 4096n), order, Number(child)]);
+        }
+      }
+    }
+  };
+  table(root, 5, 0n);
+  return out;
+}
+
+const pairs = (blocks: Array<[number, number, number]>): Array<[number, number]> => blocks.map(([p, o]) => [p, o]);
+
+describe('RadixTracker caches (the last leaf per order, the tables of the last descent)', () => {
+  it('relies on PhysicalMemory keeping a page\'s bytes in one buffer through fills, writes and reads', () => {
+    const { ram } = setup();
+    const bytes = ram.page(5);
+    ram.fill(5 * PAGE_SIZE, PAGE_SIZE, 0);
+    ram.writeU64(5 * PAGE_SIZE + 8, 0x1234);
+    ram.write(5 * PAGE_SIZE, new Uint8Array(PAGE_SIZE).fill(7));
+    expect(ram.readU8(5 * PAGE_SIZE + 9)).toBe(7);
+    expect(ram.page(5)).toBe(bytes);
+    expect(ram.pageIfPresent(5)).toBe(bytes);
+  });
+
+  it('destroy() drops it: an add after destroy builds a new tree instead of writing into a freed page', () => {
+    const { tree, ram, buddy } = setup();
+    const free0 = buddy.nrFreePages;
+    tree.add(0x100, 0);
+    tree.destroy();
+    tree.add(0x101, 0); // the same leaf range as the cached leaf of the old tree
+    expect(tree.stats()).toEqual({ blocks: 1, metadataPages: 6 });
+    expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([[0x101, 0]]);
+    expect(tree.has(0x100, 0)).toBe(false);
+    tree.destroy();
+    expect(buddy.nrFreePages).toBe(free0);
+  });
+
+  it('destroy() drops it when the old leaf page comes back as another kind of node', () => {
+    const { tree, ram, buddy } = setup();
+    tree.add(0x100, 0);
+    tree.add(0x200, 9);
+    const oldLeaves = referenceDecode(ram, tree.rootPhys).map(([, , leaf]) => leaf);
+    tree.destroy();
+    // Take pages until the allocator has handed the old leaves out again, as tables of a new tree would be.
+    const taken: number[] = [];
+    while (!oldLeaves.every((l) => taken.includes(l))) taken.push(buddy.allocPages(0) * PAGE_SIZE);
+    for (const p of taken) buddy.freePages(p / PAGE_SIZE, 0);
+    tree.add(0x5000, 3);
+    tree.add(0x100, 0);
+    tree.add(0x400, 9);
+    expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
+      [0x400, 9],
+      [0x5000, 3],
+      [0x100, 0],
+    ]);
+  });
+
+  it('adds, lookups and deletes that cross leaf boundaries land in the right leaf', () => {
+    const { tree, ram } = setup();
+    const seq = [32767, 32768, 32766, 65536, 32769, 0, 65535];
+    for (const p of seq) tree.add(p, 0);
+    expect(tree.stats()).toEqual({ blocks: 7, metadataPages: 5 + 3 });
+    expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([...seq].sort((a, b) => a - b).map((p) => [p, 0]));
+    for (const p of seq) expect(tree.has(p, 0)).toBe(true);
+    for (const p of [1, 32765, 32770, 65534, 65537]) expect(tree.has(p, 0)).toBe(false);
+    expect(tree.del(32768, 0)).toBe(true);
+    expect(tree.del(32767, 0)).toBe(true);
+    expect(tree.has(32768, 0)).toBe(false);
+    expect(tree.has(32766, 0)).toBe(true);
+    expect(collect(tree)).toEqual([0, 32766, 32769, 65535, 65536].map((p) => [p, 0]));
+  });
+
+  it('each order keeps its own leaf: interleaved orders set bits in their own leaves', () => {
+    const { tree, ram } = setup();
+    tree.add(0x10, 0);
+    tree.add(0x18, 3);
+    tree.add(0x11, 0);
+    tree.add(0x20, 3);
+    tree.add(0x400, 10);
+    tree.add(0x12, 0);
+    expect(tree.del(0x18, 3)).toBe(true);
+    expect(tree.has(0x11, 0)).toBe(true);
+    expect(tree.has(0x10, 3)).toBe(false);
+    expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
+      [0x400, 10],
+      [0x20, 3],
+      [0x10, 0],
+      [0x11, 0],
+      [0x12, 0],
+    ]);
+  });
+
+  it('a del on a missing path warns even while another leaf of that order is cached', () => {
+    const { tree, log } = setup();
+    tree.add(0, 0);
+    expect(tree.del(2 ** 20, 0)).toBe(false);
+    expect(tree.has(2 ** 20, 0)).toBe(false);
+    expect(log.filter('warn').map((l) => l.message)).toEqual(['radix tree: no path for block 0x100000000 order 0; was it preserved?']);
+    expect(tree.has(0, 0)).toBe(true);
+  });
+
+  it('a failed add leaves the cache on a live leaf', () => {
+    const { tree, faults, ram, buddy } = setup();
+    tree.add(0x10, 0);
+    const free0 = buddy.nrFreePages;
+    faults.configure({ failNth: 1 });
+    expect(() => tree.add(0x8000, 0)).toThrow(/ENOMEM/); // the next leaf: one new page
+    faults.reset();
+    expect(buddy.nrFreePages).toBe(free0);
+    tree.add(0x11, 0);
+    tree.add(0x8000, 0);
+    expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
+      [0x10, 0],
+      [0x11, 0],
+      [0x8000, 0],
+    ]);
+  });
+
+  it('a failed descent forgets the tables it reached: the next add does not build on a freed page', () => {
+    for (let k = 2; k <= 5; k++) {
+      const { tree, faults, ram, buddy } = setup();
+      tree.add(0x10, 0);
+      const free0 = buddy.nrFreePages;
+      faults.configure({ failNth: k });
+      expect(() => tree.add(2 ** 30, 3)).toThrow(/ENOMEM/); // a new path: tables at levels 4..1, then a leaf
+      faults.reset();
+      expect(buddy.nrFreePages).toBe(free0);
+      tree.add(2 ** 30 + 8, 3); // the same tables
+      expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
+        [2 ** 30 + 8, 3],
+        [0x10, 0],
+      ]);
+    }
+  });
+
+  it('matches a set of blocks and the spec layout under any sequence of adds, dels and lookups (property)', () => {
+    // Blocks near the first leaf boundaries of each order, so runs cross leaves and orders interleave.
+    const block = fc.tuple(fc.integer({ min: 0, max: 10 }), fc.constantFrom(0, 32766, 65534), fc.integer({ min: 0, max: 3 }));
+    const op = fc.tuple(fc.constantFrom('add', 'del', 'has'), block);
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 80 }), (ops) => {
+        const { tree, ram } = setup();
+        const model = new Set<string>();
+        for (const [kind, [order, region, k]] of ops) {
+          const pfn = (region + k) * 2 ** order;
+          const id = `${pfn}/${order}`;
+          if (kind === 'add') {
+            tree.add(pfn, order);
+            model.add(id);
+          } else if (kind === 'del') {
+            expect(tree.del(pfn, order)).toBe(model.delete(id));
+          } else {
+            expect(tree.has(pfn, order)).toBe(model.has(id));
+          }
+        }
+        expect(tree.stats().blocks).toBe(model.size);
+        const want = tree.rootPhys === 0 ? [] : pairs(referenceDecode(ram, tree.rootPhys));
+        expect(new Set(want.map(([p, o]) => `${p}/${o}`))).toEqual(model);
+        expect(collect(tree)).toEqual(want);
+      }),
+      { numRuns: 60 },
+    );
+  });
+});
+
+describe('RadixTracker block checks', () => {
+  it.each([
+    [NaN, 0, 'EINVAL: radix tree: pfn NaN is not aligned to order 0'],
+    [1.5, 0, 'EINVAL: radix tree: pfn 1.5 is not aligned to order 0'],
+    [Infinity, 0, 'EINVAL: radix tree: pfn Infinity is not aligned to order 0'],
+    [2 ** 52, 0, 'EINVAL: radix tree: pfn 0x10000000000000 is beyond the 64-bit physical address space'],
+    [2 ** 52, 10, 'EINVAL: radix tree: pfn 0x10000000000000 is beyond the 64-bit physical address space'],
+    [0, 1.5, 'EINVAL: radix tree: order 1.5 is out of range (wanted 0..10)'],
+    [0, NaN, 'EINVAL: radix tree: order NaN is out of range (wanted 0..10)'],
+    [0, -1, 'EINVAL: radix tree: order -1 is out of range (wanted 0..10)'],
+  ])('add, del and has refuse pfn %d order %d', (pfn, order, message) => {
+    const { tree } = setup();
+    expect(() => tree.add(pfn, order)).toThrow(message);
+    expect(() => tree.del(pfn, order)).toThrow(message);
+    expect(() => tree.has(pfn, order)).toThrow(message);
+    expect(tree.stats()).toEqual({ blocks: 0, metadataPages: 0 });
+  });
+
+  it('records the highest blocks (phys just below 2^64) under root entry 3', () => {
+    const { tree, ram } = setup();
+    tree.add(2 ** 52 - 1, 0);
+    tree.add(2 ** 52 - 1024, 10);
+    expect(ram.readU64n(tree.rootPhys + 3 * 8)).not.toBe(0);
+    expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
+      [2 ** 52 - 1024, 10],
+      [2 ** 52 - 1, 0],
+    ]);
+    expect(collect(tree)).toEqual(pairs(referenceDecode(ram, tree.rootPhys)));
+  });
+});
+
 function readIncomingTreeFrom(ram: PhysicalMemory, root: number): Array<[number, number]> {
   const r = readIncomingTree(ram, root);
   return r.pfns.map((p, i) => [p, r.orders[i]]);
@@ -178,7 +395,108 @@ describe('readIncomingTree refuses hostile trees before visiting anything', () =
     expect(visited).toBe(0);
   });
 
-  it('refuses a block outside RAM and a bit that would be order 11 or more', () => {
+  it('checks blocks against RAM by leaf, word and bit exactly as a block-by-block check would (property)', () => {
+    // RAM for the blocks starts on a leaf boundary and ends anywhere, so leaves and words are whole, partly or
+    // not RAM; blocks lie around both ends of it.
+    const startPfn = 2 ** 18;
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 40_000 }),
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 3 }), fc.integer({ min: -64, max: 40_100 })), { minLength: 1, maxLength: 40 }),
+        (pages, raw) => {
+          const { tree, ram } = setup([
+            { start: 0, size: 64 * 2 ** 20, node: 0 },
+            { start: startPfn * PAGE_SIZE, size: pages * PAGE_SIZE, node: 0 },
+          ]);
+          for (const [order, n] of raw) tree.add(Math.floor((startPfn + n) / 2 ** order) * 2 ** order, order);
+          const root = tree.rootPhys;
+          const ref = referenceDecode(ram, root);
+          const bad = ref.find(([p, o]) => !ram.isRam(p * PAGE_SIZE, PAGE_SIZE * 2 ** o));
+          if (bad) {
+            const [p, o, leaf] = bad;
+            const message = `EINVAL: radix tree: block 0x${(p * PAGE_SIZE).toString(16)} order ${o} (leaf 0x${leaf.toString(16)}) is outside RAM`;
+            expect(() => validateIncomingTree(ram, root)).toThrow(message);
+            expect(() => readIncomingTree(ram, root)).toThrow(message);
+          } else {
+            expect(readIncomingTreeFrom(ram, root)).toEqual(pairs(ref));
+            expect(validateIncomingTree(ram, root)).toEqual({ blocks: ref.length, nodes: tree.stats().metadataPages });
+            const visited: Array<[number, number]> = [];
+            tree.walkIncoming(root, (p, o) => void visited.push([p, o]));
+            expect(visited).toEqual(pairs(ref));
+          }
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it.each<[string, number, Array<[number, number]>, string | undefined]>([
+    ['the last block of a word ends past RAM', 31, [[0, 0], [31, 0]], '0x4001f000 order 0'],
+    ['the last block of a word is the last page of RAM', 32, [[0, 0], [31, 0]], undefined],
+    ['an order-2 block half in RAM', 31 * 4 + 2, [[0, 2], [124, 2]], '0x4007c000 order 2'],
+    ['a block in the next word', 32, [[31, 0], [32, 0]], '0x40020000 order 0'],
+  ])('where RAM ends inside a leaf: %s', (_name, pages, blocks, refused) => {
+    const startPfn = 2 ** 18; // a leaf boundary for orders 0..3
+    const { tree, ram } = setup([
+      { start: 0, size: 64 * 2 ** 20, node: 0 },
+      { start: startPfn * PAGE_SIZE, size: pages * PAGE_SIZE, node: 0 },
+    ]);
+    for (const [n, order] of blocks) tree.add(startPfn + n, order);
+    if (refused) expect(() => validateIncomingTree(ram, tree.rootPhys)).toThrow(`EINVAL: radix tree: block ${refused} (leaf`);
+    else expect(readIncomingTreeFrom(ram, tree.rootPhys)).toEqual(blocks.map(([n, o]) => [startPfn + n, o]));
+  });
+
+  it('counts the blocks of full and partial words', () => {
+    const { ram, tree } = setup();
+    for (let p = 0x100; p < 0x100 + 1000; p++) tree.add(p, 0);
+    for (let p = 0; p < 64 * 8; p += 8) tree.add(p, 3);
+    const r = readIncomingTree(ram, tree.rootPhys);
+    expect(validateIncomingTree(ram, tree.rootPhys)).toEqual({ blocks: 1064, nodes: 11 }); // a root, then 4 tables and a leaf per order
+    expect([r.count, r.pfns.length, r.orders.length, r.nodes]).toEqual([1064, 1064, 1064, 11]);
+    expect(r.pfns.slice(62, 66)).toEqual([0x1f0, 0x1f8, 0x100, 0x101]);
+  });
+
+  it('walkIncoming visits every block even when the visitor returns true', () => {
+    const { ram, tree } = built();
+    let visited = 0;
+    tree.walkIncoming(tree.rootPhys, () => (visited++, true) as unknown as void);
+    expect(visited).toBe(2);
+    expect(readIncomingTree(ram, tree.rootPhys).count).toBe(2);
+  });
+
+  /** Writes a one-block tree for `key` by hand in the pages from `at` up (the 16 MiB at 2^40, not the allocator's). */
+  function handTree(ram: PhysicalMemory, at: number, key: bigint): { root: number; leaf: number } {
+    let node = at;
+    for (let level = 5; level >= 1; level--) {
+      const index = Number((key >> BigInt((level - 1) * 9 + 15)) & 511n);
+      ram.writeU64(node + index * 8, node + PAGE_SIZE);
+      node += PAGE_SIZE;
+    }
+    const bit = Number(key & 32767n);
+    ram.writeU8(node + (bit >> 3), 1 << (bit & 7));
+    return { root: at, leaf: node };
+  }
+
+  it.each<[string, bigint, string]>([
+    ['key 0', 0n, 'has bit 0 of key 0 set (no block has key 0)'],
+    ['key 5 (order 50)', 5n, 'holds a block of order 50 (wanted 0..10)'],
+    ['an order-11 key', (1n << 41n) | 0x123n, 'holds a block of order 11 (wanted 0..10)'],
+  ])('refuses a leaf bit for %s', (_name, key, message) => {
+    const { ram } = setup();
+    const { root, leaf } = handTree(ram, 2 ** 40, key);
+    const want = `EINVAL: radix tree: leaf 0x${leaf.toString(16)} ${message}`;
+    expect(() => validateIncomingTree(ram, root)).toThrow(want);
+    expect(() => readIncomingTree(ram, root)).toThrow(want);
+  });
+
+  it('accepts a hand-written one-block tree (the layout is the spec\'s, not the tracker\'s habit)', () => {
+    const { ram } = setup();
+    const { root } = handTree(ram, 2 ** 40, (1n << 52n) | 0x1234n); // phys 0x1234000, order 0
+    expect(readIncomingTreeFrom(ram, root)).toEqual([[0x1234, 0]]);
+    expect(validateIncomingTree(ram, root)).toEqual({ blocks: 1, nodes: 6 });
+  });
+
+  it('refuses a block outside RAM', () => {
     const { ram, tree } = built();
     // Find the leaf of order-0 blocks and set a bit for a pfn in the hole between the two RAM ranges.
     let leaf = tree.rootPhys;

@@ -2,15 +2,25 @@ import { injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, hex } from '@kho/kernel';
 import { BuddyAllocator, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, describePfn, type Pfn } from '@kho/physmem';
 import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
-import { KHO_BITMAP_BITS, KHO_RADIX_COMPATIBLE, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TREE_MAX_DEPTH } from './abi';
-import { decodeKey, encodeKey, keyOrder, leafBit, tableIndex } from './key';
+import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_COMPATIBLE, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from './abi';
+import { decodeKey, keyOrder } from './key';
 
 const ROOT_LEVEL = KHO_TREE_MAX_DEPTH - 1;
 const WORDS_PER_LEAF = KHO_BITMAP_BITS / 32;
+const TWO_32 = 2 ** 32;
+const POW2: number[] = Array.from({ length: 64 }, (_, i) => 2 ** i);
+/** The cache's "no leaf": `key - NaN` is NaN, which fails every range test. */
+const NO_LEAF = new Int32Array(0);
+const NR_ORDERS = MAX_PAGE_ORDER + 1;
+/** Keys covered by one table at level L (index L): 2^(9L + 15). */
+const TABLE_SPAN: number[] = Array.from({ length: KHO_TREE_MAX_DEPTH }, (_, level) => 2 ** (level * KHO_TABLE_SIZE_LOG2 + KHO_BITMAP_SIZE_LOG2));
 
 /**
  * The kho-v2 radix tree, live in simulated RAM: every node is a page from the buddy allocator, edited in place,
  * so a kexec at any moment hands the next kernel exactly what has been recorded. Nothing is serialised.
+ *
+ * Keys are integers below 2^53, exact as numbers. The hot paths keep them as numbers and avoid float modulo:
+ * a descent splits the key into its high 21 and low 32 bits, so every table index is 32-bit integer arithmetic.
  */
 @injectable()
 export class RadixTracker implements Tracker {
@@ -18,9 +28,17 @@ export class RadixTracker implements Tracker {
   private root = 0;
   private nodes = 0;
   private blocks = 0;
-  // The leaf reached by the last lookup: dense runs of adds and dels skip the descent.
-  private cachedLeafIndex = -1;
-  private cachedLeaf = 0;
+  // Per order, the leaf reached by the last lookup of that order: the first key it covers and a view of its page
+  // (PhysicalMemory never replaces a page's backing, so the view stays the page's bytes). Runs of adds, dels and
+  // lookups that are dense within each order, however the orders interleave, set their bits through it and skip
+  // the descent. Valid while the leaf is in the tree: only destroy() frees leaves, and it empties the cache.
+  private readonly leafKey0 = new Float64Array(NR_ORDERS).fill(NaN);
+  private readonly leafWords: Int32Array[] = Array.from({ length: NR_ORDERS }, () => NO_LEAF);
+  // The tables met by the last descent, by level 1..4: the first key each covers and its phys. A descent starts
+  // at the lowest one that covers its key, so scattered blocks skip the levels they share. Valid while those
+  // tables are in the tree: only destroy() frees tables, and a failed descent forgets them.
+  private readonly tableKey0 = new Float64Array(ROOT_LEVEL).fill(NaN);
+  private readonly tablePhys = new Float64Array(ROOT_LEVEL);
 
   constructor(
     private readonly ram: PhysicalMemory,
@@ -39,49 +57,61 @@ export class RadixTracker implements Tracker {
     return this.root;
   }
 
+  /**
+   * Records the block of 2^order pages at `pfn` (idempotent). Throws EINVAL for a bad order or a misaligned pfn,
+   * and ENOMEM (the tree unchanged) when a node cannot be allocated.
+   */
   add(pfn: number, order: number): void {
-    checkBlock(pfn, order);
-    const key = encodeKey(pfn, order);
-    const leaf = this.leafOf(key, true);
-    const bit = leafBit(key);
-    const addr = leaf + (bit >>> 5) * 4;
-    const word = this.ram.readU32(addr);
+    const key = blockKey(pfn, order);
+    let bit = key - this.leafKey0[order];
+    if (!(bit >= 0 && bit < KHO_BITMAP_BITS)) {
+      this.loadLeaf(key, order, true);
+      bit = key - this.leafKey0[order];
+    }
+    const words = this.leafWords[order];
+    const i = bit >>> 5;
     const mask = 1 << (bit & 31);
+    const word = words[i];
     if ((word & mask) === 0) {
-      this.ram.writeU32(addr, (word | mask) >>> 0);
+      words[i] = word | mask;
       this.blocks++;
     }
   }
 
+  /** Forgets a block. Returns false when it was not recorded (warning when its path is missing). Throws EINVAL like add. */
   del(pfn: number, order: number): boolean {
-    checkBlock(pfn, order);
-    const key = encodeKey(pfn, order);
-    const leaf = this.leafOf(key, false);
-    if (leaf === 0) {
-      this.log.warn('kho', `radix tree: no path for block ${hex(pfn * PAGE_SIZE)} order ${order}; was it preserved?`);
-      return false;
+    const key = blockKey(pfn, order);
+    let bit = key - this.leafKey0[order];
+    if (!(bit >= 0 && bit < KHO_BITMAP_BITS)) {
+      if (!this.loadLeaf(key, order, false)) {
+        this.log.warn('kho', `radix tree: no path for block ${hex(pfn * PAGE_SIZE)} order ${order}; was it preserved?`);
+        return false;
+      }
+      bit = key - this.leafKey0[order];
     }
-    const bit = leafBit(key);
-    const addr = leaf + (bit >>> 5) * 4;
-    const word = this.ram.readU32(addr);
+    const words = this.leafWords[order];
+    const i = bit >>> 5;
     const mask = 1 << (bit & 31);
+    const word = words[i];
     if ((word & mask) === 0) return false;
-    this.ram.writeU32(addr, (word & ~mask) >>> 0);
+    words[i] = word & ~mask;
     this.blocks--;
     return true;
   }
 
+  /** True when the block is recorded. Throws EINVAL like add. */
   has(pfn: number, order: number): boolean {
-    checkBlock(pfn, order);
-    const key = encodeKey(pfn, order);
-    const leaf = this.leafOf(key, false);
-    if (leaf === 0) return false;
-    const bit = leafBit(key);
-    return (this.ram.readU32(leaf + (bit >>> 5) * 4) & (1 << (bit & 31))) !== 0;
+    const key = blockKey(pfn, order);
+    let bit = key - this.leafKey0[order];
+    if (!(bit >= 0 && bit < KHO_BITMAP_BITS)) {
+      if (!this.loadLeaf(key, order, false)) return false;
+      bit = key - this.leafKey0[order];
+    }
+    return (this.leafWords[order][bit >>> 5] & (1 << (bit & 31))) !== 0;
   }
 
   walk(visit: BlockVisitor): void {
-    if (this.root !== 0) this.walkTable(this.root, ROOT_LEVEL, 0, visit);
+    if (this.root !== 0) walkTree(this.ram, this.root, visit);
   }
 
   /** The radix tree is live in memory: serialising is returning its root. */
@@ -97,17 +127,23 @@ export class RadixTracker implements Tracker {
     return { blocks: this.blocks, metadataPages: this.nodes };
   }
 
+  /**
+   * Visits every block of the previous kernel's tree at `mapPhys`, in walk order, after checking the whole tree
+   * (see {@link validateIncomingTree}, whose EINVAL it throws before visiting anything).
+   */
   walkIncoming(mapPhys: number, visit: (pfn: number, order: number) => void): void {
-    const found = readIncomingTree(this.ram, mapPhys);
-    for (let i = 0; i < found.count; i++) visit(found.pfns[i], found.orders[i]);
+    validateIncomingTree(this.ram, mapPhys);
+    walkTree(this.ram, mapPhys, (pfn, order) => void visit(pfn, order));
   }
 
   /** Frees every node (the tree must no longer be needed by anyone). */
   destroy(): void {
+    this.leafKey0.fill(NaN);
+    this.leafWords.fill(NO_LEAF);
+    this.tableKey0.fill(NaN);
     if (this.root !== 0) this.freeTable(this.root, ROOT_LEVEL);
     this.root = 0;
     this.blocks = 0;
-    this.cachedLeafIndex = -1;
   }
 
   private allocNode(): number {
@@ -124,72 +160,55 @@ export class RadixTracker implements Tracker {
   }
 
   /**
-   * The leaf page holding `key`'s bit, or 0 when the path is missing and `alloc` is false. With `alloc`, a
-   * missing path is built; on ENOMEM the pages this call allocated are freed and the slot where the new branch
-   * began is cleared, so the tree is exactly as before.
+   * Makes the leaf holding `key`'s bit the cached leaf of `order` (the key's order). Returns false (that cache
+   * unchanged) when the path is missing and `alloc` is false. With `alloc`, a missing path is built; on ENOMEM
+   * the pages this call allocated are freed and the slot where the new branch began is cleared, so the tree is
+   * exactly as before.
    */
-  private leafOf(key: number, alloc: boolean): number {
-    const leafIndex = Math.floor(key / KHO_BITMAP_BITS);
-    if (leafIndex === this.cachedLeafIndex) return this.cachedLeaf;
+  private loadLeaf(key: number, order: number, alloc: boolean): boolean {
     if (this.root === 0) {
-      if (!alloc) return 0;
+      if (!alloc) return false;
       this.init();
     }
-    let node = this.root;
+    const hi = Math.floor(key / TWO_32); // below 2^21
+    const lo = key >>> 0;
+    // Start at the lowest table of the last descent that covers the key (the root covers every key).
+    let level = 1;
+    while (level < ROOT_LEVEL && !(key - this.tableKey0[level] >= 0 && key - this.tableKey0[level] < TABLE_SPAN[level])) level++;
+    let node = level === ROOT_LEVEL ? this.root : this.tablePhys[level];
     let branchSlot = 0;
-    const fresh: number[] = [];
-    for (let level = ROOT_LEVEL; level >= 1; level--) {
-      const slot = node + tableIndex(key, level) * 8;
+    let fresh: number[] | undefined;
+    for (; level >= 1; level--) {
+      const slot = node + tableIndexOf(hi, lo, level) * 8;
       let child = this.ram.readU64n(slot);
       if (child === 0) {
-        if (!alloc) return 0;
+        if (!alloc) return false;
         try {
           child = this.allocNode();
         } catch (e) {
-          for (const p of fresh) this.freeNode(p);
+          // The tables this call cached may be among the pages it frees.
+          this.tableKey0.fill(NaN);
+          if (fresh) for (const p of fresh) this.freeNode(p);
           if (branchSlot !== 0) this.ram.writeU64(branchSlot, 0);
           throw e;
         }
-        if (fresh.length === 0) branchSlot = slot;
+        if (!fresh) {
+          fresh = [];
+          branchSlot = slot;
+        }
         fresh.push(child);
         this.ram.writeU64(slot, child);
       }
       node = child;
-    }
-    this.cachedLeafIndex = leafIndex;
-    this.cachedLeaf = node;
-    return node;
-  }
-
-  private walkTable(table: number, level: number, keyPrefix: number, visit: BlockVisitor): boolean {
-    const entries = level === ROOT_LEVEL ? KHO_ROOT_USABLE_ENTRIES : KHO_TABLE_ENTRIES;
-    for (let i = 0; i < entries; i++) {
-      const child = this.ram.readU64n(table + i * 8);
-      if (child === 0) continue;
-      const prefix = keyPrefix * KHO_TABLE_ENTRIES + i;
-      const stop = level === 1 ? this.walkLeaf(child, prefix, visit) : this.walkTable(child, level - 1, prefix, visit);
-      if (stop) return true;
-    }
-    return false;
-  }
-
-  private walkLeaf(leaf: number, leafIndex: number, visit: BlockVisitor): boolean {
-    const page = this.ram.pageIfPresent((leaf / PAGE_SIZE) as Pfn);
-    if (!page) return false;
-    const words = new Uint32Array(page.buffer, page.byteOffset, WORDS_PER_LEAF);
-    const firstKey = leafIndex * KHO_BITMAP_BITS;
-    const order = keyOrder(firstKey);
-    const base = decodeKey(firstKey)!.pfn;
-    const step = 2 ** order;
-    for (let w = 0; w < WORDS_PER_LEAF; w++) {
-      let bits = words[w];
-      while (bits !== 0) {
-        const b = 31 - Math.clz32(bits & -bits);
-        bits &= bits - 1;
-        if (visit(base + (w * 32 + b) * step, order) === true) return true;
+      if (level > 1) {
+        this.tableKey0[level - 1] = Math.floor(key / TABLE_SPAN[level - 1]) * TABLE_SPAN[level - 1];
+        this.tablePhys[level - 1] = node;
       }
     }
-    return false;
+    const page = this.ram.page(node / PAGE_SIZE);
+    this.leafWords[order] = new Int32Array(page.buffer, page.byteOffset, WORDS_PER_LEAF);
+    this.leafKey0[order] = key - (lo & (KHO_BITMAP_BITS - 1));
+    return true;
   }
 
   private freeTable(table: number, level: number): void {
@@ -203,33 +222,107 @@ export class RadixTracker implements Tracker {
   }
 }
 
-function checkBlock(pfn: number, order: number): void {
+/**
+ * Visits the blocks of the tree rooted at `root` depth-first in ascending index order (higher orders first,
+ * ascending addresses within an order) until a visitor returns true. Returns true when one did. The tree is
+ * trusted: it is this kernel's own, or an incoming one that validateIncomingTree accepted.
+ */
+function walkTree(ram: PhysicalMemory, root: number, visit: BlockVisitor): boolean {
+  return walkTable(ram, root, ROOT_LEVEL, 0, visit);
+}
+
+function walkTable(ram: PhysicalMemory, table: number, level: number, keyPrefix: number, visit: BlockVisitor): boolean {
+  const entries = level === ROOT_LEVEL ? KHO_ROOT_USABLE_ENTRIES : KHO_TABLE_ENTRIES;
+  for (let i = 0; i < entries; i++) {
+    const child = ram.readU64n(table + i * 8);
+    if (child === 0) continue;
+    const prefix = keyPrefix * KHO_TABLE_ENTRIES + i;
+    const stop = level === 1 ? walkLeaf(ram, child, prefix, visit) : walkTable(ram, child, level - 1, prefix, visit);
+    if (stop) return true;
+  }
+  return false;
+}
+
+/** Visits the set bits of one leaf a word at a time: empty words cost one load, each set bit one visit. */
+function walkLeaf(ram: PhysicalMemory, leaf: number, leafIndex: number, visit: BlockVisitor): boolean {
+  const page = ram.pageIfPresent((leaf / PAGE_SIZE) as Pfn);
+  if (!page) return false;
+  const words = new Int32Array(page.buffer, page.byteOffset, WORDS_PER_LEAF);
+  const firstKey = leafIndex * KHO_BITMAP_BITS;
+  const order = keyOrder(firstKey);
+  const base = decodeKey(firstKey)!.pfn;
+  const step = POW2[order];
+  for (let w = 0; w < WORDS_PER_LEAF; w++) {
+    let bits = words[w];
+    if (bits === 0) continue;
+    const wordBase = base + w * 32 * step;
+    do {
+      const b = 31 - Math.clz32(bits & -bits);
+      bits &= bits - 1;
+      if (visit(wordBase + b * step, order) === true) return true;
+    } while (bits !== 0);
+  }
+  return false;
+}
+
+/**
+ * Table index at `level` (1..5) of the key hi * 2^32 + lo: (key >> ((level - 1) * 9 + 15)) & 511, in 32-bit
+ * integer operations (the level-2 index straddles the two halves).
+ */
+function tableIndexOf(hi: number, lo: number, level: number): number {
+  switch (level) {
+    case 1:
+      return (lo >>> 15) & 511;
+    case 2:
+      return ((hi & 1) << 8) | (lo >>> 24);
+    case 3:
+      return (hi >>> 1) & 511;
+    case 4:
+      return (hi >>> 10) & 511;
+    default:
+      return (hi >>> 19) & 511;
+  }
+}
+
+/**
+ * The key of a block, validating it on the way: the quotient pfn / 2^order is computed once, and it is both the
+ * alignment test and the key's low part. Throws EINVAL naming what is wrong.
+ */
+function blockKey(pfn: number, order: number): number {
+  if (order >= 0 && order <= MAX_PAGE_ORDER && (order | 0) === order) {
+    const q = pfn / POW2[order];
+    if (q >= 0 && q < POW2[KHO_ORDER_0_LOG2 - order] && Math.floor(q) === q) return POW2[KHO_ORDER_0_LOG2 - order] + q;
+  }
+  return refuseBlock(pfn, order);
+}
+
+function refuseBlock(pfn: number, order: number): never {
   if (!Number.isInteger(order) || order < 0 || order > MAX_PAGE_ORDER) {
     throw new KernelError(Errno.EINVAL, `radix tree: order ${order} is out of range (wanted 0..${MAX_PAGE_ORDER})`);
   }
   if (!Number.isInteger(pfn) || pfn < 0 || pfn % 2 ** order !== 0) {
     throw new KernelError(Errno.EINVAL, `radix tree: pfn ${describePfn(pfn)} is not aligned to order ${order}`);
   }
+  throw new KernelError(Errno.EINVAL, `radix tree: pfn ${describePfn(pfn)} is beyond the 64-bit physical address space`);
 }
 
-/** Blocks found in an incoming tree, in walk order. */
-export interface IncomingBlocks {
-  count: number;
-  pfns: number[];
-  orders: number[];
+/** What {@link validateIncomingTree} found. */
+export interface IncomingTreeShape {
+  /** Blocks recorded. */
+  blocks: number;
   /** Tree pages visited (tables and leaves). */
   nodes: number;
 }
 
 /**
- * Reads the previous kernel's radix tree rooted at `mapPhys`, treating every byte as hostile: every node pointer
- * must be a page-aligned RAM page reached only once, root entries past 3 must be empty, a set bit must decode
- * to a key with an order in 0..MAX_PAGE_ORDER and a block inside RAM. The whole tree is checked before anything
- * is returned. Throws KernelError(EINVAL) naming the node and what was wrong.
+ * Checks the previous kernel's radix tree rooted at `mapPhys`, treating every byte as hostile: every node
+ * pointer must be a page-aligned RAM page reached only once, root entries past 3 must be empty, a set bit must
+ * decode to a key with an order in 0..MAX_PAGE_ORDER and a block inside RAM. Reads the whole tree and stores
+ * nothing per block. Returns its counts; throws KernelError(EINVAL) naming the node and what was wrong.
  */
-export function readIncomingTree(ram: PhysicalMemory, mapPhys: number): IncomingBlocks {
-  const out: IncomingBlocks = { count: 0, pfns: [], orders: [], nodes: 0 };
+export function validateIncomingTree(ram: PhysicalMemory, mapPhys: number): IncomingTreeShape {
   const seen = new Set<number>();
+  let blocks = 0;
   const checkNode = (phys: number, what: string): void => {
     if (!Number.isFinite(phys) || phys % PAGE_SIZE !== 0) {
       throw new KernelError(Errno.EINVAL, `radix tree: ${what} ${hexOrInf(phys)} is not page-aligned`);
@@ -237,7 +330,6 @@ export function readIncomingTree(ram: PhysicalMemory, mapPhys: number): Incoming
     if (!ram.isRam(phys, PAGE_SIZE)) throw new KernelError(Errno.EINVAL, `radix tree: ${what} ${hex(phys)} is outside RAM`);
     if (seen.has(phys)) throw new KernelError(Errno.EINVAL, `radix tree: ${what} ${hex(phys)} is reached twice (a cycle or shared node)`);
     seen.add(phys);
-    out.nodes++;
   };
   checkNode(mapPhys, 'root');
   for (let i = KHO_ROOT_USABLE_ENTRIES; i < KHO_TABLE_ENTRIES; i++) {
@@ -252,39 +344,86 @@ export function readIncomingTree(ram: PhysicalMemory, mapPhys: number): Incoming
       if (child === 0) continue;
       const childPrefix = prefix * KHO_TABLE_ENTRIES + i;
       checkNode(child, `level-${level - 1} node (entry ${i} of ${hex(table)})`);
-      if (level === 1) visitLeaf(child, childPrefix);
+      if (level === 1) blocks += checkLeaf(ram, child, childPrefix);
       else visitTable(child, level - 1, childPrefix);
     }
   };
-  const visitLeaf = (leaf: number, leafIndex: number): void => {
-    const page = ram.pageIfPresent((leaf / PAGE_SIZE) as Pfn);
-    if (!page) return;
-    const words = new Uint32Array(page.buffer, page.byteOffset, WORDS_PER_LEAF);
-    const firstKey = leafIndex * KHO_BITMAP_BITS;
-    const order = keyOrder(firstKey === 0 ? 1 : firstKey);
-    for (let w = 0; w < WORDS_PER_LEAF; w++) {
-      let bits = words[w];
-      while (bits !== 0) {
-        const b = 31 - Math.clz32(bits & -bits);
-        bits &= bits - 1;
-        const key = firstKey + w * 32 + b;
-        if (key === 0) throw new KernelError(Errno.EINVAL, `radix tree: leaf ${hex(leaf)} has bit 0 of key 0 set (no block has key 0)`);
-        if (order > MAX_PAGE_ORDER) {
-          throw new KernelError(Errno.EINVAL, `radix tree: leaf ${hex(leaf)} holds a block of order ${keyOrder(key)} (wanted 0..${MAX_PAGE_ORDER})`);
-        }
-        const { pfn } = decodeKey(key)!;
-        const phys = pfn * PAGE_SIZE;
-        if (!ram.isRam(phys, PAGE_SIZE << order)) {
-          throw new KernelError(Errno.EINVAL, `radix tree: block ${hex(phys)} order ${order} (leaf ${hex(leaf)}) is outside RAM`);
-        }
-        out.pfns.push(pfn);
-        out.orders.push(order);
-        out.count++;
-      }
-    }
-  };
   visitTable(mapPhys, ROOT_LEVEL, 0);
-  return out;
+  return { blocks, nodes: seen.size };
+}
+
+/** Checks the set bits of one incoming leaf (see validateIncomingTree). Returns how many there are. */
+function checkLeaf(ram: PhysicalMemory, leaf: number, leafIndex: number): number {
+  const page = ram.pageIfPresent((leaf / PAGE_SIZE) as Pfn);
+  if (!page) return 0;
+  const words = new Int32Array(page.buffer, page.byteOffset, WORDS_PER_LEAF);
+  const firstKey = leafIndex * KHO_BITMAP_BITS;
+  const order = keyOrder(firstKey === 0 ? 1 : firstKey);
+  // A leaf's keys all have one order; when it is valid, blocks are checked against RAM a whole leaf or word at
+  // a time, and bit by bit only in a word where RAM ends.
+  const valid = firstKey !== 0 && order <= MAX_PAGE_ORDER;
+  const step = POW2[order];
+  const base = valid ? decodeKey(firstKey)!.pfn : 0;
+  const blockBytes = PAGE_SIZE * step;
+  const leafInRam = valid && ram.isRam(base * PAGE_SIZE, KHO_BITMAP_BITS * blockBytes);
+  let count = 0;
+  for (let w = 0; w < WORDS_PER_LEAF; w++) {
+    let bits = words[w];
+    if (bits === 0) continue;
+    if (!valid) refuseLeaf(leaf, firstKey + w * 32 + 31 - Math.clz32(bits & -bits));
+    const wordBase = base + w * 32 * step;
+    if (leafInRam || ram.isRam(wordBase * PAGE_SIZE, 32 * blockBytes)) {
+      count += popcount32(bits);
+      continue;
+    }
+    do {
+      const pfn = wordBase + (31 - Math.clz32(bits & -bits)) * step;
+      bits &= bits - 1;
+      if (!ram.isRam(pfn * PAGE_SIZE, blockBytes)) {
+        throw new KernelError(Errno.EINVAL, `radix tree: block ${hex(pfn * PAGE_SIZE)} order ${order} (leaf ${hex(leaf)}) is outside RAM`);
+      }
+      count++;
+    } while (bits !== 0);
+  }
+  return count;
+}
+
+function popcount32(v: number): number {
+  v -= (v >>> 1) & 0x55555555;
+  v = (v & 0x33333333) + ((v >>> 2) & 0x33333333);
+  return (Math.imul((v + (v >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24) | 0;
+}
+
+/** Blocks found in an incoming tree, in walk order. */
+export interface IncomingBlocks {
+  count: number;
+  pfns: number[];
+  orders: number[];
+  /** Tree pages visited (tables and leaves). */
+  nodes: number;
+}
+
+/**
+ * Reads the previous kernel's radix tree rooted at `mapPhys` into arrays, in walk order. The whole tree is
+ * checked first ({@link validateIncomingTree}): throws its KernelError(EINVAL) before returning anything.
+ */
+export function readIncomingTree(ram: PhysicalMemory, mapPhys: number): IncomingBlocks {
+  const { blocks, nodes } = validateIncomingTree(ram, mapPhys);
+  // Sized up front: growing two arrays by push costs more than reading the tree twice.
+  const pfns = new Array<number>(blocks).fill(0);
+  const orders = new Array<number>(blocks).fill(0);
+  let i = 0;
+  walkTree(ram, mapPhys, (pfn, order) => {
+    pfns[i] = pfn;
+    orders[i++] = order;
+  });
+  return { count: blocks, pfns, orders, nodes };
+}
+
+/** Throws for the first set bit `key` of a leaf whose keys have no valid block: key 0, or orders past MAX_PAGE_ORDER. */
+function refuseLeaf(leaf: number, key: number): never {
+  if (key === 0) throw new KernelError(Errno.EINVAL, `radix tree: leaf ${hex(leaf)} has bit 0 of key 0 set (no block has key 0)`);
+  throw new KernelError(Errno.EINVAL, `radix tree: leaf ${hex(leaf)} holds a block of order ${keyOrder(key)} (wanted 0..${MAX_PAGE_ORDER})`);
 }
 
 function hexOrInf(n: number): string {
