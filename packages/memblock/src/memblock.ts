@@ -65,7 +65,8 @@ export class Memblock implements EarlyAllocator {
     this.checkOpen('alloc');
     const owner = opts.owner ?? 'memblock';
     if (!Number.isInteger(size) || size <= 0) throw new KernelError(Errno.EINVAL, `memblock_alloc: size ${size} for ${owner}`);
-    if (!Number.isInteger(align) || align <= 0 || (align & (align - 1)) !== 0 && align < 2 ** 31) {
+    // Not `align & (align - 1)`: bitwise operators truncate to 32 bits, and alignments may exceed 2^32.
+    if (!Number.isInteger(align) || align <= 0 || 2 ** Math.round(Math.log2(align)) !== align) {
       throw new KernelError(Errno.EINVAL, `memblock_alloc: alignment ${align} is not a power of two`);
     }
     const min = opts.min ?? 0;
@@ -149,14 +150,13 @@ export class Memblock implements EarlyAllocator {
     const scratch = this.scratch.ranges();
     for (const r of this.ram.ranges) {
       const range: [number, number] = [r.start, r.start + r.size];
-      for (const [b, e] of intersect([range], reserved)) {
-        for (const [nb, ne] of intersect([[b, e]], noinit)) out.push({ base: nb, size: ne - nb, kind: 'noinit' });
-        for (const [rb, re] of subtract([b, e], noinit)) out.push({ base: rb, size: re - rb, kind: 'reserved' });
-      }
-      for (const [b, e] of subtract(range, reserved)) {
-        for (const [sb, se] of intersect([[b, e]], scratch)) out.push({ base: sb, size: se - sb, kind: 'scratch' });
-        for (const [fb, fe] of subtract([b, e], scratch)) out.push({ base: fb, size: fe - fb, kind: 'free' });
-      }
+      // Whole lists at a time (linear), not one piece against a whole list (quadratic in a KHO boot's blocks).
+      const held = intersect([range], reserved);
+      for (const [nb, ne] of intersect(held, noinit)) out.push({ base: nb, size: ne - nb, kind: 'noinit' });
+      for (const [rb, re] of minus(held, noinit)) out.push({ base: rb, size: re - rb, kind: 'reserved' });
+      const open = subtract(range, reserved);
+      for (const [sb, se] of intersect(open, scratch)) out.push({ base: sb, size: se - sb, kind: 'scratch' });
+      for (const [fb, fe] of minus(open, scratch)) out.push({ base: fb, size: fe - fb, kind: 'free' });
     }
     return out.sort((a, b) => a.base - b.base);
   }
@@ -172,8 +172,9 @@ export class Memblock implements EarlyAllocator {
     let freed = 0;
     const reserved = this.reserved.ranges();
     const noinit = this.noinit.ranges();
-    for (const [b, e] of this.regionsOf(reserved, noinit)) {
-      for (let pfn = b / PAGE_SIZE; pfn < e / PAGE_SIZE; pfn++) memmap.setFlags(pfn, PageFlag.Reserved);
+    // Whole pages, as the free pass below withholds them: a reservation need not be page-aligned.
+    for (const [b, e] of minus(reserved, noinit)) {
+      for (let pfn = pageDown(b) / PAGE_SIZE; pfn < pageUp(e) / PAGE_SIZE; pfn++) memmap.setFlags(pfn, PageFlag.Reserved);
     }
     // Every scratch page is flagged, reserved or not: whatever is freed there later serves movable allocations only.
     for (const [sb, se] of this.scratch.ranges()) {
@@ -190,12 +191,6 @@ export class Memblock implements EarlyAllocator {
     this.handedOff = true;
     this.log.info('memblock', `handed ${freed} free pages (${formatBytes(freed * PAGE_SIZE)}) to the buddy allocator`);
     return freed;
-  }
-
-  private regionsOf(reserved: Array<[number, number]>, noinit: Array<[number, number]>): Array<[number, number]> {
-    const out: Array<[number, number]> = [];
-    for (const r of reserved) out.push(...subtract(r, noinit));
-    return out;
   }
 
   private checkOpen(what: string): void {
@@ -222,6 +217,25 @@ export function subtract(range: readonly [number, number], holes: ReadonlyArray<
     if (cur >= range[1]) break;
   }
   if (cur < range[1]) out.push([cur, range[1]]);
+  return out;
+}
+
+/**
+ * Parts of the sorted, disjoint ranges `a` not covered by the sorted, disjoint `holes`, in one pass over both
+ * lists (subtracting `holes` from each range of `a` in turn would rescan them from the start every time).
+ */
+function minus(a: ReadonlyArray<readonly [number, number]>, holes: ReadonlyArray<readonly [number, number]>): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  let j = 0;
+  for (const [b, e] of a) {
+    while (j < holes.length && holes[j][1] <= b) j++;
+    let cur = b;
+    for (let k = j; k < holes.length && holes[k][0] < e; k++) {
+      if (holes[k][0] > cur) out.push([cur, holes[k][0]]);
+      cur = Math.max(cur, holes[k][1]);
+    }
+    if (cur < e) out.push([cur, e]);
+  }
   return out;
 }
 

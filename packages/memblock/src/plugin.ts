@@ -1,5 +1,5 @@
-import { Lifecycle, injectable, type DependencyContainer } from 'tsyringe';
-import { KernelLog, KernelPlugin, type KernelModule } from '@kho/kernel';
+import { injectable, type DependencyContainer } from 'tsyringe';
+import { KernelLog, registerPerBoot, type KernelModule, type KernelPlugin } from '@kho/kernel';
 import { BuddyAllocator, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { EarlyAllocator } from '@kho/kho-core';
 import { Memblock } from './memblock';
@@ -55,10 +55,9 @@ export function memblockModule(): KernelModule {
   return {
     name: 'memblock',
     register(c: DependencyContainer) {
-      c.register(Memblock, { useClass: Memblock }, { lifecycle: Lifecycle.ContainerScoped });
+      registerPerBoot(c, Memblock);
       c.register(EarlyAllocator, { useToken: Memblock });
-      c.register(MemblockPlugin, { useClass: MemblockPlugin }, { lifecycle: Lifecycle.ContainerScoped });
-      c.register(KernelPlugin, { useToken: MemblockPlugin });
+      registerPerBoot(c, MemblockPlugin, { plugin: true });
     },
   };
 }

@@ -17,6 +17,8 @@ export class RangeSet {
 
   /** Removes [base, base + size) wherever it overlaps. */
   remove(base: number, size: number): void {
+    // An empty or negative span would otherwise split a range at `base` into two touching (or overlapping) pieces.
+    if (size <= 0) return;
     this.normalize();
     const end = base + size;
     const nb: number[] = [];

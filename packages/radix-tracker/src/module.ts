@@ -1,5 +1,5 @@
-import { Lifecycle, type DependencyContainer } from 'tsyringe';
-import type { KernelModule } from '@kho/kernel';
+import type { DependencyContainer } from 'tsyringe';
+import { registerPerBoot, type KernelModule } from '@kho/kernel';
 import { Tracker } from '@kho/kho-core';
 import { RadixTracker } from './radix-tree';
 
@@ -8,7 +8,7 @@ export function radixTrackerModule(): KernelModule {
   return {
     name: 'radix-tracker',
     register(c: DependencyContainer) {
-      c.register(RadixTracker, { useClass: RadixTracker }, { lifecycle: Lifecycle.ContainerScoped });
+      registerPerBoot(c, RadixTracker);
       c.register(Tracker, { useToken: RadixTracker });
     },
   };
