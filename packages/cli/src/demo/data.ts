@@ -6,7 +6,8 @@ import { PAGE_SIZE, PhysicalMemory, type Folio } from '@kho/physmem';
  * folios in list order.
  */
 export class SeededWords {
-  private state: number;
+  /** The generator's state; fillFolio runs the same steps inline on it. */
+  state: number;
   constructor(seed: number) {
     this.state = (seed ^ 0x9e3779b9) >>> 0 || 1;
   }
@@ -31,10 +32,18 @@ function pageWords(ram: PhysicalMemory, pfn: number): Uint32Array {
 
 /** Fills every page of `folio` with words from `rng`. */
 export function fillFolio(ram: PhysicalMemory, folio: Folio, rng: SeededWords): void {
+  let x = rng.state;
   for (let i = 0; i < folio.nrPages; i++) {
     const w = pageWords(ram, folio.pfn + i);
-    for (let j = 0; j < w.length; j++) w[j] = rng.next();
+    for (let j = 0; j < w.length; j++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      x >>>= 0;
+      w[j] = x;
+    }
   }
+  rng.state = x;
 }
 
 export const CHECKSUM_SEED = 0x811c9dc5;
