@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/kho-array', preset: '../../jest.preset.js' };

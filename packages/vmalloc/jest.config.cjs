@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/vmalloc', preset: '../../jest.preset.js' };

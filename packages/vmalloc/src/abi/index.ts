@@ -1,0 +1,2 @@
+/** ABI of this package (filled in by its implementation). */
+export {};
