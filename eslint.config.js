@@ -10,7 +10,8 @@ const layers = [
   'layer:3', // radix-tracker, kho-array, vmalloc
   'layer:4', // kstate
   'layer:5', // memblock
-  'layer:6', // cli
+  'layer:6', // subsystem plugins (examples, generated ones): may use every layer below, memblock included
+  'layer:7', // cli
 ];
 
 module.exports = [
