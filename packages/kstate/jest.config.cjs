@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/kstate', preset: '../../jest.preset.js' };

@@ -1,0 +1,2 @@
+/** ABI of the kstate stream (filled in by the implementation). */
+export {};
