@@ -6,6 +6,8 @@ import { PAGE_SIZE } from '@kho/physmem';
 import { DEFAULT_DEMO, runDemo, runFirstHalf, runSecondHalf, type DemoOptions, type DemoReport, type SecondHalf } from './demo/run';
 import { loadHandoverImage, writeHandoverImage } from './handover';
 import { formatInspection, inspectImage } from './inspect';
+import { DemoReportCollector } from './report/demo-report';
+import { writeReport } from './report/html';
 
 /** Exit codes of every command. */
 export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
@@ -65,6 +67,10 @@ function printSecondHalf(s: SecondHalf, out: string[]): void {
   for (const e of s.errors) out.push(`  error: ${e}`);
 }
 
+function describeFlags(f: DemoFlags): string {
+  return `--seed ${f.seed} --mem ${formatBytes(f.mem)} --ram ${formatBytes(f.ram)} --nodes ${f.nodes}${f.cmdline ? ` --cmdline "${f.cmdline}"` : ''}`;
+}
+
 function formatDemo(r: DemoReport): string {
   const out: string[] = [];
   const f = r.first;
@@ -95,9 +101,13 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
       .addHelpText('after', '\nExit status: 0 when everything verified, 1 when verification failed, 2 on bad input.'),
   )
     .option('--json', 'print the report as JSON')
-    .action((flags: DemoFlags) => {
-      const report = runDemo(demoOptions(flags));
+    .option('--report <file.html>', 'write a self-contained HTML report with the memory map before and after the kexec')
+    .action((flags: DemoFlags & { report?: string }) => {
+      const collector = flags.report ? new DemoReportCollector() : undefined;
+      const report = runDemo(demoOptions(flags), collector);
+      if (collector && flags.report) writeReport(flags.report, collector.build(`kho demo ${describeFlags(flags)}`, report));
       io.out(`${flags.json ? JSON.stringify(report, null, 2) : formatDemo(report)}\n`);
+      if (flags.report && !flags.json) io.out(`report: ${flags.report}\n`);
       io.exit(report.ok ? EXIT.OK : EXIT.FAILED);
     });
 

@@ -163,6 +163,7 @@ describe('kexec', () => {
   class Stash implements KernelPlugin {
     readonly name = 'stash';
     received: Uint8Array | undefined;
+    seenAs: string | undefined;
     constructor(
       private readonly ram: FakeRam,
       private readonly next: NextBootParams,
@@ -173,6 +174,7 @@ describe('kexec', () => {
       this.received = params.setupData(SETUP_TEST);
     }
     prepare(): void {
+      this.seenAs = this.info.currentPlugin;
       this.ram.bytes[7] = 0xab;
       this.next.setSetupData(SETUP_TEST, Uint8Array.of(this.info.generation));
     }
@@ -224,6 +226,14 @@ describe('kexec', () => {
     const k2 = machine.boot({ image: [stashModule] }).kexec({ cmdline: 'kho=off' });
     expect(k2.get(Stash).received).toBeUndefined();
     expect(k2.cmdline.getBool('kho', true)).toBe(false);
+  });
+
+  it('names the plugin whose handler is running, and nobody outside handlers', () => {
+    const machine = new Machine().attach(FakeRam, new FakeRam());
+    const k = machine.boot({ image: [stashModule] });
+    k.prepare();
+    expect(k.get(Stash).seenAs).toBe('stash');
+    expect(k.get(KernelInfo).currentPlugin).toBeUndefined();
   });
 
   it('records the time spent in each phase', () => {

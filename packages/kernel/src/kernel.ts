@@ -10,6 +10,12 @@ import { KernelPlugin, type KernelModule, type PluginReport } from './plugin';
 
 /** Facts about the running boot that plugins may inject. */
 export class KernelInfo {
+  /**
+   * The plugin whose phase handler is running now (undefined between handlers). Services use it to attribute
+   * work to a subsystem, e.g. KHO records which plugin preserved each block.
+   */
+  currentPlugin: string | undefined;
+
   constructor(
     /** 1 for the first boot of a machine, +1 per kexec or cold boot. */
     readonly generation: number,
@@ -61,6 +67,7 @@ export class Kernel {
   private live: Live | undefined;
   private stateValue: UpdateState = 'running';
   private completed: KernelPlugin[] = [];
+  private readonly info: KernelInfo;
 
   constructor(
     private readonly machine: Machine,
@@ -79,7 +86,8 @@ export class Kernel {
     container.register(CommandLine, { useValue: this.cmdline });
     container.register(BootParams, { useValue: bootParams });
     container.register(NextBootParams, { useValue: next });
-    container.register(KernelInfo, { useValue: new KernelInfo(generation) });
+    this.info = new KernelInfo(generation);
+    container.register(KernelInfo, { useValue: this.info });
     const seen = new Set<string>();
     for (const m of image) {
       if (seen.has(m.name)) throw new KernelError(Errno.EEXIST, `kernel image lists module '${m.name}' twice`);
@@ -216,6 +224,17 @@ export class Kernel {
     this.stateValue = 'dead';
   }
 
+  /** Runs a plugin's handler with {@link KernelInfo.currentPlugin} set to it. */
+  private as<T>(p: KernelPlugin, body: () => T): T {
+    const outer = this.info.currentPlugin;
+    this.info.currentPlugin = p.name;
+    try {
+      return body();
+    } finally {
+      this.info.currentPlugin = outer;
+    }
+  }
+
   private alive(): Live {
     if (!this.live) throw new KernelError(Errno.EINVAL, `kernel generation ${this.generation} is gone (replaced by kexec or shut down)`);
     return this.live;
@@ -254,7 +273,7 @@ export class Kernel {
         const handler = phase === Phase.BootEarly ? p.bootEarly : phase === Phase.BootMm ? p.bootMm : p.bootLate;
         if (!handler) continue;
         try {
-          handler.call(p);
+          this.as(p, () => handler.call(p));
         } catch (e) {
           this.disable(p.name, `${phase} failed: ${describe(e)}`, phase, e);
         }
@@ -281,7 +300,7 @@ export class Kernel {
     this.timed(phase, () => {
       for (const p of this.activePlugins()) {
         try {
-          step(p);
+          this.as(p, () => step(p));
         } catch (e) {
           this.alive().bus.emit('plugin:error', { phase, plugin: p.name, error: e });
           this.alive().log.error('kernel', `${phase} failed in plugin '${p.name}': ${describe(e)}; cancelling the update`);
@@ -301,7 +320,7 @@ export class Kernel {
     this.timed(Phase.Cancel, () => {
       for (const p of done) {
         try {
-          p.cancel?.();
+          this.as(p, () => p.cancel?.());
         } catch (e) {
           // A cancel that fails leaves state behind: that is a bug in the plugin, reported loudly.
           this.alive().bus.emit('plugin:error', { phase: Phase.Cancel, plugin: p.name, error: e });
@@ -317,7 +336,7 @@ export class Kernel {
     this.timed(phase, () => {
       for (const p of this.activePlugins()) {
         try {
-          const report = step(p);
+          const report = this.as(p, () => step(p));
           plugins[p.name] = report ? { ok: true, report } : { ok: true };
         } catch (e) {
           ok = false;

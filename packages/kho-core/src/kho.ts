@@ -2,6 +2,7 @@ import { inject, injectable } from 'tsyringe';
 import {
   BootParams,
   CommandLine,
+  KernelInfo,
   Errno,
   KernelError,
   KernelLog,
@@ -82,6 +83,8 @@ export class Kho implements KernelPlugin {
   private fdtFolio: Folio | undefined;
   private scratchArrayPhys = 0;
   private finished = false;
+  /** Which plugin preserved each outgoing block (head pfn → plugin name): host-side bookkeeping for reports. */
+  private readonly owners = new Map<number, string>();
 
   constructor(
     private readonly ram: PhysicalMemory,
@@ -93,6 +96,7 @@ export class Kho implements KernelPlugin {
     private readonly next: NextBootParams,
     @inject(EarlyAllocator) private readonly early: EarlyAllocator,
     @inject(Tracker) private readonly tracker: Tracker,
+    private readonly info: KernelInfo,
   ) {
     this.enabled = cmdline.getBool('kho', true);
   }
@@ -323,7 +327,7 @@ export class Kho implements KernelPlugin {
   unpreservePages(pfn: number, nrPages: number): void {
     checkPageRange(pfn, nrPages);
     for (const [p, order] of splitBlocks(pfn, nrPages)) if (!this.tracker.has(p, order)) throw notPreserved(p, order);
-    for (const [p, order] of splitBlocks(pfn, nrPages)) this.tracker.del(p, order);
+    for (const [p, order] of splitBlocks(pfn, nrPages)) this.unpreserveBlock(p, order);
   }
 
   /**
@@ -415,6 +419,14 @@ export class Kho implements KernelPlugin {
     return Number(new DataView(prop.buffer, prop.byteOffset, 8).getBigUint64(0, true));
   }
 
+  /**
+   * The plugin that preserved the outgoing block at `pfn` (whose handler was running at the time; 'other' for
+   * preservation outside any handler), or undefined. Bookkeeping for reports: nothing of it crosses a kexec.
+   */
+  ownerOf(pfn: number): string | undefined {
+    return this.owners.get(pfn);
+  }
+
   /** Names of this kernel's outgoing subtrees. */
   subtrees(): string[] {
     return this.root?.children.map((c) => c.name) ?? [];
@@ -448,11 +460,13 @@ export class Kho implements KernelPlugin {
       }
     }
     this.tracker.add(pfn, order);
+    this.owners.set(pfn, this.info.currentPlugin ?? 'other');
   }
 
   private unpreserveBlock(pfn: number, order: number): void {
     if (!this.tracker.has(pfn, order)) throw notPreserved(pfn, order);
     this.tracker.del(pfn, order);
+    this.owners.delete(pfn);
   }
 
   private folioAt(phys: number, what: string): Folio {

@@ -65,6 +65,8 @@ export interface Tracker {
   cancelSerialize(): void;
   /** Metadata statistics. */
   stats(): TrackerStats;
+  /** The pfns of every page the tracker's metadata occupies now (for memory maps). */
+  metadataPfns(): number[];
   /**
    * Walks the previous kernel's tracker rooted at `mapPhys`, visiting every block. Throws a KernelError naming
    * the problem for anything malformed (pointer outside RAM or unaligned, a node reached twice, a bad order or

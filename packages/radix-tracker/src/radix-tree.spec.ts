@@ -76,6 +76,10 @@ describe('RadixTracker', () => {
     expect(buddy.nrFreePages).toBe(free0 - 6);
     tree.add(1, 0); // same leaf
     expect(tree.stats().metadataPages).toBe(6);
+    const pfns = tree.metadataPfns();
+    expect(pfns).toHaveLength(6);
+    expect(pfns[0]).toBe(tree.rootPhys / PAGE_SIZE);
+    for (const p of pfns) expect(buddy.isFree(p)).toBe(false);
     tree.destroy();
     expect(buddy.nrFreePages).toBe(free0);
   });

@@ -127,6 +127,22 @@ export class RadixTracker implements Tracker {
     return { blocks: this.blocks, metadataPages: this.nodes };
   }
 
+  /** The pfn of every node page (tables and leaves), parents before children. */
+  metadataPfns(): number[] {
+    const out: number[] = [];
+    const visit = (table: number, level: number): void => {
+      out.push(table / PAGE_SIZE);
+      for (let i = 0; i < KHO_TABLE_ENTRIES; i++) {
+        const child = this.ram.readU64n(table + i * 8);
+        if (child === 0) continue;
+        if (level === 1) out.push(child / PAGE_SIZE);
+        else visit(child, level - 1);
+      }
+    };
+    if (this.root !== 0) visit(this.root, ROOT_LEVEL);
+    return out;
+  }
+
   /**
    * Visits every block of the previous kernel's tree at `mapPhys`, in walk order, after checking the whole tree
    * (see {@link validateIncomingTree}, whose EINVAL it throws before visiting anything).

@@ -18,6 +18,14 @@ export interface DemoOptions {
 
 export const DEFAULT_DEMO: DemoOptions = { mem: 256 * 2 ** 20, seed: 1, ram: 4 * 2 ** 30, nodes: 1, cmdline: '' };
 
+/** Observers of a run (reports use them to take memory-map snapshots). */
+export interface RunHooks {
+  /** The first kernel after serialize, just before the jump. */
+  atJump?(kernel: Kernel): void;
+  /** The next kernel after boot, before restore. */
+  afterBoot?(kernel: Kernel): void;
+}
+
 /** What the first kernel did, up to the jump. */
 export interface FirstHalf {
   readonly machine: Machine;
@@ -66,7 +74,7 @@ function round(n: number): number {
 }
 
 /** Boots the first kernel, generates the test data, prepares, serializes and jumps. The machine is left halted. */
-export function runFirstHalf(opts: DemoOptions, machine?: Machine): FirstHalf {
+export function runFirstHalf(opts: DemoOptions, machine?: Machine, hooks: RunHooks = {}): FirstHalf {
   const ms: Record<string, number> = {};
   const m = machine ?? machineFor({ ram: opts.ram, nodes: opts.nodes });
   const image = kernelImage({ mem: opts.mem, seed: opts.seed });
@@ -79,6 +87,7 @@ export function runFirstHalf(opts: DemoOptions, machine?: Machine): FirstHalf {
   time(ms, 'serialize', () => k1.serialize());
   const stats = k1.get<Tracker>(Tracker).stats();
   const scratch = kho.scratchAreas();
+  hooks.atJump?.(k1);
   const params = time(ms, 'kexec', () => k1.jump());
   return {
     machine: m,
@@ -96,7 +105,13 @@ export function runFirstHalf(opts: DemoOptions, machine?: Machine): FirstHalf {
  * Boots the next kernel on a halted machine from `params`, restores and verifies the self-test's folios,
  * finishes (freeing everything), and compares the free-page count with a cold boot of the same machine.
  */
-export function runSecondHalf(machine: Machine, params: BootParams, opts: DemoOptions, ranges: readonly RamRange[]): SecondHalf {
+export function runSecondHalf(
+  machine: Machine,
+  params: BootParams,
+  opts: DemoOptions,
+  ranges: readonly RamRange[],
+  hooks: RunHooks = {},
+): SecondHalf {
   const ms: Record<string, number> = {};
   const errors: string[] = [];
   const image = kernelImage({ mem: opts.mem, seed: opts.seed });
@@ -104,6 +119,7 @@ export function runSecondHalf(machine: Machine, params: BootParams, opts: DemoOp
   ms['boot.walk'] = round((k2.phaseMs.get(Phase.BootEarly) ?? 0) + (k2.phaseMs.get(Phase.BootMm) ?? 0));
   const kho = k2.get(Kho);
   const test = k2.get(KhoTest);
+  hooks.afterBoot?.(k2);
   const restore = time(ms, 'restore', () => k2.restore());
   for (const [name, o] of Object.entries(restore.plugins)) if (!o.ok) errors.push(`restore ${name}: ${o.error}`);
   const finish = time(ms, 'finish', () => k2.finish());
@@ -141,10 +157,10 @@ export function coldBootFreePages(ranges: readonly RamRange[], opts: DemoOptions
 }
 
 /** The whole demo in one process: first kernel, kexec, second kernel. */
-export function runDemo(opts: DemoOptions): DemoReport {
-  const first = runFirstHalf(opts);
+export function runDemo(opts: DemoOptions, hooks: RunHooks = {}): DemoReport {
+  const first = runFirstHalf(opts, undefined, hooks);
   const ranges = first.machine.device(PhysicalMemory).ranges;
-  const second = runSecondHalf(first.machine, first.params, opts, ranges);
+  const second = runSecondHalf(first.machine, first.params, opts, ranges, hooks);
   const { machine: _m, params: _p, ...firstReport } = first;
   return { ok: second.ok, seed: opts.seed, mem: opts.mem, ram: opts.ram, first: firstReport, second };
 }
