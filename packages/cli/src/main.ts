@@ -7,6 +7,10 @@ import { DEFAULT_DEMO, runDemo, runFirstHalf, runSecondHalf, type DemoOptions, t
 import { loadHandoverImage, writeHandoverImage } from './handover';
 import { formatInspection, inspectImage } from './inspect';
 import { DemoReportCollector } from './report/demo-report';
+import { ScenarioReportCollector } from './report/scenario-report';
+import { createProgress } from './progress';
+import { readScenario } from './scenario/schema';
+import { runScenario, type ScenarioResult } from './scenario/run';
 import { writeReport } from './report/html';
 
 /** Exit codes of every command. */
@@ -67,6 +71,21 @@ function printSecondHalf(s: SecondHalf, out: string[]): void {
   for (const e of s.errors) out.push(`  error: ${e}`);
 }
 
+function formatScenario(r: ScenarioResult): string {
+  const out = [`kho run: ${r.name}: ${r.generations.length} live updates`];
+  for (const g of r.generations) {
+    const by = g.restoredByNext;
+    out.push(
+      `  generation ${g.generation}: preserved ${g.preserved.folios} folios (${formatBytes(g.preserved.bytes)}) as ${g.preserved.blocks} blocks, ${g.preserved.trackerPages} tracker pages` +
+        (by ? `; next kernel restored ${by.folios} folios: ${by.verified ? 'verified' : 'FAILED'}` : ''),
+    );
+  }
+  out.push(`  free pages at the end ${r.freePagesAtEnd}, cold boot ${r.freePagesColdBoot}`);
+  for (const e of r.errors) out.push(`  error: ${e}`);
+  out.push(r.ok ? 'RESULT: every generation verified, nothing leaked' : 'RESULT: FAILED');
+  return out.join('\n');
+}
+
 function describeFlags(f: DemoFlags): string {
   return `--seed ${f.seed} --mem ${formatBytes(f.mem)} --ram ${formatBytes(f.ram)} --nodes ${f.nodes}${f.cmdline ? ` --cmdline "${f.cmdline}"` : ''}`;
 }
@@ -86,7 +105,7 @@ function formatDemo(r: DemoReport): string {
 }
 
 /** Builds the `kho` command. `io` receives what would go to stdout and stderr (tests capture it). */
-export function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; exit: (code: number) => void }): Command {
+export function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; exit: (code: number) => void; isTTY?: boolean }): Command {
   const program = new Command('kho')
     .description('kho-lab: run, inspect and measure Kexec HandOver live updates on a simulated machine')
     .version(VERSION, '-V, --version')
@@ -150,6 +169,34 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
     });
 
   program
+    .command('run')
+    .description('run a scenario (JSON or YAML): a machine, its kernels\' command lines, what each generation preserves, a chain of kexecs')
+    .argument('<file>', 'scenario file (see examples/)')
+    .option('--json', 'print the result as JSON')
+    .option('--report <file.html>', 'write a self-contained HTML report with the memory maps of every kexec')
+    .addHelpText('after', '\nAn invalid scenario is refused (exit 2) naming the path of each bad field and what was expected.')
+    .action((file: string, flags: { json?: boolean; report?: string }) => {
+      const scenario = readScenario(file);
+      const collector = flags.report ? new ScenarioReportCollector() : undefined;
+      const total = scenario.generations.length + 1;
+      const progress = createProgress(!flags.json && io.isTTY === true, total);
+      let result: ScenarioResult;
+      try {
+        result = runScenario(scenario, {
+          progress: (gen, step) => progress.update(gen - 1, `generation ${gen}/${total}: ${step}`),
+          atJump: (k, gen) => collector?.atJump(k, gen),
+          afterBoot: (k, gen) => collector?.afterBoot(k, gen),
+        });
+      } finally {
+        progress.stop();
+      }
+      if (collector && flags.report) writeReport(flags.report, collector.build(`kho run ${file}`, result));
+      io.out(`${flags.json ? JSON.stringify(result, null, 2) : formatScenario(result)}\n`);
+      if (flags.report && !flags.json) io.out(`report: ${flags.report}\n`);
+      io.exit(result.ok ? EXIT.OK : EXIT.FAILED);
+    });
+
+  program
     .command('inspect')
     .description('decode a handover image: root FDT, scratch areas, preserved blocks, subtrees, tracker figures')
     .argument('<file>', 'handover image')
@@ -171,6 +218,8 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
 export interface CliIo {
   out(s: string): void;
   err(s: string): void;
+  /** True when progress may be drawn (stderr is a terminal). */
+  isTTY?: boolean;
 }
 
 /**
@@ -180,7 +229,7 @@ export interface CliIo {
  */
 export function runCli(argv: readonly string[], io: CliIo): number {
   let code: number = EXIT.OK;
-  const program = buildProgram({ out: io.out, err: io.err, exit: (c) => (code = c) });
+  const program = buildProgram({ out: io.out, err: io.err, exit: (c) => (code = c), isTTY: io.isTTY });
   try {
     program.parse([...argv], { from: 'user' });
   } catch (e) {
@@ -194,5 +243,5 @@ export function runCli(argv: readonly string[], io: CliIo): number {
 
 /** The process entry point (bin/kho.js). */
 export function main(argv: string[]): void {
-  process.exitCode = runCli(argv, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) });
+  process.exitCode = runCli(argv, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), isTTY: process.stderr.isTTY });
 }

@@ -14,6 +14,9 @@ export interface KhoTestConfig {
   /** Bytes of folios to allocate and preserve. */
   readonly mem: number;
   readonly seed: number;
+  /** Range of the random folio orders (default 0..MAX_PAGE_ORDER). */
+  readonly minOrder?: number;
+  readonly maxOrder?: number;
 }
 
 /** What the restore half found. */
@@ -54,18 +57,21 @@ export class KhoTest implements KernelPlugin {
   ) {}
 
   /** Allocates folios of random order until `config.mem` bytes are used, fills them and checksums them. */
-  generate(): { folios: number; bytes: number } {
+  generate(onProgress?: (bytes: number) => void): { folios: number; bytes: number } {
     const rng = new SeededWords(this.config.seed);
     let used = 0;
     withUnwind((u) => {
       while (used < this.config.mem) {
-        let order = Math.floor(rng.float() * (MAX_PAGE_ORDER + 1));
+        const lo = this.config.minOrder ?? 0;
+        const hi = this.config.maxOrder ?? MAX_PAGE_ORDER;
+        let order = lo + Math.floor(rng.float() * (hi - lo + 1));
         while (order > 0 && PAGE_SIZE * 2 ** order > this.config.mem - used) order--;
         const folio = this.buddy.folioAlloc(order);
         u.push(() => this.buddy.folioPut(folio));
         fillFolio(this.ram, folio, rng);
         this.folios.push(folio);
         used += folio.size;
+        onProgress?.(used);
       }
     });
     this.checksum = this.folios.reduce((h, f) => checksumBlock(this.ram, f.pfn, f.order, h), CHECKSUM_SEED);
