@@ -1,7 +1,9 @@
 import 'reflect-metadata';
 import { writeFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { KernelError, formatBytes, hex, parseSize } from '@kho/kernel';
+import { Errno, KernelError, formatBytes, hex, parseSize } from '@kho/kernel';
+import { registeredBenches } from '@kho/kernel/bench';
+import { formatBenchTable, loadBenchFiles, runBenches, workspaceRoot, type BenchLine } from './bench';
 import { PAGE_SIZE } from '@kho/physmem';
 import { DEFAULT_DEMO, runDemo, runFirstHalf, runSecondHalf, type DemoOptions, type DemoReport, type SecondHalf } from './demo/run';
 import { loadHandoverImage, writeHandoverImage } from './handover';
@@ -194,6 +196,45 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
       io.out(`${flags.json ? JSON.stringify(result, null, 2) : formatScenario(result)}\n`);
       if (flags.report && !flags.json) io.out(`report: ${flags.report}\n`);
       io.exit(result.ok ? EXIT.OK : EXIT.FAILED);
+    });
+
+  program
+    .command('bench')
+    .description("run every package's benchmarks and print a table (or JSON lines)")
+    .option('--only <prefix...>', 'only benchmarks whose names start with one of these (e.g. radix/ physmem/)')
+    .option('--quick', 'the short version (smaller sizes, same code paths)')
+    .option('--json', 'one JSON object per line: {"bench":"<package>/<name>","value":…,"unit":…}')
+    .option('--list', 'list the benchmarks and their targets')
+    .addHelpText('after', '\nBenchmarks are part of the workspace sources: run it inside a kho-lab checkout.')
+    .action((flags: { only?: string[]; quick?: boolean; json?: boolean; list?: boolean }) => {
+      const root = workspaceRoot();
+      if (!root) throw new KernelError(Errno.ENOENT, 'kho bench runs inside a kho-lab checkout (no packages/*/bench found)');
+      loadBenchFiles(root);
+      const only = (flags.only ?? []).flatMap((p) => p.split(',')).filter(Boolean);
+      if (flags.list) {
+        const names = registeredBenches().filter((b) => only.length === 0 || only.some((p) => b.name.startsWith(p)));
+        io.out(names.map((b) => `${b.name}${b.target ? `  (target: ${b.target})` : ''}\n`).join(''));
+        io.exit(EXIT.OK);
+        return;
+      }
+      const lines: BenchLine[] = [];
+      const progress = createProgress(!flags.json && io.isTTY === true, registeredBenches().length);
+      let failed: number;
+      try {
+        failed = runBenches(
+          { only, quick: flags.quick === true },
+          (line) => {
+            lines.push(line);
+            if (flags.json) io.out(`${JSON.stringify(line)}\n`);
+          },
+          (name, i) => progress.update(i, name),
+        );
+      } finally {
+        progress.stop();
+      }
+      if (!flags.json) io.out(`${formatBenchTable(lines)}\n`);
+      if (failed > 0) io.err(`kho: ${failed} benchmark(s) failed\n`);
+      io.exit(failed > 0 ? EXIT.FAILED : EXIT.OK);
     });
 
   program
