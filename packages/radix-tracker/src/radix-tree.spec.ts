@@ -509,3 +509,44 @@ describe('readIncomingTree refuses hostile trees before visiting anything', () =
     expect(() => tree.walkIncoming(tree.rootPhys, () => undefined)).toThrow(/block 0x7fff000 order 0 \(leaf 0x[0-9a-f]+\) is outside RAM/);
   });
 });
+
+describe('reclaiming empty nodes', () => {
+  it('a tree whose blocks are all forgotten is back to its root page, and the allocator to its count', () => {
+    const { tree, buddy, ram } = setup();
+    tree.init();
+    const free0 = buddy.nrFreePages;
+    const blocks: Array<[number, number]> = [];
+    for (let i = 0; i < 3000; i++) blocks.push([i, 0]);
+    for (let i = 0; i < 40; i++) blocks.push([2 ** 28 + i * 1024, 10]);
+    blocks.push([0x2000, 3]);
+    for (const [p, o] of blocks) tree.add(p, o);
+    expect(tree.stats().metadataPages).toBeGreaterThan(6);
+    // forget them in a scattered order; the caches must never point at a freed page
+    const order = blocks.map((_, i) => (i * 7919) % blocks.length);
+    for (const i of order) {
+      expect(tree.del(...blocks[i])).toBe(true);
+      expect(tree.has(...blocks[i])).toBe(false);
+    }
+    expect(tree.stats()).toEqual({ blocks: 0, metadataPages: 1 });
+    expect(buddy.nrFreePages).toBe(free0);
+    expect(ram.read(tree.rootPhys, PAGE_SIZE).every((b) => b === 0)).toBe(true);
+    // the tree still works, and what remains in RAM is what the next kernel reads
+    tree.add(5, 0);
+    tree.add(0x400, 10);
+    expect(readIncomingTreeFrom(ram, tree.rootPhys)).toEqual([
+      [0x400, 10],
+      [5, 0],
+    ]);
+  });
+
+  it('keeps a table that still leads somewhere', () => {
+    const { tree } = setup();
+    tree.add(0, 0);
+    tree.add(32768, 0); // the next leaf under the same level-1 table
+    const pages = tree.stats().metadataPages;
+    tree.del(0, 0);
+    expect(tree.stats().metadataPages).toBe(pages - 1);
+    expect(tree.has(32768, 0)).toBe(true);
+    expect(collect(tree)).toEqual([[32768, 0]]);
+  });
+});

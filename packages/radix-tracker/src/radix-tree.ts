@@ -31,12 +31,12 @@ export class RadixTracker implements Tracker {
   // Per order, the leaf reached by the last lookup of that order: the first key it covers and a view of its page
   // (PhysicalMemory never replaces a page's backing, so the view stays the page's bytes). Runs of adds, dels and
   // lookups that are dense within each order, however the orders interleave, set their bits through it and skip
-  // the descent. Valid while the leaf is in the tree: only destroy() frees leaves, and it empties the cache.
+  // the descent. Valid while the leaf is in the tree: destroy() and reclaim() free leaves, and both empty the cache.
   private readonly leafKey0 = new Float64Array(NR_ORDERS).fill(NaN);
   private readonly leafWords: Int32Array[] = Array.from({ length: NR_ORDERS }, () => NO_LEAF);
   // The tables met by the last descent, by level 1..4: the first key each covers and its phys. A descent starts
   // at the lowest one that covers its key, so scattered blocks skip the levels they share. Valid while those
-  // tables are in the tree: only destroy() frees tables, and a failed descent forgets them.
+  // tables are in the tree: destroy() and reclaim() free tables and forget them, as does a failed descent.
   private readonly tableKey0 = new Float64Array(ROOT_LEVEL).fill(NaN);
   private readonly tablePhys = new Float64Array(ROOT_LEVEL);
 
@@ -96,6 +96,7 @@ export class RadixTracker implements Tracker {
     if ((word & mask) === 0) return false;
     words[i] = word & ~mask;
     this.blocks--;
+    if (words[i] === 0 && isZero(words)) this.reclaim(key);
     return true;
   }
 
@@ -227,6 +228,44 @@ export class RadixTracker implements Tracker {
     return true;
   }
 
+  /**
+   * Frees the now-empty leaf holding `key` and every table above it that this leaves empty (never the root),
+   * clearing each parent's slot, so a tree whose blocks are all forgotten costs its root page only. Upstream keeps
+   * empty nodes; the layout in memory is the same either way. The lookup caches are reset: they may name a freed
+   * page.
+   */
+  private reclaim(key: number): void {
+    const hi = Math.floor(key / TWO_32);
+    const lo = key >>> 0;
+    const slots: number[] = []; // slots[level] = address of the entry at `level` that leads down
+    const nodes: number[] = []; // nodes[level - 1] = the child that entry points at
+    let node = this.root;
+    for (let level = ROOT_LEVEL; level >= 1; level--) {
+      const slot = node + tableIndexOf(hi, lo, level) * 8;
+      slots[level] = slot;
+      node = this.ram.readU64n(slot);
+      if (node === 0) return; // nothing to reclaim (cannot happen right after a del)
+      nodes[level - 1] = node;
+    }
+    this.leafKey0.fill(NaN);
+    this.leafWords.fill(NO_LEAF);
+    this.tableKey0.fill(NaN);
+    for (let level = 1; level <= ROOT_LEVEL; level++) {
+      // the node below `level`'s entry is empty: unlink it and free it
+      this.ram.writeU64(slots[level], 0);
+      this.freeNode(nodes[level - 1]);
+      if (level === ROOT_LEVEL) break;
+      const parent = nodes[level];
+      if (!this.tableIsEmpty(parent)) break;
+    }
+  }
+
+  private tableIsEmpty(table: number): boolean {
+    const page = this.ram.pageIfPresent(table / PAGE_SIZE);
+    if (!page) return true;
+    return isZero(new Int32Array(page.buffer, page.byteOffset, PAGE_SIZE / 4));
+  }
+
   private freeTable(table: number, level: number): void {
     for (let i = 0; i < KHO_TABLE_ENTRIES; i++) {
       const child = this.ram.readU64n(table + i * 8);
@@ -304,6 +343,11 @@ function tableIndexOf(hi: number, lo: number, level: number): number {
  * The key of a block, validating it on the way: the quotient pfn / 2^order is computed once, and it is both the
  * alignment test and the key's low part. Throws EINVAL naming what is wrong.
  */
+function isZero(words: Int32Array): boolean {
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+  return true;
+}
+
 function blockKey(pfn: number, order: number): number {
   if (order >= 0 && order <= MAX_PAGE_ORDER && (order | 0) === order) {
     const q = pfn / POW2[order];
