@@ -7,10 +7,10 @@ const layers = [
   'layer:0', // kernel
   'layer:1', // physmem
   'layer:2', // kho-core
-  'layer:3', // radix-tracker, kho-array, vmalloc
-  'layer:4', // kstate
-  'layer:5', // memblock
-  'layer:6', // subsystem plugins (examples, generated ones): may use every layer below, memblock included
+  'layer:3', // memblock, radix-tracker: what a KHO kernel needs to boot, so every layer above can boot one in tests
+  'layer:4', // kho-array, vmalloc
+  'layer:5', // kstate (and the kstate form of the reserve_mem handover, through memblock's port)
+  'layer:6', // subsystem plugins (examples, generated ones)
   'layer:7', // cli
 ];
 
