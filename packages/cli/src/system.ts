@@ -1,16 +1,16 @@
 import type { KernelModule, Machine } from '@kho/kernel';
 import { createMachine, physmemModule, type RamRange } from '@kho/physmem';
-import { khoModule } from '@kho/kho-core';
+import { khoModule, khoSlabModule } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
 import { khoTestModule, type KhoTestConfig } from './demo/kho-test';
 
 /**
- * The kernel image the command runs: physmem, memblock, the radix tracker and KHO, plus the self-test plugin
- * when a demo configuration is given.
+ * The kernel image the command runs: physmem, memblock, the radix tracker, KHO and slab preservation, plus the
+ * self-test plugin when a demo configuration is given.
  */
 export function kernelImage(demo?: KhoTestConfig): KernelModule[] {
-  const modules = [physmemModule({ handOffAllRam: false }), memblockModule(), radixTrackerModule(), khoModule()];
+  const modules = [physmemModule({ handOffAllRam: false }), memblockModule(), radixTrackerModule(), khoModule(), khoSlabModule()];
   if (demo) modules.push(khoTestModule(demo));
   return modules;
 }

@@ -15,9 +15,19 @@ export {
   decodeScratchArray,
   type KhoData,
   type ScratchArea,
+  KHO_SLAB_SUBTREE,
+  KHO_SLAB_COMPATIBLE,
+  KHO_SLAB_TABLE_VERSION,
+  KHO_SLAB_MAX_OBJECTS,
+  KHO_SLAB_MAX_SLABS,
+  decodeSlabTablePage,
+  encodeSlabTablePage,
+  type KhoSlabEntry,
+  type KhoSlabTablePage,
 } from './abi';
 export { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats } from './ports';
 export { Kho, splitOrder, splitBlocks, scratchSizes, type IncomingHandover, type KhoStats } from './kho';
-export { khoModule } from './module';
+export { khoModule, khoSlabModule } from './module';
+export { KhoSlab, type KhoSlabStats } from './slab';
 export * from './fdt';
 export * from './image';

@@ -16,6 +16,23 @@ export {
 export { PhysicalMemory, MAX_PHYS_ADDR, describeRange, type RamRange, type MemoryLayout } from './memory';
 export { Memmap, PageFlag, describePfn } from './memmap';
 export { BuddyAllocator, Folio, type AllocOptions, type BuddyInfo } from './buddy';
+export {
+  Slab,
+  KMALLOC_SIZES,
+  KMALLOC_SLAB_ORDERS,
+  KMALLOC_MAX_CACHE_SIZE,
+  KMALLOC_MAX_SIZE,
+  SLAB_MAX_OBJECTS,
+  SLAB_PAGE_MAGIC,
+  LARGE_KMALLOC_MAGIC,
+  kmallocCacheName,
+  type ObjectState,
+  type SlabObject,
+  type LargeKmallocObject,
+  type KmallocObject,
+  type KmallocCacheInfo,
+  type SlabInfo,
+} from './slab';
 export { FaultInjector, parseFailPageAlloc, type FaultConfig } from './faults';
 export { PhysmemPlugin, PhysmemOptions, physmemModule, createMachine, type MachineOptions } from './plugin';
 export { describeMemory } from './format';

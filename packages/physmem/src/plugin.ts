@@ -1,10 +1,11 @@
 import { Lifecycle, inject, injectable, type DependencyContainer } from 'tsyringe';
-import { CommandLine, Errno, KernelError, KernelLog, KernelPlugin, Machine, formatBytes, hex, parseSize, type KernelModule } from '@kho/kernel';
+import { CommandLine, Errno, KernelError, KernelLog, KernelPlugin, Machine, formatBytes, hex, parseSize, registerPerBoot, type KernelModule } from '@kho/kernel';
 import { PAGE_SIZE } from './abi';
 import { BuddyAllocator } from './buddy';
 import { FaultInjector, parseFailPageAlloc } from './faults';
 import { Memmap } from './memmap';
 import { PhysicalMemory, type RamRange } from './memory';
+import { Slab } from './slab';
 
 /** Options of the physmem module, as the plugin sees them. */
 export const PhysmemOptions = Symbol('PhysmemOptions');
@@ -59,9 +60,9 @@ export class PhysmemPlugin implements KernelPlugin {
 }
 
 /**
- * The physmem part of a kernel image: registers, per boot, the Memmap, FaultInjector, BuddyAllocator and the
- * PhysmemPlugin (also under the KernelPlugin token). `handOffAllRam` (default true) makes boot:mm give every RAM
- * page to the buddy allocator. The machine must have a PhysicalMemory device (see createMachine).
+ * The physmem part of a kernel image: registers, per boot, the Memmap, FaultInjector, BuddyAllocator, the kmalloc
+ * allocator (Slab) and the PhysmemPlugin (also under the KernelPlugin token). `handOffAllRam` (default true) makes
+ * boot:mm give every RAM page to the buddy allocator. The machine must have a PhysicalMemory device (see createMachine).
  */
 export function physmemModule(opts: PhysmemOptions = {}): KernelModule {
   const options: PhysmemOptions = { handOffAllRam: opts.handOffAllRam ?? true };
@@ -73,6 +74,7 @@ export function physmemModule(opts: PhysmemOptions = {}): KernelModule {
       container.register(Memmap, { useClass: Memmap }, scoped);
       container.register(FaultInjector, { useClass: FaultInjector }, scoped);
       container.register(BuddyAllocator, { useClass: BuddyAllocator }, scoped);
+      registerPerBoot(container, Slab);
       container.register(PhysmemPlugin, { useClass: PhysmemPlugin }, scoped);
       container.register(KernelPlugin, { useToken: PhysmemPlugin });
     },

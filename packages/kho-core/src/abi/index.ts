@@ -105,3 +105,4 @@ export function decodeScratchArray(bytes: Uint8Array): ScratchArea[] {
   return out;
 }
 
+export * from './slab';
