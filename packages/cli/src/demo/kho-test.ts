@@ -2,11 +2,12 @@ import { inject, injectable, type DependencyContainer } from 'tsyringe';
 import { Errno, KernelError, KernelLog, hex, registerPerBoot, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
 import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { FdtNode, Kho, decodeFdt, encodeFdt } from '@kho/kho-core';
+import { KHO_VMALLOC_SIZE, KhoVmalloc, Vmalloc } from '@kho/vmalloc';
 import { CHECKSUM_SEED, SeededWords, checksumBlock, fillFolio } from './data';
 
 /** Name of the demo's subtree in the root FDT and the compatible string of its blob (an FDT). */
 export const KHO_TEST_SUBTREE = 'kho_test';
-export const KHO_TEST_COMPATIBLE = 'kho-test-v1';
+export const KHO_TEST_COMPATIBLE = 'kho-test-v2';
 
 /** The demo's settings, from the command line of `kho demo`. */
 export const KhoTestConfig = Symbol('KhoTestConfig');
@@ -31,7 +32,7 @@ export interface KhoTestRestore {
 
 /**
  * The live-update self-test (after upstream's test_kho): folios of random order filled with seeded random
- * bytes; at prepare every folio is preserved and a blob (an FDT: folio count, the phys of the preserved list of
+ * bytes; at prepare every folio is preserved and a blob (an FDT: folio count, the kho_vmalloc descriptor of the preserved vmalloc list of
  * `phys | order` entries, the checksum) is added as subtree `kho_test`; the next kernel restores every folio,
  * checks its order and the checksum, and at finish frees everything.
  */
@@ -42,7 +43,9 @@ export class KhoTest implements KernelPlugin {
 
   private folios: Folio[] = [];
   private checksum = CHECKSUM_SEED;
-  private listPhys = 0;
+  private listAddr = 0;
+  private listDesc: Uint8Array | undefined;
+  private restoredList = 0;
   private blobPhys = 0;
   private restored: Folio[] = [];
   /** The outcome of the last restore, if one ran. */
@@ -53,6 +56,8 @@ export class KhoTest implements KernelPlugin {
     private readonly buddy: BuddyAllocator,
     private readonly ram: PhysicalMemory,
     private readonly log: KernelLog,
+    private readonly vmalloc: Vmalloc,
+    private readonly khoVmalloc: KhoVmalloc,
     @inject(KhoTestConfig) private readonly config: KhoTestConfig,
   ) {}
 
@@ -91,20 +96,23 @@ export class KhoTest implements KernelPlugin {
         this.kho.preserveFolio(f);
         u.push(() => this.kho.unpreserveFolio(f));
       }
-      const listBytes = this.folios.length * 8;
-      const list = this.kho.allocPreserve(listBytes);
-      u.push(() => this.kho.unpreserveFree(list));
-      this.folios.forEach((f, i) => this.ram.writeU64(list + i * 8, f.phys + f.order));
+      // The list of (phys | order) lives in a preserved vmalloc area, as upstream's self-test keeps it.
+      const list = this.vmalloc.vmalloc(this.folios.length * 8);
+      u.push(() => this.vmalloc.vfree(list));
+      this.folios.forEach((f, i) => this.vmalloc.writeU64(list + i * 8, f.phys + f.order));
+      const desc = this.khoVmalloc.preserveVmalloc(list);
+      u.push(() => this.khoVmalloc.unpreserveVmalloc(desc));
       const fdt = new FdtNode('');
       fdt.setString('compatible', KHO_TEST_COMPATIBLE);
       fdt.setU64LE('nr_folios', this.folios.length);
-      fdt.setU64LE('folios_info', list);
+      fdt.setProp('folios', desc);
       fdt.setU64LE('csum', this.checksum);
       const blob = this.kho.allocPreserve(PAGE_SIZE);
       u.push(() => this.kho.unpreserveFree(blob));
       this.ram.write(blob, encodeFdt(fdt, { totalSize: PAGE_SIZE }));
       this.kho.addSubtree(KHO_TEST_SUBTREE, blob);
-      this.listPhys = list;
+      this.listAddr = list;
+      this.listDesc = desc;
       this.blobPhys = blob;
     });
   }
@@ -113,10 +121,12 @@ export class KhoTest implements KernelPlugin {
     if (this.blobPhys === 0) return;
     this.kho.removeSubtree(this.blobPhys);
     this.kho.unpreserveFree(this.blobPhys);
-    this.kho.unpreserveFree(this.listPhys);
+    this.khoVmalloc.unpreserveVmalloc(this.listDesc!);
+    this.vmalloc.vfree(this.listAddr);
     for (const f of this.folios) this.kho.unpreserveFolio(f);
     this.blobPhys = 0;
-    this.listPhys = 0;
+    this.listAddr = 0;
+    this.listDesc = undefined;
   }
 
   /** Restores every folio of the previous kernel's `kho_test` subtree and verifies orders and checksum. */
@@ -136,19 +146,23 @@ export class KhoTest implements KernelPlugin {
       throw new KernelError(Errno.EINVAL, `kho_test blob compatible is '${fdt.getString('compatible')}' (wanted '${KHO_TEST_COMPATIBLE}')`);
     }
     const nr = Number(fdt.getU64LE('nr_folios') ?? -1n);
-    const list = Number(fdt.getU64LE('folios_info') ?? 0n);
+    const desc = fdt.getProp('folios');
     const expected = Number(fdt.getU64LE('csum') ?? -1n);
     if (!Number.isSafeInteger(nr) || nr < 0 || nr > this.ram.totalBytes / PAGE_SIZE) {
       throw new KernelError(Errno.EINVAL, `kho_test nr_folios ${nr} is out of range`);
     }
-    const listFolio = this.kho.restoreFolio(list);
-    this.restored.push(listFolio);
-    if (listFolio.size < nr * 8) throw new KernelError(Errno.EINVAL, `kho_test folio list holds ${listFolio.size / 8} entries (wanted ${nr})`);
+    if (!desc || desc.length !== KHO_VMALLOC_SIZE) {
+      throw new KernelError(Errno.EINVAL, `kho_test 'folios' is ${desc ? `${desc.length} bytes` : 'missing'} (wanted a ${KHO_VMALLOC_SIZE}-byte kho_vmalloc)`);
+    }
+    const list = this.khoVmalloc.restoreVmalloc(desc);
+    this.restoredList = list;
+    const area = this.vmalloc.findVmArea(list)!;
+    if (area.size < nr * 8) throw new KernelError(Errno.EINVAL, `kho_test folio list holds ${area.size / 8} entries (wanted ${nr})`);
     let h = CHECKSUM_SEED;
     let bytes = 0;
     let ordersMatch = true;
     for (let i = 0; i < nr; i++) {
-      const entry = this.ram.readU64n(list + i * 8);
+      const entry = this.vmalloc.readU64n(list + i * 8);
       const order = entry % PAGE_SIZE;
       const phys = entry - order;
       const folio = this.kho.restoreFolio(phys);
@@ -178,6 +192,8 @@ export class KhoTest implements KernelPlugin {
     const n = this.restored.length;
     for (const f of this.restored) this.buddy.folioPut(f);
     this.restored = [];
+    if (this.restoredList !== 0) this.vmalloc.vfree(this.restoredList);
+    this.restoredList = 0;
     if (n > 0) return { freedFolios: n };
   }
 }
