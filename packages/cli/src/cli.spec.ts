@@ -2,8 +2,9 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { PAGE_SIZE } from '@kho/physmem';
-import { FdtNode, PROP_PRESERVED_MEMORY_MAP, decodeFdt, decodeKhoData, encodeFdt, readImageFile, writeImageFile, type HandoverImage } from '@kho/kho-core';
+import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { treeNodePfns } from '@kho/radix-tracker';
+import { FdtNode, PROP_PRESERVED_MEMORY_MAP, PROP_PRESERVED_MEMORY_MAP_CRC, decodeFdt, decodeKhoData, encodeFdt, readImageFile, writeImageFile, type HandoverImage } from '@kho/kho-core';
 import { runCli } from './main';
 
 const BIN = resolve(__dirname, '../bin/kho.js');
@@ -170,6 +171,25 @@ describe('bad images: one-line reasons, non-zero exits, never a stack trace', ()
     expect(boot.code).toBe(1);
     expect(JSON.parse(boot.out).revivalError).toMatch(/^radix tree: level-4 node \(entry 2 of 0x[0-9a-f]+\) 0x700000000 is outside RAM$/);
     expectOneLine(cli('inspect', file), 2, /^kho: radix tree: level-4 node .* is outside RAM$/);
+  });
+
+  it('a bit flipped in a radix leaf: the tracker checksum refuses it, though the block it adds would be valid RAM', () => {
+    const file = corrupt('leaf', (img, write, read) => {
+      const { fdt } = rootFdt(img, read);
+      expect(fdt.getProp(PROP_PRESERVED_MEMORY_MAP_CRC)?.length).toBe(4);
+      const ram = new PhysicalMemory({ ranges: img.machine.ram });
+      for (const sg of img.segments) ram.write(sg.paddr, sg.bytes);
+      const nodes = treeNodePfns(ram, Number(fdt.getU64LE(PROP_PRESERVED_MEMORY_MAP)));
+      const leaf = nodes[nodes.length - 1] * PAGE_SIZE; // depth first: the last node is a leaf
+      const words = new Uint32Array(read(leaf, PAGE_SIZE).buffer);
+      const w = words.findIndex((x) => x !== 0 && x !== 0xffffffff);
+      const bit = 31 - Math.clz32(words[w]); // the highest set bit; the one above it is clear
+      words[w] |= 2 ** (bit + 1);
+      write(leaf, new Uint8Array(words.buffer));
+    });
+    const boot = cli('boot', '--image', file, '--json');
+    expect(boot.code).toBe(1);
+    expect(JSON.parse(boot.out).revivalError).toMatch(/^the tracker's pages fail their checksum \(crc32c 0x[0-9a-f]+, wanted 0x[0-9a-f]+\): the preserved-memory map was damaged$/);
   });
 
   it('a corrupted root FDT header', () => {

@@ -20,3 +20,4 @@ export {
 } from './kernel';
 export { parseSize, formatBytes, formatSizeExact, hex } from './units';
 export { seededRandom } from './bench/index';
+export { crc32c } from './crc32c';

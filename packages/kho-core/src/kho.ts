@@ -7,6 +7,7 @@ import {
   KernelError,
   KernelLog,
   NextBootParams,
+  crc32c,
   formatBytes,
   hex,
   parseSize,
@@ -22,6 +23,7 @@ import {
   KHO_SCRATCH_DEFAULT_PERCENT,
   KHO_SCRATCH_ENTRY_SIZE,
   PROP_PRESERVED_MEMORY_MAP,
+  PROP_PRESERVED_MEMORY_MAP_CRC,
   PROP_SUB_FDT,
   SETUP_KHO,
   decodeKhoData,
@@ -200,10 +202,24 @@ export class Kho implements KernelPlugin {
     this.tracker.cancelSerialize();
   }
 
-  /** The jump: load the scratch array segment. */
+  /**
+   * The jump: load the scratch array segment, and checksum the tracker's pages into the root FDT so the next
+   * kernel can tell a damaged tracker from the one this kernel left.
+   */
   kexec(): void {
     if (!this.root) return;
     this.ram.write(this.scratchArrayPhys, encodeScratchArray(this.scratch));
+    const crc = new Uint8Array(4);
+    new DataView(crc.buffer).setUint32(0, this.trackerCrc(this.tracker.metadataPfns()), true);
+    this.root.setProp(PROP_PRESERVED_MEMORY_MAP_CRC, crc);
+    this.writeFdt();
+  }
+
+  /** CRC32C over the given pages, in order. */
+  private trackerCrc(pfns: readonly number[]): number {
+    let crc = 0;
+    for (const pfn of pfns) crc = crc32c(this.ram.pageIfPresent(pfn) ?? ZERO_PAGE, 0, PAGE_SIZE, crc);
+    return crc;
   }
 
   /**
@@ -581,6 +597,15 @@ export class Kho implements KernelPlugin {
       pfns.push(pfn);
       orders.push(order);
     });
+    const crcProp = fdt.getProp(PROP_PRESERVED_MEMORY_MAP_CRC);
+    if (crcProp) {
+      if (crcProp.length !== 4) throw new KernelError(Errno.EINVAL, `'${PROP_PRESERVED_MEMORY_MAP_CRC}' is ${crcProp.length} bytes (wanted 4)`);
+      const want = new DataView(crcProp.buffer, crcProp.byteOffset, 4).getUint32(0, true);
+      const got = this.trackerCrc(this.tracker.incomingMetadataPfns(mapPhys));
+      if (got !== want) {
+        throw new KernelError(Errno.EINVAL, `the tracker's pages fail their checksum (crc32c ${hex(got)}, wanted ${hex(want)}): the preserved-memory map was damaged`);
+      }
+    }
     // A preserved block inside scratch would be overwritten by this boot's early allocations.
     const bounds = sorted.map((a) => [a.addr / PAGE_SIZE, (a.addr + a.size) / PAGE_SIZE] as const);
     for (let i = 0; i < pfns.length; i++) {
@@ -603,6 +628,8 @@ export class Kho implements KernelPlugin {
     };
   }
 }
+
+const ZERO_PAGE = new Uint8Array(PAGE_SIZE);
 
 function describeAddr(n: number): string {
   return Number.isFinite(n) ? hex(n) : '>= 2^53';

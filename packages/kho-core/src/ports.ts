@@ -65,8 +65,13 @@ export interface Tracker {
   cancelSerialize(): void;
   /** Metadata statistics. */
   stats(): TrackerStats;
-  /** The pfns of every page the tracker's metadata occupies now (for memory maps). */
+  /**
+   * The pfns of every page the tracker's metadata occupies now, in a fixed order (the order the next kernel's
+   * {@link incomingMetadataPfns} lists them): KHO checksums these pages at the jump.
+   */
   metadataPfns(): number[];
+  /** The metadata pages of the previous kernel's tracker rooted at `mapPhys`, in {@link metadataPfns}' order. Call after walkIncoming accepted it. */
+  incomingMetadataPfns(mapPhys: number): number[];
   /**
    * Walks the previous kernel's tracker rooted at `mapPhys`, visiting every block. Throws a KernelError naming
    * the problem for anything malformed (pointer outside RAM or unaligned, a node reached twice, a bad order or

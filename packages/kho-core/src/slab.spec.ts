@@ -164,6 +164,9 @@ class PageTracker implements Tracker {
   walkIncoming(): void {
     throw new Error('these tests do not kexec (see packages/cli/src/slab.spec.ts)');
   }
+  incomingMetadataPfns(): number[] {
+    throw new Error('these tests do not kexec (see packages/cli/src/slab.spec.ts)');
+  }
 }
 
 /** An early allocator over the buddy allocator (all RAM is handed over at boot:mm): scratch stays allocated. */

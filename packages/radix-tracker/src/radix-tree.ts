@@ -128,20 +128,14 @@ export class RadixTracker implements Tracker {
     return { blocks: this.blocks, metadataPages: this.nodes };
   }
 
-  /** The pfn of every node page (tables and leaves), parents before children. */
+  /** The pfn of every node page (tables and leaves), depth first: parents before children, ascending index. */
   metadataPfns(): number[] {
-    const out: number[] = [];
-    const visit = (table: number, level: number): void => {
-      out.push(table / PAGE_SIZE);
-      for (let i = 0; i < KHO_TABLE_ENTRIES; i++) {
-        const child = this.ram.readU64n(table + i * 8);
-        if (child === 0) continue;
-        if (level === 1) out.push(child / PAGE_SIZE);
-        else visit(child, level - 1);
-      }
-    };
-    if (this.root !== 0) visit(this.root, ROOT_LEVEL);
-    return out;
+    return this.root === 0 ? [] : treeNodePfns(this.ram, this.root);
+  }
+
+  /** The node pages of the previous kernel's tree at `mapPhys`, in metadataPfns' order (after walkIncoming accepted it). */
+  incomingMetadataPfns(mapPhys: number): number[] {
+    return treeNodePfns(this.ram, mapPhys);
   }
 
   /**
@@ -343,6 +337,23 @@ function tableIndexOf(hi: number, lo: number, level: number): number {
  * The key of a block, validating it on the way: the quotient pfn / 2^order is computed once, and it is both the
  * alignment test and the key's low part. Throws EINVAL naming what is wrong.
  */
+/** Every node page of the tree at `root`, depth first (parents before children, ascending index). The tree is trusted. */
+export function treeNodePfns(ram: PhysicalMemory, root: number): number[] {
+  const out: number[] = [];
+  const visit = (table: number, level: number): void => {
+    out.push(table / PAGE_SIZE);
+    const entries = level === ROOT_LEVEL ? KHO_ROOT_USABLE_ENTRIES : KHO_TABLE_ENTRIES;
+    for (let i = 0; i < entries; i++) {
+      const child = ram.readU64n(table + i * 8);
+      if (child === 0) continue;
+      if (level === 1) out.push(child / PAGE_SIZE);
+      else visit(child, level - 1);
+    }
+  };
+  visit(root, ROOT_LEVEL);
+  return out;
+}
+
 function isZero(words: Int32Array): boolean {
   for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
   return true;

@@ -27,6 +27,13 @@ export const KhoScratchLayout = { addr: 0, size: 8 } as const;
 export const KHO_FDT_COMPATIBLE = 'kho-v2';
 /** Root property: u64 (little-endian) phys of the preserved-memory map's root. */
 export const PROP_PRESERVED_MEMORY_MAP = 'preserved-memory-map';
+/**
+ * Root property (a project extension; upstream kernels ignore it): the CRC32C, 4 bytes little-endian, of the
+ * tracker's metadata pages in the tracker's order, written at the jump. A next kernel that finds it refuses a
+ * tracker whose pages no longer match (a flipped bit in a radix leaf would otherwise reserve a block nobody
+ * preserved); an image without it (e.g. written by Linux) is accepted as before.
+ */
+export const PROP_PRESERVED_MEMORY_MAP_CRC = 'preserved-memory-map-crc';
 /** Subtree property: u64 (little-endian) phys of the client's blob. */
 export const PROP_SUB_FDT = 'preserved-data';
 
