@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/memfd', preset: '../../jest.preset.js' };

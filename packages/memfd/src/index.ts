@@ -1,0 +1,15 @@
+import 'reflect-metadata';
+
+export * from './abi';
+export { Memfd, type MemfdStat } from './memfd';
+export { MemfdPlugin, memfdModule, type MemfdRestoreReport } from './memfd.plugin';
+export {
+  encodeMemfdTable,
+  decodeMemfdTable,
+  sealMemfdTable,
+  memfdTableChecksum,
+  memfdTableSize,
+  type MemfdTableFile,
+  type MemfdTableFolio,
+} from './memfd.table';
+export { crc32 } from './crc32';

@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/workspace-plugin', preset: '../../jest.preset.js' };
