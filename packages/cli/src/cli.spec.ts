@@ -60,7 +60,7 @@ describe('kho demo', () => {
     expect(report.ok).toBe(true);
     expect(report.second.restore.verified).toBe(true);
     expect(report.first.trackerPages).toBeGreaterThan(5);
-    expect(Object.keys(report.first.ms)).toEqual(['boot', 'generate', 'prepare', 'serialize', 'kexec']);
+    expect(Object.keys(report.first.ms)).toEqual(['boot', 'generate', 'files', 'prepare', 'serialize', 'kexec']);
     expect(Object.keys(report.second.ms)).toEqual(['boot', 'boot.walk', 'restore', 'finish']);
   });
 
@@ -114,8 +114,10 @@ describe('handover images', () => {
     expect(json.fdt.compatible).toBe('kho-v2');
     expect(json.blocks.length).toBe(json.tracker.blocks);
     expect(json.blocks[0]).toEqual({ phys: expect.stringMatching(/^0x[0-9a-f]+$/), order: expect.any(Number) });
-    expect(json.subtrees.map((s: { name: string }) => s.name)).toEqual(['kho_test']);
-    expect(json.tracker.preservedBytes).toBe(16 * 2 ** 20 + 4 * PAGE_SIZE); // + vmalloc list, its chunk, blob, root FDT
+    expect(json.subtrees.map((s: { name: string }) => s.name).sort()).toEqual(['kho_test', 'memfd']);
+    const blockBytes = json.blocks.reduce((n: number, b: { order: number }) => n + PAGE_SIZE * 2 ** b.order, 0);
+    expect(json.tracker.preservedBytes).toBe(blockBytes);
+    expect(blockBytes).toBeGreaterThan(16 * 2 ** 20 + 4 * PAGE_SIZE); // the folios, their vmalloc list and chunk, the blob, the FDT, memfd
     expect(statSync(dtb).size).toBeGreaterThan(40);
     if (!existsSync('/usr/bin/dtc')) return console.warn('dtc not installed: skipping the dtc check');
     const dts = execFileSync('/usr/bin/dtc', ['-I', 'dtb', '-O', 'dts', dtb], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

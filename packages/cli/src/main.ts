@@ -64,6 +64,7 @@ function addDemoOptions(cmd: Command): Command {
 
 function printSecondHalf(s: SecondHalf, out: string[]): void {
   out.push(`next kernel: ${s.khoBoot ? 'KHO boot' : `cold boot${s.revivalError ? ` (revival refused: ${s.revivalError})` : ''}`}`);
+  if (s.files) out.push(`  memfd: ${s.files.files} files, ${formatBytes(s.files.bytes)}: ${s.files.verified ? 'verified' : 'FAILED'}`);
   if (s.restore) {
     out.push(`  restored ${s.restore.folios} folios, ${formatBytes(s.restore.bytes)}; orders ${s.restore.ordersMatch ? 'match' : 'DIFFER'}`);
     out.push(`  checksum ${s.restore.checksumActual} (expected ${s.restore.checksumExpected})`);
@@ -96,8 +97,8 @@ function formatDemo(r: DemoReport): string {
   const out: string[] = [];
   const f = r.first;
   out.push(`kho demo: seed ${r.seed}, ${formatBytes(r.mem)} of folios on a ${formatBytes(r.ram)} machine`);
-  out.push(`first kernel: ${f.folios} folios of random order, ${formatBytes(f.bytesPreserved)}`);
-  out.push(`  preserved ${f.blocksPreserved} blocks (folios, their list, the kho_test blob, the root FDT)`);
+  out.push(`first kernel: ${f.folios} folios of random order, ${formatBytes(f.bytesPreserved)}; memfd files ${formatBytes(f.fileBytes)}`);
+  out.push(`  preserved ${f.blocksPreserved} blocks (the test folios and their list, the memfd files and their table, the root FDT)`);
   out.push(`  tracker: ${f.trackerPages} radix-tree pages (${formatBytes(f.trackerPages * PAGE_SIZE)})`);
   out.push(`  scratch: ${f.scratch.map((a) => `${hex(a.addr)}+${formatBytes(a.size)}`).join(', ')}`);
   out.push(`  time: ${Object.entries(f.ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}`);

@@ -2,6 +2,7 @@ import { Phase, formatBytes, type BootParams, type Kernel, type Machine } from '
 import { BuddyAllocator, PhysicalMemory, type RamRange } from '@kho/physmem';
 import { Kho, Tracker, type ScratchArea } from '@kho/kho-core';
 import { kernelImage, machineFor } from '../system';
+import { type DemoFilesCheck, verifyDemoFiles, writeDemoFiles } from './files';
 import { KhoTest, type KhoTestRestore } from './kho-test';
 
 /** Settings of `kho demo`, `kho kexec` and `kho boot`. */
@@ -32,6 +33,8 @@ export interface FirstHalf {
   readonly params: BootParams;
   readonly folios: number;
   readonly bytesPreserved: number;
+  /** Bytes written into the preserved memfd files. */
+  readonly fileBytes: number;
   readonly blocksPreserved: number;
   readonly trackerPages: number;
   readonly scratch: readonly ScratchArea[];
@@ -44,6 +47,7 @@ export interface SecondHalf {
   readonly khoBoot: boolean;
   readonly revivalError?: string;
   readonly restore?: KhoTestRestore;
+  readonly files?: DemoFilesCheck;
   readonly unrestoredBlocks: number;
   readonly freePagesAfterFinish: number;
   readonly freePagesColdBoot: number;
@@ -83,6 +87,7 @@ export function runFirstHalf(opts: DemoOptions, machine?: Machine, hooks: RunHoo
   if (!kho.isEnabled()) throw new Error(`KHO is not enabled in the first kernel (${k1.log.filter('error', 'kho').map((l) => l.message).join('; ') || 'kho=off'})`);
   const test = k1.get(KhoTest);
   const gen = time(ms, 'generate', () => test.generate());
+  const fileBytes = time(ms, 'files', () => writeDemoFiles(k1, opts.seed));
   time(ms, 'prepare', () => k1.prepare());
   time(ms, 'serialize', () => k1.serialize());
   const stats = k1.get<Tracker>(Tracker).stats();
@@ -94,6 +99,7 @@ export function runFirstHalf(opts: DemoOptions, machine?: Machine, hooks: RunHoo
     params,
     folios: gen.folios,
     bytesPreserved: gen.bytes,
+    fileBytes,
     blocksPreserved: stats.blocks,
     trackerPages: stats.metadataPages,
     scratch,
@@ -122,6 +128,8 @@ export function runSecondHalf(
   hooks.afterBoot?.(k2);
   const restore = time(ms, 'restore', () => k2.restore());
   for (const [name, o] of Object.entries(restore.plugins)) if (!o.ok) errors.push(`restore ${name}: ${o.error}`);
+  const files = k2.get(Kho).isKhoBoot() ? verifyDemoFiles(k2, opts.seed) : undefined;
+  for (const p of files?.problems ?? []) errors.push(`memfd ${p}`);
   const finish = time(ms, 'finish', () => k2.finish());
   for (const [name, o] of Object.entries(finish.plugins)) if (!o.ok) errors.push(`finish ${name}: ${o.error}`);
   const unrestoredBlocks = Number(finish.plugins.kho?.report?.unrestoredBlocks ?? 0);
@@ -135,10 +143,11 @@ export function runSecondHalf(
     errors.push(`free pages after finish ${freePagesAfterFinish} differ from a cold boot's ${freePagesColdBoot} (leak of ${formatBytes((freePagesColdBoot - freePagesAfterFinish) * 4096)})`);
   }
   return {
-    ok: errors.length === 0 && test.lastRestore?.verified === true,
+    ok: errors.length === 0 && test.lastRestore?.verified === true && files?.verified === true,
     khoBoot: stats.khoBoot,
     revivalError: stats.revivalError,
     restore: test.lastRestore,
+    files,
     unrestoredBlocks,
     freePagesAfterFinish,
     freePagesColdBoot,
