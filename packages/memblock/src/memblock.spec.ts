@@ -218,7 +218,8 @@ describe('scratch-only mode', () => {
               const node = Math.floor(b / NODE_PAGES);
               if (Math.floor((b + s.pages - 1) / NODE_PAGES) !== node || (s.node !== undefined && s.node !== node)) continue;
               let ok = true;
-              for (let p = b; p < b + s.pages && ok; p++) ok = reserved[p] === 0 && (!scratchOnly || scratch[p] === 1);
+              // scratch-only: scratch pages only; otherwise: never scratch (it serves movable allocations only)
+              for (let p = b; p < b + s.pages && ok; p++) ok = reserved[p] === 0 && (scratchOnly ? scratch[p] === 1 : scratch[p] === 0);
               if (ok) want = b;
             }
             let got: number;

@@ -78,7 +78,9 @@ export class Memblock implements EarlyAllocator {
       const hi = Math.min(r.start + r.size, max);
       if (hi > lo) candidates.push([lo, hi]);
     }
-    const pools = this.scratchOnly ? intersect(candidates, this.scratch.ranges()) : candidates;
+    // Scratch-only: nothing but scratch. Otherwise never scratch: it serves movable allocations only (like CMA),
+    // and what memblock hands out is the kernel's own, unmovable memory.
+    const pools = this.scratchOnly ? intersect(candidates, this.scratch.ranges()) : subtractAll(candidates, this.scratch.ranges());
     const taken = this.reserved.ranges();
     // Top-down, like Linux: the highest free gap that fits.
     for (let p = pools.length - 1; p >= 0; p--) {
@@ -237,6 +239,11 @@ function minus(a: ReadonlyArray<readonly [number, number]>, holes: ReadonlyArray
     if (cur < e) out.push([cur, e]);
   }
   return out;
+}
+
+/** The parts of the sorted, disjoint `ranges` not covered by the sorted, disjoint `holes`. */
+function subtractAll(ranges: ReadonlyArray<readonly [number, number]>, holes: ReadonlyArray<readonly [number, number]>): Array<[number, number]> {
+  return ranges.flatMap((r) => subtract(r, holes));
 }
 
 /** Intersection of two sorted, disjoint range lists. */

@@ -35,7 +35,7 @@ describe('memblockModule', () => {
     const kernel = createMachine({ mem: '256M' }).boot({ image: [physmemModule({ handOffAllRam: false }), memblockModule()] });
     const memblock = kernel.get(Memblock);
     expect(kernel.get<EarlyAllocator>(EarlyAllocator)).toBe(memblock);
-    expect(kernel.plugins.map((p) => p.name)).toEqual(['physmem', 'memblock']);
+    expect(kernel.plugins.map((p) => p.name)).toEqual(['physmem', 'memblock', 'reserve_mem']);
     expect(kernel.plugins[1]).toBe(kernel.get(MemblockPlugin));
     expect(kernel.disabled.size).toBe(0);
     // The kernel at its load address; the memmap (64 bytes per page: 4 MiB) top-down.
@@ -67,7 +67,7 @@ describe('memblockModule', () => {
     const kernel = createMachine({ mem: '256M' }).boot({
       image: [physmemModule({ handOffAllRam: false }), memblockModule(), fakeKhoModule({ base: 64 * MiB, size: 32 * MiB })],
     });
-    expect(kernel.plugins.map((p) => p.name)).toEqual(['physmem', 'kho', 'memblock']);
+    expect(kernel.plugins.map((p) => p.name)).toEqual(['physmem', 'kho', 'memblock', 'reserve_mem']);
     const memblock = kernel.get(Memblock);
     expect(memblock.records.map((r) => [r.owner, r.base / MiB, r.scratchOnly])).toEqual([
       ['kernel', 80, true],
@@ -83,6 +83,7 @@ describe('memblockModule', () => {
     });
     expect([...kernel.disabled]).toEqual([
       ['memblock', 'boot:early failed: ENOMEM: memblock_alloc: no room for 16.00 MiB for kernel below 0x100000000, in scratch (scratch-only mode)'],
+      ['reserve_mem', "it needs 'memblock', which is disabled"],
     ]);
     expect(kernel.get(BuddyAllocator).nrFreePages).toBe(0);
   });

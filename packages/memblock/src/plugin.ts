@@ -3,6 +3,7 @@ import { KernelLog, registerPerBoot, type KernelModule, type KernelPlugin } from
 import { BuddyAllocator, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { EarlyAllocator } from '@kho/kho-core';
 import { Memblock } from './memblock';
+import { ReserveMem } from './reserve-mem';
 
 /** Where a cold-booted kernel image sits (x86's default physical load address) and how big it is. */
 export const KERNEL_LOAD_ADDR = 16 * 1024 * 1024;
@@ -14,7 +15,8 @@ const LOWMEM_LIMIT = 4 * 1024 * 1024 * 1024;
 /**
  * memblock's part of the boot: at boot:early, after KHO has (on a KHO boot) switched to scratch-only mode, the
  * kernel's own early allocations (its image and the memmap of every node); at boot:mm, after KHO reserved the
- * preserved blocks, the hand-off of all other memory to the buddy allocator.
+ * preserved blocks, the `reserve_mem=` regions (revived or allocated) and then the hand-off of all other memory to
+ * the buddy allocator.
  */
 @injectable()
 export class MemblockPlugin implements KernelPlugin {
@@ -28,6 +30,7 @@ export class MemblockPlugin implements KernelPlugin {
     private readonly buddy: BuddyAllocator,
     private readonly memmap: Memmap,
     private readonly log: KernelLog,
+    private readonly reserveMem: ReserveMem,
   ) {}
 
   bootEarly(): void {
@@ -46,6 +49,7 @@ export class MemblockPlugin implements KernelPlugin {
   }
 
   bootMm(): void {
+    this.reserveMem.setup();
     this.memblock.handOff(this.buddy, this.memmap);
   }
 }
@@ -58,6 +62,8 @@ export function memblockModule(): KernelModule {
       registerPerBoot(c, Memblock);
       c.register(EarlyAllocator, { useToken: Memblock });
       registerPerBoot(c, MemblockPlugin, { plugin: true });
+      registerPerBoot(c, ReserveMem, { plugin: true });
+
     },
   };
 }
