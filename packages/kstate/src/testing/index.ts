@@ -1,0 +1,1 @@
+export { BareKho, BareMachine, type BareHandover, type BareKernel } from './bare';
