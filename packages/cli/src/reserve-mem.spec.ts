@@ -3,6 +3,8 @@ import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule
 import { Kho, PROP_SUB_FDT, decodeFdt, khoModule } from '@kho/kho-core';
 import { ReserveMem, memblockFdtHandoverModule, memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
+import { vmallocModule } from '@kho/vmalloc';
+import { KState, kstateModule, kstateReserveMemModule } from '@kho/kstate';
 
 const SCRATCH = 'kho_scratch=32M,32M,32M';
 const image = (): KernelModule[] => [physmemModule({ handOffAllRam: false }), memblockModule(), radixTrackerModule(), khoModule(), memblockFdtHandoverModule()];
@@ -81,3 +83,40 @@ function findSubtree(k: Kernel, name: string): number {
   const fdt = decodeFdt(k.get(PhysicalMemory).read(k.get(Kho).rootFdtPhys, PAGE_SIZE));
   return Number(fdt.child(name)!.getU64LE(PROP_SUB_FDT));
 }
+
+describe('reserve_mem through kstate (the default format), and upgrading from the FDT format', () => {
+  const kstateImage = (): KernelModule[] => [...image(), vmallocModule(), kstateModule(), kstateReserveMemModule()];
+
+  it('the default format is kstate; regions come back with their contents and nothing leaks', () => {
+    const machine = createMachine({ mem: '512M' });
+    const k1 = machine.boot({ image: kstateImage(), cmdline: `${SCRATCH} reserve_mem=1M:2M:log` });
+    const ram = machine.device(PhysicalMemory);
+    const log = k1.get(ReserveMem).find('log');
+    ram.write(log.start, text('kept by kstate\n'));
+    const k2 = k1.liveUpdate();
+    expect(k2.get(KState).incoming()!.sections.map((s) => s.id)).toEqual(['reserve_mem']);
+    expect(() => k2.get(Kho).retrieveSubtree('memblock')).toThrow(/no such subtree/);
+    expect(k2.get(ReserveMem).find('log')).toMatchObject({ start: log.start, revived: true });
+    expect(new TextDecoder().decode(ram.read(log.start, 15))).toBe('kept by kstate\n');
+    expect(k2.restore().ok).toBe(true);
+    const fin = k2.finish();
+    expect(fin.plugins.kho.report).toMatchObject({ unrestoredBlocks: 0 });
+    const cold = createMachine({ mem: '512M' }).boot({ image: kstateImage(), cmdline: k2.cmdline.text });
+    expect(k2.get(BuddyAllocator).nrFreePages).toBe(cold.get(BuddyAllocator).nrFreePages);
+  });
+
+  it('a kernel using kstate takes over from one that wrote the FDT format (the upgrade), and hands over in kstate', () => {
+    const { k1, ram, log } = firstKernel(); // FDT format, an image without kstate
+    const k2 = k1.liveUpdate({ image: kstateImage(), cmdline: `${SCRATCH} reserve_mem=1M:2M:log reserve_mem=64K:4K:trace` });
+    expect(k2.get(ReserveMem).regions.map((r) => [r.name, r.revived])).toEqual([
+      ['log', true],
+      ['trace', true],
+    ]);
+    expect(new TextDecoder().decode(ram.read(log.start, 22))).toBe('generation 1 was here\n');
+    k2.restore();
+    expect(k2.finish().plugins.kho.report).toMatchObject({ unrestoredBlocks: 0 });
+    const k3 = k2.liveUpdate();
+    expect(() => k3.get(Kho).retrieveSubtree('memblock')).toThrow(/no such subtree/);
+    expect(k3.get(ReserveMem).find('log')).toMatchObject({ start: log.start, revived: true });
+  });
+});

@@ -51,3 +51,4 @@ export type { RestoreReport } from './restore';
 export { KStateBackend, KhoBackend, type KStateVmalloc } from './backend';
 export { KState, type SaveStats, type FinishReport, type UnrestoredSection } from './kstate';
 export { KStatePlugin, kstateModule } from './plugin';
+export { ReserveMemRegionState, KstateReserveMemHandover, kstateReserveMemModule, type ReserveMemState } from './reserve-mem';

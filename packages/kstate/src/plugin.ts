@@ -15,6 +15,8 @@ import { KState } from './kstate';
 export class KStatePlugin implements KernelPlugin {
   readonly name = 'kstate';
   readonly after = ['kho'];
+  // reserve_mem registers its regions at its own prepare: kstate must save after that
+  readonly afterIfPresent = ['reserve_mem'];
 
   constructor(private readonly kstate: KState) {}
 

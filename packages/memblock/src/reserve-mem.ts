@@ -89,7 +89,7 @@ export function parseReserveMem(values: readonly string[]): ReserveMemRequest[] 
 export class ReserveMem implements KernelPlugin {
   readonly name = 'reserve_mem';
   readonly after = ['memblock'];
-  readonly afterIfPresent = ['kho', 'kstate'];
+  readonly afterIfPresent = ['kho'];
 
   private readonly requests: ReserveMemRequest[];
   private list: ReserveMemRegion[] = [];
