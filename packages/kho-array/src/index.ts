@@ -14,3 +14,17 @@ export {
 } from './array';
 export { KhoArrays } from './arrays';
 export { khoArrayModule } from './module';
+export {
+  BitmapTracker,
+  BitmapMapChecker,
+  checkBitmapBlocks,
+  visitBitmapBlocks,
+  readIncomingBitmaps,
+  type BitmapRef,
+  type IncomingBitmapBlocks,
+  type ParsedBitmapMap,
+  type SerialisedForm,
+} from './bitmap-tracker';
+export { BitmapChunksTracker, writeBitmapChunks, parseBitmapChunks, readIncomingBitmapChunks } from './bitmap-chunks';
+export { BitmapArrayTracker, writeBitmapArray, parseBitmapArray, readIncomingBitmapArray } from './bitmap-array';
+export { bitmapChunksTrackerModule, bitmapArrayTrackerModule } from './module';

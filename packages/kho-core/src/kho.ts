@@ -84,6 +84,7 @@ export class Kho implements KernelPlugin {
   private root: FdtNode | undefined;
   private fdtFolio: Folio | undefined;
   private scratchArrayPhys = 0;
+  private initialMap = 0;
   private finished = false;
   /** Which plugin preserved each outgoing block (head pfn → plugin name): host-side bookkeeping for reports. */
   private readonly owners = new Map<number, string>();
@@ -158,6 +159,7 @@ export class Kho implements KernelPlugin {
     if (!this.enabled) return;
     if (this.scratch.length === 0) throw new KernelError(Errno.ENOMEM, 'KHO has no scratch areas; it stays disabled');
     const mapPhys = this.tracker.init();
+    this.initialMap = mapPhys;
     const fdt = this.buddy.folioAlloc(0);
     try {
       this.ram.fill(fdt.phys, PAGE_SIZE, 0);
@@ -200,6 +202,11 @@ export class Kho implements KernelPlugin {
 
   cancel(): void {
     this.tracker.cancelSerialize();
+    // The map a serialising tracker built is gone: point the FDT back at what init() gave.
+    if (this.root && Number(this.root.getU64LE(PROP_PRESERVED_MEMORY_MAP)) !== this.initialMap) {
+      this.root.setU64LE(PROP_PRESERVED_MEMORY_MAP, this.initialMap);
+      this.writeFdt();
+    }
   }
 
   /**

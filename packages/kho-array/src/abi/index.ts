@@ -195,3 +195,5 @@ export function decodeKaBlockHeader(word: bigint): KaBlockHeader {
     posIncrement: Number(word >> BigInt(KA_V1_POS_INCREMENT_SHIFT)),
   };
 }
+
+export * from './bitmap';

@@ -32,3 +32,4 @@ export function pageHex(chunks: ReadonlyArray<readonly [number, string]>): strin
 }
 
 export { HOSTILE_CASES, HOSTILE_POSITIONS, writeHostileBase, type HostileCase } from './hostile';
+export { bitmapTestMachine, ramForPfns, type BitmapForm, type BitmapTestMachine } from './bitmap';
