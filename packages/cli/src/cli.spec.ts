@@ -107,14 +107,23 @@ describe('handover images', () => {
     const text = cli('inspect', image, '--dtb-out', dtb);
     expect(text.code).toBe(0);
     expect(text.out).toContain('compatible = "kho-v2";');
-    expect(text.out).toContain('kho_test -> 0x');
-    expect(text.out).toContain('(FDT, compatible "kho-test-v2")');
+    expect(text.out).toMatch(/kstate -> 0x[0-9a-f]+ \(kstate stream\)/);
+    expect(text.out).toMatch(/memfd -> 0x[0-9a-f]+ \(memfd file table\)/);
     expect(text.out).toMatch(/Scratch areas:\n {2}lowmem {2}0x[0-9a-f]+ \+/);
     const json = JSON.parse(cli('inspect', image, '--json').out);
     expect(json.fdt.compatible).toBe('kho-v2');
     expect(json.blocks.length).toBe(json.tracker.blocks);
     expect(json.blocks[0]).toEqual({ phys: expect.stringMatching(/^0x[0-9a-f]+$/), order: expect.any(Number) });
-    expect(json.subtrees.map((s: { name: string }) => s.name).sort()).toEqual(['kho_test', 'memfd']);
+    expect(json.subtrees.map((s: { name: string }) => s.name).sort()).toEqual(['kstate', 'memfd']);
+    // the kstate stream, dumped without the writer's code: the self-test's state and the reserve_mem log region
+    const stream = json.subtrees.find((s: { name: string }) => s.name === 'kstate').kstate;
+    expect(stream.sections.map((x: { id: string }) => x.id).sort()).toEqual(['kho_test', 'reserve_mem']);
+    const test = stream.sections.find((x: { id: string }) => x.id === 'kho_test');
+    expect(test.fields.folios.vmalloc.chunks).toEqual([{ phys: expect.stringMatching(/^0x/), entries: 1, firstEntries: [expect.stringMatching(/^0x/)] }]);
+    const log = stream.sections.find((x: { id: string }) => x.id === 'reserve_mem');
+    expect(log.fields.name).toBe('kho_test_log');
+    const files = json.subtrees.find((s: { name: string }) => s.name === 'memfd').memfd;
+    expect(files.map((f: { name: string }) => f.name).sort()).toEqual(['boot.log', 'dense.bin', 'sparse.bin']);
     const blockBytes = json.blocks.reduce((n: number, b: { order: number }) => n + PAGE_SIZE * 2 ** b.order, 0);
     expect(json.tracker.preservedBytes).toBe(blockBytes);
     expect(blockBytes).toBeGreaterThan(16 * 2 ** 20 + 4 * PAGE_SIZE); // the folios, their vmalloc list and chunk, the blob, the FDT, memfd
@@ -123,7 +132,7 @@ describe('handover images', () => {
     const dts = execFileSync('/usr/bin/dtc', ['-I', 'dtb', '-O', 'dts', dtb], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     expect(dts).toContain('compatible = "kho-v2";');
     expect(dts).toContain('preserved-memory-map');
-    expect(dts).toContain('kho_test {');
+    expect(dts).toContain('kstate {');
   });
 });
 

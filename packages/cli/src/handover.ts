@@ -7,7 +7,7 @@ import { machineFor } from './system';
 export interface ImageExtras {
   /** The command line for the next kernel. */
   readonly cmdline: string;
-  /** The tracker that wrote the handover ('radix'). */
+  /** The tracker that wrote the handover: 'radix', 'bitmap-chunks' or 'bitmap-array' (see TRACKER_KINDS). */
   readonly tracker: string;
   /** The demo's settings, when the image came from `kho kexec`. */
   readonly demo?: { mem: number; seed: number };

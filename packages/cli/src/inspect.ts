@@ -12,7 +12,15 @@ import {
   type FdtNode,
   type HandoverImage,
 } from '@kho/kho-core';
-import { readIncomingTree } from '@kho/radix-tracker';
+import { KHO_RADIX_COMPATIBLE, readIncomingTree } from '@kho/radix-tracker';
+import { KHO_V1_COMPATIBLE, KHO_V1_KARR_COMPATIBLE, readIncomingBitmapArray, readIncomingBitmapChunks, type IncomingBitmapBlocks } from '@kho/kho-array';
+import type { TrackerKind } from './system';
+import { KSTATE_SUBTREE, dumpStream } from '@kho/kstate';
+import { MEMFD_SUBTREE, decodeMemfdTable } from '@kho/memfd';
+import { decodeKhoVmallocChunk } from '@kho/vmalloc';
+
+/** The largest memfd table (4 MiB, its own limit). */
+const MEMFD_TABLE_MAX = 4 * 2 ** 20;
 
 /** Everything `kho inspect` decodes from a handover image. */
 export interface Inspection {
@@ -24,9 +32,21 @@ export interface Inspection {
   readonly khoData: { fdtAddr: string; fdtSize: number; scratchAddr: string; scratchSize: number };
   readonly scratch: ReadonlyArray<{ kind: string; addr: string; size: number }>;
   readonly fdt: { compatible: string; preservedMemoryMap: string; dts: string };
-  readonly subtrees: ReadonlyArray<{ name: string; phys: string; compatible?: string; dts?: string }>;
+  readonly subtrees: readonly SubtreeInfo[];
   readonly blocks: ReadonlyArray<{ phys: string; order: number }>;
-  readonly tracker: { kind: string; nodes: number; blocks: number; preservedBytes: number; bytesPerBlock: number; byOrder: Record<string, number> };
+  readonly tracker: {
+    /** Which tracker wrote the map (from the root compatible), and what its map is. */
+    name: TrackerKind;
+    kind: string;
+    /** Pages of the map the next kernel reads (radix: tree nodes; bitmaps: the serialised map and the bitmaps). */
+    metadataPages: number;
+    /** The same as metadataPages (the radix tree's word for them). */
+    nodes: number;
+    blocks: number;
+    preservedBytes: number;
+    bytesPerBlock: number;
+    byOrder: Record<string, number>;
+  };
   /** The root FDT's bytes (its totalsize), for --dtb-out. */
   readonly rootDtb: Uint8Array;
 }
@@ -57,7 +77,8 @@ export function inspectLoaded(file: string, image: HandoverImage): Inspection {
   const compatible = fdt.getString('compatible') ?? '';
   const map = fdt.getU64LE(PROP_PRESERVED_MEMORY_MAP);
   if (map === undefined) fail(`root FDT has no '${PROP_PRESERVED_MEMORY_MAP}'`);
-  if (compatible !== 'kho-v2') fail(`root FDT compatible is '${compatible}' (this inspector reads 'kho-v2')`);
+  const reader = MAP_READERS.get(compatible);
+  if (!reader) fail(`root FDT compatible is '${compatible}' (this inspector reads ${[...MAP_READERS.keys()].map((c) => `'${c}'`).join(', ')})`);
 
   const nScratch = kd.scratchSize / 16;
   if (!Number.isInteger(nScratch) || nScratch < 1 || nScratch > 66 || !ram.isRam(kd.scratchAddr, kd.scratchSize)) {
@@ -69,7 +90,7 @@ export function inspectLoaded(file: string, image: HandoverImage): Inspection {
     size: a.size,
   }));
 
-  const tree = readIncomingTree(ram, map >= 2n ** 53n ? Infinity : Number(map));
+  const tree = reader.read(ram, map >= 2n ** 53n ? Infinity : Number(map));
   const blocks: Array<{ phys: string; order: number }> = [];
   const byOrder: Record<string, number> = {};
   let preservedBytes = 0;
@@ -93,22 +114,87 @@ export function inspectLoaded(file: string, image: HandoverImage): Inspection {
     subtrees,
     blocks,
     tracker: {
-      kind: 'kho-v2 radix tree',
-      nodes: tree.nodes,
+      name: reader.name,
+      kind: reader.kind,
+      metadataPages: tree.pages,
+      nodes: tree.pages,
       blocks: tree.count,
       preservedBytes,
-      bytesPerBlock: tree.count ? Math.round(((tree.nodes * PAGE_SIZE) / tree.count) * 100) / 100 : 0,
+      bytesPerBlock: tree.count ? Math.round(((tree.pages * PAGE_SIZE) / tree.count) * 100) / 100 : 0,
       byOrder,
     },
     rootDtb: fdtPage.slice(0, Math.min(totalsize, PAGE_SIZE)),
   };
 }
 
-function describeSubtree(ram: PhysicalMemory, node: FdtNode): { name: string; phys: string; compatible?: string; dts?: string } {
+/** The blocks of a tracker's map (checked as the next kernel checks it) and the number of pages the map occupies. */
+interface MapContents {
+  count: number;
+  pfns: number[];
+  orders: number[];
+  pages: number;
+}
+
+/** A tracker's map reader. */
+interface MapReader {
+  readonly name: TrackerKind;
+  readonly kind: string;
+  read(ram: PhysicalMemory, mapPhys: number): MapContents;
+}
+
+/** The readers, by the root compatible of the handover they read. */
+const MAP_READERS = new Map<string, MapReader>([
+  [KHO_RADIX_COMPATIBLE, { name: 'radix', kind: 'kho-v2 radix tree', read: readRadix }],
+  [KHO_V1_COMPATIBLE, { name: 'bitmap-chunks', kind: 'kho-v1 bitmaps in a chunk list', read: (ram, map) => bitmapContents(readIncomingBitmapChunks(ram, map)) }],
+  [KHO_V1_KARR_COMPATIBLE, { name: 'bitmap-array', kind: 'kho-v1-karr bitmaps through a KHO array', read: (ram, map) => bitmapContents(readIncomingBitmapArray(ram, map)) }],
+]);
+
+function readRadix(ram: PhysicalMemory, map: number): MapContents {
+  const t = readIncomingTree(ram, map);
+  return { count: t.count, pfns: t.pfns, orders: t.orders, pages: t.nodes };
+}
+
+function bitmapContents(t: IncomingBitmapBlocks): MapContents {
+  return { count: t.count, pfns: t.pfns, orders: t.orders, pages: t.metadataPages };
+}
+
+/** What `kho inspect` says about one subtree: its blob, decoded by what it is. */
+export interface SubtreeInfo {
+  name: string;
+  phys: string;
+  compatible?: string;
+  dts?: string;
+  /** The kstate stream as JSON (subtree `kstate`), with every vmalloc buffer's chunk list. */
+  kstate?: unknown;
+  /** The memfd file table (subtree `memfd`). */
+  memfd?: unknown;
+  /** Why the blob could not be decoded. */
+  error?: string;
+}
+
+function describeSubtree(ram: PhysicalMemory, node: FdtNode): SubtreeInfo {
   const prop = node.getProp(PROP_SUB_FDT);
   if (!prop || prop.length !== 8) return { name: node.name, phys: `(bad ${PROP_SUB_FDT}: ${prop ? `${prop.length} bytes` : 'missing'})` };
   const phys = Number(new DataView(prop.buffer, prop.byteOffset, 8).getBigUint64(0, true));
-  const out: { name: string; phys: string; compatible?: string; dts?: string } = { name: node.name, phys: hex(phys) };
+  const out: SubtreeInfo = { name: node.name, phys: hex(phys) };
+  const why = (e: unknown): string => (e instanceof Error ? e.message.replace(/^E[A-Z0-9]+: /, '') : String(e));
+  if (node.name === KSTATE_SUBTREE) {
+    try {
+      out.kstate = withVmallocChunks(ram, dumpStream(ram, phys));
+    } catch (e) {
+      out.error = why(e);
+    }
+    return out;
+  }
+  if (node.name === MEMFD_SUBTREE) {
+    try {
+      const r = ram.rangeOf(phys);
+      out.memfd = decodeMemfdTable(ram.read(phys, Math.min(MEMFD_TABLE_MAX, r.start + r.size - phys)));
+    } catch (e) {
+      out.error = why(e);
+    }
+    return out;
+  }
   if (Number.isSafeInteger(phys) && ram.isRam(phys, 8) && ram.readU32(phys) === swap(FDT_MAGIC)) {
     try {
       const size = Math.min(PAGE_SIZE * 16, swap(ram.readU32(phys + 4)));
@@ -122,6 +208,35 @@ function describeSubtree(ram: PhysicalMemory, node: FdtNode): { name: string; ph
     }
   }
   return out;
+}
+
+/**
+ * Adds to every `{ vmalloc: { first, totalPages, order } }` in a kstate dump the chunk list it points at (spec
+ * section 6: next u64 + phys[511], zero-terminated), followed with a bound and a cycle check.
+ */
+function withVmallocChunks(ram: PhysicalMemory, v: unknown): unknown {
+  if (Array.isArray(v)) return v.map((x) => withVmallocChunks(ram, x));
+  if (v === null || typeof v !== 'object') return v;
+  const o = v as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(o)) out[k] = withVmallocChunks(ram, x);
+  const vm = o.vmalloc as { first?: string } | undefined;
+  if (vm && typeof vm.first === 'string') out.vmalloc = { ...(out.vmalloc as object), chunks: vmallocChunks(ram, Number(vm.first)) };
+  return out;
+}
+
+function vmallocChunks(ram: PhysicalMemory, first: number): Array<{ phys: string; entries: number; firstEntries: string[] }> | string {
+  const chunks: Array<{ phys: string; entries: number; firstEntries: string[] }> = [];
+  const seen = new Set<number>();
+  for (let c = first; c !== 0; ) {
+    if (!Number.isSafeInteger(c) || c % PAGE_SIZE !== 0 || !ram.isRam(c, PAGE_SIZE)) return `chunk ${hex(c)} is not a page of RAM`;
+    if (seen.has(c) || seen.size >= 4096) return `chunk ${hex(c)}: a cycle or too many chunks`;
+    seen.add(c);
+    const page = decodeKhoVmallocChunk(ram.read(c, PAGE_SIZE));
+    chunks.push({ phys: hex(c), entries: page.phys.length, firstEntries: page.phys.slice(0, 4).map((p) => hex(p)) });
+    c = page.next;
+  }
+  return chunks;
 }
 
 /** Byte swap of a u32: FDT headers are big-endian, RAM reads little-endian. */
@@ -145,12 +260,15 @@ export function formatInspection(r: Inspection): string {
   lines.push('');
   lines.push(`Subtrees: ${r.subtrees.length}`);
   for (const s of r.subtrees) {
-    lines.push(`  ${s.name} -> ${s.phys}${s.compatible ? ` (FDT, compatible "${s.compatible}")` : ''}`);
+    const kind = s.compatible ? ` (FDT, compatible "${s.compatible}")` : s.kstate ? ' (kstate stream)' : s.memfd ? ' (memfd file table)' : '';
+    lines.push(`  ${s.name} -> ${s.phys}${kind}`);
     if (s.dts) lines.push(...s.dts.split('\n').map((l) => `    ${l}`));
+    for (const x of [s.kstate, s.memfd]) if (x !== undefined) lines.push(...JSON.stringify(x, null, 2).split('\n').map((l) => `    ${l}`));
+    if (s.error) lines.push(`    (could not decode: ${s.error})`);
   }
   lines.push('');
   const t = r.tracker;
-  lines.push(`Tracker: ${t.kind}, ${t.nodes} nodes (${formatBytes(t.nodes * PAGE_SIZE)}), ${t.blocks} blocks, ${formatBytes(t.preservedBytes)} preserved, ${t.bytesPerBlock} metadata bytes per block`);
+  lines.push(`Tracker: ${t.kind} (${t.name}), ${t.metadataPages} metadata pages (${formatBytes(t.metadataPages * PAGE_SIZE)}), ${t.blocks} blocks, ${formatBytes(t.preservedBytes)} preserved, ${t.bytesPerBlock} metadata bytes per block`);
   lines.push(`  blocks by order: ${Object.entries(t.byOrder).map(([o, n]) => `${o}:${n}`).join(' ') || 'none'}`);
   lines.push('Preserved blocks (phys, order):');
   for (const b of r.blocks) lines.push(`  ${b.phys} ${b.order}`);

@@ -14,6 +14,14 @@ import { createProgress } from './progress';
 import { readScenario } from './scenario/schema';
 import { runScenario, type ScenarioResult } from './scenario/run';
 import { writeReport } from './report/html';
+import { TRACKER_KINDS, isTrackerKind, type TrackerKind } from './system';
+
+/** What each tracker writes for the next kernel. */
+const TRACKER_FORMATS: Record<TrackerKind, string> = {
+  radix: 'kho-v2 radix tree',
+  'bitmap-chunks': 'kho-v1 bitmaps, chunk list',
+  'bitmap-array': 'kho-v1-karr bitmaps, KHO array',
+};
 
 /** Exit codes of every command. */
 export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
@@ -44,13 +52,14 @@ interface DemoFlags {
   ram: number;
   nodes: number;
   cmdline: string;
+  tracker: TrackerKind;
   json?: boolean;
 }
 
 function demoOptions(f: DemoFlags): DemoOptions {
   if (f.mem % PAGE_SIZE !== 0) throw new KernelError(22, `--mem ${f.mem} is not a multiple of the page size (${PAGE_SIZE})`);
   if (f.mem > f.ram / 2) throw new KernelError(22, `--mem ${formatBytes(f.mem)} is more than half of --ram ${formatBytes(f.ram)} (scratch and the kernel need the rest)`);
-  return { seed: f.seed, mem: f.mem, ram: f.ram, nodes: f.nodes, cmdline: f.cmdline };
+  return { seed: f.seed, mem: f.mem, ram: f.ram, nodes: f.nodes, cmdline: f.cmdline, tracker: f.tracker };
 }
 
 function addDemoOptions(cmd: Command): Command {
@@ -59,7 +68,15 @@ function addDemoOptions(cmd: Command): Command {
     .option('--mem <size>', 'bytes of folios to preserve (K, M, G suffixes)', sizeArg('--mem'), DEFAULT_DEMO.mem)
     .option('--ram <size>', 'RAM of the simulated machine', sizeArg('--ram'), DEFAULT_DEMO.ram)
     .option('--nodes <n>', 'NUMA nodes', intArg('--nodes', 1, 64), DEFAULT_DEMO.nodes)
-    .option('--cmdline <text>', 'kernel command line of every boot (e.g. "kho_scratch=64M,64M,64M")', DEFAULT_DEMO.cmdline);
+    .option('--cmdline <text>', 'kernel command line of every boot (e.g. "kho_scratch=64M,64M,64M")', DEFAULT_DEMO.cmdline)
+    .addOption(trackerOption().default('radix'));
+}
+
+/** `--tracker`: the preserved-memory tracker of the kernels. */
+function trackerOption(): Option {
+  return new Option('--tracker <name>', 'preserved-memory tracker: the kho-v2 radix tree, or kho-v1 bitmaps as a chunk list or through a KHO array').choices(
+    TRACKER_KINDS,
+  );
 }
 
 function printSecondHalf(s: SecondHalf, out: string[]): void {
@@ -99,7 +116,7 @@ function formatDemo(r: DemoReport): string {
   out.push(`kho demo: seed ${r.seed}, ${formatBytes(r.mem)} of folios on a ${formatBytes(r.ram)} machine`);
   out.push(`first kernel: ${f.folios} folios of random order, ${formatBytes(f.bytesPreserved)}; memfd files ${formatBytes(f.fileBytes)}`);
   out.push(`  preserved ${f.blocksPreserved} blocks (the test folios and their list, the memfd files and their table, the root FDT)`);
-  out.push(`  tracker: ${f.trackerPages} radix-tree pages (${formatBytes(f.trackerPages * PAGE_SIZE)})`);
+  out.push(`  tracker: ${f.tracker} (${TRACKER_FORMATS[f.tracker]}), ${f.trackerPages} pages of metadata (${formatBytes(f.trackerPages * PAGE_SIZE)})`);
   out.push(`  scratch: ${f.scratch.map((a) => `${hex(a.addr)}+${formatBytes(a.size)}`).join(', ')}`);
   out.push(`  time: ${Object.entries(f.ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}`);
   printSecondHalf(r.second, out);
@@ -144,7 +161,7 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
     .action((flags: DemoFlags & { image: string }) => {
       const opts = demoOptions(flags);
       const first = runFirstHalf(opts);
-      writeHandoverImage(flags.image, first.machine, first.params, { cmdline: opts.cmdline, tracker: 'radix', demo: { mem: opts.mem, seed: opts.seed } });
+      writeHandoverImage(flags.image, first.machine, first.params, { cmdline: first.params.cmdline, tracker: first.tracker, demo: { mem: opts.mem, seed: opts.seed } });
       const { machine: _m, params: _p, ...summary } = first;
       if (flags.json) io.out(`${JSON.stringify({ image: flags.image, ...summary }, null, 2)}\n`);
       else io.out(`wrote ${flags.image}: ${summary.folios} folios, ${summary.blocksPreserved} preserved blocks, ${formatBytes(summary.bytesPreserved)}\n`);
@@ -155,11 +172,18 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
     .command('boot')
     .description("boot a new kernel from a handover image and run the demo's restore half")
     .requiredOption('--image <file>', 'handover image written by `kho kexec`')
+    .addOption(trackerOption().default(undefined, "the image's"))
     .option('--json', 'print the report as JSON')
-    .action((flags: { image: string; json?: boolean }) => {
+    .addHelpText('after', "\nA --tracker other than the image's makes the next kernel refuse the handover (exit 1).")
+    .action((flags: { image: string; tracker?: TrackerKind; json?: boolean }) => {
       const loaded = loadHandoverImage(flags.image);
       const demo = loaded.extras.demo ?? { mem: DEFAULT_DEMO.mem, seed: DEFAULT_DEMO.seed };
-      const opts: DemoOptions = { ...DEFAULT_DEMO, ...demo, cmdline: loaded.extras.cmdline ?? '' };
+      const written = loaded.extras.tracker ?? 'radix';
+      if (!flags.tracker && !isTrackerKind(written)) {
+        throw new KernelError(Errno.EINVAL, `image: tracker '${written}' is not one of ${TRACKER_KINDS.join(', ')} (give --tracker)`);
+      }
+      const tracker = flags.tracker ?? (written as TrackerKind);
+      const opts: DemoOptions = { ...DEFAULT_DEMO, ...demo, cmdline: loaded.extras.cmdline ?? '', tracker };
       const second = runSecondHalf(loaded.machine, loaded.params, opts, loaded.ranges);
       if (flags.json) io.out(`${JSON.stringify(second, null, 2)}\n`);
       else {

@@ -1,13 +1,40 @@
 import { inject, injectable, type DependencyContainer } from 'tsyringe';
-import { Errno, KernelError, KernelLog, hex, registerPerBoot, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
+import { Errno, KernelError, KernelInfo, KernelLog, hex, registerPerBoot, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
 import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
-import { FdtNode, Kho, decodeFdt, encodeFdt } from '@kho/kho-core';
-import { KHO_VMALLOC_SIZE, KhoVmalloc, Vmalloc } from '@kho/vmalloc';
+import { Kho } from '@kho/kho-core';
+import { KState, describe, phys, u64, vmallocBuf } from '@kho/kstate';
+import { ReserveMem, type ReserveMemRegion } from '@kho/memblock';
+import { Vmalloc } from '@kho/vmalloc';
 import { CHECKSUM_SEED, SeededWords, checksumBlock, fillFolio } from './data';
 
-/** Name of the demo's subtree in the root FDT and the compatible string of its blob (an FDT). */
-export const KHO_TEST_SUBTREE = 'kho_test';
-export const KHO_TEST_COMPATIBLE = 'kho-test-v2';
+/** The self-test's kstate description id, and the reserve_mem region its log lives in. */
+export const KHO_TEST_ID = 'kho_test';
+export const KHO_TEST_LOG_REGION = 'kho_test_log';
+/** The `reserve_mem=` the demo adds to every command line for its log. */
+export const KHO_TEST_LOG_CMDLINE = `reserve_mem=64K:4K:${KHO_TEST_LOG_REGION}`;
+
+/** The self-test's handover state, as kstate carries it. */
+export interface KhoTestState {
+  /** How many folios, and the vmalloc array of their `phys | order` entries. */
+  nrFolios: bigint;
+  folios: number;
+  /** The checksum over every folio's bytes, in list order. */
+  csum: bigint;
+  /** Where the log region was (its pages are reserve_mem's to hand over). */
+  logStart: number;
+  logSize: bigint;
+}
+
+/**
+ * The self-test's state description (kstate id `kho_test`, instance 0): the folio count, the vmalloc array of
+ * `phys | order` entries (kstate preserves it and restores it into a new area), the checksum, the log region.
+ */
+export const KhoTestStateDesc = describe<KhoTestState>({
+  name: 'kho_test',
+  id: KHO_TEST_ID,
+  version: 1,
+  fields: [u64('nrFolios'), vmallocBuf('folios'), u64('csum'), phys('logStart'), u64('logSize')],
+});
 
 /** The demo's settings, from the command line of `kho demo`. */
 export const KhoTestConfig = Symbol('KhoTestConfig');
@@ -28,13 +55,31 @@ export interface KhoTestRestore {
   readonly checksumExpected: string;
   readonly checksumActual: string;
   readonly verified: boolean;
+  /** The log region's lines, as the previous kernels left them (when the region came back). */
+  readonly log: readonly string[];
+}
+
+/** The log: a u32 byte count, then UTF-8 lines. Appends a line; returns every line. */
+function appendLog(ram: PhysicalMemory, start: number, size: number, line: string | undefined): string[] {
+  const used = Math.min(ram.readU32(start), size - 4);
+  let text = new TextDecoder().decode(ram.read(start + 4, used));
+  if (line !== undefined) {
+    const bytes = new TextEncoder().encode(`${line}\n`);
+    if (4 + used + bytes.length <= size) {
+      ram.write(start + 4 + used, bytes);
+      ram.writeU32(start, used + bytes.length);
+      text += `${line}\n`;
+    }
+  }
+  return text.split('\n').filter((l) => l.length > 0);
 }
 
 /**
  * The live-update self-test (after upstream's test_kho): folios of random order filled with seeded random
- * bytes; at prepare every folio is preserved and a blob (an FDT: folio count, the kho_vmalloc descriptor of the preserved vmalloc list of
- * `phys | order` entries, the checksum) is added as subtree `kho_test`; the next kernel restores every folio,
- * checks its order and the checksum, and at finish frees everything.
+ * bytes, listed in a vmalloc array; the plugin describes its handover state with kstate (folio count, the
+ * array, the checksum, its log region) and preserves every folio at prepare. The next kernel restores the state
+ * and every folio, checks each order and the checksum, appends to the log kept in a `reserve_mem` region, and
+ * at finish frees everything.
  */
 @injectable()
 export class KhoTest implements KernelPlugin {
@@ -43,10 +88,8 @@ export class KhoTest implements KernelPlugin {
 
   private folios: Folio[] = [];
   private checksum = CHECKSUM_SEED;
-  private listAddr = 0;
-  private listDesc: Uint8Array | undefined;
+  private prepared = false;
   private restoredList = 0;
-  private blobPhys = 0;
   private restored: Folio[] = [];
   /** The outcome of the last restore, if one ran. */
   lastRestore: KhoTestRestore | undefined;
@@ -57,11 +100,16 @@ export class KhoTest implements KernelPlugin {
     private readonly ram: PhysicalMemory,
     private readonly log: KernelLog,
     private readonly vmalloc: Vmalloc,
-    private readonly khoVmalloc: KhoVmalloc,
+    private readonly kstate: KState,
+    private readonly reserveMem: ReserveMem,
+    private readonly info: KernelInfo,
     @inject(KhoTestConfig) private readonly config: KhoTestConfig,
   ) {}
 
-  /** Allocates folios of random order until `config.mem` bytes are used, fills them and checksums them. */
+  /**
+   * Allocates folios of random order until `config.mem` bytes are used, fills them, checksums them, lists them
+   * in a vmalloc array and registers the state with kstate (saved at prepare). Unwinds everything on failure.
+   */
   generate(onProgress?: (bytes: number) => void): { folios: number; bytes: number } {
     const rng = new SeededWords(this.config.seed);
     let used = 0;
@@ -78,8 +126,21 @@ export class KhoTest implements KernelPlugin {
         used += folio.size;
         onProgress?.(used);
       }
+      this.checksum = this.folios.reduce((h, f) => checksumBlock(this.ram, f.pfn, f.order, h), CHECKSUM_SEED);
+      if (this.folios.length === 0) return;
+      const list = this.vmalloc.vmalloc(this.folios.length * 8);
+      u.push(() => this.vmalloc.vfree(list));
+      this.folios.forEach((f, i) => this.vmalloc.writeU64(list + i * 8, f.phys + f.order));
+      const region = this.logRegion();
+      this.kstate.register(KhoTestStateDesc, 0, {
+        nrFolios: BigInt(this.folios.length),
+        folios: list,
+        csum: BigInt(this.checksum),
+        logStart: region?.start ?? 0,
+        logSize: BigInt(region?.size ?? 0),
+      });
+      if (region) appendLog(this.ram, region.start, region.size, `generation ${this.info.generation}: ${this.folios.length} folios, checksum ${hex(this.checksum)}`);
     });
-    this.checksum = this.folios.reduce((h, f) => checksumBlock(this.ram, f.pfn, f.order, h), CHECKSUM_SEED);
     this.log.info('kho-test', `generated ${this.folios.length} folios, ${used} bytes, checksum ${hex(this.checksum)}`);
     return { folios: this.folios.length, bytes: used };
   }
@@ -89,6 +150,7 @@ export class KhoTest implements KernelPlugin {
     return this.folios;
   }
 
+  /** Preserves every folio (kstate preserves the state and the array at its own prepare). */
   prepare(): void {
     if (this.folios.length === 0) return;
     withUnwind((u) => {
@@ -96,68 +158,35 @@ export class KhoTest implements KernelPlugin {
         this.kho.preserveFolio(f);
         u.push(() => this.kho.unpreserveFolio(f));
       }
-      // The list of (phys | order) lives in a preserved vmalloc area, as upstream's self-test keeps it.
-      const list = this.vmalloc.vmalloc(this.folios.length * 8);
-      u.push(() => this.vmalloc.vfree(list));
-      this.folios.forEach((f, i) => this.vmalloc.writeU64(list + i * 8, f.phys + f.order));
-      const desc = this.khoVmalloc.preserveVmalloc(list);
-      u.push(() => this.khoVmalloc.unpreserveVmalloc(desc));
-      const fdt = new FdtNode('');
-      fdt.setString('compatible', KHO_TEST_COMPATIBLE);
-      fdt.setU64LE('nr_folios', this.folios.length);
-      fdt.setProp('folios', desc);
-      fdt.setU64LE('csum', this.checksum);
-      const blob = this.kho.allocPreserve(PAGE_SIZE);
-      u.push(() => this.kho.unpreserveFree(blob));
-      this.ram.write(blob, encodeFdt(fdt, { totalSize: PAGE_SIZE }));
-      this.kho.addSubtree(KHO_TEST_SUBTREE, blob);
-      this.listAddr = list;
-      this.listDesc = desc;
-      this.blobPhys = blob;
     });
+    this.prepared = true;
   }
 
   cancel(): void {
-    if (this.blobPhys === 0) return;
-    this.kho.removeSubtree(this.blobPhys);
-    this.kho.unpreserveFree(this.blobPhys);
-    this.khoVmalloc.unpreserveVmalloc(this.listDesc!);
-    this.vmalloc.vfree(this.listAddr);
+    if (!this.prepared) return;
     for (const f of this.folios) this.kho.unpreserveFolio(f);
-    this.blobPhys = 0;
-    this.listAddr = 0;
-    this.listDesc = undefined;
+    this.prepared = false;
   }
 
-  /** Restores every folio of the previous kernel's `kho_test` subtree and verifies orders and checksum. */
+  /** Restores the state, every folio of the previous kernel's test, and verifies orders and checksum. */
   restore(): PluginReport | void {
     if (!this.kho.isKhoBoot()) return;
-    let blob: number;
+    let state: KhoTestState;
     try {
-      blob = this.kho.retrieveSubtree(KHO_TEST_SUBTREE);
+      state = this.kstate.restore(KhoTestStateDesc, 0).object;
     } catch (e) {
       if (e instanceof KernelError && e.errno === Errno.ENOENT) return; // the previous kernel ran no test
       throw e;
     }
-    const blobFolio = this.kho.restoreFolio(blob);
-    this.restored.push(blobFolio);
-    const fdt = decodeFdt(this.ram.read(blob, PAGE_SIZE));
-    if (fdt.getString('compatible') !== KHO_TEST_COMPATIBLE) {
-      throw new KernelError(Errno.EINVAL, `kho_test blob compatible is '${fdt.getString('compatible')}' (wanted '${KHO_TEST_COMPATIBLE}')`);
-    }
-    const nr = Number(fdt.getU64LE('nr_folios') ?? -1n);
-    const desc = fdt.getProp('folios');
-    const expected = Number(fdt.getU64LE('csum') ?? -1n);
-    if (!Number.isSafeInteger(nr) || nr < 0 || nr > this.ram.totalBytes / PAGE_SIZE) {
-      throw new KernelError(Errno.EINVAL, `kho_test nr_folios ${nr} is out of range`);
-    }
-    if (!desc || desc.length !== KHO_VMALLOC_SIZE) {
-      throw new KernelError(Errno.EINVAL, `kho_test 'folios' is ${desc ? `${desc.length} bytes` : 'missing'} (wanted a ${KHO_VMALLOC_SIZE}-byte kho_vmalloc)`);
-    }
-    const list = this.khoVmalloc.restoreVmalloc(desc);
+    const nr = Number(state.nrFolios);
+    const expected = Number(state.csum);
+    const list = state.folios;
     this.restoredList = list;
-    const area = this.vmalloc.findVmArea(list)!;
-    if (area.size < nr * 8) throw new KernelError(Errno.EINVAL, `kho_test folio list holds ${area.size / 8} entries (wanted ${nr})`);
+    if (!Number.isSafeInteger(nr) || nr < 0 || nr > this.ram.totalBytes / PAGE_SIZE) {
+      throw new KernelError(Errno.EINVAL, `kho_test nrFolios ${nr} is out of range`);
+    }
+    const area = this.vmalloc.findVmArea(list);
+    if (!area || area.size < nr * 8) throw new KernelError(Errno.EINVAL, `kho_test folio list holds ${(area?.size ?? 0) / 8} entries (wanted ${nr})`);
     let h = CHECKSUM_SEED;
     let bytes = 0;
     let ordersMatch = true;
@@ -172,14 +201,9 @@ export class KhoTest implements KernelPlugin {
       bytes += folio.size;
     }
     const verified = ordersMatch && h === expected;
-    this.lastRestore = {
-      folios: nr,
-      bytes,
-      ordersMatch,
-      checksumExpected: hex(expected),
-      checksumActual: hex(h),
-      verified,
-    };
+    const region = this.logRegion();
+    const log = region && region.revived && region.start === state.logStart ? appendLog(this.ram, region.start, region.size, `generation ${this.info.generation}: restored ${nr} folios, ${verified ? 'verified' : 'FAILED'}`) : [];
+    this.lastRestore = { folios: nr, bytes, ordersMatch, checksumExpected: hex(expected), checksumActual: hex(h), verified, log };
     this.log.info('kho-test', `restored ${nr} folios (${bytes} bytes): ${verified ? 'verified' : 'VERIFICATION FAILED'}`);
     if (!verified) {
       throw new KernelError(Errno.EIO, `kho_test: checksum ${hex(h)} (wanted ${hex(expected)}), orders ${ordersMatch ? 'match' : 'differ'}`);
@@ -195,6 +219,10 @@ export class KhoTest implements KernelPlugin {
     if (this.restoredList !== 0) this.vmalloc.vfree(this.restoredList);
     this.restoredList = 0;
     if (n > 0) return { freedFolios: n };
+  }
+
+  private logRegion(): ReserveMemRegion | undefined {
+    return this.reserveMem.regions.find((r) => r.name === KHO_TEST_LOG_REGION);
   }
 }
 

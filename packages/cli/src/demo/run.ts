@@ -1,9 +1,9 @@
 import { Phase, formatBytes, type BootParams, type Kernel, type Machine } from '@kho/kernel';
 import { BuddyAllocator, PhysicalMemory, type RamRange } from '@kho/physmem';
 import { Kho, Tracker, type ScratchArea } from '@kho/kho-core';
-import { kernelImage, machineFor } from '../system';
+import { kernelImage, machineFor, type TrackerKind } from '../system';
 import { type DemoFilesCheck, verifyDemoFiles, writeDemoFiles } from './files';
-import { KhoTest, type KhoTestRestore } from './kho-test';
+import { KHO_TEST_LOG_CMDLINE, KhoTest, type KhoTestRestore } from './kho-test';
 
 /** Settings of `kho demo`, `kho kexec` and `kho boot`. */
 export interface DemoOptions {
@@ -15,6 +15,8 @@ export interface DemoOptions {
   readonly nodes: number;
   /** Kernel command line of both boots (default empty). */
   readonly cmdline: string;
+  /** The preserved-memory tracker of the kernels (default 'radix'). */
+  readonly tracker?: TrackerKind;
 }
 
 export const DEFAULT_DEMO: DemoOptions = { mem: 256 * 2 ** 20, seed: 1, ram: 4 * 2 ** 30, nodes: 1, cmdline: '' };
@@ -36,6 +38,8 @@ export interface FirstHalf {
   /** Bytes written into the preserved memfd files. */
   readonly fileBytes: number;
   readonly blocksPreserved: number;
+  /** The tracker that recorded the blocks, and the pages of its metadata at the jump. */
+  readonly tracker: TrackerKind;
   readonly trackerPages: number;
   readonly scratch: readonly ScratchArea[];
   readonly ms: Record<string, number>;
@@ -81,8 +85,9 @@ function round(n: number): number {
 export function runFirstHalf(opts: DemoOptions, machine?: Machine, hooks: RunHooks = {}): FirstHalf {
   const ms: Record<string, number> = {};
   const m = machine ?? machineFor({ ram: opts.ram, nodes: opts.nodes });
-  const image = kernelImage({ mem: opts.mem, seed: opts.seed });
-  const k1 = time(ms, 'boot', () => m.boot({ image, cmdline: opts.cmdline }));
+  const image = kernelImage({ mem: opts.mem, seed: opts.seed }, { tracker: opts.tracker });
+  // The self-test keeps a log in a reserve_mem region that survives every update.
+  const k1 = time(ms, 'boot', () => m.boot({ image, cmdline: `${KHO_TEST_LOG_CMDLINE} ${opts.cmdline}`.trim() }));
   const kho = k1.get(Kho);
   if (!kho.isEnabled()) throw new Error(`KHO is not enabled in the first kernel (${k1.log.filter('error', 'kho').map((l) => l.message).join('; ') || 'kho=off'})`);
   const test = k1.get(KhoTest);
@@ -101,6 +106,7 @@ export function runFirstHalf(opts: DemoOptions, machine?: Machine, hooks: RunHoo
     bytesPreserved: gen.bytes,
     fileBytes,
     blocksPreserved: stats.blocks,
+    tracker: opts.tracker ?? 'radix',
     trackerPages: stats.metadataPages,
     scratch,
     ms,
@@ -120,7 +126,7 @@ export function runSecondHalf(
 ): SecondHalf {
   const ms: Record<string, number> = {};
   const errors: string[] = [];
-  const image = kernelImage({ mem: opts.mem, seed: opts.seed });
+  const image = kernelImage({ mem: opts.mem, seed: opts.seed }, { tracker: opts.tracker });
   const k2: Kernel = time(ms, 'boot', () => machine.bootFrom(params, { image }));
   ms['boot.walk'] = round((k2.phaseMs.get(Phase.BootEarly) ?? 0) + (k2.phaseMs.get(Phase.BootMm) ?? 0));
   const kho = k2.get(Kho);
@@ -138,7 +144,7 @@ export function runSecondHalf(
   if (!stats.khoBoot) errors.push(`no handover was revived${stats.revivalError ? `: ${stats.revivalError}` : ''}`);
   else if (!test.lastRestore) errors.push('the previous kernel left no kho_test subtree');
   if (unrestoredBlocks > 0) errors.push(`${unrestoredBlocks} preserved blocks were never restored`);
-  const freePagesColdBoot = coldBootFreePages(ranges, opts);
+  const freePagesColdBoot = coldBootFreePages(ranges, opts, k2.cmdline.text);
   if (errors.length === 0 && freePagesAfterFinish !== freePagesColdBoot) {
     errors.push(`free pages after finish ${freePagesAfterFinish} differ from a cold boot's ${freePagesColdBoot} (leak of ${formatBytes((freePagesColdBoot - freePagesAfterFinish) * 4096)})`);
   }
@@ -156,10 +162,10 @@ export function runSecondHalf(
   };
 }
 
-/** Free pages of a cold boot of a machine with the same RAM map and command line (the leak baseline). */
-export function coldBootFreePages(ranges: readonly RamRange[], opts: DemoOptions): number {
+/** Free pages of a cold boot of a machine with the same RAM map and exactly this command line (the leak baseline). */
+export function coldBootFreePages(ranges: readonly RamRange[], opts: DemoOptions, cmdline = opts.cmdline): number {
   const m = machineFor({ ranges });
-  const k = m.boot({ image: kernelImage({ mem: opts.mem, seed: opts.seed }), cmdline: opts.cmdline });
+  const k = m.boot({ image: kernelImage({ mem: opts.mem, seed: opts.seed }, { tracker: opts.tracker }), cmdline });
   const free = k.get(BuddyAllocator).nrFreePages;
   m.shutdown();
   return free;

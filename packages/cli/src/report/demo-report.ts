@@ -1,5 +1,6 @@
 import { formatBytes, hex, type Kernel } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
+import { Tracker } from '@kho/kho-core';
 import type { DemoReport, RunHooks } from '../demo/run';
 import type { KexecSection, ReportData } from './html';
 import { ownersFrom, snapshotKernel, type MemoryMapSnapshot } from './snapshot';
@@ -9,7 +10,10 @@ export class DemoReportCollector implements RunHooks {
   before: MemoryMapSnapshot | undefined;
   after: MemoryMapSnapshot | undefined;
 
+  private compatible = '';
+
   atJump(kernel: Kernel): void {
+    this.compatible = kernel.get<Tracker>(Tracker).compatible;
     this.before = snapshotKernel(kernel, `generation ${kernel.generation} at the jump (after serialize)`);
   }
 
@@ -38,7 +42,7 @@ export class DemoReportCollector implements RunHooks {
       before: this.before,
       after: this.after,
       stats: {
-        tracker: 'kho-v2 radix tree',
+        tracker: `${r.first.tracker} (root compatible ${this.compatible})`,
         'blocks preserved': r.first.blocksPreserved,
         'tracker pages': r.first.trackerPages,
         'tracker bytes per block': Math.round(((r.first.trackerPages * PAGE_SIZE) / Math.max(1, r.first.blocksPreserved)) * 100) / 100,

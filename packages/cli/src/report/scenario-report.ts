@@ -1,5 +1,6 @@
 import type { Kernel } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
+import { Tracker } from '@kho/kho-core';
 import type { ScenarioResult } from '../scenario/run';
 import type { KexecSection, ReportData } from './html';
 import { ownersFrom, snapshotKernel, type MemoryMapSnapshot } from './snapshot';
@@ -9,7 +10,10 @@ export class ScenarioReportCollector {
   private readonly before = new Map<number, MemoryMapSnapshot>();
   private readonly after = new Map<number, MemoryMapSnapshot>();
 
+  private readonly compatible = new Map<number, string>();
+
   atJump(kernel: Kernel, generation: number): void {
+    this.compatible.set(generation, `root compatible ${kernel.get<Tracker>(Tracker).compatible}`);
     this.before.set(generation, snapshotKernel(kernel, `generation ${generation} at the jump (after serialize)`));
   }
 
@@ -31,7 +35,7 @@ export class ScenarioReportCollector {
         before,
         after,
         stats: {
-          tracker: 'kho-v2 radix tree',
+          tracker: this.compatible.get(g.generation) ?? '',
           'blocks preserved': g.preserved.blocks,
           'tracker pages': g.preserved.trackerPages,
           'tracker bytes per block': Math.round(((g.preserved.trackerPages * PAGE_SIZE) / Math.max(1, g.preserved.blocks)) * 100) / 100,

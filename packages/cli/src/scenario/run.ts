@@ -35,7 +35,7 @@ export interface ScenarioHooks {
 
 function imageFor(s: Scenario, gen: number): KernelModule[] {
   const f = s.generations[gen - 1]?.preserve.folios;
-  return kernelImage({ mem: f?.total ?? 0, seed: s.seed + gen - 1, minOrder: f?.minOrder, maxOrder: f?.maxOrder });
+  return kernelImage({ mem: f?.total ?? 0, seed: s.seed + gen - 1, minOrder: f?.minOrder, maxOrder: f?.maxOrder }, { tracker: s.tracker });
 }
 
 function cmdlineOf(s: Scenario, gen: number): string {

@@ -3,6 +3,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { Errno, KernelError, parseSize } from '@kho/kernel';
 import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem';
+import { TRACKER_KINDS } from '../system';
 
 /** A size: bytes as a number, or a string with a K, M, G or T suffix as on a kernel command line. */
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
@@ -54,7 +55,8 @@ export const ScenarioSchema = z
       .default({}),
     /** Kernel command line of every boot unless a generation overrides it (e.g. "kho_scratch=64M,64M,64M"). */
     cmdline: z.string().default(''),
-    tracker: z.enum(['radix']).default('radix'),
+    /** The preserved-memory tracker of every kernel (see TRACKER_KINDS). */
+    tracker: z.enum(TRACKER_KINDS, { error: `Invalid input: expected ${TRACKER_KINDS.map((t) => `"${t}"`).join(', ')}` }).default('radix'),
     /** Each generation preserves something and kexecs into the next; the last kernel restores and verifies. */
     generations: z.array(generation).min(1).max(1000),
   })
