@@ -195,6 +195,14 @@ describe('the preservation API refuses misuse with the documented errors', () =>
     expect(k2.log.filter('warn', 'kho').length).toBeGreaterThanOrEqual(4);
   });
 
+  it('restoring after finish is refused (EPERM): what nobody restored stays reserved and named', () => {
+    const { k2, kho, bigPhys } = booted();
+    const fin = k2.finish();
+    expect(fin.plugins.kho.report).toMatchObject({ unrestoredBlocks: expect.any(Number) });
+    expect(() => kho.restoreFolio(bigPhys)).toThrow(/^EPERM: restoreFolio\(0x[0-9a-f]+\): the handover is finished \(blocks nobody restored stay reserved\)$/);
+    expect(() => kho.restorePages(bigPhys, 2)).toThrow(/^EPERM: restorePages/);
+  });
+
   it('unpreserving what was never preserved is ENOENT; preserving inside scratch is EINVAL; allocPreserve bounds', () => {
     const { kho, buddy, scratch } = booted();
     const f = buddy.folioAlloc(2);

@@ -236,9 +236,9 @@ export class Kho implements KernelPlugin {
   finish(): PluginReport | void {
     const inc = this.incoming;
     if (!inc || this.finished) return;
-    this.finished = true;
     const fdtPfn = inc.fdtPhys / PAGE_SIZE;
     if (this.hasStamp(fdtPfn, 0)) this.buddy.folioPut(this.restoreFolio(inc.fdtPhys));
+    this.finished = true;
     // The scratch array was a kexec segment reserved at boot: give its pages back (to the scratch pool).
     const first = Math.floor(inc.scratchArrayPhys / PAGE_SIZE);
     const last = Math.ceil((inc.scratchArrayPhys + inc.scratchArraySize) / PAGE_SIZE);
@@ -510,6 +510,7 @@ export class Kho implements KernelPlugin {
   }
 
   private restorablePfn(phys: number, what: string): number {
+    if (this.finished) throw this.restoreRefused(what, phys, 'the handover is finished (blocks nobody restored stay reserved)', Errno.EPERM);
     if (!Number.isInteger(phys) || phys % PAGE_SIZE !== 0) throw this.restoreRefused(what, phys, 'the address is not page-aligned');
     if (!this.ram.isRam(phys, PAGE_SIZE)) throw this.restoreRefused(what, phys, 'the address is not RAM');
     const pfn = phys / PAGE_SIZE;
@@ -519,10 +520,10 @@ export class Kho implements KernelPlugin {
     return pfn;
   }
 
-  private restoreRefused(what: string, phys: number, why: string): KernelError {
+  private restoreRefused(what: string, phys: number, why: string, errno = Errno.EINVAL): KernelError {
     const msg = `${what}(${Number.isFinite(phys) ? hex(phys) : phys}): ${why}`;
     this.log.warn('kho', msg);
-    return new KernelError(Errno.EINVAL, msg);
+    return new KernelError(errno, msg);
   }
 
   /** Spec section 5: sizes from `kho_scratch=` (default 200%), each rounded up to 2 MiB; lowmem, global, per node. */

@@ -2,7 +2,7 @@ import { KernelError, hex, seededRandom, type BootParams, type Kernel } from '@k
 import { PAGE_SIZE, PhysicalMemory, type RamRange } from '@kho/physmem';
 import { Kho, SETUP_KHO, decodeFdt, decodeKhoData, PROP_SUB_FDT } from '@kho/kho-core';
 import { treeNodePfns } from '@kho/radix-tracker';
-import { KSTATE_SUBTREE, openStream } from '@kho/kstate';
+import { KSTATE_SEGMENT_HEADER_SIZE, KSTATE_SUBTREE, openStream } from '@kho/kstate';
 import { MEMFD_SUBTREE } from '@kho/memfd';
 import { decodeKhoVmallocChunk } from '@kho/vmalloc';
 import { DEFAULT_DEMO, runFirstHalf, type DemoOptions } from '../demo/run';
@@ -12,6 +12,8 @@ import { kernelImage, machineFor } from '../system';
 export interface FuzzTarget {
   readonly name: string;
   readonly pages: readonly number[];
+  /** Bytes of each page that hold the structure (default: the whole page). */
+  readonly used?: ReadonlyMap<number, number>;
 }
 
 export type MutationKind = 'bit-flip' | 'random-word' | 'pointer-outside-ram' | 'pointer-into-scratch' | 'pointer-to-itself' | 'pointer-to-other';
@@ -91,7 +93,13 @@ function findTargets(ram: PhysicalMemory, mapPhys: number, fdtPhys: number, para
     const blob = Number(child.getU64LE(PROP_SUB_FDT) ?? 0n);
     if (child.name === KSTATE_SUBTREE) {
       const stream = openStream(ram, blob);
-      targets.push({ name: 'kstate stream', pages: stream.segments.flatMap((s) => Array.from({ length: 2 ** s.order }, (_, i) => pfn(s.phys) + i)) });
+      // only the bytes that hold a segment's header and payload (the rest of its block is unused)
+      const used = new Map<number, number>();
+      for (const sg of stream.segments) {
+        const bytes = KSTATE_SEGMENT_HEADER_SIZE + sg.payload;
+        for (let i = 0; i * PAGE_SIZE < bytes && i < 2 ** sg.order; i++) used.set(pfn(sg.phys) + i, Math.min(PAGE_SIZE, bytes - i * PAGE_SIZE));
+      }
+      targets.push({ name: 'kstate stream', pages: [...used.keys()], used });
       // the self-test's vmalloc list: its kho_vmalloc chunk pages
       const chunks: number[] = [];
       for (const s of stream.sections) {
@@ -142,15 +150,16 @@ export function fuzzHandovers(opts: FuzzOptions): FuzzResult {
     let at = '';
     const mutate = (ram: PhysicalMemory): void => {
       const pagePhys = page * PAGE_SIZE;
+      const span = target.used?.get(page) ?? PAGE_SIZE;
       if (mutation === 'bit-flip') {
-        const off = int(PAGE_SIZE);
+        const off = int(span);
         const bit = int(8);
         ram.writeU8(pagePhys + off, ram.readU8(pagePhys + off) ^ (1 << bit));
         at = `${hex(pagePhys + off)} bit ${bit}`;
         return;
       }
       // word mutations: prefer a word that holds a pointer (a page-aligned RAM address) when redirecting
-      let off = int(PAGE_SIZE / 8) * 8;
+      let off = Math.min(int(Math.ceil(span / 8)) * 8, PAGE_SIZE - 8);
       if (mutation !== 'random-word') {
         const pointers: number[] = [];
         for (let o = 0; o < PAGE_SIZE; o += 8) {
@@ -233,7 +242,7 @@ function record(r: FuzzResult, c: FuzzCase): void {
   if (c.outcome === 'refused') {
     mutable.refused++;
     t.refused++;
-    const reason = (c.detail ?? '').replace(/0x[0-9a-f]+/g, '0x…').replace(/\d+/g, 'N').slice(0, 160);
+    const reason = (c.detail ?? '').replace(/0x[0-9a-f]+/g, '0x…').replace(/\b\d+\b/g, 'N').slice(0, 160);
     if (r.reasons[reason] !== undefined || Object.keys(r.reasons).length < 40) r.reasons[reason] = (r.reasons[reason] ?? 0) + 1;
   } else if (c.outcome === 'accepted') {
     mutable.accepted++;

@@ -59,6 +59,16 @@ function time<T>(ms: Record<string, number>, name: string, body: () => T): T {
  */
 export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioResult {
   const machine = machineFor({ ram: s.machine.ram, nodes: s.machine.nodes, ranges: s.machine.ranges });
+  const baselines = new Map<string, number>();
+  const coldFree = (cmdline: string, gen: number): number => {
+    const key = `${cmdline}\u0000${s.tracker}`;
+    if (!baselines.has(key)) {
+      const m = machineFor({ ranges: machine.device(PhysicalMemory).ranges });
+      baselines.set(key, m.boot({ image: imageFor(s, gen), cmdline }).get(BuddyAllocator).nrFreePages);
+      m.shutdown();
+    }
+    return baselines.get(key)!;
+  };
   const results: GenerationResult[] = [];
   const errors: string[] = [];
   let kernel = machine.boot({ image: imageFor(s, 1), cmdline: s.cmdline });
@@ -83,6 +93,11 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
       for (const [name, o] of Object.entries(finish.plugins)) if (!o.ok) genErrors.push(`generation ${gen} finish ${name}: ${o.error}`);
       const unrestored = Number(finish.plugins.kho?.report?.unrestoredBlocks ?? 0);
       if (unrestored > 0) genErrors.push(`generation ${gen}: ${unrestored} preserved blocks were never restored`);
+      // Everything handed over is restored and freed again: the kernel must be back to a cold boot's count,
+      // tracker pages of earlier generations included.
+      const free = k.get(BuddyAllocator).nrFreePages;
+      const baseline = coldFree(cmdlineOf(s, gen), gen);
+      if (free !== baseline) genErrors.push(`generation ${gen}: ${free} free pages after finish, a cold boot has ${baseline}`);
     }
     if (gen > n) {
       errors.push(...genErrors);

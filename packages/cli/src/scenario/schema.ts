@@ -34,6 +34,8 @@ const generation = z
     preserve: z.object({ folios: folios.optional() }).strict(),
     /** Command line of the kernel booted by this generation's kexec (default: the scenario's). */
     cmdline: z.string().optional(),
+    /** This many generations alike, one after the other (each with its own seed). */
+    repeat: z.number().int().min(1).max(1000).optional(),
   })
   .strict();
 
@@ -58,7 +60,11 @@ export const ScenarioSchema = z
     /** The preserved-memory tracker of every kernel (see TRACKER_KINDS). */
     tracker: z.enum(TRACKER_KINDS, { error: `Invalid input: expected ${TRACKER_KINDS.map((t) => `"${t}"`).join(', ')}` }).default('radix'),
     /** Each generation preserves something and kexecs into the next; the last kernel restores and verifies. */
-    generations: z.array(generation).min(1).max(1000),
+    generations: z
+      .array(generation)
+      .min(1)
+      .transform((gens) => gens.flatMap(({ repeat, ...g }) => Array.from({ length: repeat ?? 1 }, () => g)))
+      .refine((gens) => gens.length <= 1000, { message: 'at most 1000 generations, repeats included' }),
   })
   .strict();
 
