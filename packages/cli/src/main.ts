@@ -144,7 +144,21 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
     .option('--report <file.html>', 'write a self-contained HTML report with the memory map before and after the kexec')
     .action((flags: DemoFlags & { report?: string }) => {
       const collector = flags.report ? new DemoReportCollector() : undefined;
-      const report = runDemo(demoOptions(flags), collector);
+      const opts = demoOptions(flags);
+      const progress = createProgress(!flags.json && io.isTTY === true, opts.mem);
+      let report: DemoReport;
+      try {
+        report = runDemo(opts, {
+          atJump: (k) => collector?.atJump(k),
+          afterBoot: (k) => {
+            collector?.afterBoot(k);
+            progress.update(opts.mem, 'restore and verify');
+          },
+          progress: (step, done) => progress.update(done, step),
+        });
+      } finally {
+        progress.stop();
+      }
       if (collector && flags.report) writeReport(flags.report, collector.build(`kho demo ${describeFlags(flags)}`, report));
       io.out(`${flags.json ? JSON.stringify(report, null, 2) : formatDemo(report)}\n`);
       if (flags.report && !flags.json) io.out(`report: ${flags.report}\n`);

@@ -27,6 +27,8 @@ export interface RunHooks {
   atJump?(kernel: Kernel): void;
   /** The next kernel after boot, before restore. */
   afterBoot?(kernel: Kernel): void;
+  /** What the run is doing: a step, with `done` of `total` bytes for the long ones. */
+  progress?(step: string, done: number, total: number): void;
 }
 
 /** What the first kernel did, up to the jump. */
@@ -91,7 +93,8 @@ export function runFirstHalf(opts: DemoOptions, machine?: Machine, hooks: RunHoo
   const kho = k1.get(Kho);
   if (!kho.isEnabled()) throw new Error(`KHO is not enabled in the first kernel (${k1.log.filter('error', 'kho').map((l) => l.message).join('; ') || 'kho=off'})`);
   const test = k1.get(KhoTest);
-  const gen = time(ms, 'generate', () => test.generate());
+  const gen = time(ms, 'generate', () => test.generate((b) => hooks.progress?.('generate', b, opts.mem)));
+  hooks.progress?.('preserve', opts.mem, opts.mem);
   const fileBytes = time(ms, 'files', () => writeDemoFiles(k1, opts.seed));
   time(ms, 'prepare', () => k1.prepare());
   time(ms, 'serialize', () => k1.serialize());
