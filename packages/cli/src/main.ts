@@ -94,12 +94,35 @@ function printSecondHalf(s: SecondHalf, out: string[]): void {
 
 function formatScenario(r: ScenarioResult): string {
   const out = [`kho run: ${r.name}: ${r.generations.length} live updates`];
+  const count = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`;
   for (const g of r.generations) {
     const by = g.restoredByNext;
     out.push(
       `  generation ${g.generation}: preserved ${g.preserved.folios} folios (${formatBytes(g.preserved.bytes)}) as ${g.preserved.blocks} blocks, ${g.preserved.trackerPages} tracker pages` +
         (by ? `; next kernel restored ${by.folios} folios: ${by.verified ? 'verified' : 'FAILED'}` : ''),
     );
+    const p = g.preserved;
+    const made: string[] = [];
+    if (p.vmalloc.areas > 0) made.push(`${count(p.vmalloc.areas, 'vmalloc area')} (${formatBytes(p.vmalloc.bytes)})`);
+    if (p.reserveMem.regions > 0) {
+      const carried = p.reserveMem.carried > 0 ? `, ${p.reserveMem.carried} carried over unchanged` : '';
+      made.push(`${count(p.reserveMem.regions, 'reserve_mem region')} (${formatBytes(p.reserveMem.bytes)}${carried})`);
+    }
+    if (p.kstate.objects > 0) made.push(`${count(p.kstate.objects, 'kstate object')}${p.kstate.bytes > 0 ? ` (${formatBytes(p.kstate.bytes)} of payload)` : ''}`);
+    if (p.memfd.files > 0) made.push(`${count(p.memfd.files, 'memfd file')} (${formatBytes(p.memfd.bytes)})`);
+    if (made.length === 0) continue;
+    out.push(`    workloads: ${made.join(', ')}`);
+    const v = g.verifiedByNext;
+    if (!v) continue;
+    const ok = (b: boolean): string => (b ? 'verified' : 'FAILED');
+    const found: string[] = [];
+    if (p.vmalloc.areas > 0) found.push(`vmalloc ${v.vmalloc.areas}/${p.vmalloc.areas} ${ok(v.vmalloc.verified)}`);
+    if (p.reserveMem.regions > 0) found.push(`reserve_mem ${v.reserveMem.regions}/${p.reserveMem.regions} ${ok(v.reserveMem.verified)}`);
+    if (p.kstate.objects > 0) {
+      found.push(`kstate ${v.kstate.objects}/${p.kstate.objects} ${ok(v.kstate.verified)} (${v.kstate.fieldsRestored} fields restored, ${v.kstate.fieldsDefaulted} defaulted)`);
+    }
+    if (p.memfd.files > 0) found.push(`memfd ${v.memfd.files}/${p.memfd.files} ${ok(v.memfd.verified)}`);
+    out.push(`    next kernel: ${found.join(', ')}`);
   }
   out.push(`  free pages at the end ${r.freePagesAtEnd}, cold boot ${r.freePagesColdBoot}`);
   for (const e of r.errors) out.push(`  error: ${e}`);

@@ -1,16 +1,29 @@
-import { formatBytes, type Kernel, type KernelModule } from '@kho/kernel';
+import { formatBytes, formatSizeExact, type Kernel, type KernelModule } from '@kho/kernel';
 import { BuddyAllocator, PhysicalMemory } from '@kho/physmem';
 import { Kho, Tracker } from '@kho/kho-core';
 import { KhoTest } from '../demo/kho-test';
 import { kernelImage, machineFor } from '../system';
-import type { Scenario } from './schema';
+import { regionsOf, type Scenario } from './schema';
+import { ScenarioWorkload, scenarioWorkloadModule, type ScenarioWorkloadConfig, type WorkloadCheck, type WorkloadPreserved, type WorkloadRestore } from './workload';
+
+/** What the next kernel verified of a generation's workloads (counts are of items verified). */
+export interface WorkloadsVerified {
+  readonly vmalloc: { readonly areas: number; readonly bytes: number; readonly verified: boolean };
+  readonly reserveMem: { readonly regions: number; readonly bytes: number; readonly verified: boolean };
+  /** Objects restored by key and verified field by field; the fields kstate's RestoreReports list. */
+  readonly kstate: { readonly objects: number; readonly fieldsRestored: number; readonly fieldsDefaulted: number; readonly verified: boolean };
+  readonly memfd: { readonly files: number; readonly bytes: number; readonly verified: boolean };
+}
 
 /** What one generation did and what its successor found. */
 export interface GenerationResult {
   readonly generation: number;
-  readonly preserved: { folios: number; bytes: number; blocks: number; trackerPages: number };
-  /** Filled in when the next generation has restored this one's data. */
+  /** The self-test's folios, the tracker's figures at the jump, and what each workload handed over. */
+  readonly preserved: { folios: number; bytes: number; blocks: number; trackerPages: number } & WorkloadPreserved;
+  /** Filled in when the next generation has restored this one's folios. */
   restoredByNext: { folios: number; bytes: number; verified: boolean } | undefined;
+  /** Filled in when the next generation has verified this one's workloads. */
+  verifiedByNext: WorkloadsVerified | undefined;
   readonly ms: Record<string, number>;
   readonly errors: string[];
 }
@@ -33,14 +46,63 @@ export interface ScenarioHooks {
   afterBoot?(kernel: Kernel, generation: number): void;
 }
 
-function imageFor(s: Scenario, gen: number): KernelModule[] {
-  const f = s.generations[gen - 1]?.preserve.folios;
-  return kernelImage({ mem: f?.total ?? 0, seed: s.seed + gen - 1, minOrder: f?.minOrder, maxOrder: f?.maxOrder }, { tracker: s.tracker });
+/** What generation `gen`'s kernel makes of the workloads (nothing for the last kernel and cold boots of it). */
+function workloadConfig(s: Scenario, gen: number): ScenarioWorkloadConfig {
+  const p = s.generations[gen - 1]?.preserve;
+  return { generation: gen, seed: (s.seed + gen - 1) >>> 0, vmalloc: p?.vmalloc ?? [], reserveMem: p?.reserveMem ?? [], kstate: p?.kstate, memfd: p?.memfd ?? [] };
 }
 
-function cmdlineOf(s: Scenario, gen: number): string {
-  // generation g's kernel was booted by generation g-1's kexec
-  return gen === 1 ? s.cmdline : (s.generations[gen - 2].cmdline ?? s.cmdline);
+function imageFor(s: Scenario, gen: number): KernelModule[] {
+  const f = s.generations[gen - 1]?.preserve.folios;
+  const image = kernelImage({ mem: f?.total ?? 0, seed: s.seed + gen - 1, minOrder: f?.minOrder, maxOrder: f?.maxOrder }, { tracker: s.tracker });
+  return [...image, scenarioWorkloadModule(workloadConfig(s, gen))];
+}
+
+/**
+ * The command line of generation `gen`'s kernel (booted by generation gen-1's kexec; the first boots cold): the
+ * scenario's or the previous generation's `cmdline`, then a `reserve_mem=` for every region declared so far
+ * (a region, once declared, stays on every later command line: see regionsOf).
+ */
+export function cmdlineOf(s: Scenario, gen: number): string {
+  const base = gen === 1 ? s.cmdline : (s.generations[gen - 2].cmdline ?? s.cmdline);
+  const regions = regionsOf(s, gen).map((r) => `reserve_mem=${formatSizeExact(r.size)}:${formatSizeExact(r.align)}:${r.name}`);
+  return [base.trim(), ...regions].filter((x) => x.length > 0).join(' ');
+}
+
+const NOTHING: WorkloadPreserved = {
+  vmalloc: { areas: 0, bytes: 0 },
+  reserveMem: { regions: 0, bytes: 0, carried: 0 },
+  kstate: { objects: 0, bytes: 0 },
+  memfd: { files: 0, bytes: 0 },
+};
+
+/**
+ * Compares what generation `gen - 1` handed over (`sent`) with what generation `gen` verified (`got`, from the
+ * handover state alone), pushing an error for every workload that does not verify.
+ */
+function checkWorkloads(gen: number, sent: WorkloadPreserved, got: WorkloadRestore | undefined, errors: string[]): WorkloadsVerified {
+  const prev = gen - 1;
+  const one = (count: number, label: string, check: WorkloadCheck | undefined): boolean => {
+    if (!check) {
+      if (count > 0) errors.push(`generation ${gen} could not verify generation ${prev}'s ${count} ${label}: no workload state came back`);
+      return count === 0;
+    }
+    for (const p of check.problems) errors.push(`generation ${gen} could not verify generation ${prev}'s ${p}`);
+    if (check.listed !== count) errors.push(`generation ${gen} found ${check.listed} ${label} in generation ${prev}'s state (it handed over ${count})`);
+    return check.problems.length === 0 && check.listed === count && check.verified === count;
+  };
+  if (got && got.writtenBy !== prev) errors.push(`generation ${gen} found a workload state written by generation ${got.writtenBy} (wanted ${prev})`);
+  return {
+    vmalloc: { areas: got?.vmalloc.verified ?? 0, bytes: got?.vmalloc.bytes ?? 0, verified: one(sent.vmalloc.areas, 'vmalloc areas', got?.vmalloc) },
+    reserveMem: { regions: got?.reserveMem.verified ?? 0, bytes: got?.reserveMem.bytes ?? 0, verified: one(sent.reserveMem.regions, 'reserve_mem regions', got?.reserveMem) },
+    kstate: {
+      objects: got?.kstate.verified ?? 0,
+      fieldsRestored: got?.kstate.fieldsRestored ?? 0,
+      fieldsDefaulted: got?.kstate.fieldsDefaulted ?? 0,
+      verified: one(sent.kstate.objects, 'kstate objects', got?.kstate),
+    },
+    memfd: { files: got?.memfd.verified ?? 0, bytes: got?.memfd.bytes ?? 0, verified: one(sent.memfd.files, 'memfd files', got?.memfd) },
+  };
 }
 
 function time<T>(ms: Record<string, number>, name: string, body: () => T): T {
@@ -54,8 +116,10 @@ function time<T>(ms: Record<string, number>, name: string, body: () => T): T {
 
 /**
  * Runs a scenario: boots the machine, and for every generation restores and verifies what the previous one
- * preserved, frees it, preserves its own data and kexecs; the last kernel restores, verifies and frees, and the
- * free-page count must equal a cold boot's. Never throws for a failed verification: it is in the result.
+ * preserved (the self-test's folios through KhoTest, the workloads through ScenarioWorkload), frees it, makes and
+ * preserves its own data and kexecs; the last kernel restores, verifies and frees. After every generation's
+ * finish the free-page count must equal a cold boot's with the same command line. Never throws for a failed
+ * verification: it is in the result.
  */
 export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioResult {
   const machine = machineFor({ ram: s.machine.ram, nodes: s.machine.nodes, ranges: s.machine.ranges });
@@ -71,7 +135,7 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
   };
   const results: GenerationResult[] = [];
   const errors: string[] = [];
-  let kernel = machine.boot({ image: imageFor(s, 1), cmdline: s.cmdline });
+  let kernel = machine.boot({ image: imageFor(s, 1), cmdline: cmdlineOf(s, 1) });
   const n = s.generations.length;
   for (let gen = 1; gen <= n + 1; gen++) {
     const ms: Record<string, number> = {};
@@ -89,6 +153,7 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
       const r = test.lastRestore;
       prev.restoredByNext = r ? { folios: r.folios, bytes: r.bytes, verified: r.verified } : undefined;
       if (prev.preserved.folios > 0 && !r?.verified) genErrors.push(`generation ${gen} could not verify generation ${gen - 1}'s folios`);
+      prev.verifiedByNext = checkWorkloads(gen, prev.preserved, k.get(ScenarioWorkload).lastRestore, genErrors);
       const finish = time(ms, 'finish', () => k.finish());
       for (const [name, o] of Object.entries(finish.plugins)) if (!o.ok) genErrors.push(`generation ${gen} finish ${name}: ${o.error}`);
       const unrestored = Number(finish.plugins.kho?.report?.unrestoredBlocks ?? 0);
@@ -107,22 +172,26 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
     const spec = s.generations[gen - 1].preserve.folios;
     let gened = { folios: 0, bytes: 0 };
     if (spec) gened = time(ms, 'generate', () => test.generate((b) => hooks.progress?.(gen, `generate ${formatBytes(b)}`)));
-    hooks.progress?.(gen, 'prepare');
+    let made = NOTHING;
     try {
+      hooks.progress?.(gen, 'workloads');
+      made = time(ms, 'workloads', () => k.get(ScenarioWorkload).generate());
+      hooks.progress?.(gen, 'prepare');
       time(ms, 'prepare', () => k.prepare());
       time(ms, 'serialize', () => k.serialize());
     } catch (e) {
       genErrors.push(`generation ${gen}: ${e instanceof Error ? e.message : String(e)}`);
       errors.push(...genErrors);
-      results.push({ generation: gen, preserved: { ...gened, blocks: 0, trackerPages: 0 }, restoredByNext: undefined, ms, errors: genErrors });
+      results.push({ generation: gen, preserved: { ...gened, blocks: 0, trackerPages: 0, ...made }, restoredByNext: undefined, verifiedByNext: undefined, ms, errors: genErrors });
       break;
     }
     const stats = k.get<Tracker>(Tracker).stats();
     hooks.atJump?.(k, gen);
     results.push({
       generation: gen,
-      preserved: { ...gened, blocks: stats.blocks, trackerPages: stats.metadataPages },
+      preserved: { ...gened, blocks: stats.blocks, trackerPages: stats.metadataPages, ...made },
       restoredByNext: undefined,
+      verifiedByNext: undefined,
       ms,
       errors: genErrors,
     });

@@ -3,7 +3,11 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { Errno, KernelError, parseSize } from '@kho/kernel';
 import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem';
+import { RESERVE_MEM_MAX, RESERVE_MEM_NAME_MAX } from '@kho/memblock';
+import { MEMFD_MAX_FILES, MEMFD_MAX_FILE_SIZE, MEMFD_NAME_MAX } from '@kho/memfd';
+import { KHO_TEST_LOG_REGION } from '../demo/kho-test';
 import { TRACKER_KINDS } from '../system';
+import { WORKLOAD_OBJECTS_MAX, WORKLOAD_PAYLOAD_MAX } from './workload';
 
 /** A size: bytes as a number, or a string with a K, M, G or T suffix as on a kernel command line. */
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
@@ -28,10 +32,75 @@ const folios = z
   .strict()
   .refine((f) => f.minOrder <= f.maxOrder, { message: 'minOrder must not be above maxOrder', path: ['minOrder'] });
 
+const positive = size.refine((n) => n > 0, { message: 'must be above 0' });
+
+/** Items of a list whose `name` repeats get an issue on that name. */
+function uniqueNames(what: string) {
+  return (items: ReadonlyArray<{ name: string }>, ctx: z.RefinementCtx): void => {
+    const seen = new Set<string>();
+    items.forEach((it, i) => {
+      if (seen.has(it.name)) ctx.addIssue({ code: 'custom', message: `${what} '${it.name}' is listed twice`, path: [i, 'name'] });
+      seen.add(it.name);
+    });
+  };
+}
+
+const vmallocArea = z
+  .object({
+    /** Bytes of the area, filled with seeded bytes (any positive size: the last page is partly used). */
+    size: positive,
+    /** Map it with 2 MiB blocks (order 9) instead of pages. */
+    huge: z.boolean().default(false),
+  })
+  .strict();
+
+const reserveMemName = z
+  .string()
+  .regex(new RegExp(`^[A-Za-z0-9_.,+-]{1,${RESERVE_MEM_NAME_MAX}}$`), { message: `must be 1..${RESERVE_MEM_NAME_MAX} characters of [A-Za-z0-9_.,+-]` })
+  .refine((n) => n !== KHO_TEST_LOG_REGION, { message: `'${KHO_TEST_LOG_REGION}' is the self-test's log region` });
+
+const reserveMemRegion = z
+  .object({
+    name: reserveMemName,
+    size: pageMultiple.refine((n) => n > 0, { message: 'must be above 0' }),
+    align: size.refine((n) => n >= PAGE_SIZE && (n & (n - 1)) === 0 && n <= 2 ** 30, { message: `must be a power of two from ${PAGE_SIZE} to 1G` }).default(PAGE_SIZE),
+  })
+  .strict();
+
+const kstateObjects = z
+  .object({
+    /** Objects to register with KState (each its own instance). */
+    objects: z.number().int().min(1).max(WORKLOAD_OBJECTS_MAX),
+    /** Bytes of seeded payload per object, in a folio (0: none). */
+    size: size.refine((n) => n <= WORKLOAD_PAYLOAD_MAX, { message: `must be at most ${WORKLOAD_PAYLOAD_MAX} (one folio of order ${MAX_PAGE_ORDER})` }).default(0),
+  })
+  .strict();
+
+const memfdFile = z
+  .object({
+    name: z.string().refine((n) => n.length > 0 && !/[/\0]/.test(n) && new TextEncoder().encode(n).length <= MEMFD_NAME_MAX, {
+      message: `must be 1..${MEMFD_NAME_MAX} bytes of UTF-8 without '/' or NUL`,
+    }),
+    size: positive.refine((n) => n <= MEMFD_MAX_FILE_SIZE, { message: `must be at most ${MEMFD_MAX_FILE_SIZE} (1G)` }),
+    /** Write only every other 64 KiB (the odd chunks), leaving holes. */
+    sparse: z.boolean().default(false),
+  })
+  .strict();
+
+const preserve = z
+  .object({
+    folios: folios.optional(),
+    vmalloc: z.array(vmallocArea).max(64).optional(),
+    reserveMem: z.array(reserveMemRegion).max(RESERVE_MEM_MAX).superRefine(uniqueNames('region')).optional(),
+    kstate: kstateObjects.optional(),
+    memfd: z.array(memfdFile).max(MEMFD_MAX_FILES).superRefine(uniqueNames('file')).optional(),
+  })
+  .strict();
+
 const generation = z
   .object({
     /** What this generation's kernel preserves before its kexec. */
-    preserve: z.object({ folios: folios.optional() }).strict(),
+    preserve,
     /** Command line of the kernel booted by this generation's kexec (default: the scenario's). */
     cmdline: z.string().optional(),
     /** This many generations alike, one after the other (each with its own seed). */
@@ -40,6 +109,46 @@ const generation = z
   .strict();
 
 const range = z.object({ start: size, size: pageMultiple, node: z.number().int().min(0).max(63) }).strict();
+
+/** Names of the `reserve_mem=` regions a command line asks for. */
+function cmdlineRegions(cmdline: string): string[] {
+  return [...cmdline.matchAll(/(?:^|\s)reserve_mem=(\S*)/g)].map((m) => m[1].split(':')[2] ?? '');
+}
+
+type RawScenario = { cmdline: string; generations: ReadonlyArray<z.output<typeof generation>> };
+
+/**
+ * A region keeps its size and alignment for the whole chain (once declared it stays on every later command line,
+ * see {@link regionsOf}); its name is not also asked for by a `reserve_mem=` of a command line; and every kernel
+ * has at most RESERVE_MEM_MAX regions, those of its command line included.
+ */
+function checkRegions(s: RawScenario, ctx: z.RefinementCtx): void {
+  const first = new Map<string, { size: number; align: number; at: string }>();
+  const onCmdline = new Set([s.cmdline, ...s.generations.map((g) => g.cmdline ?? '')].flatMap(cmdlineRegions));
+  s.generations.forEach((g, i) => {
+    (g.preserve.reserveMem ?? []).forEach((r, j) => {
+      const path = ['generations', i, 'preserve', 'reserveMem', j];
+      const at = `generations[${i}].preserve.reserveMem[${j}]`;
+      if (onCmdline.has(r.name)) {
+        ctx.addIssue({ code: 'custom', message: `region '${r.name}' is also asked for by a reserve_mem= of a command line (declare it in one place)`, path: [...path, 'name'] });
+        return;
+      }
+      const f = first.get(r.name);
+      if (!f) {
+        first.set(r.name, { size: r.size, align: r.align, at });
+        if (first.size + onCmdline.size > RESERVE_MEM_MAX) {
+          ctx.addIssue({ code: 'custom', message: `one region too many: a kernel takes at most ${RESERVE_MEM_MAX} reserve_mem regions, those of its command line included (a declared region stays on every later command line)`, path: [...path, 'name'] });
+        }
+        return;
+      }
+      for (const k of ['size', 'align'] as const) {
+        if (r[k] !== f[k]) {
+          ctx.addIssue({ code: 'custom', message: `region '${r.name}' has ${k} ${f[k]} at ${f.at} (a region keeps its size and alignment for the whole chain)`, path: [...path, k] });
+        }
+      }
+    });
+  });
+}
 
 /** The scenario file's schema (JSON or YAML). */
 export const ScenarioSchema = z
@@ -63,12 +172,29 @@ export const ScenarioSchema = z
     generations: z
       .array(generation)
       .min(1)
-      .transform((gens) => gens.flatMap(({ repeat, ...g }) => Array.from({ length: repeat ?? 1 }, () => g)))
-      .refine((gens) => gens.length <= 1000, { message: 'at most 1000 generations, repeats included' }),
+      .refine((gens) => gens.reduce((n, g) => n + (g.repeat ?? 1), 0) <= 1000, { message: 'at most 1000 generations, repeats included' }),
   })
-  .strict();
+  .strict()
+  // checked on the file's generations, before repeats are unrolled, so that paths name what the file says
+  .superRefine(checkRegions)
+  .transform(({ generations, ...s }) => ({ ...s, generations: generations.flatMap(({ repeat, ...g }) => Array.from({ length: repeat ?? 1 }, () => g)) }));
 
 export type Scenario = z.output<typeof ScenarioSchema>;
+export type ScenarioGeneration = Scenario['generations'][number];
+export type ScenarioPreserve = ScenarioGeneration['preserve'];
+
+/**
+ * The reserve_mem regions the kernel of generation `gen` has (generation g's kernel is booted by generation
+ * g-1's kexec; the first is booted cold): every region declared by generations 1..gen, in the order first
+ * declared. The rule: a region, once declared, stays on the command line of every later kernel of the chain,
+ * so it is revived at the same address by each of them (and the kernel after the one that writes it always
+ * has it to verify it).
+ */
+export function regionsOf(s: Scenario, gen: number): Array<{ name: string; size: number; align: number }> {
+  const out = new Map<string, { name: string; size: number; align: number }>();
+  for (const g of s.generations.slice(0, gen)) for (const r of g.preserve.reserveMem ?? []) if (!out.has(r.name)) out.set(r.name, r);
+  return [...out.values()];
+}
 
 /** Parses and validates scenario text. Throws EINVAL naming the path of the first bad fields and what was expected. */
 export function parseScenario(text: string, source: string): Scenario {
