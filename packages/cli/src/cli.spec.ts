@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -90,6 +90,16 @@ describe('handover images', () => {
     expect(report.khoBoot).toBe(true);
     expect(report.restore.checksumActual).toBe(report.restore.checksumExpected);
     expect(report.freePagesAfterFinish).toBe(report.freePagesColdBoot);
+  }, 60_000);
+
+  it('a reader that stops early (kho inspect | head) ends the command quietly, without a stack trace', async () => {
+    const child = spawn(process.execPath, [BIN, 'inspect', image], { env: { ...process.env, FORCE_COLOR: '0' } });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    child.stdout.once('data', () => child.stdout.destroy());
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(err).toBe('');
+    expect(code).toBe(0);
   }, 60_000);
 
   it('is an ELF core file that readelf lists cleanly', () => {

@@ -380,5 +380,12 @@ export function runCli(argv: readonly string[], io: CliIo): number {
 
 /** The process entry point (bin/kho.js). */
 export function main(argv: string[]): void {
+  // `kho inspect FILE | head`: a reader that goes away is not an error of ours; stop quietly.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') throw e;
+      process.exit(process.exitCode ?? 0);
+    });
+  }
   process.exitCode = runCli(argv, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), isTTY: process.stderr.isTTY });
 }
