@@ -98,7 +98,7 @@ function formatScenario(r: ScenarioResult): string {
   for (const g of r.generations) {
     const by = g.restoredByNext;
     out.push(
-      `  generation ${g.generation}: preserved ${g.preserved.folios} folios (${formatBytes(g.preserved.bytes)}) as ${g.preserved.blocks} blocks, ${g.preserved.trackerPages} tracker pages` +
+      `  generation ${g.generation}: ${g.preserved.folios > 0 ? `preserved ${count(g.preserved.folios, 'folio')} (${formatBytes(g.preserved.bytes)}); ` : ''}${count(g.preserved.blocks, 'block')} in the tracker, ${count(g.preserved.trackerPages, 'tracker page')}` +
         (by ? `; next kernel restored ${by.folios} folios: ${by.verified ? 'verified' : 'FAILED'}` : ''),
     );
     const p = g.preserved;
