@@ -539,3 +539,20 @@ describe('Memblock.regions', () => {
     );
   });
 });
+
+describe('free keeps the named records true', () => {
+  it('trims or drops the records and the per-owner totals a freed span covers', () => {
+    const { mb } = setup([{ start: 0, size: 64 * MiB, node: 0 }]);
+    mb.reserve(8 * MiB, 4 * MiB, 'a');
+    mb.reserve(16 * MiB, MiB, 'b');
+    mb.free(9 * MiB, MiB); // a hole in the middle of a
+    mb.free(16 * MiB, MiB); // all of b
+    expect(mb.records.map((r) => [r.owner, r.base / MiB, r.size / MiB])).toEqual([
+      ['a', 8, 1],
+      ['a', 10, 2],
+    ]);
+    expect(mb.reservedByOwner().get('a')).toBe(3 * MiB);
+    expect(mb.reservedByOwner().get('b')).toBe(0);
+    expect(mb.reservedBytes()).toBe(3 * MiB);
+  });
+});

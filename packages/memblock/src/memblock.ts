@@ -59,6 +59,19 @@ export class Memblock implements EarlyAllocator {
   free(base: number, size: number): void {
     this.checkOpen('free');
     this.reserved.remove(base, size);
+    // Keep the named records and the per-owner totals true: trim what the freed span covers.
+    const end = base + size;
+    for (let i = this.records.length - 1; i >= 0; i--) {
+      const r = this.records[i];
+      const lo = Math.max(r.base, base);
+      const hi = Math.min(r.base + r.size, end);
+      if (hi <= lo) continue;
+      this.ownerBytes.set(r.owner, (this.ownerBytes.get(r.owner) ?? 0) - (hi - lo));
+      const pieces: MemblockRecord[] = [];
+      if (r.base < lo) pieces.push({ ...r, size: lo - r.base });
+      if (hi < r.base + r.size) pieces.push({ ...r, base: hi, size: r.base + r.size - hi });
+      this.records.splice(i, 1, ...pieces);
+    }
   }
 
   alloc(size: number, align: number, opts: { min?: number; max?: number; node?: number; owner?: string } = {}): number {
