@@ -1,7 +1,9 @@
+import { bareAllocator } from '@kho/physmem/testing';
 import { KernelLog, LifecycleBus } from '@kho/kernel';
-import { defineBench, seededRandom, timeNs, type BenchResult } from '@kho/kernel/bench';
-import { BuddyAllocator, FaultInjector, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { defineBench, timeNs, type BenchResult } from '@kho/kernel/bench';
+import { BuddyAllocator, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { RadixTracker } from '@kho/radix-tracker';
+import { radixWorkload } from '@kho/radix-tracker/testing';
 import { BitmapArrayTracker } from '../src/bitmap-array';
 import { BitmapChunksTracker } from '../src/bitmap-chunks';
 import type { BitmapTracker } from '../src/bitmap-tracker';
@@ -20,10 +22,7 @@ import { ramForPfns } from '../src/testing';
  */
 
 const MiB = 2 ** 20;
-const GiB = 2 ** 30;
-const TiB = 2 ** 40;
 const NODE_RAM = 256 * MiB;
-const BASE_PFN = (4 * GiB) / PAGE_SIZE;
 
 type TrackerName = 'radix' | 'bitmap-chunks' | 'bitmap-array';
 type WorkloadName = 'dense' | 'sparse' | 'mixed';
@@ -33,38 +32,11 @@ interface Workload {
   readonly orders: number[];
 }
 
-function dense(quick: boolean): Workload {
-  const n = quick ? 2 ** 17 : 2 ** 20;
-  return { pfns: Array.from({ length: n }, (_, i) => BASE_PFN + i), orders: new Array<number>(n).fill(0) };
-}
-
-function sparse(quick: boolean): Workload {
-  // Quick mode keeps the density of the full run: 1/8 of the blocks in 1/8 of the space.
-  const n = quick ? 12_500 : 100_000;
-  const span = (quick ? TiB / 8 : TiB) / PAGE_SIZE;
-  const rand = seededRandom(0x5ba25e);
-  const distinct = new Set<number>();
-  while (distinct.size < n) distinct.add(Math.floor(rand() * span));
-  return { pfns: [...distinct], orders: new Array<number>(n).fill(0) };
-}
-
-function mixed(quick: boolean): Workload {
-  // Blocks of random order 0..10 tiling [4 GiB, 12 GiB) without gaps (1 GiB in quick mode).
-  const end = BASE_PFN + (quick ? GiB : 8 * GiB) / PAGE_SIZE;
-  const rand = seededRandom(0x3117ed);
-  const pfns: number[] = [];
-  const orders: number[] = [];
-  for (let pfn = BASE_PFN; pfn < end; ) {
-    let order = Math.floor(rand() * (MAX_PAGE_ORDER + 1));
-    while (pfn % 2 ** order !== 0 || pfn + 2 ** order > end) order--;
-    pfns.push(pfn);
-    orders.push(order);
-    pfn += 2 ** order;
-  }
-  return { pfns, orders };
-}
-
-const WORKLOADS: Record<WorkloadName, (quick: boolean) => Workload> = { dense, sparse, mixed };
+const WORKLOADS: Record<WorkloadName, (quick: boolean) => Workload> = {
+  dense: (q) => radixWorkload('dense', q),
+  sparse: (q) => radixWorkload('sparse', q),
+  mixed: (q) => radixWorkload('mixed', q),
+};
 
 interface Setup {
   readonly ram: PhysicalMemory;
@@ -85,10 +57,7 @@ function setupFor(name: WorkloadName, quick: boolean): Setup {
   // RAM: the trackers' 256 MiB at 0, and exactly the blocks (merged where they touch).
   const intervals: Array<[number, number]> = [[0, NODE_RAM / PAGE_SIZE]];
   for (let i = 0; i < work.pfns.length; i++) intervals.push([work.pfns[i], work.pfns[i] + 2 ** work.orders[i]]);
-  const ram = new PhysicalMemory({ ranges: ramForPfns(intervals) });
-  const memmap = new Memmap(ram);
-  const buddy = new BuddyAllocator(ram, memmap, new FaultInjector());
-  buddy.freeRange(0, NODE_RAM / PAGE_SIZE);
+  const { ram, memmap, buddy } = bareAllocator(ramForPfns(intervals), [[0, NODE_RAM / PAGE_SIZE]]);
   const setup = { ram, memmap, buddy, log: new KernelLog(new LifecycleBus(), 1), work };
   cached = { key, setup };
   return setup;

@@ -1,6 +1,7 @@
+import { bareAllocator } from '@kho/physmem/testing';
 import fc from 'fast-check';
 import { Errno, KernelError, KernelLog, LifecycleBus, seededRandom } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PageFlag, PhysicalMemory, type RamRange } from '@kho/physmem';
+import { BuddyAllocator, Memmap, PAGE_SIZE, PageFlag, type RamRange } from '@kho/physmem';
 import { Memblock, type MemblockRegion } from './memblock';
 
 const KiB = 2 ** 10;
@@ -14,9 +15,7 @@ const TWO_NODES: RamRange[] = [
 
 /** A fresh boot's worth of memory objects, built directly. */
 function setup(ranges: readonly RamRange[] = ONE_NODE) {
-  const ram = new PhysicalMemory({ ranges });
-  const memmap = new Memmap(ram);
-  const buddy = new BuddyAllocator(ram, memmap, new FaultInjector());
+  const { ram, memmap, buddy } = bareAllocator(ranges, []);
   const log = new KernelLog(new LifecycleBus(), 1);
   const mb = new Memblock(ram, log);
   return { ram, memmap, buddy, log, mb };

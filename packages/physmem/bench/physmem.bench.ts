@@ -1,14 +1,11 @@
+import { bareAllocator } from '../src/testing';
 import { seededRandom } from '@kho/kernel';
 import { defineBench, timeNs } from '@kho/kernel/bench';
-import { BuddyAllocator, FaultInjector, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory } from '../src/index';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory } from '../src/index';
 
 /** A booted-like allocator over `bytes` of RAM at address 0, all of it free. */
 function allocator(bytes: number): { ram: PhysicalMemory; memmap: Memmap; buddy: BuddyAllocator } {
-  const ram = new PhysicalMemory({ ranges: [{ start: 0, size: bytes, node: 0 }] });
-  const memmap = new Memmap(ram);
-  const buddy = new BuddyAllocator(ram, memmap, new FaultInjector());
-  buddy.freeRange(0, bytes / PAGE_SIZE);
-  return { ram, memmap, buddy };
+  return bareAllocator(bytes);
 }
 
 const GiB = 2 ** 30;

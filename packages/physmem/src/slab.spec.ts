@@ -1,21 +1,16 @@
+import { bareAllocator } from './testing';
 import fc from 'fast-check';
 import { Errno, KernelError } from '@kho/kernel';
 import { PAGE_SIZE } from './abi';
 import { BuddyAllocator } from './buddy';
-import { FaultInjector } from './faults';
 import { Memmap, PageFlag } from './memmap';
-import { PhysicalMemory } from './memory';
 import { createMachine, physmemModule } from './plugin';
 import { KMALLOC_SIZES, LARGE_KMALLOC_MAGIC, SLAB_PAGE_MAGIC, Slab, kmallocCacheName } from './slab';
 
 const MiB = 2 ** 20;
 
 function rig(mem = 64 * MiB) {
-  const ram = new PhysicalMemory({ ranges: [{ start: 0, size: mem, node: 0 }] });
-  const memmap = new Memmap(ram);
-  const faults = new FaultInjector();
-  const buddy = new BuddyAllocator(ram, memmap, faults);
-  buddy.freeRange(0, mem / PAGE_SIZE);
+  const { ram, memmap, faults, buddy } = bareAllocator(mem);
   const slab = new Slab(ram, memmap, buddy);
   return { ram, memmap, faults, buddy, slab, free0: buddy.nrFreePages };
 }

@@ -1,16 +1,13 @@
+import { bareAllocator } from '@kho/physmem/testing';
 import fc from 'fast-check';
 import { Errno, KernelError, KernelLog, LifecycleBus } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { RadixTracker, readIncomingTree, validateIncomingTree } from './radix-tree';
 
 const GiB = 2 ** 30;
 
 function setup(ranges = [{ start: 0, size: 64 * 2 ** 20, node: 0 }, { start: 2 ** 40, size: 16 * 2 ** 20, node: 0 }]) {
-  const ram = new PhysicalMemory({ ranges });
-  const memmap = new Memmap(ram);
-  const faults = new FaultInjector();
-  const buddy = new BuddyAllocator(ram, memmap, faults);
-  buddy.freeRange(ranges[0].start / PAGE_SIZE, ranges[0].size / PAGE_SIZE);
+  const { ram, memmap, faults, buddy } = bareAllocator(ranges, [[ranges[0].start / PAGE_SIZE, ranges[0].size / PAGE_SIZE]]);
   const log = new KernelLog(new LifecycleBus(), 1);
   const tree = new RadixTracker(ram, buddy, log);
   return { ram, memmap, faults, buddy, log, tree };

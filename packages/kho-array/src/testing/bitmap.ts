@@ -1,3 +1,4 @@
+import { bareAllocator } from '@kho/physmem/testing';
 import { KernelLog, LifecycleBus } from '@kho/kernel';
 import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PhysicalMemory, type RamRange } from '@kho/physmem';
 import { BitmapArrayTracker } from '../bitmap-array';
@@ -38,11 +39,7 @@ export function bitmapTestMachine(form: BitmapForm, blocks: ReadonlyArray<readon
   const allocPages = allocBytes / PAGE_SIZE;
   const tib = 2 ** 40 / PAGE_SIZE;
   const ranges = ramForPfns([[0, allocPages], [tib, tib + 4096], ...blocks.map(([p, o]) => [p, p + 2 ** o] as const)]);
-  const ram = new PhysicalMemory({ ranges });
-  const memmap = new Memmap(ram);
-  const faults = new FaultInjector();
-  const buddy = new BuddyAllocator(ram, memmap, faults);
-  buddy.freeRange(0, allocPages);
+  const { ram, memmap, faults, buddy } = bareAllocator(ranges, [[0, allocPages]]);
   const log = new KernelLog(new LifecycleBus(), 1);
   const tracker = form === 'chunks' ? new BitmapChunksTracker(ram, memmap, buddy, log) : new BitmapArrayTracker(ram, memmap, buddy, log);
   return { ram, memmap, buddy, faults, log, tracker };

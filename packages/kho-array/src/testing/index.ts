@@ -1,3 +1,4 @@
+import { bareAllocator } from '@kho/physmem/testing';
 import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import type { KhoArrayContext } from '../array';
 
@@ -13,11 +14,7 @@ export interface ArrayTestMachine {
 
 /** Builds an {@link ArrayTestMachine} with `bytes` of RAM (default 64 MiB). */
 export function arrayTestMachine(bytes = 64 * 2 ** 20): ArrayTestMachine {
-  const ram = new PhysicalMemory({ ranges: [{ start: 0, size: bytes, node: 0 }] });
-  const memmap = new Memmap(ram);
-  const faults = new FaultInjector();
-  const buddy = new BuddyAllocator(ram, memmap, faults);
-  buddy.freeRange(0, bytes / PAGE_SIZE);
+  const { ram, memmap, faults, buddy } = bareAllocator(bytes);
   return { ram, memmap, buddy, faults, ctx: { ram, memmap, buddy } };
 }
 
