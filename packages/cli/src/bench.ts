@@ -1,6 +1,6 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Errno, KernelError } from '@kho/kernel';
+import { Errno, KernelError, describeError } from '@kho/kernel';
 import { registeredBenches, type BenchResult } from '@kho/kernel/bench';
 
 /** One printed benchmark result: `{"bench":"<package>/<name>","value":…,"unit":…, …extras}`. */
@@ -54,7 +54,7 @@ export function runBenches(opts: { only: readonly string[]; quick: boolean }, em
       }
     } catch (e) {
       failed++;
-      emit({ bench: b.name, error: e instanceof Error ? e.message : String(e) });
+      emit({ bench: b.name, error: describeError(e, { errno: true }) });
     }
   });
   return failed;

@@ -1,4 +1,4 @@
-import { Errno, KernelError, formatBytes, hex } from '@kho/kernel';
+import { Errno, KernelError, formatBytes, hex, describeError } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import {
   FDT_MAGIC,
@@ -177,7 +177,7 @@ function describeSubtree(ram: PhysicalMemory, node: FdtNode): SubtreeInfo {
   if (!prop || prop.length !== 8) return { name: node.name, phys: `(bad ${PROP_SUB_FDT}: ${prop ? `${prop.length} bytes` : 'missing'})` };
   const phys = Number(new DataView(prop.buffer, prop.byteOffset, 8).getBigUint64(0, true));
   const out: SubtreeInfo = { name: node.name, phys: hex(phys) };
-  const why = (e: unknown): string => (e instanceof Error ? e.message.replace(/^E[A-Z0-9]+: /, '') : String(e));
+  const why = (e: unknown): string => describeError(e);
   if (node.name === KSTATE_SUBTREE) {
     try {
       out.kstate = withVmallocChunks(ram, dumpStream(ram, phys));
@@ -204,7 +204,7 @@ function describeSubtree(ram: PhysicalMemory, node: FdtNode): SubtreeInfo {
         out.dts = formatDts(sub);
       }
     } catch (e) {
-      out.dts = `(not a valid FDT: ${e instanceof Error ? e.message : String(e)})`;
+      out.dts = `(not a valid FDT: ${describeError(e, { errno: true })})`;
     }
   }
   return out;

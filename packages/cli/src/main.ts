@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { writeFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { Errno, KernelError, formatBytes, hex, parseSize } from '@kho/kernel';
+import { Errno, KernelError, formatBytes, hex, parseSize, describeError } from '@kho/kernel';
 import { registeredBenches } from '@kho/kernel/bench';
 import { formatBenchTable, loadBenchFiles, runBenches, workspaceRoot, type BenchLine } from './bench';
 import { PAGE_SIZE } from '@kho/physmem';
@@ -34,7 +34,7 @@ function sizeArg(what: string) {
     try {
       return parseSize(text, what);
     } catch (e) {
-      throw new InvalidArgumentError(e instanceof Error ? e.message.replace(/^E[A-Z0-9]+: /, '') : String(e));
+      throw new InvalidArgumentError(describeError(e));
     }
   };
 }
@@ -371,7 +371,7 @@ export function runCli(argv: readonly string[], io: CliIo): number {
     program.parse([...argv], { from: 'user' });
   } catch (e) {
     if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.OK : EXIT.BAD_INPUT;
-    const message = e instanceof KernelError ? e.message.replace(/^E[A-Z0-9]+: /, '') : e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+    const message = describeError(e);
     io.err(`kho: ${message}\n`);
     return e instanceof KernelError ? EXIT.BAD_INPUT : EXIT.FAILED;
   }

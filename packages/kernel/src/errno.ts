@@ -7,13 +7,19 @@ export enum Errno {
   ENOENT = 2,
   EIO = 5,
   E2BIG = 7,
+  EBADF = 9,
   ENOMEM = 12,
   EFAULT = 14,
   EBUSY = 16,
   EEXIST = 17,
+  ENODEV = 19,
   EINVAL = 22,
+  ENOTTY = 25,
+  EFBIG = 27,
   ENOSPC = 28,
   ERANGE = 34,
+  ENODATA = 61,
+  EOVERFLOW = 75,
   EOPNOTSUPP = 95,
   ECANCELED = 125,
 }
@@ -30,12 +36,16 @@ export function errnoName(errno: Errno): string {
 export class KernelError extends Error {
   override readonly name = 'KernelError';
 
+  /**
+   * @param errno the Linux errno of the failure
+   * @param reason what was found and what was wanted, without the errno (the message is `<ERRNO>: <reason>`)
+   */
   constructor(
     readonly errno: Errno,
-    message: string,
+    readonly reason: string,
     options?: { cause?: unknown },
   ) {
-    super(`${errnoName(errno)}: ${message}`, options);
+    super(`${errnoName(errno)}: ${reason}`, options);
   }
 
   /** The errno's symbolic name, e.g. "EINVAL". */
@@ -47,6 +57,33 @@ export class KernelError extends Error {
 /** A broken invariant inside the simulator (the kernel's BUG()). Never thrown for bad input. */
 export class KernelBug extends Error {
   override readonly name = 'KernelBug';
+}
+
+/**
+ * The KernelError inside `e`: `e` itself, or the first KernelError in its chain of causes (a dependency-injection
+ * container wraps an error thrown by a constructor in errors of its own, which keep it as text or as a cause).
+ * Undefined when there is none.
+ */
+export function findKernelError(e: unknown): KernelError | undefined {
+  for (let cur = e, depth = 0; cur !== undefined && cur !== null && depth < 32; depth++) {
+    if (cur instanceof KernelError) return cur;
+    cur = cur instanceof Error ? cur.cause : undefined;
+  }
+  return undefined;
+}
+
+/**
+ * One line saying what went wrong, for logs and reports: a KernelError's reason (with `errno: true`, as
+ * `<ERRNO>: <reason>`), a KernelBug as `BUG: <message>`, a plain Error as its message, any other Error as
+ * `<name>: <message>` (a RangeError's name says something), anything else as text. A KernelError wrapped by a
+ * dependency-injection container (as the cause of its errors) is found and described instead of the wrapper.
+ */
+export function describeError(e: unknown, opts: { errno?: boolean } = {}): string {
+  const ke = findKernelError(e);
+  if (ke) return opts.errno ? ke.message : ke.reason;
+  if (e instanceof KernelBug) return `BUG: ${e.message}`;
+  if (e instanceof Error) return e.name === 'Error' ? e.message : `${e.name}: ${e.message}`;
+  return String(e);
 }
 
 /** True when `e` is a KernelError, optionally with the given errno. */

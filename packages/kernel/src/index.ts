@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 
-export { Errno, KernelError, KernelBug, errnoName, isKernelError } from './errno';
+export { Errno, KernelError, KernelBug, errnoName, isKernelError, describeError, findKernelError } from './errno';
 export { Unwind, withUnwind } from './unwind';
 export { Phase, BOOT_PHASES, type BootPhase } from './phases';
 export { LifecycleBus, type BusEvents } from './bus';

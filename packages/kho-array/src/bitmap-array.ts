@@ -122,7 +122,7 @@ export function parseBitmapArray(ram: PhysicalMemory, mapPhys: number): ParsedBi
     while (r.next()) entries.push([r.pos, r.get()]);
     arrayPages = r.visitedPages();
   } catch (e) {
-    if (e instanceof KernelError) throw new KernelError(e.errno, `${LABEL}: ${e.message.replace(/^E[A-Z0-9]+: /, '')}`, { cause: e });
+    if (e instanceof KernelError) throw new KernelError(e.errno, `${LABEL}: ${e.reason}`, { cause: e });
     throw e;
   }
   for (const p of arrayPages) c.page(BigInt(p), 'array page');

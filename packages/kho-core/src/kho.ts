@@ -14,6 +14,7 @@ import {
   withUnwind,
   type KernelPlugin,
   type PluginReport,
+  describeError,
 } from '@kho/kernel';
 import { BuddyAllocator, Folio, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
 import {
@@ -117,7 +118,7 @@ export class Kho implements KernelPlugin {
     try {
       this.incoming = this.validateIncoming(blob);
     } catch (e) {
-      this.revivalError = e instanceof KernelError ? e.message.replace(/^E[A-Z0-9]+: /, '') : String(e);
+      this.revivalError = describeError(e);
       this.log.error('kho', `disabling KHO revival: ${this.revivalError}; booting cold`);
       return;
     }
@@ -534,7 +535,7 @@ export class Kho implements KernelPlugin {
     try {
       sizes = scratchSizes(spec, nodes, (f) => this.early.reservedBytes(f));
     } catch (e) {
-      this.log.error('kho', `${e instanceof Error ? e.message : String(e)}; KHO disabled`);
+      this.log.error('kho', `${describeError(e, { errno: true })}; KHO disabled`);
       return;
     }
     const areas: ScratchArea[] = [];
@@ -547,7 +548,7 @@ export class Kho implements KernelPlugin {
       });
     } catch (e) {
       for (const a of areas) this.early.free(a.addr, a.size);
-      this.log.error('kho', `cannot place the scratch areas (${e instanceof Error ? e.message : String(e)}); KHO disabled`);
+      this.log.error('kho', `cannot place the scratch areas (${describeError(e, { errno: true })}); KHO disabled`);
       return;
     }
     // Scratch is not reserved: the buddy allocator serves it to movable allocations, like CMA.

@@ -1,5 +1,5 @@
 import { injectable } from 'tsyringe';
-import { Errno, KernelError, KernelLog, formatBytes, hex, isKernelError, withUnwind, type KernelPlugin, type PluginReport, type Unwind } from '@kho/kernel';
+import { Errno, KernelError, KernelLog, formatBytes, hex, isKernelError, withUnwind, type KernelPlugin, type PluginReport, type Unwind, describeError } from '@kho/kernel';
 import { Folio, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, Slab, kmallocCacheName, type Pfn } from '@kho/physmem';
 import {
   KHO_PAGE_MAGIC,
@@ -505,7 +505,7 @@ export class KhoSlab implements KernelPlugin {
   }
 
   private refuse(e: unknown): void {
-    this.refusal = e instanceof KernelError ? e.message.replace(/^E[A-Z0-9]+: /, '') : String(e);
+    this.refusal = describeError(e);
     this.log.error('kho-slab', `refusing the incoming slab table: ${this.refusal}; its slabs stay reserved`);
   }
 

@@ -1,4 +1,4 @@
-import { hex } from '@kho/kernel';
+import { hex, describeError } from '@kho/kernel';
 import { KSTATE_FORMAT_VERSION } from './abi';
 import { CustomBytes, DecodedRecord, FolioRef, PhysRangeRef, VmallocRef } from './decode';
 import { idKey, type InstanceId } from './model';
@@ -40,7 +40,7 @@ export function dumpIncoming(stream: IncomingStream, rootPhys?: number): { [k: s
       const rec = stream.decode(s);
       Object.assign(entry, recordJson(rec, stream.schemas));
     } catch (e) {
-      entry.error = e instanceof Error ? e.message : String(e);
+      entry.error = describeError(e, { errno: true });
     }
     return entry;
   });

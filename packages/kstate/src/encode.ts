@@ -1,4 +1,4 @@
-import { Errno, KernelError, isKernelError } from '@kho/kernel';
+import { Errno, KernelError, isKernelError, describeError } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
 import { KSTATE_LIMITS, KSTATE_PRESENT, KSTATE_RECORD_HEADER_SIZE, KSTATE_VMALLOC_SIZE, KStateRecordLayout, KStateRecordType } from './abi';
 import { crc32c } from '@kho/kernel';
@@ -312,7 +312,7 @@ export class RecordEncoder {
   }
 
   private callbackFailed(what: string, e: unknown): never {
-    const msg = e instanceof Error ? e.message : String(e);
+    const msg = describeError(e, { errno: true });
     throw new KernelError(isKernelError(e) ? e.errno : Errno.EIO, `kstate: ${this.where}: ${what} failed: ${msg}`, { cause: e });
   }
 }

@@ -1,5 +1,5 @@
 import { inject, injectable } from 'tsyringe';
-import { Errno, KernelError, KernelLog, Unwind, formatBytes, hex, isKernelError } from '@kho/kernel';
+import { Errno, KernelError, KernelLog, Unwind, formatBytes, hex, isKernelError, describeError } from '@kho/kernel';
 import { Folio, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
 import { KSTATE_SUBTREE } from './abi';
 import { KStateBackend } from './backend';
@@ -310,7 +310,7 @@ export class KState {
       for (const m of report.strandedMemory) this.stranded.push(`${where()}: ${m}`);
       return report;
     } catch (e) {
-      this.failures.set(s, e instanceof Error ? e.message : String(e));
+      this.failures.set(s, describeError(e, { errno: true }));
       throw e;
     }
   }
@@ -419,7 +419,7 @@ export class KState {
       try {
         memory = memoryOf(stream.decode(s)).map((m) => `${m.path}: ${m.ref}`);
       } catch (e) {
-        memory = [`(undecodable: ${e instanceof Error ? e.message : String(e)})`];
+        memory = [`(undecodable: ${describeError(e, { errno: true })})`];
       }
       const entry: { -readonly [K in keyof UnrestoredSection]: UnrestoredSection[K] } = {
         id: typeof s.id === 'number' ? String(s.id) : s.id,
@@ -527,5 +527,5 @@ function emptyStats(): SaveStats {
 
 function asKernelError(e: unknown): KernelError {
   if (e instanceof KernelError) return e;
-  return new KernelError(Errno.EINVAL, `kstate: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`, { cause: e });
+  return new KernelError(Errno.EINVAL, `kstate: ${describeError(e, { errno: true })}`, { cause: e });
 }

@@ -1,5 +1,5 @@
 import { injectable, type DependencyContainer } from 'tsyringe';
-import { KernelLog, registerPerBoot, type KernelModule } from '@kho/kernel';
+import { KernelLog, registerPerBoot, type KernelModule, describeError } from '@kho/kernel';
 import { BuddyAllocator, PAGE_SIZE } from '@kho/physmem';
 import { ReserveMemHandover, type ReserveMemRecord, type ReserveMemRegion } from '@kho/memblock';
 import { KState } from './kstate';
@@ -47,7 +47,7 @@ export class KstateReserveMemHandover implements ReserveMemHandover {
     try {
       stream = this.kstate.incoming();
     } catch (e) {
-      this.log.warn('memblock', `reserve_mem through kstate refused: ${e instanceof Error ? e.message : String(e)}`);
+      this.log.warn('memblock', `reserve_mem through kstate refused: ${describeError(e, { errno: true })}`);
       return this.incomingMap;
     }
     for (const s of stream?.sections ?? []) {
@@ -56,7 +56,7 @@ export class KstateReserveMemHandover implements ReserveMemHandover {
         const r = this.kstate.peek(ReserveMemRegionState, s.instance).object;
         if (r.range) this.incomingMap.set(r.name, { start: r.range.start, size: r.range.size });
       } catch (e) {
-        this.log.warn('memblock', `reserve_mem section refused: ${e instanceof Error ? e.message : String(e)}`);
+        this.log.warn('memblock', `reserve_mem section refused: ${describeError(e, { errno: true })}`);
       }
     }
     return this.incomingMap;

@@ -1,4 +1,4 @@
-import { Errno, KernelError, isKernelError } from '@kho/kernel';
+import { Errno, KernelError, isKernelError, describeError } from '@kho/kernel';
 import { KSTATE_LIMITS } from './abi';
 import { CustomBytes, DecodedRecord, FolioRef, PhysRangeRef, VmallocRef, memoryOf, type MemoryRef } from './decode';
 import { describeJs } from './encode';
@@ -124,7 +124,7 @@ export class RestorePlan {
     try {
       out = step(Object.assign(Object.create(null) as Record<string, unknown>, values));
     } catch (e) {
-      const msg = e instanceof Error ? e.message : String(e);
+      const msg = describeError(e, { errno: true });
       throw new KernelError(isKernelError(e) ? e.errno : Errno.EINVAL, `kstate: ${this.where}: upgrade step ${v}->${v + 1} of '${desc.name}' failed: ${msg}`, { cause: e });
     }
     if (typeof out !== 'object' || out === null) {
@@ -196,7 +196,7 @@ export class RestorePlan {
           try {
             codec.restore(r, target);
           } catch (e) {
-            const msg = e instanceof Error ? e.message : String(e);
+            const msg = describeError(e, { errno: true });
             throw new KernelError(isKernelError(e) ? e.errno : Errno.EIO, `kstate: ${this.where}: custom field '${name}' restore failed: ${msg}`, { cause: e });
           }
         });

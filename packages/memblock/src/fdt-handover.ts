@@ -1,5 +1,5 @@
 import { injectable, type DependencyContainer } from 'tsyringe';
-import { KernelLog, hex, registerPerBoot, withUnwind, type KernelModule } from '@kho/kernel';
+import { KernelLog, hex, registerPerBoot, withUnwind, type KernelModule, describeError } from '@kho/kernel';
 import { BuddyAllocator, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { FdtNode, Kho, decodeFdt, encodeFdt } from '@kho/kho-core';
 import {
@@ -47,7 +47,7 @@ export class MemblockFdtHandover implements ReserveMemHandover {
       this.incomingMap = readMemblockFdt(this.ram, phys);
       this.incomingBlob = phys;
     } catch (e) {
-      this.log.warn('memblock', `memblock handover refused: ${e instanceof Error ? e.message : String(e)}`);
+      this.log.warn('memblock', `memblock handover refused: ${describeError(e, { errno: true })}`);
     }
     return this.incomingMap;
   }
@@ -99,7 +99,7 @@ export class MemblockFdtHandover implements ReserveMemHandover {
     try {
       this.kho.restoreFree(this.incomingBlob);
     } catch (e) {
-      this.log.warn('memblock', `memblock handover page ${hex(this.incomingBlob)}: ${e instanceof Error ? e.message : String(e)}`);
+      this.log.warn('memblock', `memblock handover page ${hex(this.incomingBlob)}: ${describeError(e, { errno: true })}`);
     }
     this.incomingBlob = 0;
   }

@@ -1,5 +1,5 @@
 import { injectAll, injectable } from 'tsyringe';
-import { CommandLine, Errno, KernelError, KernelLog, formatBytes, hex, parseSize, type KernelPlugin, type PluginReport } from '@kho/kernel';
+import { CommandLine, Errno, KernelError, KernelLog, formatBytes, hex, parseSize, type KernelPlugin, type PluginReport, describeError } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { Memblock } from './memblock';
 import { RESERVE_MEM_MAX, RESERVE_MEM_NAME_MAX } from './abi';
@@ -109,7 +109,7 @@ export class ReserveMem implements KernelPlugin {
       requests = parseReserveMem(cmdline.getAll('reserve_mem'));
     } catch (e) {
       // As the kernel does with a bad parameter: say why, ignore it, boot on.
-      log.error('memblock', `${e instanceof Error ? e.message.replace(/^E[A-Z0-9]+: /, '') : String(e)}; no reserve_mem regions in this boot`);
+      log.error('memblock', `${describeError(e)}; no reserve_mem regions in this boot`);
     }
     this.requests = requests;
   }

@@ -1,5 +1,5 @@
 import { Lifecycle, inject, injectable, type DependencyContainer } from 'tsyringe';
-import { CommandLine, Errno, KernelError, KernelLog, KernelPlugin, Machine, formatBytes, hex, parseSize, registerPerBoot, type KernelModule } from '@kho/kernel';
+import { CommandLine, Errno, KernelError, KernelLog, KernelPlugin, Machine, formatBytes, hex, parseSize, registerPerBoot, type KernelModule, describeError } from '@kho/kernel';
 import { PAGE_SIZE } from './abi';
 import { BuddyAllocator } from './buddy';
 import { FaultInjector, parseFailPageAlloc } from './faults';
@@ -47,7 +47,7 @@ export class PhysmemPlugin implements KernelPlugin {
       this.log.warn('physmem', `fail_page_alloc=${spec}: page allocations will fail on purpose`);
     } catch (e) {
       // A bad parameter is ignored, as the kernel does, rather than costing the boot its memory.
-      this.log.error('physmem', `ignoring fail_page_alloc: ${e instanceof Error ? e.message : String(e)}`);
+      this.log.error('physmem', `ignoring fail_page_alloc: ${describeError(e, { errno: true })}`);
     }
   }
 

@@ -139,7 +139,7 @@ export class Vmalloc {
       });
     } catch (e) {
       if (!isKernelError(e, Errno.ENOMEM)) throw e;
-      const why = e.message.replace(/^ENOMEM: /, '');
+      const why = e.reason;
       throw new KernelError(Errno.ENOMEM, `vmalloc: size ${size}: block ${taken + 1} of ${nrBlocks} (order ${order}) failed: ${why}`, { cause: e });
     }
     return this.insert(new Area(slot, bytes, nrBlocks * per, order, flags, blocks, false));

@@ -1,3 +1,4 @@
+import { describeError } from '@kho/kernel';
 import type { Kernel } from '@kho/kernel';
 import { Memfd } from '@kho/memfd';
 import { SeededWords } from './data';
@@ -53,7 +54,7 @@ export function verifyDemoFiles(kernel: Kernel, seed: number): DemoFilesCheck {
     try {
       fd = m.open(f.name);
     } catch (e) {
-      problems.push(`${f.name}: ${e instanceof Error ? e.message : String(e)}`);
+      problems.push(`${f.name}: ${describeError(e, { errno: true })}`);
       continue;
     }
     files++;

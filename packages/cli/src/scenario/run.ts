@@ -1,4 +1,4 @@
-import { formatBytes, formatSizeExact, type Kernel, type KernelModule } from '@kho/kernel';
+import { formatBytes, formatSizeExact, type Kernel, type KernelModule, describeError } from '@kho/kernel';
 import { BuddyAllocator, PhysicalMemory } from '@kho/physmem';
 import { Kho, Tracker } from '@kho/kho-core';
 import { KhoTest } from '../demo/kho-test';
@@ -180,7 +180,7 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
       time(ms, 'prepare', () => k.prepare());
       time(ms, 'serialize', () => k.serialize());
     } catch (e) {
-      genErrors.push(`generation ${gen}: ${e instanceof Error ? e.message : String(e)}`);
+      genErrors.push(`generation ${gen}: ${describeError(e, { errno: true })}`);
       errors.push(...genErrors);
       results.push({ generation: gen, preserved: { ...gened, blocks: 0, trackerPages: 0, ...made }, restoredByNext: undefined, verifiedByNext: undefined, ms, errors: genErrors });
       break;

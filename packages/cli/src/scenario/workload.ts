@@ -1,5 +1,5 @@
 import { inject, injectable, type DependencyContainer } from 'tsyringe';
-import { Errno, KernelError, KernelLog, crc32c, formatBytes, hex, registerPerBoot, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
+import { Errno, KernelError, KernelLog, crc32c, formatBytes, hex, registerPerBoot, withUnwind, type KernelModule, type KernelPlugin, type PluginReport, describeError } from '@kho/kernel';
 import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { KState, array, bool, bytes, describe, folio, phys, str, u32, u64, vmallocBuf } from '@kho/kstate';
@@ -287,7 +287,6 @@ class Tally {
   }
 }
 
-const describeError = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 // ------------------------------------------------------------------------------------------ the plugin
 
@@ -476,7 +475,7 @@ export class ScenarioWorkload implements KernelPlugin {
         try {
           free(x);
         } catch (e) {
-          errors.push(describeError(e));
+          errors.push(describeError(e, { errno: true }));
         }
       }
     };
@@ -565,7 +564,7 @@ export class ScenarioWorkload implements KernelPlugin {
         fieldsDefaulted += r.defaulted.length;
         obj = r.object;
       } catch (e) {
-        t.problems.push(`${what}: ${describeError(e)}`);
+        t.problems.push(`${what}: ${describeError(e, { errno: true })}`);
         continue;
       }
       if (obj.payload) this.toPut.push(obj.payload);
@@ -609,7 +608,7 @@ export class ScenarioWorkload implements KernelPlugin {
       try {
         fd = this.memfd.open(f.name);
       } catch (e) {
-        t.problems.push(`${what}: ${describeError(e)}`);
+        t.problems.push(`${what}: ${describeError(e, { errno: true })}`);
         continue;
       }
       this.toUnlink.push(f.name);
