@@ -5,13 +5,14 @@ const nx = require('@nx/eslint-plugin');
 
 const layers = [
   'layer:0', // kernel
-  'layer:1', // physmem
-  'layer:2', // kho-core
-  'layer:3', // memblock, radix-tracker: what a KHO kernel needs to boot, so every layer above can boot one in tests
-  'layer:4', // kho-array, vmalloc
-  'layer:5', // kstate (and the kstate form of the reserve_mem handover, through memblock's port)
-  'layer:6', // subsystem plugins (examples, generated ones)
-  'layer:7', // cli
+  'layer:1', // struct, fdt, image: codecs of byte formats, usable alone
+  'layer:2', // physmem
+  'layer:3', // kho-core
+  'layer:4', // memblock, radix-tracker, kho-block: what a KHO kernel needs to boot, so every layer above can boot one in tests
+  'layer:5', // kho-array, vmalloc
+  'layer:6', // kstate (and the kstate form of the reserve_mem handover, through memblock's port), liveupdate
+  'layer:7', // subsystem plugins (examples, generated ones)
+  'layer:8', // cli
 ];
 
 module.exports = [

@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { treeNodePfns } from '@kho/radix-tracker';
-import { FdtNode, PROP_PRESERVED_MEMORY_MAP, PROP_PRESERVED_MEMORY_MAP_CRC, decodeFdt, decodeKhoData, encodeFdt, readImageFile, writeImageFile, type HandoverImage } from '@kho/kho-core';
+import { PROP_PRESERVED_MEMORY_MAP, PROP_PRESERVED_MEMORY_MAP_CRC, decodeKhoData } from '@kho/kho-core';
+import { FdtNode, decodeFdt, encodeFdt } from '@kho/fdt';
+import { readImageFile, writeImageFile, type HandoverImage } from '@kho/image';
 import { runCli } from './main';
 
 const BIN = resolve(__dirname, '../bin/kho.js');

@@ -1,6 +1,7 @@
 import { BootParams, Errno, KernelError, type Machine } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory, type RamRange } from '@kho/physmem';
-import { SETUP_KHO, pagesToSegments, readImageFile, writeImageFile, type HandoverImage } from '@kho/kho-core';
+import { SETUP_KHO } from '@kho/kho-core';
+import { pagesToSegments, readImageFile, writeImageFile, type HandoverImage } from '@kho/image';
 import { machineFor } from './system';
 
 /** Extra keys this project stores in the image's machine note. */

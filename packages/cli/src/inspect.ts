@@ -1,17 +1,8 @@
 import { Errno, KernelError, formatBytes, hex, describeError } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
-import {
-  FDT_MAGIC,
-  PROP_PRESERVED_MEMORY_MAP,
-  PROP_SUB_FDT,
-  decodeFdt,
-  decodeKhoData,
-  decodeScratchArray,
-  formatDts,
-  readImageFile,
-  type FdtNode,
-  type HandoverImage,
-} from '@kho/kho-core';
+import { PROP_PRESERVED_MEMORY_MAP, PROP_SUB_FDT, decodeKhoData, decodeScratchArray } from '@kho/kho-core';
+import { FDT_MAGIC, decodeFdt, formatDts, type FdtNode } from '@kho/fdt';
+import { readImageFile, type HandoverImage } from '@kho/image';
 import { KHO_RADIX_COMPATIBLE, readIncomingTree } from '@kho/radix-tracker';
 import { KHO_V1_COMPATIBLE, KHO_V1_KARR_COMPATIBLE, readIncomingBitmapArray, readIncomingBitmapChunks, type IncomingBitmapBlocks } from '@kho/kho-array';
 import type { TrackerKind } from './system';

@@ -1,6 +1,7 @@
 import type { Kernel, KernelModule } from '@kho/kernel';
 import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
-import { Kho, PROP_SUB_FDT, decodeFdt, khoModule } from '@kho/kho-core';
+import { Kho, PROP_SUB_FDT, khoModule } from '@kho/kho-core';
+import { decodeFdt } from '@kho/fdt';
 import { ReserveMem, memblockFdtHandoverModule, memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
 import { vmallocModule } from '@kho/vmalloc';

@@ -30,5 +30,3 @@ export { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats } from '.
 export { Kho, splitOrder, splitBlocks, scratchSizes, type IncomingHandover, type KhoStats } from './kho';
 export { khoModule, khoSlabModule } from './module';
 export { KhoSlab, type KhoSlabStats } from './slab';
-export * from './fdt';
-export * from './image';

@@ -33,7 +33,7 @@ import {
   encodeScratchArray,
   type ScratchArea,
 } from './abi';
-import { FdtNode, decodeFdt, encodeFdt } from './fdt';
+import { FdtNode, decodeFdt, encodeFdt } from '@kho/fdt';
 import { EarlyAllocator, Tracker } from './ports';
 
 /** What the previous kernel handed over, validated in boot:early. */

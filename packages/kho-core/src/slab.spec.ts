@@ -17,7 +17,7 @@ import {
   encodeSlabTablePage,
   type KhoSlabEntry,
 } from './abi';
-import { decodeFdt } from './fdt';
+import { decodeFdt } from '@kho/fdt';
 import { Kho } from './kho';
 import { khoModule, khoSlabModule } from './module';
 import { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats } from './ports';

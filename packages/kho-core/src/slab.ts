@@ -18,7 +18,7 @@ import {
   slabObjectCount,
   type KhoSlabEntry,
 } from './abi';
-import { FdtNode, decodeFdt, encodeFdt } from './fdt';
+import { FdtNode, decodeFdt, encodeFdt } from '@kho/fdt';
 import { Kho } from './kho';
 
 /** What {@link KhoSlab.stats} reports. */

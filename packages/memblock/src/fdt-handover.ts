@@ -1,7 +1,8 @@
 import { injectable, type DependencyContainer } from 'tsyringe';
 import { KernelLog, hex, registerPerBoot, withUnwind, type KernelModule, describeError } from '@kho/kernel';
 import { BuddyAllocator, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
-import { FdtNode, Kho, decodeFdt, encodeFdt } from '@kho/kho-core';
+import { Kho } from '@kho/kho-core';
+import { FdtNode, decodeFdt, encodeFdt } from '@kho/fdt';
 import {
   MEMBLOCK_COMPATIBLE,
   MEMBLOCK_SUBTREE,

@@ -1,4 +1,4 @@
-import { FdtNode, encodeFdt } from '@kho/kho-core';
+import { FdtNode, encodeFdt } from '@kho/fdt';
 import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
 import { memblockModule } from './plugin';
 import { readMemblockFdt } from './fdt-handover';

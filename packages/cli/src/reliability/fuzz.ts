@@ -1,6 +1,7 @@
 import { KernelError, hex, seededRandom, type BootParams, type Kernel } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory, type RamRange } from '@kho/physmem';
-import { Kho, SETUP_KHO, decodeFdt, decodeKhoData, PROP_SUB_FDT } from '@kho/kho-core';
+import { Kho, SETUP_KHO, decodeKhoData, PROP_SUB_FDT } from '@kho/kho-core';
+import { decodeFdt } from '@kho/fdt';
 import { treeNodePfns } from '@kho/radix-tracker';
 import { KSTATE_SEGMENT_HEADER_SIZE, KSTATE_SUBTREE, openStream } from '@kho/kstate';
 import { MEMFD_SUBTREE } from '@kho/memfd';

@@ -100,7 +100,7 @@ describe('the subsystem generator', () => {
       $schema: '../../node_modules/nx/schemas/project-schema.json',
       sourceRoot: 'packages/my-subsys/src',
       projectType: 'library',
-      tags: ['layer:6'],
+      tags: ['layer:7'],
     });
     expect(tree.read('packages/my-subsys/jest.config.cjs', 'utf-8')).toBe(
       "module.exports = { displayName: '@kho/my-subsys', preset: '../../jest.preset.js' };\n",

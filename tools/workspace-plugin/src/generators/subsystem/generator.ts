@@ -55,7 +55,7 @@ export function subsystemNames(name: string): SubsystemNames {
 
 /**
  * `nx g ./tools/workspace-plugin:subsystem NAME`: writes packages/NAME (npm @kho/NAME, Nx project NAME, tag
- * layer:6), a subsystem plugin that preserves a versioned record table across a live update, with its tests;
+ * layer:7), a subsystem plugin that preserves a versioned record table across a live update, with its tests;
  * adds the package to the root tsconfig.json references; and, unless `skipInstall`, returns the task that runs
  * npm install so package-lock.json records the new workspace package (without it `npm ci` refuses the lock).
  * Throws when the name is invalid or packages/NAME exists.

@@ -97,8 +97,11 @@ export const KHO_NOTE_NAME = 'KHO';
 export const NT_KHO_DATA = 0x4b484f01;
 /** Descriptor: the machine description, UTF-8 JSON. */
 export const NT_KHO_MACHINE = 0x4b484f02;
-/** The kho_data note's descriptor is `struct kho_data` (kho-core's ABI, section 1). */
-export { KHO_DATA_SIZE } from '../abi';
+/**
+ * Bytes of the kho_data note's descriptor: `struct kho_data` (kho-abi.md section 1). The image carries it as
+ * opaque bytes; kho-core owns the layout, and its tests pin that its size is this one.
+ */
+export const KHO_DATA_SIZE = 32;
 
 /** Page size of the simulated machine, and the alignment of PT_LOAD segments in memory and in the file. */
 export const IMAGE_PAGE_SIZE = 4096;

@@ -30,6 +30,7 @@ export {
   NT_KHO_MACHINE,
   IMAGE_PAGE_SIZE,
   IMAGE_LOAD_FLAGS,
+  KHO_DATA_SIZE,
   type ElfField,
 } from './abi';
 export { pagesToSegments, type HandoverImage, type ImageMachine, type ImageRamRange, type ImageSegment } from './model';

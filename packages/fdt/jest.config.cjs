@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/fdt', preset: '../../jest.preset.js' };

@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/image', preset: '../../jest.preset.js' };
