@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/struct', preset: '../../jest.preset.js' };
