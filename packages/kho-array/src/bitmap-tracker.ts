@@ -231,7 +231,12 @@ export class BitmapSet {
  * ascending address within a bitmap.
  */
 export abstract class BitmapTracker implements Tracker {
+  /** The root compatible of the generation this serialisation belongs to (for messages). */
   abstract readonly compatible: string;
+  abstract readonly kind: string;
+  abstract readonly defaultGeneration: string;
+  /** Bitmaps exist per order 0..MAX_PAGE_ORDER only: a larger block cannot be recorded (KHO says E2BIG). */
+  readonly maxOrder = MAX_PAGE_ORDER;
   /** Prefix of the incoming reader's messages ('bitmap chunks', 'bitmap array'). */
   protected abstract readonly label: string;
 
