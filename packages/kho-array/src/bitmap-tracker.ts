@@ -432,7 +432,7 @@ export function checkBitmapBlocks(ram: PhysicalMemory, bitmaps: readonly BitmapR
       do {
         const pfn = wordBase + (31 - Math.clz32(bits & -bits)) * step;
         bits &= bits - 1;
-        if (!ram.isRam(pfn * PAGE, blockBytes)) {
+        if (!ram.spansRam(pfn * PAGE, blockBytes)) {
           throw new KernelError(Errno.EINVAL, `${label}: block ${hex(BigInt(pfn) * BigInt(PAGE))} order ${b.order} (bitmap ${hex(b.bitmap)}) is outside RAM`);
         }
         count++;

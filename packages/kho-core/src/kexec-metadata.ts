@@ -1,4 +1,4 @@
-import { Errno, KernelError } from '@kho/kernel';
+import { Errno, KernelError, hex } from '@kho/kernel';
 import type { PhysicalMemory } from '@kho/physmem';
 import { KHO_KEXEC_METADATA_VERSION, KhoKexecMetadataLayout, NEW_UTS_LEN } from './abi';
 
@@ -16,7 +16,7 @@ export interface KexecMetadata {
  */
 export function readKexecMetadata(ram: PhysicalMemory, phys: number, size: number): KexecMetadata {
   if (size < 4) throw new KernelError(Errno.EINVAL, `kexec-metadata blob too small (${size} bytes)`);
-  if (!ram.isRam(phys, 4)) throw new KernelError(Errno.EINVAL, `kexec-metadata blob at ${phys} is not RAM`);
+  if (!ram.isRam(phys, 4)) throw new KernelError(Errno.EINVAL, `kexec-metadata blob at ${Number.isFinite(phys) ? hex(phys) : '>= 2^53'} is not RAM`);
   const version = ram.readU32(phys);
   if (version !== KHO_KEXEC_METADATA_VERSION) {
     throw new KernelError(Errno.EINVAL, `kexec-metadata version ${version} not supported (expected ${KHO_KEXEC_METADATA_VERSION})`);

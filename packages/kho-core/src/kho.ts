@@ -307,7 +307,7 @@ export class Kho {
     if (!this.state.root) throw new KernelError(Errno.EOPNOTSUPP, 'preserve: KHO is not initialised');
     const phys = pfn * PAGE_SIZE;
     const size = PAGE_SIZE * 2 ** order;
-    if (!this.ram.isRam(phys, size)) throw new KernelError(Errno.EINVAL, `preserve: block ${hex(phys)} order ${order} is not RAM`);
+    if (!this.ram.spansRam(phys, size)) throw new KernelError(Errno.EINVAL, `preserve: block ${hex(phys)} order ${order} is not RAM`);
     const a = overlappingScratch(this.state.scratch, phys, size);
     if (a) {
       throw new KernelError(

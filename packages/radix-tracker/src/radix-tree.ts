@@ -454,7 +454,7 @@ function checkLeaf(ram: PhysicalMemory, leaf: number, leafIndex: number): number
     do {
       const pfn = wordBase + (31 - Math.clz32(bits & -bits)) * step;
       bits &= bits - 1;
-      if (!ram.isRam(pfn * PAGE_SIZE, blockBytes)) {
+      if (!ram.spansRam(pfn * PAGE_SIZE, blockBytes)) {
         throw new KernelError(Errno.EINVAL, `radix tree: block ${hex(pfn * PAGE_SIZE)} order ${order} (leaf ${hex(leaf)}) is outside RAM`);
       }
       count++;

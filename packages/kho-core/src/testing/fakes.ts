@@ -10,7 +10,8 @@ import { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats } from '.
 @injectable()
 export class FakeTracker implements Tracker {
   readonly kind = 'radix';
-  readonly maxOrder = 51;
+  /** 51 like the radix tree; a test may lower it to play a tracker that records less (the kho-v1 bitmaps: 10). */
+  maxOrder = 51;
   readonly defaultGeneration = 'v3';
   readonly blocks = new Map<string, number>();
 
