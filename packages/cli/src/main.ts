@@ -15,14 +15,7 @@ import { readScenario } from './scenario/schema';
 import { fuzzHandovers, type FuzzResult } from './reliability/fuzz';
 import { runScenario, type ScenarioResult } from './scenario/run';
 import { writeReport } from './report/html';
-import { TRACKER_KINDS, isTrackerKind, type TrackerKind } from './system';
-
-/** What each tracker writes for the next kernel. */
-const TRACKER_FORMATS: Record<TrackerKind, string> = {
-  radix: 'kho-v2 radix tree',
-  'bitmap-chunks': 'kho-v1 bitmaps, chunk list',
-  'bitmap-array': 'kho-v1-karr bitmaps, KHO array',
-};
+import { TRACKER_KINDS, isTrackerKind, trackerDescriptor, type TrackerKind } from './registry';
 
 /** Exit codes of every command. */
 export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
@@ -140,7 +133,7 @@ function formatDemo(r: DemoReport): string {
   out.push(`kho demo: seed ${r.seed}, ${formatBytes(r.mem)} of folios on a ${formatBytes(r.ram)} machine`);
   out.push(`first kernel: ${f.folios} folios of random order, ${formatBytes(f.bytesPreserved)}; memfd files ${formatBytes(f.fileBytes)}`);
   out.push(`  preserved ${f.blocksPreserved} blocks (the test folios and their list, the memfd files and their table, the root FDT)`);
-  out.push(`  tracker: ${f.tracker} (${TRACKER_FORMATS[f.tracker]}), ${f.trackerPages} pages of metadata (${formatBytes(f.trackerPages * PAGE_SIZE)})`);
+  out.push(`  tracker: ${f.tracker} (${trackerDescriptor(f.tracker).title}), ${f.trackerPages} pages of metadata (${formatBytes(f.trackerPages * PAGE_SIZE)})`);
   out.push(`  scratch: ${f.scratch.map((a) => `${hex(a.addr)}+${formatBytes(a.size)}`).join(', ')}`);
   out.push(`  time: ${Object.entries(f.ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}`);
   printSecondHalf(r.second, out);
