@@ -8,6 +8,7 @@ import { PAGE_SIZE } from '@kho/physmem';
 import { DEFAULT_DEMO, runDemo, runFirstHalf, runSecondHalf, type DemoOptions, type DemoReport, type SecondHalf } from './demo/run';
 import { loadHandoverImage, writeHandoverImage } from './handover';
 import { formatInspection, inspectImage } from './inspect';
+import { compareKernels, compatMatrix, formatCompat, formatMatrix, kernelFromArg } from './compat';
 import { DemoReportCollector } from './report/demo-report';
 import { ScenarioReportCollector } from './report/scenario-report';
 import { createProgress } from './progress';
@@ -75,6 +76,10 @@ function trackerOption(): Option {
 
 function printSecondHalf(s: SecondHalf, out: string[]): void {
   out.push(`next kernel: ${s.khoBoot ? 'KHO boot' : `cold boot${s.revivalError ? ` (revival refused: ${s.revivalError})` : ''}`}`);
+  if (s.handover) {
+    const from = s.handover.previousRelease ? `; exec from ${s.handover.previousRelease} (count ${s.handover.kexecCount})` : '';
+    out.push(`  handover: ${s.handover.compatible}${from}`);
+  }
   if (s.files) out.push(`  memfd: ${s.files.files} files, ${formatBytes(s.files.bytes)}: ${s.files.verified ? 'verified' : 'FAILED'}`);
   if (s.restore) {
     out.push(`  restored ${s.restore.folios} folios, ${formatBytes(s.restore.bytes)}; orders ${s.restore.ordersMatch ? 'match' : 'DIFFER'}`);
@@ -117,6 +122,7 @@ function formatScenario(r: ScenarioResult): string {
     if (p.memfd.files > 0) found.push(`memfd ${v.memfd.files}/${p.memfd.files} ${ok(v.memfd.verified)}`);
     out.push(`    next kernel: ${found.join(', ')}`);
   }
+  if (r.lastKernel?.previousRelease) out.push(`  last kernel: exec from ${r.lastKernel.previousRelease} (count ${r.lastKernel.kexecCount})`);
   out.push(`  free pages at the end (tracker pages counted as free) ${r.freePagesAtEnd}, cold boot ${r.freePagesColdBoot}`);
   for (const e of r.errors) out.push(`  error: ${e}`);
   out.push(r.ok ? 'RESULT: every generation verified, nothing leaked' : 'RESULT: FAILED');
@@ -338,6 +344,26 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
       const { rootDtb: _d, ...data } = r;
       io.out(`${flags.json ? JSON.stringify(data, null, 2) : formatInspection(r)}\n`);
       io.exit(EXIT.OK);
+    });
+
+  program
+    .command('compat')
+    .description("can kernel B take kernel A's handover? A and B are handover images or configurations such as 'kho_abi=v2 reserve_mem_handover=kstate'")
+    .argument('[from]', 'the kernel that hands over: an image file or a configuration')
+    .argument('[to]', 'the kernel that boots from it: an image file (its writer) or a configuration')
+    .option('--matrix', 'every generation against every other, for the lab and for Linux')
+    .option('--json', 'print the result as JSON')
+    .action((from: string | undefined, to: string | undefined, flags: { matrix?: boolean; json?: boolean }) => {
+      if (flags.matrix) {
+        const m = compatMatrix();
+        io.out(`${flags.json ? JSON.stringify(m, null, 2) : formatMatrix(m)}\n`);
+        io.exit(EXIT.OK);
+        return;
+      }
+      if (from === undefined || to === undefined) throw new KernelError(Errno.EINVAL, 'compat: give two kernels (FROM TO: images or configurations), or --matrix');
+      const r = compareKernels(kernelFromArg(from), kernelFromArg(to));
+      io.out(`${flags.json ? JSON.stringify(r, null, 2) : formatCompat(r)}\n`);
+      io.exit(r.lab ? EXIT.OK : EXIT.FAILED);
     });
 
   program.addOption(new Option('--no-color', 'plain output').hideHelp());
