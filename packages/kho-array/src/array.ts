@@ -90,7 +90,7 @@ function describeVersion(v: unknown): string {
 }
 
 /**
- * A KHO array (spec/kho-abi.md section 9) and its iterator in one object: a sparse sequence of u64 entries at
+ * A KHO array (docs/abi/kho.md section 9) and its iterator in one object: a sparse sequence of u64 entries at
  * u64 positions, kept in one-page chunks of simulated RAM, visited linearly from the lowest position up.
  *
  * Positions and entries are numbers below 2^53 and bigints from 2^53 on (either type is accepted). The iterator
