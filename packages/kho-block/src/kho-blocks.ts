@@ -1,0 +1,46 @@
+import { injectable } from 'tsyringe';
+import { registerPerBoot, type KernelModule } from '@kho/kernel';
+import { Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { KHO_PAGE_MAGIC, Kho } from '@kho/kho-core';
+import { KhoBlockSet, type KhoBlockBackend } from './block-set';
+
+/**
+ * Block sets over this boot's KHO (one instance per boot): blocks are `kho.allocPreserve(4096)` pages, given
+ * back with `unpreserveFree` (outgoing) or `restoreFree` (incoming); an incoming block must carry the order-0
+ * stamp the incoming walk left on every preserved block.
+ */
+@injectable()
+export class KhoBlocks implements KhoBlockBackend {
+  constructor(
+    readonly ram: PhysicalMemory,
+    private readonly kho: Kho,
+    private readonly memmap: Memmap,
+  ) {}
+
+  /** A new, empty outgoing set of `entrySize`-byte entries. Throws EINVAL when an entry does not fit a block. */
+  createSet(entrySize: number, name?: string): KhoBlockSet {
+    return new KhoBlockSet(this, entrySize, name);
+  }
+
+  allocPreserve(size: number): number {
+    return this.kho.allocPreserve(size);
+  }
+
+  unpreserveFree(phys: number): void {
+    this.kho.unpreserveFree(phys);
+  }
+
+  restoreFree(phys: number): void {
+    this.kho.restoreFree(phys);
+  }
+
+  isIncomingPage(phys: number): boolean {
+    const pfn = phys / PAGE_SIZE;
+    return Number.isInteger(pfn) && this.memmap.hasPage(pfn) && this.memmap.privateHi(pfn) === KHO_PAGE_MAGIC && this.memmap.privateLo(pfn) === 0;
+  }
+}
+
+/** The kernel-image module of kho_block: registers {@link KhoBlocks} per boot (no plugin; needs khoModule). */
+export function khoBlockModule(): KernelModule {
+  return { name: 'kho-block', register: (c) => registerPerBoot(c, KhoBlocks) };
+}
