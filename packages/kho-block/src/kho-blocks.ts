@@ -35,8 +35,16 @@ export class KhoBlocks implements KhoBlockBackend {
   }
 
   isIncomingPage(phys: number): boolean {
+    return this.isIncomingBlock(phys, 0);
+  }
+
+  /**
+   * True when `phys` heads a block of `order` that the previous kernel preserved and nobody restored yet (the
+   * stamp the incoming walk leaves on every preserved block).
+   */
+  isIncomingBlock(phys: number, order: number): boolean {
     const pfn = phys / PAGE_SIZE;
-    return Number.isInteger(pfn) && this.memmap.hasPage(pfn) && this.memmap.privateHi(pfn) === KHO_PAGE_MAGIC && this.memmap.privateLo(pfn) === 0;
+    return Number.isInteger(pfn) && this.memmap.hasPage(pfn) && this.memmap.privateHi(pfn) === KHO_PAGE_MAGIC && this.memmap.privateLo(pfn) === order;
   }
 }
 
