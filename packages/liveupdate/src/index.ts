@@ -19,3 +19,4 @@ export {
   nameBytes,
   errnoOf,
 } from './client';
+export { decodeLuo, type DecodedLuo, type DecodedLuoSession, type DecodedLuoFile, type LuoDecodeMemory, type LuoDecodeOptions, type LuoFileDecoder } from './decode';

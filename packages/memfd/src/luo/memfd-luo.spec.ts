@@ -13,7 +13,7 @@ import {
   MemfdLuoSer,
 } from './abi';
 import { boot, coldFree, dec, enc, kexec, viewOf, type Booted } from './luo-kit';
-import { decodeFolioEntries } from './memfd-luo';
+import { decodeFolioEntries, decodeMemfdLuoRecord } from './memfd-luo';
 
 describe('memfd-v2 records (golden bytes of spec section 6.4)', () => {
   it('memfd_luo_ser of a 4096-byte memfd with one folio', () => {
@@ -162,6 +162,26 @@ describe('memfd through LUO', () => {
     b.k.restore();
     expect(b.k.finish().plugins.kho.report?.unrestoredBlocks).toBe(1);
     expect(b.k.get(BuddyAllocator).nrFreePages).toBe(coldFree(b.machine, 'liveupdate=on') - 1);
+  });
+});
+
+describe('decodeMemfdLuoRecord (for inspectors)', () => {
+  it('lists the record and every folio, as the handler wrote them', () => {
+    const b = boot('liveupdate=on transparent_hugepage_shmem=always', '1G');
+    const { fds } = preserved(b, (x) => {
+      const fd = x.fs.memfdCreate(x.proc, 'g');
+      x.proc.ftruncate(fd, 6 * 2 ** 20);
+      return fd;
+    });
+    const rec = Number(b.luo.status().outgoing[0].files[0].data);
+    const d = decodeMemfdLuoRecord(b.ram, rec);
+    const f = b.proc.fget(fds[0]);
+    const pfns = [...b.fs.inodeOf(f).folios.entries()].sort((x, y) => x[0] - y[0]).map(([i, folio]) => ({ pfn: `0x${folio.pfn.toString(16)}`, index: i, flags: 3 }));
+    f.put();
+    expect(d).toMatchObject({ pos: 0, size: 6 * 2 ** 20, seals: 1, flags: 0, nrFolios: 3, folios: pfns });
+    expect(d.error).toBeUndefined();
+    b.ram.writeU64(Number(d.array.first), Number(d.array.first)); // the chunk links to itself
+    expect(() => decodeMemfdLuoRecord(b.ram, rec)).not.toThrow();
   });
 });
 

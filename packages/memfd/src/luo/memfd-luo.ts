@@ -2,7 +2,7 @@ import { injectable, type DependencyContainer } from 'tsyringe';
 import { Errno, KernelError, KernelLog, describeError, findKernelError, hex, registerPerBoot, withUnwind, type KernelModule } from '@kho/kernel';
 import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, type Folio } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
-import { KhoVmalloc, Vmalloc, decodeKhoVmalloc, encodeKhoVmalloc } from '@kho/vmalloc';
+import { KhoVmalloc, Vmalloc, decodeKhoVmalloc, decodeKhoVmallocChunk, encodeKhoVmalloc } from '@kho/vmalloc';
 import { LiveupdateFileHandler, type KernelFile, type LiveupdateFileOpArgs } from '@kho/liveupdate';
 import {
   MEMFD_LUO_ALL_SEALS,
@@ -275,5 +275,62 @@ export function memfdLuoModule(): KernelModule {
       registerPerBoot(c, MemfdLuoHandler);
       c.register(LiveupdateFileHandler, { useToken: MemfdLuoHandler });
     },
+  };
+}
+
+/** What `kho inspect` shows of a memfd-v2 record. */
+export interface DecodedMemfdLuo {
+  readonly pos: number;
+  readonly size: number;
+  readonly seals: number;
+  readonly flags: number;
+  readonly nrFolios: number;
+  readonly array: { readonly first: string; readonly totalPages: number; readonly flags: number; readonly order: number; readonly pages: readonly string[] };
+  readonly folios: ReadonlyArray<{ readonly pfn: string; readonly index: number; readonly flags: number }>;
+  readonly error?: string;
+}
+
+/**
+ * Decodes the memfd-v2 record at `phys` and its folio array (following the kho_vmalloc chunk pages) without a
+ * kernel: for inspectors. Hostile-input safe: pointers checked against RAM, the chunk chain bounded and checked
+ * for loops, the entries bounded by the array; a problem is returned in `error` (or thrown for the record itself).
+ */
+export function decodeMemfdLuoRecord(ram: { isRam(a: number, s?: number): boolean; read(a: number, n: number): Uint8Array }, phys: number): DecodedMemfdLuo {
+  if (!Number.isSafeInteger(phys) || !ram.isRam(phys, MemfdLuoSer.size)) throw new KernelError(Errno.EINVAL, `memfd-v2 record ${Number.isFinite(phys) ? hex(phys) : '>= 2^53'} is not RAM`);
+  const r = MemfdLuoSer.decode(ram.read(phys, MemfdLuoSer.size));
+  const pages: number[] = [];
+  let error: string | undefined;
+  const seen = new Set<number>();
+  for (let c = r.folios.first; c !== 0 && pages.length < r.folios.total_pages; ) {
+    if (!Number.isSafeInteger(c) || c % PAGE_SIZE !== 0 || !ram.isRam(c, PAGE_SIZE) || seen.has(c)) {
+      error = `chunk ${Number.isFinite(c) ? hex(c) : '>= 2^53'} is not a page of RAM, or is reached twice`;
+      break;
+    }
+    seen.add(c);
+    const chunk = decodeKhoVmallocChunk(ram.read(c, PAGE_SIZE));
+    for (const p of chunk.phys) if (pages.length < r.folios.total_pages) pages.push(p);
+    c = chunk.next;
+  }
+  const folios: Array<{ pfn: string; index: number; flags: number }> = [];
+  const n = Math.min(r.nr_folios, pages.length * (PAGE_SIZE / ENTRY));
+  if (r.nr_folios > n && !error) error = `nr_folios ${r.nr_folios} does not fit an array of ${pages.length} pages`;
+  for (let i = 0; i < n; i++) {
+    const page = pages[Math.floor((i * ENTRY) / PAGE_SIZE)];
+    if (!Number.isSafeInteger(page) || !ram.isRam(page, PAGE_SIZE)) {
+      error = `array page ${Number.isFinite(page) ? hex(page) : '>= 2^53'} is not RAM`;
+      break;
+    }
+    const [e] = decodeFolioEntries(ram.read(page + ((i * ENTRY) % PAGE_SIZE), ENTRY), 1);
+    folios.push({ pfn: hex(e.pfn), index: e.index, flags: e.flags });
+  }
+  return {
+    pos: r.pos,
+    size: r.size,
+    seals: r.seals,
+    flags: r.flags,
+    nrFolios: r.nr_folios,
+    array: { first: Number.isFinite(r.folios.first) ? hex(r.folios.first) : '>= 2^53', totalPages: r.folios.total_pages, flags: r.folios.flags, order: r.folios.order, pages: pages.map((p) => (Number.isFinite(p) ? hex(p) : '>= 2^53')) },
+    folios,
+    error,
   };
 }
