@@ -9,6 +9,8 @@ import type { TrackerKind } from './system';
 import { KSTATE_SUBTREE, dumpStream } from '@kho/kstate';
 import { MEMFD_SUBTREE, decodeMemfdTable } from '@kho/memfd';
 import { decodeKhoVmallocChunk } from '@kho/vmalloc';
+import { LUO_KHO_ENTRY_NAME, type DecodedLuo } from '@kho/liveupdate';
+import { formatLuo, inspectLuo } from './vmm/luo-inspect';
 
 /** The largest memfd table (4 MiB, its own limit). */
 const MEMFD_TABLE_MAX = 4 * 2 ** 20;
@@ -159,6 +161,8 @@ export interface SubtreeInfo {
   kstate?: unknown;
   /** The memfd file table (subtree `memfd`). */
   memfd?: unknown;
+  /** LUO's sessions, files and their folios (subtree `LUO`). */
+  luo?: DecodedLuo;
   /** Why the blob could not be decoded. */
   error?: string;
 }
@@ -175,6 +179,10 @@ function describeSubtree(ram: PhysicalMemory, node: FdtNode): SubtreeInfo {
     } catch (e) {
       out.error = why(e);
     }
+    return out;
+  }
+  if (node.name === LUO_KHO_ENTRY_NAME) {
+    out.luo = inspectLuo(ram, phys);
     return out;
   }
   if (node.name === MEMFD_SUBTREE) {
@@ -251,10 +259,11 @@ export function formatInspection(r: Inspection): string {
   lines.push('');
   lines.push(`Subtrees: ${r.subtrees.length}`);
   for (const s of r.subtrees) {
-    const kind = s.compatible ? ` (FDT, compatible "${s.compatible}")` : s.kstate ? ' (kstate stream)' : s.memfd ? ' (memfd file table)' : '';
+    const kind = s.compatible ? ` (FDT, compatible "${s.compatible}")` : s.kstate ? ' (kstate stream)' : s.memfd ? ' (memfd file table)' : s.luo ? ' (Live Update Orchestrator)' : '';
     lines.push(`  ${s.name} -> ${s.phys}${kind}`);
     if (s.dts) lines.push(...s.dts.split('\n').map((l) => `    ${l}`));
     for (const x of [s.kstate, s.memfd]) if (x !== undefined) lines.push(...JSON.stringify(x, null, 2).split('\n').map((l) => `    ${l}`));
+    if (s.luo) lines.push(...formatLuo(s.luo));
     if (s.error) lines.push(`    (could not decode: ${s.error})`);
   }
   lines.push('');

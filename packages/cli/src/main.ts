@@ -16,6 +16,7 @@ import { fuzzHandovers, type FuzzResult } from './reliability/fuzz';
 import { runScenario, type ScenarioResult } from './scenario/run';
 import { writeReport } from './report/html';
 import { TRACKER_KINDS, isTrackerKind, type TrackerKind } from './system';
+import { isVmmImageInfo, vmmBootCommand, vmmDemoCommand, vmmKexecCommand, type VmmFlags } from './vmm/commands';
 
 /** What each tracker writes for the next kernel. */
 const TRACKER_FORMATS: Record<TrackerKind, string> = {
@@ -165,7 +166,11 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
   )
     .option('--json', 'print the report as JSON')
     .option('--report <file.html>', 'write a self-contained HTML report with the memory map before and after the kexec')
-    .action((flags: DemoFlags & { report?: string }) => {
+    .option('--vmm', 'the VMM demo instead: a guest\'s memory and device state as memfds, through LUO (/dev/liveupdate)')
+    .option('--guest <size>', 'with --vmm: bytes of guest memory, in 2 MiB folios (default 1G)', sizeArg('--guest'))
+    .addOption(new Option('--fill <how>', 'with --vmm: seeded bytes in every guest page, or in one page per 2 MiB folio').choices(['full', 'sparse']))
+    .action((flags: DemoFlags & VmmFlags & { report?: string; vmm?: boolean }, cmd: Command) => {
+      if (flags.vmm) return vmmDemoCommand(flags, cmd, io, `kho demo --vmm ${describeFlags(flags)}`);
       const collector = flags.report ? new DemoReportCollector() : undefined;
       const opts = demoOptions(flags);
       const progress = createProgress(!flags.json && io.isTTY === true, opts.mem);
@@ -196,7 +201,11 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
   )
     .requiredOption('--image <file>', 'where to write the handover image')
     .option('--json', 'print the summary as JSON')
-    .action((flags: DemoFlags & { image: string }) => {
+    .option('--vmm', 'the VMM demo\'s first kernel instead (see kho demo --vmm)')
+    .option('--guest <size>', 'with --vmm: bytes of guest memory (default 1G)', sizeArg('--guest'))
+    .addOption(new Option('--fill <how>', 'with --vmm: seeded bytes in every guest page, or in one page per 2 MiB folio').choices(['full', 'sparse']))
+    .action((flags: DemoFlags & VmmFlags & { image: string; vmm?: boolean }, cmd: Command) => {
+      if (flags.vmm) return vmmKexecCommand(flags, cmd, io);
       const opts = demoOptions(flags);
       const first = runFirstHalf(opts);
       writeHandoverImage(flags.image, first.machine, first.params, { cmdline: first.params.cmdline, tracker: first.tracker, demo: { mem: opts.mem, seed: opts.seed } });
@@ -215,6 +224,10 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
     .addHelpText('after', "\nA --tracker other than the image's makes the next kernel refuse the handover (exit 1).")
     .action((flags: { image: string; tracker?: TrackerKind; json?: boolean }) => {
       const loaded = loadHandoverImage(flags.image);
+      if (loaded.extras.vmm !== undefined) {
+        if (!isVmmImageInfo(loaded.extras.vmm)) throw new KernelError(Errno.EINVAL, `image: its VMM settings are malformed`);
+        return vmmBootCommand(loaded, loaded.extras.vmm, flags, io);
+      }
       const demo = loaded.extras.demo ?? { mem: DEFAULT_DEMO.mem, seed: DEFAULT_DEMO.seed };
       const written = loaded.extras.tracker ?? 'radix';
       if (!flags.tracker && !isTrackerKind(written)) {

@@ -3,6 +3,7 @@ import {
   CommandLine,
   Errno,
   KernelError,
+  KernelInfo,
   KernelLog,
   LifecycleBus,
   Phase,
@@ -47,7 +48,7 @@ import { LuoV5Format } from './luo-v5';
 import { LuoSession, type LuoFile } from './session';
 import { dispatch, respond, type IoctlOp, type Ucmd } from './ucmd';
 import { KernelFile } from './vfs/file';
-import { O_CLOEXEC, type Process } from './vfs/process';
+import type { Process } from './vfs/process';
 import { Vfs } from './vfs/vfs';
 
 /** The ABI generations a kernel can be built to write and read (`luo_abi=`). */
@@ -132,6 +133,7 @@ export class Liveupdate implements KernelPlugin {
     private readonly cmdline: CommandLine,
     private readonly vfs: Vfs,
     private readonly bus: LifecycleBus,
+    private readonly info: KernelInfo,
     @injectAll(LiveupdateFileHandler, { isOptional: true }) private readonly contributed: LiveupdateFileHandler[],
   ) {
     this.enabled = cmdline.getBool('liveupdate', false);
@@ -376,9 +378,20 @@ export class Liveupdate implements KernelPlugin {
   private ioctlDevice(cmd: number, arg: Uint8Array | undefined, proc: Process): void {
     this.caller = proc;
     try {
-      dispatch(this.deviceOps, LIVEUPDATE_CMD_BASE, cmd, arg, LIVEUPDATE_DEV);
+      this.asLuo(() => dispatch(this.deviceOps, LIVEUPDATE_CMD_BASE, cmd, arg, LIVEUPDATE_DEV));
     } finally {
       this.caller = undefined;
+    }
+  }
+
+  /** Runs an ioctl with this plugin as the current one, so KHO attributes what it preserves to LUO. */
+  private asLuo<T>(body: () => T): T {
+    const outer = this.info.currentPlugin;
+    this.info.currentPlugin = this.name;
+    try {
+      return body();
+    } finally {
+      this.info.currentPlugin = outer;
     }
   }
 
@@ -506,11 +519,13 @@ export class Liveupdate implements KernelPlugin {
 
   private ioctlSession(session: LuoSession, cmd: number, arg: Uint8Array | undefined, proc: Process): void {
     const what = `[luo_session] ${session.name}`;
-    dispatch(this.sessionOps(session, proc), LIVEUPDATE_CMD_SESSION_BASE, cmd, arg, what, (op) => {
-      const ok = op.kind === 'any' || (op.kind === 'incoming' ? session.retrieved : !session.retrieved);
-      if (!ok) throw new KernelError(Errno.EINVAL, `${what}: ${op.name} applies to ${op.kind} sessions (this one is ${session.retrieved ? 'incoming' : 'outgoing'})`);
-      this.checkUnfrozen(op.name);
-    });
+    this.asLuo(() =>
+      dispatch(this.sessionOps(session, proc), LIVEUPDATE_CMD_SESSION_BASE, cmd, arg, what, (op) => {
+        const ok = op.kind === 'any' || (op.kind === 'incoming' ? session.retrieved : !session.retrieved);
+        if (!ok) throw new KernelError(Errno.EINVAL, `${what}: ${op.name} applies to ${op.kind} sessions (this one is ${session.retrieved ? 'incoming' : 'outgoing'})`);
+        this.checkUnfrozen(op.name);
+      }),
+    );
   }
 
   /** Closing a session fd: an outgoing session is unpreserved and deleted; a retrieved one is finished (if it can be). */
@@ -817,7 +832,3 @@ function recordName(ram: PhysicalMemory, ser: number): string {
   return new TextDecoder().decode(raw.subarray(0, n < 0 ? raw.length : n));
 }
 
-/** True for open(2) flags that ask for close-on-exec. */
-export function isCloexec(flags: number): boolean {
-  return (flags & O_CLOEXEC) !== 0;
-}

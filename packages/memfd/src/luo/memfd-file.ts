@@ -105,9 +105,7 @@ export class MemfdFs {
 
   /** Adds an adopted folio (from the previous kernel) at `index`. EINVAL when it overlaps one already there. */
   insertFolio(inode: MemfdInode, index: number, folio: Folio): void {
-    for (let p = index; p < index + folio.nrPages; p++) {
-      if (findHead(inode, p) >= 0) throw new KernelError(Errno.EINVAL, `folio at index ${index} (order ${folio.order}) overlaps page ${p} already in the file`);
-    }
+    if (rangeUsed(inode, index, folio.nrPages)) throw new KernelError(Errno.EINVAL, `folio at index ${index} (order ${folio.order}) overlaps a folio already in the file`);
     inode.folios.set(index, folio);
   }
 
@@ -262,6 +260,7 @@ export function findHead(inode: MemfdInode, p: number): number {
   return -1;
 }
 
+/** Whether any folio of `inode` holds a page of [base, base + n): by the folios or by the pages, whichever is fewer. */
 function rangeUsed(inode: MemfdInode, base: number, n: number): boolean {
   if (inode.folios.size < n) {
     for (const [head, f] of inode.folios) if (head < base + n && head + f.nrPages > base) return true;
