@@ -120,15 +120,16 @@ describe('handover images', () => {
     const dtb = join(dir, 'root.dtb');
     const text = cli('inspect', image, '--dtb-out', dtb);
     expect(text.code).toBe(0);
-    expect(text.out).toContain('compatible = "kho-v2";');
-    expect(text.out).toMatch(/kstate -> 0x[0-9a-f]+ \(kstate stream\)/);
-    expect(text.out).toMatch(/memfd -> 0x[0-9a-f]+ \(memfd file table\)/);
+    expect(text.out).toContain('compatible = "kho-v3";');
+    expect(text.out).toMatch(/kstate -> 0x[0-9a-f]+, blob-size \d+ \(kstate stream\)/);
+    expect(text.out).toMatch(/memfd -> 0x[0-9a-f]+, blob-size \d+ \(memfd file table\)/);
+    expect(text.out).toMatch(/kexec-metadata -> 0x[0-9a-f]+, blob-size 73 \(kexec-metadata: exec from 7\.1\.0-kho-lab, count 1\)/);
     expect(text.out).toMatch(/Scratch areas:\n {2}lowmem {2}0x[0-9a-f]+ \+/);
     const json = JSON.parse(cli('inspect', image, '--json').out);
-    expect(json.fdt.compatible).toBe('kho-v2');
+    expect(json.fdt.compatible).toBe('kho-v3');
     expect(json.blocks.length).toBe(json.tracker.blocks);
     expect(json.blocks[0]).toEqual({ phys: expect.stringMatching(/^0x[0-9a-f]+$/), order: expect.any(Number) });
-    expect(json.subtrees.map((s: { name: string }) => s.name).sort()).toEqual(['kstate', 'memfd']);
+    expect(json.subtrees.map((s: { name: string }) => s.name).sort()).toEqual(['kexec-metadata', 'kstate', 'memfd']);
     // the kstate stream, dumped without the writer's code: the self-test's state and the reserve_mem log region
     const stream = json.subtrees.find((s: { name: string }) => s.name === 'kstate').kstate;
     expect(stream.sections.map((x: { id: string }) => x.id).sort()).toEqual(['kho_test', 'reserve_mem']);
@@ -144,7 +145,7 @@ describe('handover images', () => {
     expect(statSync(dtb).size).toBeGreaterThan(40);
     if (!existsSync('/usr/bin/dtc')) return console.warn('dtc not installed: skipping the dtc check');
     const dts = execFileSync('/usr/bin/dtc', ['-I', 'dtb', '-O', 'dts', dtb], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    expect(dts).toContain('compatible = "kho-v2";');
+    expect(dts).toContain('compatible = "kho-v3";');
     expect(dts).toContain('preserved-memory-map');
     expect(dts).toContain('kstate {');
   });
@@ -180,8 +181,8 @@ describe('bad images: one-line reasons, non-zero exits, never a stack trace', ()
     });
     const boot = cli('boot', '--image', file);
     expect(boot.code).toBe(1);
-    expect(boot.out).toContain("cold boot (revival refused: root FDT compatible is 'kho-v9\\0' (wanted the single string 'kho-v2'))");
-    expectOneLine(cli('inspect', file), 2, /^kho: root FDT compatible is 'kho-v9'/);
+    expect(boot.out).toContain("cold boot (revival refused: root FDT compatible is 'kho-v9\\0' (this kernel reads 'kho-v2', 'kho-v3', 'kho-v4', 'kho-v4;radix-v1;vmalloc-v1'))");
+    expectOneLine(cli('inspect', file), 2, /^kho: root FDT compatible is 'kho-v9\\0'/);
   });
 
   it('a tracker pointer outside RAM', () => {

@@ -1,10 +1,10 @@
 import { Errno, KernelError, formatBytes, hex, describeError } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
-import { PROP_PRESERVED_MEMORY_MAP, PROP_SUB_FDT, decodeKhoData, decodeScratchArray } from '@kho/kho-core';
+import { KHO_GENERATIONS, KHO_KEXEC_METADATA_SUBTREE, PROP_PRESERVED_MEMORY_MAP, decodeKhoData, decodeScratchArray, readKexecMetadata, readSubtreeNode, rootGeneration, type KexecMetadata, type KhoGeneration } from '@kho/kho-core';
 import { FDT_MAGIC, decodeFdt, formatDts, type FdtNode } from '@kho/fdt';
 import { readImageFile, type HandoverImage } from '@kho/image';
-import { KHO_RADIX_COMPATIBLE, readIncomingTree } from '@kho/radix-tracker';
-import { KHO_V1_COMPATIBLE, KHO_V1_KARR_COMPATIBLE, readIncomingBitmapArray, readIncomingBitmapChunks, type IncomingBitmapBlocks } from '@kho/kho-array';
+import { readIncomingTree } from '@kho/radix-tracker';
+import { readIncomingBitmapArray, readIncomingBitmapChunks, type IncomingBitmapBlocks } from '@kho/kho-array';
 import type { TrackerKind } from './system';
 import { KSTATE_SUBTREE, dumpStream } from '@kho/kstate';
 import { MEMFD_SUBTREE, decodeMemfdTable } from '@kho/memfd';
@@ -24,7 +24,9 @@ export interface Inspection {
   readonly cmdline: string;
   readonly khoData: { fdtAddr: string; fdtSize: number; scratchAddr: string; scratchSize: number };
   readonly scratch: ReadonlyArray<{ kind: string; addr: string; size: number }>;
-  readonly fdt: { compatible: string; preservedMemoryMap: string; dts: string };
+  readonly fdt: { compatible: string; generation: string; preservedMemoryMap: string; dts: string };
+  /** The previous kernel's kexec-metadata (kho-v3 and later), when the image carries a valid one. */
+  readonly kexecMetadata?: KexecMetadata;
   readonly subtrees: readonly SubtreeInfo[];
   readonly blocks: ReadonlyArray<{ phys: string; order: number }>;
   readonly tracker: {
@@ -70,8 +72,8 @@ export function inspectLoaded(file: string, image: HandoverImage): Inspection {
   const compatible = fdt.getString('compatible') ?? '';
   const map = fdt.getU64LE(PROP_PRESERVED_MEMORY_MAP);
   if (map === undefined) fail(`root FDT has no '${PROP_PRESERVED_MEMORY_MAP}'`);
-  const reader = MAP_READERS.get(compatible);
-  if (!reader) fail(`root FDT compatible is '${compatible}' (this inspector reads ${[...MAP_READERS.keys()].map((c) => `'${c}'`).join(', ')})`);
+  const generation = rootGeneration(fdt, KHO_GENERATIONS.filter((g) => MAP_READERS.has(g.tracker)));
+  const reader = MAP_READERS.get(generation.tracker)!;
 
   const nScratch = kd.scratchSize / 16;
   if (!Number.isInteger(nScratch) || nScratch < 1 || nScratch > 66 || !ram.isRam(kd.scratchAddr, kd.scratchSize)) {
@@ -93,7 +95,10 @@ export function inspectLoaded(file: string, image: HandoverImage): Inspection {
     preservedBytes += PAGE_SIZE * 2 ** tree.orders[i];
   }
 
-  const subtrees = fdt.children.map((child) => describeSubtree(ram, child));
+  const subtrees = fdt.children.map((child) => describeSubtree(ram, generation, fdt, child));
+  let kexecMetadata: KexecMetadata | undefined;
+  const kmd = subtrees.find((t) => t.name === KHO_KEXEC_METADATA_SUBTREE);
+  if (kmd?.kexecMetadata) kexecMetadata = kmd.kexecMetadata;
   const m = image.machine as Record<string, unknown>;
   return {
     file,
@@ -103,7 +108,8 @@ export function inspectLoaded(file: string, image: HandoverImage): Inspection {
     cmdline: typeof m.cmdline === 'string' ? m.cmdline : '',
     khoData: { fdtAddr: hex(kd.fdtAddr), fdtSize: kd.fdtSize, scratchAddr: hex(kd.scratchAddr), scratchSize: kd.scratchSize },
     scratch,
-    fdt: { compatible, preservedMemoryMap: hex(map), dts: formatDts(fdt) },
+    fdt: { compatible, generation: generation.id, preservedMemoryMap: hex(map), dts: formatDts(fdt) },
+    kexecMetadata,
     subtrees,
     blocks,
     tracker: {
@@ -135,11 +141,11 @@ interface MapReader {
   read(ram: PhysicalMemory, mapPhys: number): MapContents;
 }
 
-/** The readers, by the root compatible of the handover they read. */
+/** The readers, by the kind of map (a generation's `tracker`). */
 const MAP_READERS = new Map<string, MapReader>([
-  [KHO_RADIX_COMPATIBLE, { name: 'radix', kind: 'kho-v2 radix tree', read: readRadix }],
-  [KHO_V1_COMPATIBLE, { name: 'bitmap-chunks', kind: 'kho-v1 bitmaps in a chunk list', read: (ram, map) => bitmapContents(readIncomingBitmapChunks(ram, map)) }],
-  [KHO_V1_KARR_COMPATIBLE, { name: 'bitmap-array', kind: 'kho-v1-karr bitmaps through a KHO array', read: (ram, map) => bitmapContents(readIncomingBitmapArray(ram, map)) }],
+  ['radix', { name: 'radix', kind: 'radix tree (kho-v2 and later)', read: readRadix }],
+  ['bitmap-chunks', { name: 'bitmap-chunks', kind: 'kho-v1 bitmaps in a chunk list', read: (ram, map) => bitmapContents(readIncomingBitmapChunks(ram, map)) }],
+  ['bitmap-array', { name: 'bitmap-array', kind: 'kho-v1-karr bitmaps through a KHO array', read: (ram, map) => bitmapContents(readIncomingBitmapArray(ram, map)) }],
 ]);
 
 function readRadix(ram: PhysicalMemory, map: number): MapContents {
@@ -161,18 +167,34 @@ export interface SubtreeInfo {
   kstate?: unknown;
   /** The memfd file table (subtree `memfd`). */
   memfd?: unknown;
+  /** `blob-size` (kho-v3 and later). */
+  size?: number;
+  /** The kexec-metadata struct (subtree `kexec-metadata`). */
+  kexecMetadata?: KexecMetadata;
   /** LUO's sessions, files and their folios (subtree `LUO`). */
   luo?: DecodedLuo;
   /** Why the blob could not be decoded. */
   error?: string;
 }
 
-function describeSubtree(ram: PhysicalMemory, node: FdtNode): SubtreeInfo {
-  const prop = node.getProp(PROP_SUB_FDT);
-  if (!prop || prop.length !== 8) return { name: node.name, phys: `(bad ${PROP_SUB_FDT}: ${prop ? `${prop.length} bytes` : 'missing'})` };
-  const phys = Number(new DataView(prop.buffer, prop.byteOffset, 8).getBigUint64(0, true));
-  const out: SubtreeInfo = { name: node.name, phys: hex(phys) };
+function describeSubtree(ram: PhysicalMemory, g: KhoGeneration, root: FdtNode, node: FdtNode): SubtreeInfo {
+  let phys: number;
+  let size: number | undefined;
+  try {
+    ({ phys, size } = readSubtreeNode(g, root, node.name));
+  } catch (e) {
+    return { name: node.name, phys: `(${describeError(e)})` };
+  }
+  const out: SubtreeInfo = size === undefined ? { name: node.name, phys: hex(phys) } : { name: node.name, phys: hex(phys), size };
   const why = (e: unknown): string => describeError(e);
+  if (node.name === KHO_KEXEC_METADATA_SUBTREE && size !== undefined) {
+    try {
+      out.kexecMetadata = readKexecMetadata(ram, phys, size);
+    } catch (e) {
+      out.error = why(e);
+    }
+    return out;
+  }
   if (node.name === KSTATE_SUBTREE) {
     try {
       out.kstate = withVmallocChunks(ram, dumpStream(ram, phys));
@@ -182,7 +204,7 @@ function describeSubtree(ram: PhysicalMemory, node: FdtNode): SubtreeInfo {
     return out;
   }
   if (node.name === LUO_KHO_ENTRY_NAME) {
-    out.luo = inspectLuo(ram, phys);
+    out.luo = inspectLuo(ram, phys, size);
     return out;
   }
   if (node.name === MEMFD_SUBTREE) {
@@ -254,13 +276,24 @@ export function formatInspection(r: Inspection): string {
   lines.push('Scratch areas:');
   for (const s of r.scratch) lines.push(`  ${s.kind.padEnd(7)} ${s.addr} +${formatBytes(s.size)}`);
   lines.push('');
-  lines.push(`Root FDT (compatible "${r.fdt.compatible}", preserved-memory-map at ${r.fdt.preservedMemoryMap}):`);
+  lines.push(`Root FDT (compatible "${r.fdt.compatible}": generation ${r.fdt.generation}; preserved-memory-map at ${r.fdt.preservedMemoryMap}):`);
+  if (r.kexecMetadata) lines.push(`  kexec-metadata: exec from ${r.kexecMetadata.previousRelease} (count ${r.kexecMetadata.kexecCount})`);
   lines.push(...r.fdt.dts.split('\n').map((l) => `  ${l}`));
   lines.push('');
   lines.push(`Subtrees: ${r.subtrees.length}`);
   for (const s of r.subtrees) {
-    const kind = s.compatible ? ` (FDT, compatible "${s.compatible}")` : s.kstate ? ' (kstate stream)' : s.memfd ? ' (memfd file table)' : s.luo ? ' (Live Update Orchestrator)' : '';
-    lines.push(`  ${s.name} -> ${s.phys}${kind}`);
+    const kind = s.compatible
+      ? ` (FDT, compatible "${s.compatible}")`
+      : s.kstate
+        ? ' (kstate stream)'
+        : s.memfd
+          ? ' (memfd file table)'
+          : s.kexecMetadata
+            ? ` (kexec-metadata: exec from ${s.kexecMetadata.previousRelease}, count ${s.kexecMetadata.kexecCount})`
+            : s.luo
+              ? ' (Live Update Orchestrator)'
+              : '';
+    lines.push(`  ${s.name} -> ${s.phys}${s.size !== undefined ? `, blob-size ${s.size}` : ''}${kind}`);
     if (s.dts) lines.push(...s.dts.split('\n').map((l) => `    ${l}`));
     for (const x of [s.kstate, s.memfd]) if (x !== undefined) lines.push(...JSON.stringify(x, null, 2).split('\n').map((l) => `    ${l}`));
     if (s.luo) lines.push(...formatLuo(s.luo));

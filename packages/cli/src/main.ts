@@ -88,7 +88,7 @@ function printSecondHalf(s: SecondHalf, out: string[]): void {
     out.push(`  restored ${s.restore.folios} folios, ${formatBytes(s.restore.bytes)}; orders ${s.restore.ordersMatch ? 'match' : 'DIFFER'}`);
     out.push(`  checksum ${s.restore.checksumActual} (expected ${s.restore.checksumExpected})`);
   }
-  out.push(`  free pages after finish ${s.freePagesAfterFinish}, cold boot ${s.freePagesColdBoot}${s.freePagesAfterFinish === s.freePagesColdBoot ? ' (nothing leaked)' : ''}`);
+  out.push(`  free pages after finish (tracker pages counted as free) ${s.freePagesAfterFinish}, cold boot ${s.freePagesColdBoot}${s.freePagesAfterFinish === s.freePagesColdBoot ? ' (nothing leaked)' : ''}`);
   out.push(`  time: ${Object.entries(s.ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}`);
   for (const e of s.errors) out.push(`  error: ${e}`);
 }
@@ -125,7 +125,7 @@ function formatScenario(r: ScenarioResult): string {
     if (p.memfd.files > 0) found.push(`memfd ${v.memfd.files}/${p.memfd.files} ${ok(v.memfd.verified)}`);
     out.push(`    next kernel: ${found.join(', ')}`);
   }
-  out.push(`  free pages at the end ${r.freePagesAtEnd}, cold boot ${r.freePagesColdBoot}`);
+  out.push(`  free pages at the end (tracker pages counted as free) ${r.freePagesAtEnd}, cold boot ${r.freePagesColdBoot}`);
   for (const e of r.errors) out.push(`  error: ${e}`);
   out.push(r.ok ? 'RESULT: every generation verified, nothing leaked' : 'RESULT: FAILED');
   return out.join('\n');

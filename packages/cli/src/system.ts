@@ -1,6 +1,7 @@
-import type { KernelModule, Machine } from '@kho/kernel';
-import { createMachine, physmemModule, type RamRange } from '@kho/physmem';
-import { khoModule, khoSlabModule } from '@kho/kho-core';
+import type { Kernel, KernelModule, Machine } from '@kho/kernel';
+import { BuddyAllocator, createMachine, physmemModule, type RamRange } from '@kho/physmem';
+import { Tracker, khoModule } from '@kho/kho-core';
+import { khoSlabModule } from '@kho/kho-slab';
 import { memblockFdtHandoverModule, memblockModule } from '@kho/memblock';
 import { kstateModule, kstateReserveMemModule } from '@kho/kstate';
 import { radixTrackerModule } from '@kho/radix-tracker';
@@ -46,4 +47,14 @@ export function kernelImage(demo?: KhoTestConfig, opts: { tracker?: TrackerKind 
 /** A machine with `ram` bytes on `nodes` NUMA nodes, or with explicit ranges. */
 export function machineFor(opts: { ram?: number; nodes?: number; ranges?: readonly RamRange[] }): Machine {
   return opts.ranges ? createMachine({ ranges: [...opts.ranges] }) : createMachine({ mem: opts.ram ?? 4 * 2 ** 30, nodes: opts.nodes ?? 1 });
+}
+
+/**
+ * The pages of a kernel that hold nothing: free pages plus the pages of the tracker's own metadata. The leak
+ * baseline compares this with a cold boot's: every other page must be free again after finish. Tracker pages are
+ * counted with the free ones because their number depends on where KHO's own blocks happen to lie (two blocks
+ * 128 MiB apart need two radix leaves), not on what was handed over.
+ */
+export function idlePages(kernel: Kernel): number {
+  return kernel.get(BuddyAllocator).nrFreePages + kernel.get<Tracker>(Tracker).stats().metadataPages;
 }

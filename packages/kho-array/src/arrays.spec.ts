@@ -54,12 +54,12 @@ describe('a live update carries an array', () => {
     const empty = k1.get(KhoArrays).create(version);
     empty.preserve();
     empty.writeDescriptor(blob + 16);
-    kho1.addSubtree('kho-array-test', blob);
+    kho1.addSubtree('kho-array-test', blob, 32);
 
     const k2 = k1.liveUpdate();
     const kho = k2.get(Kho);
     const buddy = k2.get(BuddyAllocator);
-    const desc = kho.retrieveSubtree('kho-array-test');
+    const desc = kho.retrieveSubtree('kho-array-test').phys;
     expect(desc).toBe(blob);
     const free = buddy.nrFreePages;
     const r = k2.get(KhoArrays).restore(desc);
@@ -87,18 +87,18 @@ describe('a live update carries an array', () => {
     a.preserve();
     const blob = k1.get(Kho).allocPreserve(PAGE_SIZE);
     a.writeDescriptor(blob);
-    k1.get(Kho).addSubtree('karr', blob);
+    k1.get(Kho).addSubtree('karr', blob, 16);
 
     const k2 = k1.liveUpdate();
-    const r2 = k2.get(KhoArrays).restore(k2.get(Kho).retrieveSubtree('karr'));
+    const r2 = k2.get(KhoArrays).restore(k2.get(Kho).retrieveSubtree('karr').phys);
     r2.preserve();
     const blob2 = k2.get(Kho).allocPreserve(PAGE_SIZE);
     r2.writeDescriptor(blob2);
-    k2.get(Kho).addSubtree('karr', blob2);
+    k2.get(Kho).addSubtree('karr', blob2, 16);
     k2.get(Kho).restoreFree(blob);
 
     const k3 = k2.liveUpdate();
-    const r3 = k3.get(KhoArrays).restore(k3.get(Kho).retrieveSubtree('karr'));
+    const r3 = k3.get(KhoArrays).restore(k3.get(Kho).retrieveSubtree('karr').phys);
     expect(r3.readAll()).toEqual(entries);
     r3.destroy();
   });
@@ -133,7 +133,7 @@ describe('restore refuses a hostile array before taking any page', () => {
     a.preserve();
     a.writeDescriptor(blob + 16 * spare);
     pagesOf.push(a.pagePhys());
-    kho.addSubtree('kho-array-hostile', blob);
+    kho.addSubtree('kho-array-hostile', blob, PAGE_SIZE);
     k2 = k1.liveUpdate();
   });
 

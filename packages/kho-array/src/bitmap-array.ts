@@ -25,6 +25,8 @@ const LABEL = 'bitmap array';
 @injectable()
 export class BitmapArrayTracker extends BitmapTracker {
   readonly compatible = KHO_V1_KARR_COMPATIBLE;
+  readonly kind = 'bitmap-array';
+  readonly defaultGeneration = 'v1-karr';
   protected readonly label = LABEL;
 
   constructor(ram: PhysicalMemory, memmap: Memmap, buddy: BuddyAllocator, log: KernelLog) {

@@ -23,6 +23,8 @@ const LABEL = 'bitmap chunks';
 @injectable()
 export class BitmapChunksTracker extends BitmapTracker {
   readonly compatible = KHO_V1_COMPATIBLE;
+  readonly kind = 'bitmap-chunks';
+  readonly defaultGeneration = 'v1';
   protected readonly label = LABEL;
 
   constructor(ram: PhysicalMemory, memmap: Memmap, buddy: BuddyAllocator, log: KernelLog) {

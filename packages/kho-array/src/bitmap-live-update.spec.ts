@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { seededRandom, type BootParams, type Kernel, type KernelModule, type Machine } from '@kho/kernel';
 import { BuddyAllocator, FaultInjector, type Folio, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
-import { Kho, Tracker, khoModule } from '@kho/kho-core';
+import { Kho, Tracker, khoModule, readableGenerations } from '@kho/kho-core';
 import { Memblock, memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
 import { BitmapTracker } from './bitmap-tracker';
@@ -11,7 +11,7 @@ import { bitmapArrayTrackerModule, bitmapChunksTrackerModule } from './module';
 // allocator, and the radix tree is the tracker the bitmap trackers are compared with.
 type TrackerName = 'radix' | 'bitmap-chunks' | 'bitmap-array';
 const TRACKERS: Record<TrackerName, { module: () => KernelModule; compatible: string }> = {
-  radix: { module: radixTrackerModule, compatible: 'kho-v2' },
+  radix: { module: radixTrackerModule, compatible: 'kho-v3' },
   'bitmap-chunks': { module: bitmapChunksTrackerModule, compatible: 'kho-v1' },
   'bitmap-array': { module: bitmapArrayTrackerModule, compatible: 'kho-v1-karr' },
 };
@@ -85,13 +85,14 @@ describe.each(NAMES)('a live update with the %s tracker', (name) => {
         const k1 = m.boot({ image: image(name) });
         const folios = preserveFolios(k1, orders, seed);
         const tracker1 = k1.get<Tracker>(Tracker);
-        expect(tracker1.compatible).toBe(TRACKERS[name].compatible);
+        expect(tracker1.kind).toBe(name);
+        expect(k1.get(Kho).generation!.compatible).toBe(TRACKERS[name].compatible);
         const k2 = k1.liveUpdate();
         const kho = k2.get(Kho);
         expect(kho.stats().revivalError).toBeUndefined();
         expect(kho.isKhoBoot()).toBe(true);
         const inc = kho.incomingHandover!;
-        expect(inc.pfns.length).toBe(folios.length + 1); // and the root FDT
+        expect(inc.pfns.length).toBe(folios.length + 1 + (inc.generation.kexecMetadata ? 1 : 0)); // and the root FDT (and kexec-metadata from kho-v3 on)
         expect(restoreFolios(k2, folios)).toEqual([]);
         expect(k2.finish().plugins.kho.report).toMatchObject({ unrestoredBlocks: 0 });
         expect(k2.get(BuddyAllocator).nrFreePages).toBe(coldFreePages(name));
@@ -225,7 +226,8 @@ describe('a kernel refuses a handover written with another tracker, restoring no
     const k2 = k1.liveUpdate({ image: image(to) });
     const kho = k2.get(Kho);
     expect(kho.isKhoBoot()).toBe(false);
-    expect(kho.stats().revivalError).toBe(`root FDT compatible is '${TRACKERS[from].compatible}\\0' (wanted the single string '${TRACKERS[to].compatible}')`);
+    const reads = readableGenerations(to).map((g) => `'${g.compatible}'`).join(', ');
+    expect(kho.stats().revivalError).toBe(`root FDT compatible is '${TRACKERS[from].compatible}\\0' (a ${from} handover; this kernel reads ${reads})`);
     expect(k2.get(Memblock).reservedByOwner().get('kho') ?? 0).toBe(0);
     expect(() => kho.restoreFolio(folios[1].phys)).toThrow(/no KHO stamp/);
     // the preserved memory is ordinary memory: the same free pages as a cold boot

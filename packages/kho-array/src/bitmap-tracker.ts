@@ -231,7 +231,12 @@ export class BitmapSet {
  * ascending address within a bitmap.
  */
 export abstract class BitmapTracker implements Tracker {
+  /** The root compatible of the generation this serialisation belongs to (for messages). */
   abstract readonly compatible: string;
+  abstract readonly kind: string;
+  abstract readonly defaultGeneration: string;
+  /** Bitmaps exist per order 0..MAX_PAGE_ORDER only: a larger block cannot be recorded (KHO says E2BIG). */
+  readonly maxOrder = MAX_PAGE_ORDER;
   /** Prefix of the incoming reader's messages ('bitmap chunks', 'bitmap array'). */
   protected abstract readonly label: string;
 
@@ -427,7 +432,7 @@ export function checkBitmapBlocks(ram: PhysicalMemory, bitmaps: readonly BitmapR
       do {
         const pfn = wordBase + (31 - Math.clz32(bits & -bits)) * step;
         bits &= bits - 1;
-        if (!ram.isRam(pfn * PAGE, blockBytes)) {
+        if (!ram.spansRam(pfn * PAGE, blockBytes)) {
           throw new KernelError(Errno.EINVAL, `${label}: block ${hex(BigInt(pfn) * BigInt(PAGE))} order ${b.order} (bitmap ${hex(b.bitmap)}) is outside RAM`);
         }
         count++;

@@ -27,4 +27,4 @@ export {
 } from './bitmap-tracker';
 export { BitmapChunksTracker, writeBitmapChunks, parseBitmapChunks, readIncomingBitmapChunks } from './bitmap-chunks';
 export { BitmapArrayTracker, writeBitmapArray, parseBitmapArray, readIncomingBitmapArray } from './bitmap-array';
-export { bitmapChunksTrackerModule, bitmapArrayTrackerModule } from './module';
+export { bitmapChunksTrackerModule, bitmapArrayTrackerModule, bitmapChunksTracker, bitmapArrayTracker } from './module';

@@ -1,6 +1,7 @@
 import type { DependencyContainer } from 'tsyringe';
 import { registerPerBoot, type KernelModule } from '@kho/kernel';
-import { Tracker } from '@kho/kho-core';
+import { MAX_PAGE_ORDER } from '@kho/physmem';
+import { Tracker, type TrackerDescriptor } from '@kho/kho-core';
 import { KhoArrays } from './arrays';
 import { BitmapArrayTracker } from './bitmap-array';
 import { BitmapChunksTracker } from './bitmap-chunks';
@@ -40,3 +41,23 @@ export function bitmapArrayTrackerModule(): KernelModule {
     },
   };
 }
+
+/** The kho-v1 bitmaps serialised as upstream's chunk list, in the tracker registry. */
+export const bitmapChunksTracker: TrackerDescriptor = {
+  kind: 'bitmap-chunks',
+  title: 'kho-v1 bitmaps, serialised at the jump as a chunk list',
+  defaultGeneration: 'v1',
+  maxOrder: MAX_PAGE_ORDER,
+  serializes: true,
+  module: bitmapChunksTrackerModule,
+};
+
+/** The kho-v1 bitmaps serialised through a KHO array of bitmap records, in the tracker registry. */
+export const bitmapArrayTracker: TrackerDescriptor = {
+  kind: 'bitmap-array',
+  title: 'kho-v1 bitmaps, serialised at the jump as KHO array records',
+  defaultGeneration: 'v1-karr',
+  maxOrder: MAX_PAGE_ORDER,
+  serializes: true,
+  module: bitmapArrayTrackerModule,
+};

@@ -3,30 +3,37 @@ import 'reflect-metadata';
 export {
   SETUP_KHO,
   KHO_DATA_SIZE,
+  KHO_FDT_SIZE,
   KHO_FDT_COMPATIBLE,
   KHO_PAGE_MAGIC,
   KHO_SCRATCH_ENTRY_SIZE,
   KHO_SCRATCH_ALIGN,
+  KHO_KEXEC_METADATA_SUBTREE,
+  KHO_KEXEC_METADATA_VERSION,
+  KhoDataLayout,
+  KhoScratchLayout,
+  KhoKexecMetadataLayout,
   PROP_PRESERVED_MEMORY_MAP,
   PROP_PRESERVED_MEMORY_MAP_CRC,
   PROP_SUB_FDT,
+  PROP_SUB_FDT_V1,
+  PROP_BLOB_SIZE,
   encodeKhoData,
   decodeKhoData,
   encodeScratchArray,
   decodeScratchArray,
   type KhoData,
   type ScratchArea,
-  KHO_SLAB_SUBTREE,
-  KHO_SLAB_COMPATIBLE,
-  KHO_SLAB_TABLE_VERSION,
-  KHO_SLAB_MAX_OBJECTS,
-  KHO_SLAB_MAX_SLABS,
-  decodeSlabTablePage,
-  encodeSlabTablePage,
-  type KhoSlabEntry,
-  type KhoSlabTablePage,
 } from './abi';
-export { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats } from './ports';
-export { Kho, splitOrder, splitBlocks, scratchSizes, type IncomingHandover, type KhoStats } from './kho';
-export { khoModule, khoSlabModule } from './module';
-export { KhoSlab, type KhoSlabStats } from './slab';
+export { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats, type TrackerDescriptor } from './ports';
+export { Kho, type KhoStats } from './kho';
+export { KhoPlugin } from './plugin';
+export { KhoState } from './state';
+export { splitOrder, splitBlocks, KHO_MAX_BLOCK_ORDER, type NodeOfPfn } from './split';
+export { scratchSizes, placeScratch, overlappingScratch, type ScratchSizes } from './scratch';
+export { validateHandover, readScratch, checkOutsideScratch, pagesCrc, KHO_MAX_SCRATCH_AREAS, type IncomingHandover } from './incoming';
+export { readKexecMetadata, writeKexecMetadata, type KexecMetadata } from './kexec-metadata';
+export { buildRootFdt, addSubtreeNode, readSubtreeNode, findSubtreeByBlob, rootGeneration, readableGenerations, subtreeAddressProp, type SubtreeRef } from './root-fdt';
+export { stampOrder, hasStamp, writeStamp, clearStamp } from './stamp';
+export { KHO_GENERATIONS, generationById, generationByCompatible, selectGeneration, khoV1, khoV1Karr, khoV2, khoV3, khoV4, khoV4Composite, type KhoGeneration } from './generations';
+export { khoModule } from './module';

@@ -1,3 +1,5 @@
+import type { KernelModule } from '@kho/kernel';
+
 /**
  * The services kho-core needs from packages above it, declared here as ports (interface + DI token of the same
  * name) so the package graph stays acyclic: memblock implements {@link EarlyAllocator}; radix-tracker and
@@ -44,11 +46,18 @@ export interface TrackerStats {
  */
 export const Tracker = Symbol('Tracker');
 export interface Tracker {
-  /** Root compatible string of the handover format this tracker writes and accepts ('kho-v2' for the radix tree). */
-  readonly compatible: string;
+  /** The kind of map it writes and reads ('radix', …): the generations whose root points at such a map. */
+  readonly kind: string;
+  /** The largest block order it can record (KHO refuses larger blocks with E2BIG before calling add). */
+  readonly maxOrder: number;
+  /** The generation a kernel with this tracker writes unless `kho_abi=` says otherwise. */
+  readonly defaultGeneration: string;
   /** Allocates the tracker's root; returns the value for `preserved-memory-map` (0 until `serialize` for v1). */
   init(): number;
-  /** Records a block. Idempotent. Throws ENOMEM (having freed what this call allocated) when memory runs out. */
+  /**
+   * Records a block (order at most `descriptor.maxOrder`; KHO refuses larger ones first). Idempotent. Throws ENOMEM
+   * (having freed what this call allocated) when memory runs out.
+   */
   add(pfn: number, order: number): void;
   /** Forgets a block; forgetting one never recorded is reported, not fatal. Returns whether it was recorded. */
   del(pfn: number, order: number): boolean;
@@ -78,4 +87,23 @@ export interface Tracker {
    * key), before any visit: a refused tree has visited nothing.
    */
   walkIncoming(mapPhys: number, visit: (pfn: number, order: number) => void): void;
+}
+
+/**
+ * What a tracker is, for the registry the command line and `kho compat` read: one per tracker package. Adding a
+ * tracker is a package exporting one of these and one line in the cli's list.
+ */
+export interface TrackerDescriptor {
+  /** The name `--tracker` takes and generations refer to ('radix', 'bitmap-chunks', 'bitmap-array'). */
+  readonly kind: string;
+  /** One line for help texts and tables. */
+  readonly title: string;
+  /** The KHO generation a kernel with this tracker writes unless `kho_abi=` says otherwise. */
+  readonly defaultGeneration: string;
+  /** The largest block order it can record; KHO refuses a larger block with E2BIG at preserve time. */
+  readonly maxOrder: number;
+  /** True when the map is built at `serialize` (the kho-v1 designs): a kexec without it hands over no map. */
+  readonly serializes: boolean;
+  /** The kernel-image module that makes it this boot's tracker. */
+  module(): KernelModule;
 }

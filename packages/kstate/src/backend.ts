@@ -31,7 +31,8 @@ export interface KStateBackend {
   /** Next kernel: takes back preserved pages (each refcount 1); freePages frees them. Returns the first pfn. */
   restorePages(phys: number, nrPages: number): number;
   freePages(pfn: number, nrPages: number): void;
-  addSubtree(name: string, phys: number): void;
+  /** Adds subtree `name` for the blob at `phys` of `size` bytes (kho-v3 and later record the size). */
+  addSubtree(name: string, phys: number, size: number): void;
   removeSubtree(phys: number): void;
   /** Next kernel: the phys of the previous kernel's subtree. ENOENT when there is none. */
   retrieveSubtree(name: string): number;
@@ -90,14 +91,14 @@ export class KhoBackend implements KStateBackend {
   freePages(pfn: number, nrPages: number): void {
     for (let i = 0; i < nrPages; i++) this.buddy.freePages(pfn + i, 0);
   }
-  addSubtree(name: string, phys: number): void {
-    this.kho.addSubtree(name, phys);
+  addSubtree(name: string, phys: number, size: number): void {
+    this.kho.addSubtree(name, phys, size);
   }
   removeSubtree(phys: number): void {
     this.kho.removeSubtree(phys);
   }
   retrieveSubtree(name: string): number {
-    return this.kho.retrieveSubtree(name);
+    return this.kho.retrieveSubtree(name).phys;
   }
   isKhoBoot(): boolean {
     return this.kho.isKhoBoot();

@@ -1,7 +1,7 @@
 import { inject, injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, Unwind, formatBytes, hex, isKernelError, describeError } from '@kho/kernel';
 import { Folio, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
-import { KSTATE_SUBTREE } from './abi';
+import { KSTATE_SEGMENT_HEADER_SIZE, KSTATE_SUBTREE } from './abi';
 import { KStateBackend } from './backend';
 import { FolioRef, PhysRangeRef, VmallocRef, memoryOf, type MemoryRef } from './decode';
 import { encodeStream, type MemorySaver, type Registration } from './encode';
@@ -177,7 +177,7 @@ export class KState {
     const { bytes, schemas, sections } = encodeStream(this.regs.values(), saver);
     const segs = writeSegments(this.ram, bytes, this.backend, u);
     const root = segs[0].phys;
-    this.backend.addSubtree(KSTATE_SUBTREE, root);
+    this.backend.addSubtree(KSTATE_SUBTREE, root, KSTATE_SEGMENT_HEADER_SIZE + segs[0].payload);
     u.push(() => this.backend.removeSubtree(root));
     return {
       rootPhys: root,

@@ -40,7 +40,7 @@ export class MemblockFdtHandover implements ReserveMemHandover {
     if (!this.kho.isKhoBoot()) return this.incomingMap;
     let phys: number;
     try {
-      phys = this.kho.retrieveSubtree(MEMBLOCK_SUBTREE);
+      phys = this.kho.retrieveSubtree(MEMBLOCK_SUBTREE).phys;
     } catch {
       return this.incomingMap; // the previous kernel wrote no memblock subtree
     }
@@ -79,8 +79,10 @@ export class MemblockFdtHandover implements ReserveMemHandover {
       }
       const blob = this.kho.allocPreserve(PAGE_SIZE);
       u.push(() => this.kho.unpreserveFree(blob));
-      this.ram.write(blob, encodeFdt(root, { totalSize: PAGE_SIZE }));
-      this.kho.addSubtree(MEMBLOCK_SUBTREE, blob);
+      // Packed, as upstream writes it: blob-size is the FDT's total size.
+      const fdt = encodeFdt(root);
+      this.ram.write(blob, fdt);
+      this.kho.addSubtree(MEMBLOCK_SUBTREE, blob, fdt.length);
       this.blob = blob;
       this.preserved = [...regions];
     });

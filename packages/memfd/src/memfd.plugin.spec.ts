@@ -1,7 +1,7 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, registerPerBoot, type Kernel, type KernelModule, type KernelPlugin, type Machine } from '@kho/kernel';
 import { BuddyAllocator, FaultInjector, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
-import { Kho, PROP_SUB_FDT, Tracker, khoModule } from '@kho/kho-core';
+import { KHO_KEXEC_METADATA_SUBTREE, Kho, PROP_SUB_FDT, Tracker, khoModule } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
 import { MEMFD_FILE_SIZE, MEMFD_FOLIO_SIZE, MEMFD_HEADER_SIZE, MEMFD_MAX_FILES, MEMFD_SUBTREE, MemfdFileLayout, MemfdFolioLayout, MemfdHeaderLayout } from './abi';
@@ -136,7 +136,7 @@ describe('memfd across a live update', () => {
     const k1 = machine.boot({ image: image() });
     fill(k1.get(Memfd), 'local', [[0, 10, 1]]);
     const k2 = k1.liveUpdate();
-    expect(k2.get(Kho).subtrees()).toEqual([]);
+    expect(k2.get(Kho).subtrees()).toEqual([KHO_KEXEC_METADATA_SUBTREE]);
     expect(k2.restore().plugins.memfd).toEqual({ ok: true });
     expect(k2.get(Memfd).list()).toEqual([]);
   });
@@ -154,7 +154,7 @@ describe('memfd across a live update', () => {
 
     k1.prepare();
     const table = k1.get(MemfdPlugin).outgoingTable!;
-    expect(kho.subtrees()).toEqual([MEMFD_SUBTREE]);
+    expect(kho.subtrees()).toEqual([KHO_KEXEC_METADATA_SUBTREE, MEMFD_SUBTREE]);
     for (const f of folios) expect(tracker.has(f.pfn, f.order)).toBe(true);
     expect(ram.readU32(table.phys + MemfdHeaderLayout.crc32)).toBe(0); // written, not yet sealed
     expect(() => decodeMemfdTable(ram.read(table.phys, table.size))).toThrow(/table crc32 is 0x0 but its bytes give/);
@@ -177,7 +177,7 @@ describe('memfd across a live update', () => {
 
     k1.cancel();
     expect(k1.get(MemfdPlugin).outgoingTable).toBeUndefined();
-    expect(kho.subtrees()).toEqual([]);
+    expect(kho.subtrees()).toEqual([KHO_KEXEC_METADATA_SUBTREE]);
     for (const f of folios) expect(tracker.has(f.pfn, f.order)).toBe(false);
     expect(tracker.has(table.phys / PAGE_SIZE, 0)).toBe(false);
     // The tracker frees the nodes that unpreserving emptied: the allocator is back to its count.
@@ -204,7 +204,7 @@ describe('memfd across a live update', () => {
     const folios = k1.get(Memfd).preservedFiles()[0].folios.map((x) => x.folio);
     expect(() => k1.prepare()).toThrow("ENOMEM: live update prepare failed in plugin 'failing': ENOMEM: failing: no memory for my state");
     expect(k1.state).toBe('running');
-    expect(k1.get(Kho).subtrees()).toEqual([]);
+    expect(k1.get(Kho).subtrees()).toEqual([KHO_KEXEC_METADATA_SUBTREE]);
     for (const f of folios) expect(k1.get<Tracker>(Tracker).has(f.pfn, f.order)).toBe(false);
     k1.get(Memfd).write(k1.get(Memfd).open('data'), 0, new Uint8Array(1)); // thawed
   });
@@ -238,7 +238,7 @@ describe('memfd across a live update', () => {
       expect((error as KernelError).message).toMatch(/^ENOMEM: live update prepare failed in plugin 'memfd': ENOMEM: allocPages: injected failure of an order-\d+ allocation/);
       expect(kho.stats().trackerBlocks).toBe(before.blocks);
       for (const f of folios) expect(tracker.has(f.pfn, f.order)).toBe(false);
-      expect(kho.subtrees()).toEqual([]);
+      expect(kho.subtrees()).toEqual([KHO_KEXEC_METADATA_SUBTREE]);
       expect(k1.get(MemfdPlugin).outgoingTable).toBeUndefined();
       expect(kho.stats().trackerPages).toBe(before.pages);
       expect(buddy.nrFreePages).toBe(before.free);
@@ -269,7 +269,7 @@ describe('memfd refuses a hostile handover', () => {
     const blocks = k1.get(Memfd).preservedFiles().reduce((n, f) => n + f.folios.length, 0) + 1;
     const k2 = k1.liveUpdate();
     const ram = machine.device(PhysicalMemory);
-    const table = k2.get(Kho).retrieveSubtree(MEMFD_SUBTREE);
+    const table = k2.get(Kho).retrieveSubtree(MEMFD_SUBTREE).phys;
     const size = ram.readU32(table + MemfdHeaderLayout.table_size);
     return { k2, ram, table, files: decodeMemfdTable(ram.read(table, size)), blocks };
   }

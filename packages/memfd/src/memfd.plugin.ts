@@ -85,7 +85,7 @@ export class MemfdPlugin implements KernelPlugin {
           files.map((f) => ({ name: f.name, size: f.size, folios: f.folios.map(({ offset, folio }) => ({ offset, phys: folio.phys, order: folio.order })) })),
         );
         this.ram.write(table, bytes);
-        this.kho.addSubtree(MEMFD_SUBTREE, table); // EEXIST, ENOMEM
+        this.kho.addSubtree(MEMFD_SUBTREE, table, bytes.length); // EEXIST, ENOMEM
         u.push(() => this.kho.removeSubtree(table));
         this.outgoing = { phys: table, size };
         u.push(() => (this.outgoing = undefined));
@@ -126,7 +126,7 @@ export class MemfdPlugin implements KernelPlugin {
     if (!this.kho.isKhoBoot()) return;
     let phys: number;
     try {
-      phys = this.kho.retrieveSubtree(MEMFD_SUBTREE);
+      phys = this.kho.retrieveSubtree(MEMFD_SUBTREE).phys;
     } catch (e) {
       if (isKernelError(e, Errno.ENOENT)) return; // no file was preserved
       throw e;

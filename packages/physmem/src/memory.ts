@@ -91,6 +91,19 @@ export class PhysicalMemory {
     return i >= 0 && addr + size <= this.ends[i];
   }
 
+  /**
+   * True when every byte of [addr, addr + size) is RAM, running on across ranges that touch (two nodes back to
+   * back): the test for a preserved block, which may span a node boundary where nothing keeps it inside one node.
+   */
+  spansRam(addr: number, size: number): boolean {
+    if (this.isRam(addr, size)) return true;
+    if (!Number.isInteger(addr) || !Number.isInteger(size) || size < 0) return false;
+    let i = this.rangeIndex(addr, size === 0);
+    if (i < 0) return false;
+    while (addr + size > this.ends[i] && i + 1 < this.starts.length && this.starts[i + 1] === this.ends[i]) i++;
+    return addr + size <= this.ends[i];
+  }
+
   /** The RAM range holding `addr`, or undefined for a hole. */
   findRange(addr: number): RamRange | undefined {
     const i = Number.isInteger(addr) ? this.rangeIndex(addr, false) : -1;
@@ -277,12 +290,7 @@ export class PhysicalMemory {
    * may run on into an adjacent range (two nodes back to back): every byte of it is still RAM.
    */
   private checkSpan(addr: number, len: number): void {
-    if (this.isRam(addr, len)) return;
-    let i = Number.isInteger(addr) && Number.isInteger(len) ? this.rangeIndex(addr, len === 0) : -1;
-    if (i >= 0) {
-      while (addr + len > this.ends[i] && i + 1 < this.starts.length && this.starts[i + 1] === this.ends[i]) i++;
-      if (addr + len <= this.ends[i]) return;
-    }
+    if (this.spansRam(addr, len)) return;
     throw new KernelError(Errno.EFAULT, `physical access at ${hexAddr(addr)} (${len} bytes) is outside RAM`);
   }
 

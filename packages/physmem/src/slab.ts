@@ -166,7 +166,7 @@ class SlabPage {
  *
  * The memmap marks what a page is (see {@link SLAB_PAGE_MAGIC}); which objects of a slab are free lives in host
  * memory, keyed by the slab's head pfn, and dies with the kernel: a new kernel rebuilds its caches, and the
- * preservation side (kho-core's KhoSlab) hands restored slabs back with {@link Slab.adoptSlab},
+ * preservation side (@kho/kho-slab's KhoSlab) hands restored slabs back with {@link Slab.adoptSlab},
  * {@link Slab.adoptObject} and {@link Slab.releaseAwaiting}. A slab whose last object is freed goes back to the
  * buddy allocator at once. Objects of an adopted slab may be "awaiting" their restore: neither free (kmalloc never
  * hands them out) nor allocated (kfree refuses them).

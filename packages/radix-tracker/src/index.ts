@@ -3,4 +3,4 @@ import 'reflect-metadata';
 export * from './abi';
 export { encodeKey, decodeKey, keyOrder, tableIndex, leafBit } from './key';
 export { RadixTracker, treeNodePfns, readIncomingTree, validateIncomingTree, type IncomingBlocks, type IncomingTreeShape } from './radix-tree';
-export { radixTrackerModule } from './module';
+export { radixTrackerModule, radixTracker } from './module';

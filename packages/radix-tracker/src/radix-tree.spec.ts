@@ -134,7 +134,7 @@ describe('RadixTracker', () => {
   it.each([
     [-1, 0, 'EINVAL: radix tree: pfn -1 is not aligned to order 0'],
     [3, 1, 'EINVAL: radix tree: pfn 0x3 is not aligned to order 1'],
-    [0, 11, 'EINVAL: radix tree: order 11 is out of range (wanted 0..10)'],
+    [0, 52, 'EINVAL: radix tree: order 52 is out of range (wanted 0..51)'],
   ])('refuses pfn %d order %d', (pfn, order, message) => {
     const { tree } = setup();
     expect(() => tree.add(pfn, order)).toThrow(message);
@@ -341,9 +341,9 @@ describe('RadixTracker block checks', () => {
     [Infinity, 0, 'EINVAL: radix tree: pfn Infinity is not aligned to order 0'],
     [2 ** 52, 0, 'EINVAL: radix tree: pfn 0x10000000000000 is beyond the 64-bit physical address space'],
     [2 ** 52, 10, 'EINVAL: radix tree: pfn 0x10000000000000 is beyond the 64-bit physical address space'],
-    [0, 1.5, 'EINVAL: radix tree: order 1.5 is out of range (wanted 0..10)'],
-    [0, NaN, 'EINVAL: radix tree: order NaN is out of range (wanted 0..10)'],
-    [0, -1, 'EINVAL: radix tree: order -1 is out of range (wanted 0..10)'],
+    [0, 1.5, 'EINVAL: radix tree: order 1.5 is out of range (wanted 0..51)'],
+    [0, NaN, 'EINVAL: radix tree: order NaN is out of range (wanted 0..51)'],
+    [0, -1, 'EINVAL: radix tree: order -1 is out of range (wanted 0..51)'],
   ])('add, del and has refuse pfn %d order %d', (pfn, order, message) => {
     const { tree } = setup();
     expect(() => tree.add(pfn, order)).toThrow(message);
@@ -480,14 +480,28 @@ describe('readIncomingTree refuses hostile trees before visiting anything', () =
 
   it.each<[string, bigint, string]>([
     ['key 0', 0n, 'has bit 0 of key 0 set (no block has key 0)'],
-    ['key 5 (order 50)', 5n, 'holds a block of order 50 (wanted 0..10)'],
-    ['an order-11 key', (1n << 41n) | 0x123n, 'holds a block of order 11 (wanted 0..10)'],
+    ['key 5 (order 50)', 5n, 'holds key 5, a block of order 50: larger than any RAM'],
   ])('refuses a leaf bit for %s', (_name, key, message) => {
     const { ram } = setup();
     const { root, leaf } = handTree(ram, 2 ** 40, key);
     const want = `EINVAL: radix tree: leaf 0x${leaf.toString(16)} ${message}`;
     expect(() => validateIncomingTree(ram, root)).toThrow(want);
     expect(() => readIncomingTree(ram, root)).toThrow(want);
+  });
+
+  it('reads blocks above MAX_PAGE_ORDER inside RAM, as upstream preserve_pages writes them (orders 11 and 18)', () => {
+    const { ram } = setup([{ start: 0, size: 2 ** 31, node: 0 }, { start: 2 ** 40, size: 16 * 2 ** 20, node: 0 }]);
+    // An order-11 block at 8 MiB and an order-18 block at 1 GiB (keys (1 << 41) | 1 and (1 << 34) | 1).
+    const a = handTree(ram, 2 ** 40, (1n << 41n) | 1n);
+    expect(readIncomingTreeFrom(ram, a.root)).toEqual([[0x800, 11]]);
+    const b = handTree(ram, 2 ** 40 + 2 ** 23, (1n << 34n) | 1n);
+    expect(readIncomingTreeFrom(ram, b.root)).toEqual([[0x40000, 18]]);
+  });
+
+  it('refuses an order-11 block that runs past the end of RAM', () => {
+    const { ram } = setup();
+    const { root, leaf } = handTree(ram, 2 ** 40, (1n << 41n) | 0x123n);
+    expect(() => validateIncomingTree(ram, root)).toThrow(`EINVAL: radix tree: block 0x91800000 order 11 (leaf 0x${leaf.toString(16)}) is outside RAM`);
   });
 
   it('accepts a hand-written one-block tree (the layout is the spec\'s, not the tracker\'s habit)', () => {

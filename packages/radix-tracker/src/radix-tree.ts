@@ -1,17 +1,19 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, hex } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, describePfn, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, describePfn, type Pfn } from '@kho/physmem';
 import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
-import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_COMPATIBLE, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from './abi';
+import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_MAX_ORDER, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from './abi';
 import { decodeKey, keyOrder } from './key';
 
 const ROOT_LEVEL = KHO_TREE_MAX_DEPTH - 1;
+/** kho-v3 until kho_block (LUO's luo-v5) lands; then kho-v4. */
+export const RADIX_DEFAULT_GENERATION = 'v3';
 const WORDS_PER_LEAF = KHO_BITMAP_BITS / 32;
 const TWO_32 = 2 ** 32;
 const POW2: number[] = Array.from({ length: 64 }, (_, i) => 2 ** i);
 /** The cache's "no leaf": `key - NaN` is NaN, which fails every range test. */
 const NO_LEAF = new Int32Array(0);
-const NR_ORDERS = MAX_PAGE_ORDER + 1;
+const NR_ORDERS = KHO_RADIX_MAX_ORDER + 1;
 /** Keys covered by one table at level L (index L): 2^(9L + 15). */
 const TABLE_SPAN: number[] = Array.from({ length: KHO_TREE_MAX_DEPTH }, (_, level) => 2 ** (level * KHO_TABLE_SIZE_LOG2 + KHO_BITMAP_SIZE_LOG2));
 
@@ -24,7 +26,9 @@ const TABLE_SPAN: number[] = Array.from({ length: KHO_TREE_MAX_DEPTH }, (_, leve
  */
 @injectable()
 export class RadixTracker implements Tracker {
-  readonly compatible = KHO_RADIX_COMPATIBLE;
+  readonly kind = 'radix';
+  readonly maxOrder = KHO_RADIX_MAX_ORDER;
+  readonly defaultGeneration = RADIX_DEFAULT_GENERATION;
   private root = 0;
   private nodes = 0;
   private blocks = 0;
@@ -360,7 +364,7 @@ function isZero(words: Int32Array): boolean {
 }
 
 function blockKey(pfn: number, order: number): number {
-  if (order >= 0 && order <= MAX_PAGE_ORDER && (order | 0) === order) {
+  if (order >= 0 && order <= KHO_RADIX_MAX_ORDER && (order | 0) === order) {
     const q = pfn / POW2[order];
     if (q >= 0 && q < POW2[KHO_ORDER_0_LOG2 - order] && Math.floor(q) === q) return POW2[KHO_ORDER_0_LOG2 - order] + q;
   }
@@ -368,8 +372,8 @@ function blockKey(pfn: number, order: number): number {
 }
 
 function refuseBlock(pfn: number, order: number): never {
-  if (!Number.isInteger(order) || order < 0 || order > MAX_PAGE_ORDER) {
-    throw new KernelError(Errno.EINVAL, `radix tree: order ${order} is out of range (wanted 0..${MAX_PAGE_ORDER})`);
+  if (!Number.isInteger(order) || order < 0 || order > KHO_RADIX_MAX_ORDER) {
+    throw new KernelError(Errno.EINVAL, `radix tree: order ${order} is out of range (wanted 0..${KHO_RADIX_MAX_ORDER})`);
   }
   if (!Number.isInteger(pfn) || pfn < 0 || pfn % 2 ** order !== 0) {
     throw new KernelError(Errno.EINVAL, `radix tree: pfn ${describePfn(pfn)} is not aligned to order ${order}`);
@@ -388,7 +392,7 @@ export interface IncomingTreeShape {
 /**
  * Checks the previous kernel's radix tree rooted at `mapPhys`, treating every byte as hostile: every node
  * pointer must be a page-aligned RAM page reached only once, root entries past 3 must be empty, a set bit must
- * decode to a key with an order in 0..MAX_PAGE_ORDER and a block inside RAM. Reads the whole tree and stores
+ * decode to a key with an order in 0..KHO_RADIX_MAX_ORDER (any order: upstream's preserve_pages has no cap) and a block inside RAM. Reads the whole tree and stores
  * nothing per block. Returns its counts; throws KernelError(EINVAL) naming the node and what was wrong.
  */
 export function validateIncomingTree(ram: PhysicalMemory, mapPhys: number): IncomingTreeShape {
@@ -432,7 +436,7 @@ function checkLeaf(ram: PhysicalMemory, leaf: number, leafIndex: number): number
   const order = keyOrder(firstKey === 0 ? 1 : firstKey);
   // A leaf's keys all have one order; when it is valid, blocks are checked against RAM a whole leaf or word at
   // a time, and bit by bit only in a word where RAM ends.
-  const valid = firstKey !== 0 && order <= MAX_PAGE_ORDER;
+  const valid = firstKey !== 0 && order <= KHO_RADIX_MAX_ORDER;
   const step = POW2[order];
   const base = valid ? decodeKey(firstKey)!.pfn : 0;
   const blockBytes = PAGE_SIZE * step;
@@ -450,7 +454,7 @@ function checkLeaf(ram: PhysicalMemory, leaf: number, leafIndex: number): number
     do {
       const pfn = wordBase + (31 - Math.clz32(bits & -bits)) * step;
       bits &= bits - 1;
-      if (!ram.isRam(pfn * PAGE_SIZE, blockBytes)) {
+      if (!ram.spansRam(pfn * PAGE_SIZE, blockBytes)) {
         throw new KernelError(Errno.EINVAL, `radix tree: block ${hex(pfn * PAGE_SIZE)} order ${order} (leaf ${hex(leaf)}) is outside RAM`);
       }
       count++;
@@ -491,10 +495,13 @@ export function readIncomingTree(ram: PhysicalMemory, mapPhys: number): Incoming
   return { count: blocks, pfns, orders, nodes };
 }
 
-/** Throws for the first set bit `key` of a leaf whose keys have no valid block: key 0, or orders past MAX_PAGE_ORDER. */
+/**
+ * Throws for the first set bit `key` of leaf 0, the one leaf whose keys have mixed orders (38..52): key 0 is no
+ * block, and every other key there is a block of at least 2^50 bytes, more than any machine's RAM.
+ */
 function refuseLeaf(leaf: number, key: number): never {
   if (key === 0) throw new KernelError(Errno.EINVAL, `radix tree: leaf ${hex(leaf)} has bit 0 of key 0 set (no block has key 0)`);
-  throw new KernelError(Errno.EINVAL, `radix tree: leaf ${hex(leaf)} holds a block of order ${keyOrder(key)} (wanted 0..${MAX_PAGE_ORDER})`);
+  throw new KernelError(Errno.EINVAL, `radix tree: leaf ${hex(leaf)} holds key ${key}, a block of order ${keyOrder(key)}: larger than any RAM`);
 }
 
 function hexOrInf(n: number): string {

@@ -79,7 +79,7 @@ defineBench({
         // The next kernel: take the descriptor back, restore (timed), check, free.
         const kho = k.get(Kho);
         const ram = k.get(PhysicalMemory);
-        const blob = kho.retrieveSubtree(SUBTREE);
+        const blob = kho.retrieveSubtree(SUBTREE).phys;
         const desc = ram.read(blob, 16);
         kho.restoreFree(blob);
         const vm = k.get(Vmalloc);
@@ -98,7 +98,7 @@ defineBench({
       const desc = k.get(KhoVmalloc).preserveVmalloc(addr);
       const blob = kho.allocPreserve(PAGE_SIZE);
       k.get(PhysicalMemory).write(blob, desc);
-      kho.addSubtree(SUBTREE, blob);
+      kho.addSubtree(SUBTREE, blob, desc.length);
       k = k.liveUpdate();
     }
     const best = Math.min(...times);

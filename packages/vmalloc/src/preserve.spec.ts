@@ -64,14 +64,14 @@ function handOver(k1: Kernel, ...descs: Uint8Array[]): Kernel {
   const { kho, ram } = svc(k1);
   const blob = kho.allocPreserve(PAGE_SIZE);
   descs.forEach((d, i) => ram.write(blob + 16 * i, d));
-  kho.addSubtree(SUBTREE, blob);
+  kho.addSubtree(SUBTREE, blob, 16 * descs.length);
   return k1.liveUpdate();
 }
 
 /** In the next kernel: the descriptors stored by handOver (the blob page is restored and freed). */
 function takeOver(k2: Kernel, count = 1): Uint8Array[] {
   const { kho, ram } = svc(k2);
-  const blob = kho.retrieveSubtree(SUBTREE);
+  const blob = kho.retrieveSubtree(SUBTREE).phys;
   const out = Array.from({ length: count }, (_, i) => ram.read(blob + 16 * i, 16));
   kho.restoreFree(blob);
   return out;
@@ -233,7 +233,7 @@ describe('unpreserveVmalloc', () => {
     const { vm, kv } = svc(k1);
     kv.unpreserveVmalloc(kv.preserveVmalloc(vm.vmalloc(5 * PAGE_SIZE)));
     const k2 = k1.liveUpdate();
-    expect(k2.get(Kho).incomingHandover!.pfns).toHaveLength(1); // the root FDT only
+    expect(k2.get(Kho).incomingHandover!.pfns).toHaveLength(2); // KHO's own: the root FDT and the kexec-metadata blob
   });
 });
 
@@ -423,7 +423,7 @@ describe('restoreVmalloc refuses a hostile handover and restores nothing', () =>
     const r = refused(damage, message);
     // finish names every preserved block nobody restored: all 600 pages and both chunks, so no stamp was consumed.
     expect(r.k2.finish().plugins.kho.report).toMatchObject({ unrestoredBlocks: 600 + 2 });
-    expect(r.incoming).toBe(1 + 1 + 600 + 2); // root FDT, blob, pages, chunks
+    expect(r.incoming).toBe(2 + 1 + 600 + 2); // root FDT and kexec-metadata, blob, pages, chunks
   });
 
   it('more chunks than the blocks can need', () => {

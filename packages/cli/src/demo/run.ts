@@ -1,7 +1,7 @@
 import { Phase, formatBytes, type BootParams, type Kernel, type Machine } from '@kho/kernel';
-import { BuddyAllocator, PhysicalMemory, type RamRange } from '@kho/physmem';
+import { PhysicalMemory, type RamRange } from '@kho/physmem';
 import { Kho, Tracker, type ScratchArea } from '@kho/kho-core';
-import { kernelImage, machineFor, type TrackerKind } from '../system';
+import { idlePages, kernelImage, machineFor, type TrackerKind } from '../system';
 import { type DemoFilesCheck, verifyDemoFiles, writeDemoFiles } from './files';
 import { KHO_TEST_LOG_CMDLINE, KhoTest, type KhoTestRestore } from './kho-test';
 
@@ -142,7 +142,7 @@ export function runSecondHalf(
   const finish = time(ms, 'finish', () => k2.finish());
   for (const [name, o] of Object.entries(finish.plugins)) if (!o.ok) errors.push(`finish ${name}: ${o.error}`);
   const unrestoredBlocks = Number(finish.plugins.kho?.report?.unrestoredBlocks ?? 0);
-  const freePagesAfterFinish = k2.get(BuddyAllocator).nrFreePages;
+  const freePagesAfterFinish = idlePages(k2);
   const stats = kho.stats();
   if (!stats.khoBoot) errors.push(`no handover was revived${stats.revivalError ? `: ${stats.revivalError}` : ''}`);
   else if (!test.lastRestore) errors.push('the previous kernel left no kho_test subtree');
@@ -169,7 +169,7 @@ export function runSecondHalf(
 export function coldBootFreePages(ranges: readonly RamRange[], opts: DemoOptions, cmdline = opts.cmdline): number {
   const m = machineFor({ ranges });
   const k = m.boot({ image: kernelImage({ mem: opts.mem, seed: opts.seed }, { tracker: opts.tracker }), cmdline });
-  const free = k.get(BuddyAllocator).nrFreePages;
+  const free = idlePages(k);
   m.shutdown();
   return free;
 }

@@ -1,6 +1,6 @@
 import { KernelError, hex, seededRandom, type BootParams, type Kernel } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory, type RamRange } from '@kho/physmem';
-import { Kho, SETUP_KHO, decodeKhoData, PROP_SUB_FDT } from '@kho/kho-core';
+import { KHO_KEXEC_METADATA_SUBTREE, Kho, KhoKexecMetadataLayout, SETUP_KHO, decodeKhoData, PROP_SUB_FDT } from '@kho/kho-core';
 import { decodeFdt } from '@kho/fdt';
 import { treeNodePfns } from '@kho/radix-tracker';
 import { KSTATE_SEGMENT_HEADER_SIZE, KSTATE_SUBTREE, openStream } from '@kho/kstate';
@@ -114,6 +114,8 @@ function findTargets(ram: PhysicalMemory, mapPhys: number, fdtPhys: number, para
       if (chunks.length) targets.push({ name: 'vmalloc chunks', pages: chunks });
     } else if (child.name === MEMFD_SUBTREE) {
       targets.push({ name: 'memfd table', pages: [pfn(blob)] });
+    } else if (child.name === KHO_KEXEC_METADATA_SUBTREE) {
+      targets.push({ name: 'kexec-metadata', pages: [pfn(blob)], used: new Map([[pfn(blob), KhoKexecMetadataLayout.size]]) });
     } else {
       targets.push({ name: `subtree ${child.name}`, pages: [pfn(blob)] });
     }

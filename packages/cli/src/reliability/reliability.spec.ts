@@ -1,6 +1,6 @@
 import { withUnwind } from '@kho/kernel';
 import { Slab } from '@kho/physmem';
-import { KhoSlab } from '@kho/kho-core';
+import { KhoSlab } from '@kho/kho-slab';
 import { KhoVmalloc, Vmalloc } from '@kho/vmalloc';
 import { writeDemoFiles } from '../demo/files';
 import { KHO_TEST_LOG_CMDLINE, KhoTest } from '../demo/kho-test';
@@ -84,7 +84,7 @@ describe('hostile handovers (kho fuzz)', () => {
     expect(r.cases).toBe(150);
     expect(r.refused + r.accepted).toBe(150);
     // every structure and every kind of mutation was tried, and the tracker's checksum caught what it should
-    expect(Object.keys(r.byTarget).sort()).toEqual(['kstate stream', 'memfd table', 'root FDT', 'scratch array', 'tracker', 'vmalloc chunks']);
+    expect(Object.keys(r.byTarget).sort()).toEqual(['kexec-metadata', 'kstate stream', 'memfd table', 'root FDT', 'scratch array', 'tracker', 'vmalloc chunks']);
     expect(Object.keys(r.byMutation)).toHaveLength(6);
     expect(r.byTarget.tracker.accepted).toBe(0);
   });

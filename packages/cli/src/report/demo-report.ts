@@ -1,6 +1,6 @@
 import { formatBytes, hex, type Kernel } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
-import { Tracker } from '@kho/kho-core';
+import { Kho } from '@kho/kho-core';
 import type { DemoReport, RunHooks } from '../demo/run';
 import type { KexecSection, ReportData } from './html';
 import { ownersFrom, snapshotKernel, type MemoryMapSnapshot } from './snapshot';
@@ -13,7 +13,7 @@ export class DemoReportCollector implements RunHooks {
   private compatible = '';
 
   atJump(kernel: Kernel): void {
-    this.compatible = kernel.get<Tracker>(Tracker).compatible;
+    this.compatible = kernel.get(Kho).generation?.compatible ?? '(KHO off)';
     this.before = snapshotKernel(kernel, `generation ${kernel.generation} at the jump (after serialize)`);
   }
 

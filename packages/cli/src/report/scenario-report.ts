@@ -1,6 +1,6 @@
 import type { Kernel } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
-import { Tracker } from '@kho/kho-core';
+import { Kho } from '@kho/kho-core';
 import type { GenerationResult, ScenarioResult } from '../scenario/run';
 import type { KexecSection, ReportData } from './html';
 import { ownersFrom, snapshotKernel, type MemoryMapSnapshot } from './snapshot';
@@ -13,7 +13,7 @@ export class ScenarioReportCollector {
   private readonly compatible = new Map<number, string>();
 
   atJump(kernel: Kernel, generation: number): void {
-    this.compatible.set(generation, `root compatible ${kernel.get<Tracker>(Tracker).compatible}`);
+    this.compatible.set(generation, `root compatible ${kernel.get(Kho).generation?.compatible ?? "(KHO off)"}`);
     this.before.set(generation, snapshotKernel(kernel, `generation ${generation} at the jump (after serialize)`));
   }
 

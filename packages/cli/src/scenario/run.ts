@@ -1,8 +1,8 @@
 import { formatBytes, formatSizeExact, type Kernel, type KernelModule, describeError } from '@kho/kernel';
-import { BuddyAllocator, PhysicalMemory } from '@kho/physmem';
+import { PhysicalMemory } from '@kho/physmem';
 import { Kho, Tracker } from '@kho/kho-core';
 import { KhoTest } from '../demo/kho-test';
-import { kernelImage, machineFor } from '../system';
+import { idlePages, kernelImage, machineFor } from '../system';
 import { regionsOf, type Scenario } from './schema';
 import { ScenarioWorkload, scenarioWorkloadModule, type ScenarioWorkloadConfig, type WorkloadCheck, type WorkloadPreserved, type WorkloadRestore } from './workload';
 
@@ -128,7 +128,7 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
     const key = `${cmdline}\u0000${s.tracker}`;
     if (!baselines.has(key)) {
       const m = machineFor({ ranges: machine.device(PhysicalMemory).ranges });
-      baselines.set(key, m.boot({ image: imageFor(s, gen), cmdline }).get(BuddyAllocator).nrFreePages);
+      baselines.set(key, idlePages(m.boot({ image: imageFor(s, gen), cmdline })));
       m.shutdown();
     }
     return baselines.get(key)!;
@@ -160,9 +160,9 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
       if (unrestored > 0) genErrors.push(`generation ${gen}: ${unrestored} preserved blocks were never restored`);
       // Everything handed over is restored and freed again: the kernel must be back to a cold boot's count,
       // tracker pages of earlier generations included.
-      const free = k.get(BuddyAllocator).nrFreePages;
+      const free = idlePages(k);
       const baseline = coldFree(cmdlineOf(s, gen), gen);
-      if (free !== baseline) genErrors.push(`generation ${gen}: ${free} free pages after finish, a cold boot has ${baseline}`);
+      if (free !== baseline) genErrors.push(`generation ${gen}: ${free} free pages (tracker pages counted as free) after finish, a cold boot has ${baseline}`);
     }
     if (gen > n) {
       errors.push(...genErrors);
@@ -199,10 +199,10 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
     hooks.progress?.(gen, 'kexec');
     kernel = time(ms, 'kexec', () => k.kexec({ image: imageFor(s, gen + 1), cmdline: cmdlineOf(s, gen + 1) }));
   }
-  const freePagesAtEnd = kernel.isDead ? -1 : kernel.get(BuddyAllocator).nrFreePages;
+  const freePagesAtEnd = kernel.isDead ? -1 : idlePages(kernel);
   const cold = machineFor({ ranges: machine.device(PhysicalMemory).ranges });
   const coldKernel = cold.boot({ image: imageFor(s, n + 1), cmdline: cmdlineOf(s, n + 1) });
-  const freePagesColdBoot = coldKernel.get(BuddyAllocator).nrFreePages;
+  const freePagesColdBoot = idlePages(coldKernel);
   cold.shutdown();
   if (errors.length === 0 && freePagesAtEnd !== freePagesColdBoot) {
     errors.push(`free pages at the end ${freePagesAtEnd} differ from a cold boot's ${freePagesColdBoot}`);

@@ -4,8 +4,8 @@ import { decodeLuo, type DecodedLuo, type LuoDecodeMemory } from '@kho/liveupdat
 import { MEMFD_LUO_COMPATIBLE, decodeMemfdLuoRecord, type DecodedMemfdLuo } from '@kho/memfd';
 
 /** LUO's subtree decoded (sessions, files, each memfd's folios), with the decoders of the handlers this tool knows. */
-export function inspectLuo(ram: LuoDecodeMemory, phys: number): DecodedLuo {
-  return decodeLuo(ram, phys, { fileDecoders: { [MEMFD_LUO_COMPATIBLE]: decodeMemfdLuoRecord } });
+export function inspectLuo(ram: LuoDecodeMemory, phys: number, size?: number): DecodedLuo {
+  return decodeLuo(ram, phys, { size, fileDecoders: { [MEMFD_LUO_COMPATIBLE]: decodeMemfdLuoRecord } });
 }
 
 /** The decoded tree as text for people: one line per session and file, a memfd's folios summarised. */

@@ -4,6 +4,9 @@
  * layout gets a new string. This file imports nothing from the implementation.
  */
 
+import { char, struct, u32, u64 } from '@kho/struct';
+import { PAGE_SIZE } from '@kho/physmem/abi';
+
 /** x86 setup_data type of `struct kho_data` (upstream SETUP_KHO). */
 export const SETUP_KHO = 10;
 
@@ -11,19 +14,16 @@ export const SETUP_KHO = 10;
  * `struct kho_data` (packed, 32 bytes, little-endian u64s), handed to the next kernel as setup_data.
  * fdt_size is always PAGE_SIZE; scratch_size is 16 × the number of scratch areas.
  */
-export const KHO_DATA_SIZE = 32;
-export const KhoDataLayout = {
-  fdt_addr: 0,
-  fdt_size: 8,
-  scratch_addr: 16,
-  scratch_size: 24,
-} as const;
+export const KhoDataLayout = struct('kho_data', { fdt_addr: u64(), fdt_size: u64(), scratch_addr: u64(), scratch_size: u64() }, 32);
+export const KHO_DATA_SIZE = KhoDataLayout.size;
 
 /** `struct kho_scratch` (16 bytes): addr u64, size u64. Entry 0 is lowmem, 1 global, 2.. one per node. */
-export const KHO_SCRATCH_ENTRY_SIZE = 16;
-export const KhoScratchLayout = { addr: 0, size: 8 } as const;
+export const KhoScratchLayout = struct('kho_scratch', { addr: u64(), size: u64() }, 16);
+export const KHO_SCRATCH_ENTRY_SIZE = KhoScratchLayout.size;
 
-/** Root FDT of the kho-v2 format: one page, root compatible is exactly this single string. */
+/** Size of the root FDT: one page, in every generation. */
+export const KHO_FDT_SIZE = PAGE_SIZE;
+/** Root compatible of the kho-v2 format (the first radix generation). The generations are in `../generations`. */
 export const KHO_FDT_COMPATIBLE = 'kho-v2';
 /** Root property: u64 (little-endian) phys of the preserved-memory map's root. */
 export const PROP_PRESERVED_MEMORY_MAP = 'preserved-memory-map';
@@ -34,8 +34,12 @@ export const PROP_PRESERVED_MEMORY_MAP = 'preserved-memory-map';
  * preserved); an image without it (e.g. written by Linux) is accepted as before.
  */
 export const PROP_PRESERVED_MEMORY_MAP_CRC = 'preserved-memory-map-crc';
-/** Subtree property: u64 (little-endian) phys of the client's blob. */
+/** Subtree property of kho-v2 and later: u64 (little-endian) phys of the client's blob. */
 export const PROP_SUB_FDT = 'preserved-data';
+/** Subtree property of kho-v1: u64 (little-endian) phys of the client's FDT. */
+export const PROP_SUB_FDT_V1 = 'fdt';
+/** Subtree property of kho-v3 and later: u64 (little-endian) size of the client's blob in bytes. */
+export const PROP_BLOB_SIZE = 'blob-size';
 
 /** Head-page stamp written by the incoming walk: private = order | (KHO_PAGE_MAGIC << 32) ('KHOP'). */
 export const KHO_PAGE_MAGIC = 0x4b484f50;
@@ -46,6 +50,22 @@ export const KHO_SCRATCH_ALIGN = 2 * 1024 * 1024;
 export const KHO_SCRATCH_DEFAULT_PERCENT = 200;
 /** The lowmem scratch area lies below this address. */
 export const KHO_LOWMEM_LIMIT = 4 * 1024 * 1024 * 1024;
+
+/** Name of the kexec-metadata subtree (kho-v3 and later). */
+export const KHO_KEXEC_METADATA_SUBTREE = 'kexec-metadata';
+/** `KHO_KEXEC_METADATA_VERSION`: the only version of the struct. */
+export const KHO_KEXEC_METADATA_VERSION = 1;
+/** `__NEW_UTS_LEN`: the longest release string; the field has one more byte for its NUL. */
+export const NEW_UTS_LEN = 64;
+/**
+ * `struct kho_kexec_metadata` (packed, 73 bytes): `version` (always the first field, whatever the version),
+ * the release of the kernel that wrote it, and the number of kexec boots since the last cold boot.
+ */
+export const KhoKexecMetadataLayout = struct(
+  'kho_kexec_metadata',
+  { version: u32(), previous_release: char(NEW_UTS_LEN + 1, { terminated: false }), kexec_count: u32() },
+  73,
+);
 
 export interface KhoData {
   readonly fdtAddr: number;
@@ -61,55 +81,29 @@ export interface ScratchArea {
 
 /** Encodes `struct kho_data`. */
 export function encodeKhoData(d: KhoData): Uint8Array {
-  const out = new Uint8Array(KHO_DATA_SIZE);
-  const v = new DataView(out.buffer);
-  v.setBigUint64(KhoDataLayout.fdt_addr, BigInt(d.fdtAddr), true);
-  v.setBigUint64(KhoDataLayout.fdt_size, BigInt(d.fdtSize), true);
-  v.setBigUint64(KhoDataLayout.scratch_addr, BigInt(d.scratchAddr), true);
-  v.setBigUint64(KhoDataLayout.scratch_size, BigInt(d.scratchSize), true);
-  return out;
+  return KhoDataLayout.encode({ fdt_addr: d.fdtAddr, fdt_size: d.fdtSize, scratch_addr: d.scratchAddr, scratch_size: d.scratchSize });
 }
 
 /**
- * Decodes `struct kho_data`. Returns undefined-free numbers; a value at or above 2^53 comes back as
- * Infinity so that every range check refuses it. The caller validates the values.
+ * Decodes `struct kho_data`. A value at or above 2^53 comes back as Infinity so that every range check refuses it.
+ * Returns a string saying what is wrong when the blob is not 32 bytes; the caller validates the values.
  */
 export function decodeKhoData(bytes: Uint8Array): KhoData | string {
   if (bytes.length !== KHO_DATA_SIZE) return `kho_data is ${bytes.length} bytes (wanted ${KHO_DATA_SIZE})`;
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const u64 = (off: number): number => {
-    const x = v.getBigUint64(off, true);
-    return x >= 2n ** 53n ? Infinity : Number(x);
-  };
-  return {
-    fdtAddr: u64(KhoDataLayout.fdt_addr),
-    fdtSize: u64(KhoDataLayout.fdt_size),
-    scratchAddr: u64(KhoDataLayout.scratch_addr),
-    scratchSize: u64(KhoDataLayout.scratch_size),
-  };
+  const d = KhoDataLayout.decode(bytes);
+  return { fdtAddr: d.fdt_addr, fdtSize: d.fdt_size, scratchAddr: d.scratch_addr, scratchSize: d.scratch_size };
 }
 
 /** Encodes a scratch array (16 bytes per area). */
 export function encodeScratchArray(areas: readonly ScratchArea[]): Uint8Array {
   const out = new Uint8Array(areas.length * KHO_SCRATCH_ENTRY_SIZE);
-  const v = new DataView(out.buffer);
-  areas.forEach((a, i) => {
-    v.setBigUint64(i * KHO_SCRATCH_ENTRY_SIZE + KhoScratchLayout.addr, BigInt(a.addr), true);
-    v.setBigUint64(i * KHO_SCRATCH_ENTRY_SIZE + KhoScratchLayout.size, BigInt(a.size), true);
-  });
+  areas.forEach((a, i) => KhoScratchLayout.encodeInto(out, i * KHO_SCRATCH_ENTRY_SIZE, a));
   return out;
 }
 
-/** Decodes a scratch array; values at or above 2^53 come back as Infinity. */
+/** Decodes a scratch array (whole entries only); values at or above 2^53 come back as Infinity. */
 export function decodeScratchArray(bytes: Uint8Array): ScratchArea[] {
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const out: ScratchArea[] = [];
-  for (let off = 0; off + KHO_SCRATCH_ENTRY_SIZE <= bytes.length; off += KHO_SCRATCH_ENTRY_SIZE) {
-    const a = v.getBigUint64(off + KhoScratchLayout.addr, true);
-    const s = v.getBigUint64(off + KhoScratchLayout.size, true);
-    out.push({ addr: a >= 2n ** 53n ? Infinity : Number(a), size: s >= 2n ** 53n ? Infinity : Number(s) });
-  }
+  for (let off = 0; off + KHO_SCRATCH_ENTRY_SIZE <= bytes.length; off += KHO_SCRATCH_ENTRY_SIZE) out.push(KhoScratchLayout.decode(bytes, off));
   return out;
 }
-
-export * from './slab';

@@ -109,7 +109,7 @@ export class BareKho implements KStateBackend {
     for (let i = 0; i < nrPages; i++) this.buddy.freePages(pfn + i, 0);
   }
 
-  addSubtree(name: string, phys: number): void {
+  addSubtree(name: string, phys: number, _size: number): void {
     if (this.subtrees.has(name)) throw new KernelError(Errno.EEXIST, `subtree '${name}' already exists in the root FDT`);
     this.subtrees.set(name, phys);
   }

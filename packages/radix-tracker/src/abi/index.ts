@@ -8,7 +8,13 @@
  *   32768 bits. Index at table level L: (key >> ((L - 1) * 9 + 15)) & 511; leaf bit: key & 32767.
  * - a leaf covers 32768 consecutive keys, which all have the same order.
  */
+/** The first root compatible whose map is this tree; kho-v3 and kho-v4 carry the same tree. */
 export const KHO_RADIX_COMPATIBLE = 'kho-v2';
+/**
+ * The largest order a key can encode for a block inside a 64-bit address space: key = 2^(52 - order) | pfn >> order
+ * is below 2^53 for orders 0..52, and order 52 could only be the block at 0 covering all of it, so 51.
+ */
+export const KHO_RADIX_MAX_ORDER = 51;
 export const KHO_ORDER_0_LOG2 = 52;
 export const KHO_TABLE_SIZE_LOG2 = 9;
 export const KHO_BITMAP_SIZE_LOG2 = 15;

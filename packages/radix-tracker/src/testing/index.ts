@@ -47,3 +47,4 @@ export function radixWorkload(name: RadixWorkloadName, quick: boolean): RadixWor
   }
   return { pfns, orders };
 }
+export { writeUpstreamTree, upstreamPreserve, upstreamKey, walkOrder, randomUpstreamBlocks, blockBytes, type FixtureRam } from './upstream';

@@ -1,6 +1,5 @@
 import fc from 'fast-check';
-import { Lifecycle, injectable, type DependencyContainer } from 'tsyringe';
-import { Errno, KernelError, type KernelModule } from '@kho/kernel';
+import { Errno, KernelError } from '@kho/kernel';
 import { BuddyAllocator, FaultInjector, PAGE_SIZE, PhysicalMemory, Slab, createMachine, physmemModule } from '@kho/physmem';
 import {
   KHO_SLAB_COMPATIBLE,
@@ -18,10 +17,10 @@ import {
   type KhoSlabEntry,
 } from './abi';
 import { decodeFdt } from '@kho/fdt';
-import { Kho } from './kho';
-import { khoModule, khoSlabModule } from './module';
-import { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats } from './ports';
-import { KhoSlab } from './slab';
+import { KHO_KEXEC_METADATA_SUBTREE, Kho, Tracker, khoModule } from '@kho/kho-core';
+import { FakeTracker, khoFakesModule } from '@kho/kho-core/testing';
+import { khoSlabModule } from './module';
+import { KhoSlab } from './kho-slab';
 
 // ---------------------------------------------------------------- the table's layout
 
@@ -118,97 +117,9 @@ describe('the kho-slab table (golden bytes)', () => {
 
 // ---------------------------------------------------------------- KhoSlab in one kernel (outgoing side)
 
-/** A tracker that keeps blocks in a map and spends one page of metadata per block, so faults can hit it. */
-@injectable()
-class PageTracker implements Tracker {
-  readonly compatible = 'kho-v2';
-  readonly blocks = new Map<string, number>();
-
-  constructor(private readonly buddy: BuddyAllocator) {}
-
-  init(): number {
-    return 0;
-  }
-  add(pfn: number, order: number): void {
-    const key = `${pfn}/${order}`;
-    if (!this.blocks.has(key)) this.blocks.set(key, this.buddy.allocPages(0));
-  }
-  del(pfn: number, order: number): boolean {
-    const meta = this.blocks.get(`${pfn}/${order}`);
-    if (meta === undefined) return false;
-    this.blocks.delete(`${pfn}/${order}`);
-    this.buddy.freePages(meta, 0);
-    return true;
-  }
-  has(pfn: number, order: number): boolean {
-    return this.blocks.has(`${pfn}/${order}`);
-  }
-  walk(visit: BlockVisitor): void {
-    for (const key of this.blocks.keys()) {
-      const [pfn, order] = key.split('/').map(Number);
-      if (visit(pfn, order)) return;
-    }
-  }
-  serialize(): number {
-    return 0;
-  }
-  cancelSerialize(): void {
-    // nothing is serialised
-  }
-  stats(): TrackerStats {
-    return { blocks: this.blocks.size, metadataPages: this.blocks.size };
-  }
-  metadataPfns(): number[] {
-    return [...this.blocks.values()];
-  }
-  walkIncoming(): void {
-    throw new Error('these tests do not kexec (see packages/cli/src/slab.spec.ts)');
-  }
-  incomingMetadataPfns(): number[] {
-    throw new Error('these tests do not kexec (see packages/cli/src/slab.spec.ts)');
-  }
-}
-
-/** An early allocator over the buddy allocator (all RAM is handed over at boot:mm): scratch stays allocated. */
-@injectable()
-class BuddyEarly implements EarlyAllocator {
-  constructor(private readonly buddy: BuddyAllocator) {}
-  reserve(): void {
-    // no kexec in these tests: nothing to reserve
-  }
-  free(): void {
-    // scratch stays allocated, so the buddy allocator never hands it out
-  }
-  alloc(size: number): number {
-    let order = 0;
-    while (PAGE_SIZE * 2 ** order < size) order++;
-    return this.buddy.allocPages(order) * PAGE_SIZE;
-  }
-  markScratch(): void {
-    // scratch is never free here: no pool to mark
-  }
-  markNoInit(): void {
-    // only a KHO boot marks no-init memory
-  }
-  setScratchOnly(): void {
-    // only a KHO boot is scratch-only
-  }
-  reservedBytes(): number {
-    return 0;
-  }
-}
-
-const fakesModule: KernelModule = {
-  name: 'fakes',
-  register(c: DependencyContainer): void {
-    c.register(Tracker, { useClass: PageTracker }, { lifecycle: Lifecycle.ContainerScoped });
-    c.register(EarlyAllocator, { useClass: BuddyEarly }, { lifecycle: Lifecycle.ContainerScoped });
-  },
-};
-
 function boot(cmdline = '') {
   const machine = createMachine({ mem: '64M' });
-  const k = machine.boot({ image: [physmemModule(), fakesModule, khoModule(), khoSlabModule()], cmdline });
+  const k = machine.boot({ image: [physmemModule(), khoFakesModule(), khoModule(), khoSlabModule()], cmdline });
   const ram = k.get(PhysicalMemory);
   return {
     k,
@@ -218,7 +129,7 @@ function boot(cmdline = '') {
     slab: k.get(Slab),
     buddy: k.get(BuddyAllocator),
     faults: k.get(FaultInjector),
-    tracker: k.get<Tracker>(Tracker) as PageTracker,
+    tracker: k.get<Tracker>(Tracker) as FakeTracker,
   };
 }
 
@@ -286,11 +197,11 @@ describe('KhoSlab, outgoing', () => {
           const st = ks.stats();
           if (preserved.size === 0) {
             expect(st.blobPhys).toBe(0);
-            expect(kho.subtrees()).toEqual([]);
+            expect(kho.subtrees()).toEqual([KHO_KEXEC_METADATA_SUBTREE]);
             expect(tracker.blocks.size).toBe(blocks0);
             return;
           }
-          expect(kho.subtrees()).toEqual([KHO_SLAB_SUBTREE]);
+          expect(kho.subtrees()).toEqual([KHO_KEXEC_METADATA_SUBTREE, KHO_SLAB_SUBTREE]);
           const got = readTable(ram, st.blobPhys);
           expect(got.entries).toEqual(want);
           expect(got.pages).toEqual(st.tablePages);

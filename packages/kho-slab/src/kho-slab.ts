@@ -1,8 +1,7 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, formatBytes, hex, isKernelError, withUnwind, type KernelPlugin, type PluginReport, type Unwind, describeError } from '@kho/kernel';
-import { Folio, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, Slab, kmallocCacheName, type Pfn } from '@kho/physmem';
+import { Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, Slab, kmallocCacheName, type Pfn } from '@kho/physmem';
 import {
-  KHO_PAGE_MAGIC,
   KHO_SLAB_COMPATIBLE,
   KHO_SLAB_ENTRIES_PER_PAGE,
   KHO_SLAB_ENTRY_SIZE,
@@ -19,7 +18,7 @@ import {
   type KhoSlabEntry,
 } from './abi';
 import { FdtNode, decodeFdt, encodeFdt } from '@kho/fdt';
-import { Kho } from './kho';
+import { Kho } from '@kho/kho-core';
 
 /** What {@link KhoSlab.stats} reports. */
 export interface KhoSlabStats {
@@ -98,7 +97,6 @@ export class KhoSlab implements KernelPlugin {
     private readonly kho: Kho,
     private readonly slab: Slab,
     private readonly ram: PhysicalMemory,
-    private readonly memmap: Memmap,
     private readonly log: KernelLog,
   ) {}
 
@@ -109,7 +107,7 @@ export class KhoSlab implements KernelPlugin {
     if (!this.kho.isKhoBoot()) return;
     let blob: number;
     try {
-      blob = this.kho.retrieveSubtree(KHO_SLAB_SUBTREE);
+      blob = this.kho.retrieveSubtree(KHO_SLAB_SUBTREE).phys;
     } catch (e) {
       if (!isKernelError(e, Errno.ENOENT)) this.refuse(e);
       return;
@@ -351,7 +349,7 @@ export class KhoSlab implements KernelPlugin {
         const blob = this.kho.allocPreserve(PAGE_SIZE);
         u.push(() => this.kho.unpreserveFree(blob));
         this.ram.write(blob, encodeBlob(phys));
-        this.kho.addSubtree(KHO_SLAB_SUBTREE, blob);
+        this.kho.addSubtree(KHO_SLAB_SUBTREE, blob, PAGE_SIZE);
         this.blobPhys = blob;
       }
       const page: TablePage = { phys, slabs: [] };
@@ -499,7 +497,7 @@ export class KhoSlab implements KernelPlugin {
       throw invalid(`${what}: ${describe(phys)} is not an order-${order} block of RAM`);
     }
     const pfn = phys / PAGE_SIZE;
-    if (this.memmap.privateHi(pfn) !== KHO_PAGE_MAGIC || this.memmap.privateLo(pfn) !== order) {
+    if (!this.kho.isPreservedIncoming(pfn, order)) {
       throw invalid(`${what}: ${hex(phys)} is not a preserved block of order ${order}`);
     }
   }

@@ -1,0 +1,130 @@
+import { Errno, KernelError, hex } from '@kho/kernel';
+import { encodeFdt, type FdtNode } from '@kho/fdt';
+import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { PROP_PRESERVED_MEMORY_MAP_CRC, encodeKhoData, encodeScratchArray, type ScratchArea } from './abi';
+import { khoV1, khoV2, khoV3, khoV4 } from './generations';
+import { checkOutsideScratch, pagesCrc, validateHandover } from './incoming';
+import type { Tracker } from './ports';
+import { buildRootFdt, readableGenerations } from './root-fdt';
+
+const MiB = 2 ** 20;
+const FDT = 16 * MiB;
+const SCRATCH_ARRAY = 64 * MiB;
+const MAP = 20 * MiB;
+const SCRATCH: ScratchArea[] = [
+  { addr: 64 * MiB, size: 8 * MiB },
+  { addr: 96 * MiB, size: 8 * MiB },
+];
+
+/** A tracker whose incoming map is the given blocks (its one metadata page is the map page). */
+function listTracker(blocks: ReadonlyArray<readonly [number, number]>, fail?: string): Tracker {
+  return {
+    kind: 'radix',
+    walkIncoming(_map: number, visit: (pfn: number, order: number) => void) {
+      if (fail) throw new KernelError(Errno.EINVAL, fail);
+      for (const [p, o] of blocks) visit(p, o);
+    },
+    incomingMetadataPfns: () => [MAP / PAGE_SIZE],
+  } as unknown as Tracker;
+}
+
+/** RAM with a root FDT (generation v3 unless given), a scratch array and kho_data pointing at them. */
+function handover(opts: { root?: FdtNode; khoData?: Partial<Record<'fdtAddr' | 'fdtSize' | 'scratchAddr' | 'scratchSize', number>>; scratch?: ScratchArea[] } = {}) {
+  const ram = new PhysicalMemory({ ranges: [{ start: 0, size: 256 * MiB, node: 0 }] });
+  const root = opts.root ?? buildRootFdt(khoV3, MAP);
+  ram.write(FDT, encodeFdt(root, { totalSize: PAGE_SIZE }));
+  const scratch = opts.scratch ?? SCRATCH;
+  ram.write(SCRATCH_ARRAY, encodeScratchArray(scratch));
+  ram.writeU64(MAP, 0x1234);
+  const kd = encodeKhoData({ fdtAddr: FDT, fdtSize: PAGE_SIZE, scratchAddr: SCRATCH_ARRAY, scratchSize: 16 * scratch.length, ...opts.khoData });
+  return { ram, kd, root };
+}
+
+const radix = readableGenerations('radix');
+
+describe('validateHandover (pure: RAM in, a validated handover out)', () => {
+  it('returns the generation, the scratch areas and every block in walk order', () => {
+    const { ram, kd } = handover();
+    const blocks = [
+      [0x800, 11],
+      [0x1000, 0],
+      [0x1001, 0],
+    ] as const;
+    const inc = validateHandover(ram, kd, listTracker(blocks), radix);
+    expect(inc.generation).toBe(khoV3);
+    expect(inc.fdtPhys).toBe(FDT);
+    expect(inc.mapPhys).toBe(MAP);
+    expect(inc.scratch).toEqual(SCRATCH);
+    expect(inc.pfns).toEqual([0x800, 0x1000, 0x1001]);
+    expect(inc.orders).toEqual([11, 0, 0]);
+  });
+
+  it.each([khoV2, khoV3, khoV4])('reads a %s root (every radix generation)', (g) => {
+    const { ram, kd } = handover({ root: buildRootFdt(g, MAP) });
+    expect(validateHandover(ram, kd, listTracker([]), radix).generation).toBe(g);
+  });
+
+  it('refuses a generation whose map its tracker cannot read, naming what it found and what it reads', () => {
+    const { ram, kd } = handover({ root: buildRootFdt(khoV1, MAP) });
+    expect(() => validateHandover(ram, kd, listTracker([]), radix)).toThrow(
+      new KernelError(Errno.EINVAL, "root FDT compatible is 'kho-v1\\0' (a bitmap-chunks handover; this kernel reads 'kho-v2', 'kho-v3', 'kho-v4', 'kho-v4;radix-v1;vmalloc-v1')"),
+    );
+  });
+
+  it.each<[string, (root: FdtNode) => void, string]>([
+    ['an unknown compatible', (r) => r.setString('compatible', 'kho-v5'), "root FDT compatible is 'kho-v5\\0' (this kernel reads"],
+    ['a two-string compatible list', (r) => r.setProp('compatible', new TextEncoder().encode('kho-v3\0kho-v2\0')), "root FDT compatible is 'kho-v3\\0kho-v2\\0'"],
+    ['no compatible', (r) => r.props.delete('compatible'), 'root FDT compatible is (missing)'],
+    ['a 4-byte map property', (r) => r.setProp('preserved-memory-map', new Uint8Array(4)), "'preserved-memory-map' is 4 bytes (wanted 8)"],
+    ['a zero map', (r) => r.setU64LE('preserved-memory-map', 0), "'preserved-memory-map' is 0 (wanted the phys of the map)"],
+    ['a 3-byte checksum', (r) => r.setProp(PROP_PRESERVED_MEMORY_MAP_CRC, new Uint8Array(3)), "'preserved-memory-map-crc' is 3 bytes (wanted 4)"],
+  ])('refuses %s', (_what, damage, message) => {
+    const root = buildRootFdt(khoV3, MAP);
+    damage(root);
+    const { ram, kd } = handover({ root });
+    expect(() => validateHandover(ram, kd, listTracker([]), radix)).toThrow(message);
+  });
+
+  it.each<[string, Parameters<typeof handover>[0], string]>([
+    ['an FDT size other than a page', { khoData: { fdtSize: 8192 } }, 'kho_data.fdt_size is 8192 (wanted 4096)'],
+    ['an FDT outside RAM', { khoData: { fdtAddr: 2 ** 40 } }, 'kho_data.fdt_addr 0x10000000000 is not a page of RAM'],
+    ['an unaligned FDT', { khoData: { fdtAddr: FDT + 8 } }, `kho_data.fdt_addr ${hex(FDT + 8)} is not a page of RAM`],
+    ['no scratch area', { khoData: { scratchSize: 0 } }, 'kho_data.scratch_size 0x0 (wanted 16 × 1..66 areas)'],
+    ['a scratch array outside RAM', { khoData: { scratchAddr: 2 ** 40 } }, 'kho_data.scratch_addr 0x10000000000 (+32) is not RAM'],
+    ['overlapping scratch areas', { scratch: [{ addr: 64 * MiB, size: 8 * MiB }, { addr: 70 * MiB, size: 8 * MiB }] }, 'scratch areas 0x4000000 and 0x4600000 overlap'],
+    ['an unaligned scratch area', { scratch: [{ addr: 64 * MiB + 1, size: 8 * MiB }] }, 'scratch area 0x4000001+0x800000 is not page-aligned RAM'],
+  ])('refuses %s', (_what, opts, message) => {
+    const { ram, kd } = handover(opts);
+    expect(() => validateHandover(ram, kd, listTracker([]), radix)).toThrow(new KernelError(Errno.EINVAL, message));
+  });
+
+  it('refuses a preserved block that overlaps a scratch area (this boot would overwrite it)', () => {
+    const { ram, kd } = handover();
+    const inside = (64 * MiB) / PAGE_SIZE + 5;
+    expect(() => validateHandover(ram, kd, listTracker([[0x1000, 0], [inside, 0]]), radix)).toThrow(
+      new KernelError(Errno.EINVAL, `preserved block ${hex(inside * PAGE_SIZE)} order 0 overlaps scratch area ${hex(64 * MiB)}`),
+    );
+    // a large block that covers scratch from below is refused too (order 15 at 0: 128 MiB); one that ends where
+    // scratch starts is not (order 14 at 0: 64 MiB)
+    expect(() => checkOutsideScratch(SCRATCH, [0], [15])).toThrow(/order 15 overlaps scratch area 0x4000000/);
+    expect(() => checkOutsideScratch(SCRATCH, [0], [14])).not.toThrow();
+  });
+
+  it("passes on the tracker walk's refusal", () => {
+    const { ram, kd } = handover();
+    expect(() => validateHandover(ram, kd, listTracker([], 'radix tree: root 0x0 is outside RAM'), radix)).toThrow('radix tree: root 0x0 is outside RAM');
+  });
+
+  it("checks the tracker's checksum when the root carries one, and ignores its absence (Linux writes none)", () => {
+    const root = buildRootFdt(khoV3, MAP);
+    const { ram, kd } = handover({ root });
+    const crc = pagesCrc(ram, [MAP / PAGE_SIZE]);
+    const prop = new Uint8Array(4);
+    new DataView(prop.buffer).setUint32(0, crc, true);
+    root.setProp(PROP_PRESERVED_MEMORY_MAP_CRC, prop);
+    ram.write(FDT, encodeFdt(root, { totalSize: PAGE_SIZE }));
+    expect(validateHandover(ram, kd, listTracker([[0x1000, 0]]), radix).pfns).toEqual([0x1000]);
+    ram.writeU8(MAP + 100, 1);
+    expect(() => validateHandover(ram, kd, listTracker([[0x1000, 0]]), radix)).toThrow(/the tracker's pages fail their checksum/);
+  });
+});

@@ -1,0 +1,129 @@
+import { Errno, KernelError, crc32c, hex } from '@kho/kernel';
+import { decodeFdt, type FdtNode } from '@kho/fdt';
+import { PAGE_SIZE, type PhysicalMemory } from '@kho/physmem';
+import {
+  KHO_FDT_SIZE,
+  KHO_SCRATCH_ENTRY_SIZE,
+  PROP_PRESERVED_MEMORY_MAP,
+  PROP_PRESERVED_MEMORY_MAP_CRC,
+  decodeKhoData,
+  decodeScratchArray,
+  type ScratchArea,
+} from './abi';
+import type { KhoGeneration } from './generations';
+import type { Tracker } from './ports';
+import { rootGeneration } from './root-fdt';
+
+/** What the previous kernel handed over, validated before anything is marked. */
+export interface IncomingHandover {
+  /** The generation of the root FDT (from its compatible). */
+  readonly generation: KhoGeneration;
+  readonly fdt: FdtNode;
+  readonly fdtPhys: number;
+  readonly mapPhys: number;
+  readonly scratch: readonly ScratchArea[];
+  readonly scratchArrayPhys: number;
+  readonly scratchArraySize: number;
+  /** Every preserved block the walk found (pfn and order, in walk order). */
+  readonly pfns: readonly number[];
+  readonly orders: readonly number[];
+}
+
+/** Most scratch areas a handover may list: lowmem, global and one per node of up to 64 nodes. */
+export const KHO_MAX_SCRATCH_AREAS = 2 + 64;
+
+const ZERO_PAGE = new Uint8Array(PAGE_SIZE);
+
+/** CRC32C over the given pages of `ram`, in order (a page never written counts as zeros). */
+export function pagesCrc(ram: PhysicalMemory, pfns: readonly number[]): number {
+  let crc = 0;
+  for (const pfn of pfns) crc = crc32c(ram.pageIfPresent(pfn) ?? ZERO_PAGE, 0, PAGE_SIZE, crc);
+  return crc;
+}
+
+/**
+ * Checks everything the previous kernel left, before anything is marked (spec section 1, steps 1 and 2, the
+ * scratch array and the whole preserved-memory map): `kho_data`, the root FDT (a valid DTB whose compatible is one
+ * of the `readable` generations), `preserved-memory-map`, the scratch areas, the tracker (walked with its own
+ * hostile-input checks), the tracker checksum when present, and that no preserved block lies in scratch. Pure: it
+ * reads RAM and writes nothing. Returns the handover; throws a KernelError naming the first problem.
+ */
+export function validateHandover(ram: PhysicalMemory, khoData: Uint8Array, tracker: Tracker, readable: readonly KhoGeneration[]): IncomingHandover {
+  const kd = decodeKhoData(khoData);
+  if (typeof kd === 'string') throw new KernelError(Errno.EINVAL, kd);
+  if (kd.fdtSize !== KHO_FDT_SIZE) throw new KernelError(Errno.EINVAL, `kho_data.fdt_size is ${kd.fdtSize} (wanted ${KHO_FDT_SIZE})`);
+  if (!Number.isFinite(kd.fdtAddr) || kd.fdtAddr % PAGE_SIZE !== 0 || !ram.isRam(kd.fdtAddr, PAGE_SIZE)) {
+    throw new KernelError(Errno.EINVAL, `kho_data.fdt_addr ${describeAddr(kd.fdtAddr)} is not a page of RAM`);
+  }
+  const fdt = decodeFdt(ram.read(kd.fdtAddr, KHO_FDT_SIZE));
+  const generation = rootGeneration(fdt, readable);
+  const mapProp = fdt.getProp(PROP_PRESERVED_MEMORY_MAP);
+  if (!mapProp || mapProp.length !== 8) {
+    throw new KernelError(Errno.EINVAL, `'${PROP_PRESERVED_MEMORY_MAP}' is ${mapProp ? `${mapProp.length} bytes` : 'missing'} (wanted 8)`);
+  }
+  const map = new DataView(mapProp.buffer, mapProp.byteOffset, 8).getBigUint64(0, true);
+  if (map === 0n) throw new KernelError(Errno.EINVAL, `'${PROP_PRESERVED_MEMORY_MAP}' is 0 (wanted the phys of the map)`);
+  const mapPhys = map >= 2n ** 53n ? Infinity : Number(map);
+
+  const scratch = readScratch(ram, kd.scratchAddr, kd.scratchSize);
+
+  const pfns: number[] = [];
+  const orders: number[] = [];
+  tracker.walkIncoming(mapPhys, (pfn, order) => {
+    pfns.push(pfn);
+    orders.push(order);
+  });
+  const crcProp = fdt.getProp(PROP_PRESERVED_MEMORY_MAP_CRC);
+  if (crcProp) {
+    if (crcProp.length !== 4) throw new KernelError(Errno.EINVAL, `'${PROP_PRESERVED_MEMORY_MAP_CRC}' is ${crcProp.length} bytes (wanted 4)`);
+    const want = new DataView(crcProp.buffer, crcProp.byteOffset, 4).getUint32(0, true);
+    const got = pagesCrc(ram, tracker.incomingMetadataPfns(mapPhys));
+    if (got !== want) {
+      throw new KernelError(Errno.EINVAL, `the tracker's pages fail their checksum (crc32c ${hex(got)}, wanted ${hex(want)}): the preserved-memory map was damaged`);
+    }
+  }
+  checkOutsideScratch(scratch, pfns, orders);
+  return { generation, fdt, fdtPhys: kd.fdtAddr, mapPhys, scratch, scratchArrayPhys: kd.scratchAddr, scratchArraySize: kd.scratchSize, pfns, orders };
+}
+
+/** The scratch array at `addr` (`size` bytes): 1..66 page-aligned areas of RAM that do not overlap. Throws EINVAL. */
+export function readScratch(ram: PhysicalMemory, addr: number, size: number): ScratchArea[] {
+  const n = size / KHO_SCRATCH_ENTRY_SIZE;
+  if (!Number.isInteger(n) || n < 1 || n > KHO_MAX_SCRATCH_AREAS) {
+    throw new KernelError(Errno.EINVAL, `kho_data.scratch_size ${describeAddr(size)} (wanted 16 × 1..${KHO_MAX_SCRATCH_AREAS} areas)`);
+  }
+  if (!Number.isFinite(addr) || !ram.isRam(addr, size)) {
+    throw new KernelError(Errno.EINVAL, `kho_data.scratch_addr ${describeAddr(addr)} (+${size}) is not RAM`);
+  }
+  const scratch = decodeScratchArray(ram.read(addr, size));
+  const sorted = scratch.slice().sort((a, b) => a.addr - b.addr);
+  sorted.forEach((a, i) => {
+    if (!Number.isFinite(a.addr) || a.size <= 0 || a.addr % PAGE_SIZE !== 0 || a.size % PAGE_SIZE !== 0 || !ram.isRam(a.addr, a.size)) {
+      throw new KernelError(Errno.EINVAL, `scratch area ${describeAddr(a.addr)}+${describeAddr(a.size)} is not page-aligned RAM`);
+    }
+    if (i > 0 && sorted[i - 1].addr + sorted[i - 1].size > a.addr) {
+      throw new KernelError(Errno.EINVAL, `scratch areas ${hex(sorted[i - 1].addr)} and ${hex(a.addr)} overlap`);
+    }
+  });
+  return scratch;
+}
+
+/**
+ * Throws EINVAL for the first preserved block that overlaps a scratch area: this boot's early allocations would
+ * overwrite it before anyone could restore it.
+ */
+export function checkOutsideScratch(scratch: readonly ScratchArea[], pfns: readonly number[], orders: readonly number[]): void {
+  const bounds = scratch.map((a) => [a.addr / PAGE_SIZE, (a.addr + a.size) / PAGE_SIZE] as const);
+  for (let i = 0; i < pfns.length; i++) {
+    const end = pfns[i] + 2 ** orders[i];
+    for (const [s, e] of bounds) {
+      if (pfns[i] < e && s < end) {
+        throw new KernelError(Errno.EINVAL, `preserved block ${hex(pfns[i] * PAGE_SIZE)} order ${orders[i]} overlaps scratch area ${hex(s * PAGE_SIZE)}`);
+      }
+    }
+  }
+}
+
+function describeAddr(n: number): string {
+  return Number.isFinite(n) ? hex(n) : '>= 2^53';
+}

@@ -1,0 +1,1 @@
+export { FakeTracker, FakeEarlyAllocator, khoFakesModule } from './fakes';

@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/kho-slab', preset: '../../jest.preset.js' };
