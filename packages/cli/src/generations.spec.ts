@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Errno, KernelError, type Kernel } from '@kho/kernel';
 import { BuddyAllocator, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
-import { KHO_KEXEC_METADATA_SUBTREE, Kho, SETUP_KHO, buildRootFdt, encodeKhoData, encodeScratchArray, khoV3 } from '@kho/kho-core';
+import { KHO_KEXEC_METADATA_SUBTREE, Kho, buildRootFdt, encodeKhoData, encodeScratchArray, khoV3 } from '@kho/kho-core';
 import { encodeFdt } from '@kho/fdt';
 import { pagesToSegments, writeImageFile } from '@kho/image';
 import { randomUpstreamBlocks, upstreamPreserve, walkOrder, writeUpstreamTree } from '@kho/radix-tracker/testing';

@@ -1,20 +1,19 @@
 import { injectable } from 'tsyringe';
 import { registerPerBoot, type KernelModule } from '@kho/kernel';
-import { Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
-import { KHO_PAGE_MAGIC, Kho } from '@kho/kho-core';
+import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { Kho } from '@kho/kho-core';
 import { KhoBlockSet, type KhoBlockBackend } from './block-set';
 
 /**
  * Block sets over this boot's KHO (one instance per boot): blocks are `kho.allocPreserve(4096)` pages, given
- * back with `unpreserveFree` (outgoing) or `restoreFree` (incoming); an incoming block must carry the order-0
- * stamp the incoming walk left on every preserved block.
+ * back with `unpreserveFree` (outgoing) or `restoreFree` (incoming); an incoming block must be an order-0 block the
+ * previous kernel preserved (`kho.isPreservedIncoming`).
  */
 @injectable()
 export class KhoBlocks implements KhoBlockBackend {
   constructor(
     readonly ram: PhysicalMemory,
     private readonly kho: Kho,
-    private readonly memmap: Memmap,
   ) {}
 
   /** A new, empty outgoing set of `entrySize`-byte entries. Throws EINVAL when an entry does not fit a block. */
@@ -44,7 +43,7 @@ export class KhoBlocks implements KhoBlockBackend {
    */
   isIncomingBlock(phys: number, order: number): boolean {
     const pfn = phys / PAGE_SIZE;
-    return Number.isInteger(pfn) && this.memmap.hasPage(pfn) && this.memmap.privateHi(pfn) === KHO_PAGE_MAGIC && this.memmap.privateLo(pfn) === order;
+    return Number.isSafeInteger(pfn) && pfn >= 0 && this.kho.isPreservedIncoming(pfn, order);
   }
 }
 

@@ -1,6 +1,7 @@
 import { Errno } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
 import { KhoBlockHeader } from '@kho/kho-block';
+import { decodeFdt, encodeFdt } from '@kho/fdt';
 import { checkGolden, hexBytes } from '@kho/struct/testing';
 import {
   LUO_ABI_COMPATIBLE,
@@ -111,6 +112,29 @@ function land(h: Handover) {
   const n = view(h.machine.bootFrom(h.params, { image: luoImage(), cmdline: 'liveupdate=on' } as never));
   return { ...n, proc: n.vfs.spawn('vmm') };
 }
+
+describe('LUO over the KHO generations', () => {
+  it.each(['v2', 'v3', 'v4'])('hands a session over with kho_abi=%s', (g) => {
+    const s = bootLuo({ cmdline: `liveupdate=on kho_abi=${g}` });
+    const proc = s.vfs.spawn('vmm');
+    luoPreserveFd(proc, luoCreateSession(proc, luoOpenDevice(proc), 's1'), createTestFile(proc, 'x'), 1);
+    const n = view(s.k.liveUpdate());
+    const p = n.vfs.spawn('vmm');
+    const sfd = luoRetrieveSession(p, luoOpenDevice(p), 's1');
+    expect(new TextDecoder().decode(p.pread(luoRetrieveFd(p, sfd, 1), 0, 1))).toBe('x');
+  });
+
+  it('panics on a blob-size below 32 (kho-v3 and later)', () => {
+    const s = bootLuo({ cmdline: 'liveupdate=on kho_abi=v3' });
+    const root = s.kho.rootFdtPhys;
+    const params = s.k.jump();
+    const fdt = decodeFdt(s.ram.read(root, PAGE_SIZE));
+    fdt.child('LUO')!.setU64LE('blob-size', 16);
+    s.ram.write(root, encodeFdt(fdt, { totalSize: PAGE_SIZE }));
+    const n = view(s.machine.bootFrom(params, { image: luoImage() }));
+    expect(n.luo.status().panic).toBe('EINVAL: LUO state is too small (16 < 32)');
+  });
+});
 
 describe('a damaged LUO handover (panic at boot: a fatal boot report, every open EIO)', () => {
   it.each<[string, (h: Handover) => void, RegExp]>([

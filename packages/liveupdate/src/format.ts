@@ -42,8 +42,12 @@ export interface IncomingLuo {
   restoreFiles(files: number, count: number, session: string): FileStore;
   /** The FLB page's phys (0: none). */
   readonly flbsPa: number;
-  /** The FLB entries. Throws EINVAL naming what is wrong with the page. */
-  readFlbs(): IncomingFlbEntry[];
+  /**
+   * The FLB entries, read at boot (the page is then given back: upstream never frees it, the lab does, as it does
+   * KHO's own metadata); undefined when there was no page or it was refused (`flbError` says why).
+   */
+  readonly flbs: readonly IncomingFlbEntry[] | undefined;
+  readonly flbError?: string;
 }
 
 /**

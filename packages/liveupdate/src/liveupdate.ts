@@ -205,19 +205,15 @@ export class Liveupdate implements KernelPlugin {
     return { liveupdateNum: this.incomingNum, panic: this.panicReason, incomingSessions: this.incoming ? this.incoming.sessionEntries().length : 0 };
   }
 
-  /**
-   * What the finish phase reports: incoming sessions nobody finished (their memory stays reserved, as upstream) and
-   * the incoming FLB page, which 7.2 never restores or frees.
-   */
+  /** What the finish phase reports: incoming sessions nobody finished (their memory stays reserved, as upstream). */
   finish(): PluginReport | void {
     if (!this.incoming) return;
     // Nobody opened /dev/liveupdate: the sessions were never rebuilt; name them from their records.
     const unfinished = this.deserialized
       ? this.incomingSessions.filter((s) => s.files.length > 0 || !s.retrieved).map((s) => s.name)
       : this.incoming.sessionEntries().map((ser) => recordName(this.ram, ser));
-    const flbPage = this.incoming.flbsPa;
     if (unfinished.length > 0) this.log.warn('luo', `finish: ${unfinished.length} incoming sessions were not finished (${unfinished.slice(0, 8).join(', ')}); their memory stays reserved`);
-    return { unfinishedSessions: unfinished, flbPage: flbPage ? hex(flbPage) : undefined, flbPageNote: flbPage ? 'the incoming FLB page is never restored or freed (upstream 7.2)' : undefined };
+    return { unfinishedSessions: unfinished };
   }
 
   // ------------------------------------------------------------------------------------ kernel API
@@ -333,6 +329,7 @@ export class Liveupdate implements KernelPlugin {
     try {
       this.incoming = this.format.readIncoming();
       this.incomingNum = this.incoming && Number.isSafeInteger(this.incoming.liveupdateNum) ? this.incoming.liveupdateNum : 0;
+      if (this.incoming?.flbError) this.log.error('luo', `refusing the incoming FLB page: ${this.incoming.flbError}`);
     } catch (e) {
       this.incoming = undefined;
       this.panicReason = describeError(e, { errno: true });
@@ -750,13 +747,7 @@ export class Liveupdate implements KernelPlugin {
     const inc = this.incoming;
     if (!inc) return undefined;
     try {
-      try {
-        this.flbRegistry.setIncoming(inc.readFlbs());
-      } catch (e) {
-        const why = describeError(e, { errno: true });
-        this.flbRegistry.setIncoming(undefined, `refused: ${why}`);
-        this.log.error('luo', `refusing the incoming FLB page: ${why}`);
-      }
+      this.flbRegistry.setIncoming(inc.flbs, inc.flbError && `refused: ${inc.flbError}`);
       for (const ser of inc.sessionEntries()) this.deserializeSession(ser);
       inc.destroySessions();
       this.flbRegistry.checkIncomingCounts((s: FlbState) => this.incomingDependents(s));

@@ -4,7 +4,7 @@
  */
 import type { Kernel, KernelModule, Machine } from '@kho/kernel';
 import { BuddyAllocator, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
-import { Kho } from '@kho/kho-core';
+import { Kho, Tracker } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
 import { Liveupdate } from './liveupdate';
@@ -36,10 +36,15 @@ export function bootLuo(opts: { cmdline?: string; mem?: string; extra?: readonly
   return { machine, ...view(k) };
 }
 
-/** Free pages of a cold boot of the same machine and command line (the leak baseline). */
+/** Free pages plus the tracker's metadata pages: what a kernel that leaked nothing has idle (the cli's baseline). */
+export function idlePages(k: Kernel): number {
+  return k.get(BuddyAllocator).nrFreePages + k.get<Tracker>(Tracker).stats().metadataPages;
+}
+
+/** Idle pages of a cold boot of the same machine and command line (the leak baseline). */
 export function coldFree(machine: Machine, cmdline: string, extra: readonly KernelModule[] = []): number {
   const m = createMachine({ ranges: [...machine.device(PhysicalMemory).ranges] });
-  const free = m.boot({ image: luoImage(extra), cmdline }).get(BuddyAllocator).nrFreePages;
+  const free = idlePages(m.boot({ image: luoImage(extra), cmdline }));
   m.shutdown();
   return free;
 }

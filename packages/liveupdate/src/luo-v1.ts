@@ -25,7 +25,7 @@ import {
 import type { IncomingFlbEntry } from './flb';
 import type { FileStore, IncomingLuo, LuoFormat, SessionStore } from './format';
 import { addLuoSubtree, retrieveLuoSubtree } from './kho-subtree';
-import { readFlbPage, writeFlbPage } from './luo-v5';
+import { takeFlbPage, writeFlbPage } from './luo-v5';
 
 const SESSION_AREA = LUO_V1_SESSION_PGCNT * PAGE_SIZE;
 const SESSION_ORDER = Math.log2(LUO_V1_SESSION_PGCNT);
@@ -154,7 +154,10 @@ export class LuoV1Format implements LuoFormat {
     if (!flbNode) throw new KernelError(Errno.ENOENT, `Unable to get FLB node: [${LUO_V1_FLB_NODE}] (a luo-v1 handover without FLBs)`);
     if (!hasCompatible(flbNode, LUO_V1_FLB_COMPATIBLE)) throw new KernelError(Errno.EINVAL, `FLB node incompatible [${LUO_V1_FLB_COMPATIBLE}]`);
     const flbs = u64Prop(flbNode, LUO_V1_FLB_HEADER, `Unable to get FLB header '${LUO_V1_FLB_HEADER}'`, Errno.EINVAL);
-    return new IncomingV1(this.kho, this.blocks, this.ram, num, area, count, flbs);
+    const flb = takeFlbPage(this.kho, this.blocks, this.ram, flbs);
+    // 6.19 keeps the incoming FDT for the whole boot; everything needed is read now, so the lab gives it back.
+    if (phys % PAGE_SIZE === 0 && this.blocks.isIncomingPage(phys)) this.kho.restoreFree(phys);
+    return new IncomingV1(this.kho, this.blocks, this.ram, num, area, count, flbs, flb.entries, flb.error);
   }
 }
 
@@ -169,6 +172,8 @@ class IncomingV1 implements IncomingLuo {
     private readonly area: number,
     private readonly count: number,
     readonly flbsPa: number,
+    readonly flbs: readonly IncomingFlbEntry[] | undefined,
+    readonly flbError: string | undefined,
   ) {}
 
   sessionEntries(): number[] {
@@ -192,10 +197,6 @@ class IncomingV1 implements IncomingLuo {
     const store = new V1FileStore(this.kho, this.ram, session, files, true);
     store.incomingCount = count;
     return store;
-  }
-
-  readFlbs(): IncomingFlbEntry[] {
-    return readFlbPage(this.ram, this.flbsPa, (p) => this.blocks.isIncomingPage(p));
   }
 }
 

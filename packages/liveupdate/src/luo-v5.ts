@@ -1,4 +1,4 @@
-import { Errno, KernelError, hex, withUnwind, type KernelLog } from '@kho/kernel';
+import { Errno, KernelError, describeError, hex, withUnwind, type KernelLog } from '@kho/kernel';
 import { PAGE_SIZE, type PhysicalMemory } from '@kho/physmem';
 import type { Kho } from '@kho/kho-core';
 import { KhoBlockSet, type KhoBlocks } from '@kho/kho-block';
@@ -114,7 +114,8 @@ export class LuoV5Format implements LuoFormat {
     } finally {
       this.freeSer(phys);
     }
-    return new IncomingV5(this.blocks, this.ram, num, sessions, ser.flbs_pa);
+    const flb = takeFlbPage(this.kho, this.blocks, this.ram, ser.flbs_pa);
+    return new IncomingV5(this.blocks, num, sessions, ser.flbs_pa, flb.entries, flb.error);
   }
 
   /** Upstream restores and frees the `luo_ser` page on success and on failure; a page that was not preserved is left alone. */
@@ -127,10 +128,11 @@ export class LuoV5Format implements LuoFormat {
 class IncomingV5 implements IncomingLuo {
   constructor(
     private readonly blocks: KhoBlocks,
-    private readonly ram: PhysicalMemory,
     readonly liveupdateNum: number,
     private readonly sessions: KhoBlockSet,
     readonly flbsPa: number,
+    readonly flbs: readonly IncomingFlbEntry[] | undefined,
+    readonly flbError: string | undefined,
   ) {}
 
   sessionEntries(): number[] {
@@ -146,10 +148,23 @@ class IncomingV5 implements IncomingLuo {
     set.restore(files);
     return blockFileStore(set);
   }
+}
 
-  readFlbs(): IncomingFlbEntry[] {
-    return readFlbPage(this.ram, this.flbsPa, (p) => this.blocks.isIncomingPage(p));
+/**
+ * Reads the previous kernel's FLB page (entries, or why it was refused) and gives the page back when it was a
+ * preserved page. Upstream 7.2 keeps the page reserved for the whole boot; the lab frees it once read, as it frees
+ * KHO's own metadata, so a finished live update leaks nothing.
+ */
+export function takeFlbPage(kho: Kho, blocks: KhoBlocks, ram: PhysicalMemory, page: number): { entries?: IncomingFlbEntry[]; error?: string } {
+  if (page === 0) return {};
+  let out: { entries?: IncomingFlbEntry[]; error?: string };
+  try {
+    out = { entries: readFlbPage(ram, page, (p) => blocks.isIncomingPage(p)) };
+  } catch (e) {
+    out = { error: describeError(e, { errno: true }) };
   }
+  if (Number.isSafeInteger(page) && page % PAGE_SIZE === 0 && blocks.isIncomingPage(page)) kho.restoreFree(page);
+  return out;
 }
 
 function blockFileStore(set: KhoBlockSet): FileStore {

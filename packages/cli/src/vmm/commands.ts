@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { Errno, KernelError, formatBytes, type Kernel } from '@kho/kernel';
 import { PhysicalMemory } from '@kho/physmem';
-import { Tracker } from '@kho/kho-core';
+import { Kho } from '@kho/kho-core';
 import { writeHandoverImage, type LoadedImage } from '../handover';
 import { writeReport, type ReportData } from '../report/html';
 import { ownersFrom, snapshotKernel, type MemoryMapSnapshot } from '../report/snapshot';
@@ -110,7 +110,7 @@ export function formatSecond(s: VmmSecondHalf): string[] {
   out.push(...sessionLines(s.sessions, 'retrieved'));
   out.push(`  guest memory ${formatBytes(s.guest.bytes)} in ${s.guest.folios} folios: ${s.guest.verified ? 'every byte verified' : 'FAILED'}; device state ${formatBytes(s.deviceState.bytes)}: ${s.deviceState.verified ? 'verified' : 'FAILED'}`);
   out.push(
-    `  free pages after finish ${s.freePagesAfterFinish}, cold boot ${s.freePagesColdBoot} (the incoming FLB page stays reserved, as upstream 7.2)${s.freePagesAfterFinish === s.freePagesColdBoot - 1 ? ': nothing leaked' : ''}`,
+    `  free pages after finish ${s.freePagesAfterFinish}, cold boot ${s.freePagesColdBoot}${s.freePagesAfterFinish === s.freePagesColdBoot ? ' (nothing leaked)' : ''}`,
   );
   out.push(`  time: ${Object.entries(s.ms)
     .map(([k, v]) => `${k} ${ms(v)}`)
@@ -137,7 +137,7 @@ class VmmReportCollector implements VmmHooks {
   private compatible = '';
 
   atJump(k: Kernel): void {
-    this.compatible = k.get<Tracker>(Tracker).compatible;
+    this.compatible = k.get(Kho).generation?.compatible ?? '(KHO off)';
     this.before = snapshotKernel(k, `generation ${k.generation} at the jump (LUO frozen and serialized)`);
   }
 

@@ -1,5 +1,5 @@
 import { Errno, KernelError, Phase, describeError, formatBytes, type BootParams, type Kernel, type Machine } from '@kho/kernel';
-import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, type RamRange } from '@kho/physmem';
+import { PAGE_SIZE, PhysicalMemory, type RamRange } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import {
   Liveupdate,
@@ -14,7 +14,7 @@ import {
   type Process,
 } from '@kho/liveupdate';
 import { MemfdFs, SHMEM_HUGE_ORDER } from '@kho/memfd';
-import { kernelImage, machineFor, type TrackerKind } from '../system';
+import { idlePages, kernelImage, machineFor, type TrackerKind } from '../system';
 import { SeededPages, type GuestPattern } from './pattern';
 
 const GiB = 2 ** 30;
@@ -217,8 +217,7 @@ export function deviceState(seed: number): Uint8Array {
 /**
  * The next kernel: boots from `params`, the VMM reopens /dev/liveupdate, retrieves `vm0` and both memfds (the
  * blackout ends here), checks every byte of guest memory and device state, finishes the session, exits; then the
- * kernel's restore and finish run and the free-page count is compared with a cold boot's (less the FLB page,
- * which upstream never frees).
+ * kernel's restore and finish run and the idle pages (free and tracker metadata) are compared with a cold boot's.
  */
 export function runVmmSecond(machine: Machine, params: BootParams, o: VmmOptions, ranges: readonly RamRange[], hooks: VmmHooks = {}): VmmSecondHalf {
   const ms: Record<string, number> = {};
@@ -279,12 +278,11 @@ export function runVmmSecond(machine: Machine, params: BootParams, o: VmmOptions
   const fin = k.finish();
   for (const [name, r] of Object.entries(fin.plugins)) if (!r.ok) errors.push(`finish ${name}: ${r.error}`);
   const unrestored = Number(fin.plugins.kho?.report?.unrestoredBlocks ?? 0);
-  const flbPage = fin.plugins.liveupdate?.report?.flbPage !== undefined ? 1 : 0;
-  if (unrestored !== flbPage) errors.push(`${unrestored} preserved blocks were never restored (wanted ${flbPage}: the FLB page upstream never frees)`);
-  const freePagesAfterFinish = k.get(BuddyAllocator).nrFreePages;
+  if (unrestored !== 0) errors.push(`${unrestored} preserved blocks were never restored`);
+  const freePagesAfterFinish = idlePages(k);
   const freePagesColdBoot = coldFree(ranges, o, k.cmdline.text);
-  if (errors.length === 0 && freePagesAfterFinish !== freePagesColdBoot - flbPage) {
-    errors.push(`free pages after finish ${freePagesAfterFinish}, a cold boot has ${freePagesColdBoot} (less ${flbPage} FLB page): a leak of ${formatBytes((freePagesColdBoot - flbPage - freePagesAfterFinish) * PAGE_SIZE)}`);
+  if (errors.length === 0 && freePagesAfterFinish !== freePagesColdBoot) {
+    errors.push(`free pages after finish ${freePagesAfterFinish}, a cold boot has ${freePagesColdBoot}: a leak of ${formatBytes((freePagesColdBoot - freePagesAfterFinish) * PAGE_SIZE)}`);
   }
   const stats = kho.stats();
   return {
@@ -306,7 +304,7 @@ export function runVmmSecond(machine: Machine, params: BootParams, o: VmmOptions
 
 function coldFree(ranges: readonly RamRange[], o: VmmOptions, cmdline: string): number {
   const m = machineFor({ ranges });
-  const n = m.boot({ image: kernelImage(undefined, { tracker: o.tracker }), cmdline }).get(BuddyAllocator).nrFreePages;
+  const n = idlePages(m.boot({ image: kernelImage(undefined, { tracker: o.tracker }), cmdline }));
   m.shutdown();
   return n;
 }

@@ -4,7 +4,7 @@
  */
 import type { Kernel, KernelModule, Machine } from '@kho/kernel';
 import { BuddyAllocator, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
-import { Kho, khoModule } from '@kho/kho-core';
+import { Kho, Tracker, khoModule } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
 import { vmallocModule } from '@kho/vmalloc';
@@ -71,10 +71,15 @@ export function restoreAndVerifyMemfd(b: Booted, sessionFd: number, token: numbe
   return fd;
 }
 
-/** Free pages of a cold boot of this machine's RAM with `cmdline`. */
+/** Free pages plus the tracker's metadata pages: what a kernel that leaked nothing has idle. */
+export function idlePages(k: Kernel): number {
+  return k.get(BuddyAllocator).nrFreePages + k.get<Tracker>(Tracker).stats().metadataPages;
+}
+
+/** Idle pages of a cold boot of this machine's RAM with `cmdline`. */
 export function coldFree(machine: Machine, cmdline: string): number {
   const m = createMachine({ ranges: [...machine.device(PhysicalMemory).ranges] });
-  const n = m.boot({ image: image(), cmdline }).get(BuddyAllocator).nrFreePages;
+  const n = idlePages(m.boot({ image: image(), cmdline }));
   m.shutdown();
   return n;
 }
