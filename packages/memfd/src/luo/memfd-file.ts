@@ -260,12 +260,17 @@ export function findHead(inode: MemfdInode, p: number): number {
   return -1;
 }
 
-/** Whether any folio of `inode` holds a page of [base, base + n): by the folios or by the pages, whichever is fewer. */
+/**
+ * Whether any folio of `inode` holds a page of [base, base + n). Folios are naturally aligned, so one that overlaps
+ * the range either holds `base` or has its head inside the range: one lookup for the first, then either the folios
+ * or the range's pages, whichever are fewer.
+ */
 function rangeUsed(inode: MemfdInode, base: number, n: number): boolean {
+  if (findHead(inode, base) >= 0) return true;
   if (inode.folios.size < n) {
     for (const [head, f] of inode.folios) if (head < base + n && head + f.nrPages > base) return true;
     return false;
   }
-  for (let p = base; p < base + n; p++) if (findHead(inode, p) >= 0) return true;
+  for (let p = base + 1; p < base + n; p++) if (inode.folios.has(p)) return true;
   return false;
 }
