@@ -17,6 +17,7 @@ import { runScenario, type ScenarioResult } from './scenario/run';
 import { writeReport } from './report/html';
 import { TRACKER_KINDS, isTrackerKind, type TrackerKind } from './system';
 import { isVmmImageInfo, vmmBootCommand, vmmDemoCommand, vmmKexecCommand, type VmmFlags } from './vmm/commands';
+import { formatLuoMade, formatLuoVerified } from './scenario/luo';
 
 /** What each tracker writes for the next kernel. */
 const TRACKER_FORMATS: Record<TrackerKind, string> = {
@@ -111,6 +112,7 @@ function formatScenario(r: ScenarioResult): string {
     }
     if (p.kstate.objects > 0) made.push(`${count(p.kstate.objects, 'kstate object')}${p.kstate.bytes > 0 ? ` (${formatBytes(p.kstate.bytes)} of payload)` : ''}`);
     if (p.memfd.files > 0) made.push(`${count(p.memfd.files, 'memfd file')} (${formatBytes(p.memfd.bytes)})`);
+    if (g.luo) made.push(formatLuoMade(g.luo));
     if (made.length === 0) continue;
     out.push(`    workloads: ${made.join(', ')}`);
     const v = g.verifiedByNext;
@@ -123,6 +125,7 @@ function formatScenario(r: ScenarioResult): string {
       found.push(`kstate ${v.kstate.objects}/${p.kstate.objects} ${ok(v.kstate.verified)} (${v.kstate.fieldsRestored} fields restored, ${v.kstate.fieldsDefaulted} defaulted)`);
     }
     if (p.memfd.files > 0) found.push(`memfd ${v.memfd.files}/${p.memfd.files} ${ok(v.memfd.verified)}`);
+    if (g.luo) found.push(formatLuoVerified(g.luo, g.luoVerifiedByNext));
     out.push(`    next kernel: ${found.join(', ')}`);
   }
   out.push(`  free pages at the end (tracker pages counted as free) ${r.freePagesAtEnd}, cold boot ${r.freePagesColdBoot}`);

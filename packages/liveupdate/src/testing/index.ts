@@ -101,8 +101,9 @@ export class TestFileHandler implements LiveupdateFileHandler {
 
   finish(args: LiveupdateFileOpArgs): void {
     this.calls.push(`finish:${args.retrieveStatus}`);
-    // Never retrieved: the preserved record is discarded (given back to the allocator).
-    if (args.retrieveStatus === 0) this.kho.restoreFree(args.serializedData);
+    // Never retrieved, or a retrieve told to fail before it read anything: the record is discarded.
+    const rec = args.serializedData;
+    if (args.retrieveStatus <= 0 && Number.isSafeInteger(rec) && rec % PAGE_SIZE === 0 && this.kho.isPreservedIncoming(rec / PAGE_SIZE, 0)) this.kho.restoreFree(rec);
   }
 
   private step(op: Op, args: LiveupdateFileOpArgs): void {
