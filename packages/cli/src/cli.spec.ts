@@ -129,14 +129,16 @@ describe('handover images', () => {
     expect(json.fdt.compatible).toBe('kho-v3');
     expect(json.blocks.length).toBe(json.tracker.blocks);
     expect(json.blocks[0]).toEqual({ phys: expect.stringMatching(/^0x[0-9a-f]+$/), order: expect.any(Number) });
-    expect(json.subtrees.map((s: { name: string }) => s.name).sort()).toEqual(['kexec-metadata', 'kstate', 'memfd']);
-    // the kstate stream, dumped without the writer's code: the self-test's state and the reserve_mem log region
+    expect(json.subtrees.map((s: { name: string }) => s.name).sort()).toEqual(['kexec-metadata', 'kstate', 'memblock', 'memfd']);
+    // the kstate stream, dumped without the writer's code: the self-test's state
     const stream = json.subtrees.find((s: { name: string }) => s.name === 'kstate').kstate;
-    expect(stream.sections.map((x: { id: string }) => x.id).sort()).toEqual(['kho_test', 'reserve_mem']);
+    expect(stream.sections.map((x: { id: string }) => x.id).sort()).toEqual(['kho_test']); // reserve_mem regions go in memblock-v1 form
     const test = stream.sections.find((x: { id: string }) => x.id === 'kho_test');
     expect(test.fields.folios.vmalloc.chunks).toEqual([{ phys: expect.stringMatching(/^0x/), entries: 1, firstEntries: [expect.stringMatching(/^0x/)] }]);
-    const log = stream.sections.find((x: { id: string }) => x.id === 'reserve_mem');
-    expect(log.fields.name).toBe('kho_test_log');
+    // the log region is in the memblock-v1 FDT (the default reserve_mem handover)
+    const memblock = json.subtrees.find((s: { name: string }) => s.name === 'memblock');
+    expect(memblock.compatible).toBe('memblock-v1');
+    expect(memblock.dts).toContain('kho_test_log {');
     const files = json.subtrees.find((s: { name: string }) => s.name === 'memfd').memfd;
     expect(files.map((f: { name: string }) => f.name).sort()).toEqual(['boot.log', 'dense.bin', 'sparse.bin']);
     const blockBytes = json.blocks.reduce((n: number, b: { order: number }) => n + PAGE_SIZE * 2 ** b.order, 0);

@@ -3,9 +3,7 @@ import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { KHO_GENERATIONS, KHO_KEXEC_METADATA_SUBTREE, PROP_PRESERVED_MEMORY_MAP, decodeKhoData, decodeScratchArray, readKexecMetadata, readSubtreeNode, rootGeneration, type KexecMetadata, type KhoGeneration } from '@kho/kho-core';
 import { FDT_MAGIC, decodeFdt, formatDts, type FdtNode } from '@kho/fdt';
 import { readImageFile, type HandoverImage } from '@kho/image';
-import { readIncomingTree } from '@kho/radix-tracker';
-import { readIncomingBitmapArray, readIncomingBitmapChunks, type IncomingBitmapBlocks } from '@kho/kho-array';
-import type { TrackerKind } from './system';
+import { TRACKERS, type TrackerKind } from './registry';
 import { KSTATE_SUBTREE, dumpStream } from '@kho/kstate';
 import { MEMFD_SUBTREE, decodeMemfdTable } from '@kho/memfd';
 import { decodeKhoVmallocChunk } from '@kho/vmalloc';
@@ -72,8 +70,8 @@ export function inspectLoaded(file: string, image: HandoverImage): Inspection {
   const compatible = fdt.getString('compatible') ?? '';
   const map = fdt.getU64LE(PROP_PRESERVED_MEMORY_MAP);
   if (map === undefined) fail(`root FDT has no '${PROP_PRESERVED_MEMORY_MAP}'`);
-  const generation = rootGeneration(fdt, KHO_GENERATIONS.filter((g) => MAP_READERS.has(g.tracker)));
-  const reader = MAP_READERS.get(generation.tracker)!;
+  const generation = rootGeneration(fdt, KHO_GENERATIONS.filter((g) => TRACKERS.some((t) => t.kind === g.tracker)));
+  const reader = TRACKERS.find((t) => t.kind === generation.tracker)!;
 
   const nScratch = kd.scratchSize / 16;
   if (!Number.isInteger(nScratch) || nScratch < 1 || nScratch > 66 || !ram.isRam(kd.scratchAddr, kd.scratchSize)) {
@@ -85,7 +83,7 @@ export function inspectLoaded(file: string, image: HandoverImage): Inspection {
     size: a.size,
   }));
 
-  const tree = reader.read(ram, map >= 2n ** 53n ? Infinity : Number(map));
+  const tree = reader.readIncoming(ram, map >= 2n ** 53n ? Infinity : Number(map));
   const blocks: Array<{ phys: string; order: number }> = [];
   const byOrder: Record<string, number> = {};
   let preservedBytes = 0;
@@ -113,48 +111,17 @@ export function inspectLoaded(file: string, image: HandoverImage): Inspection {
     subtrees,
     blocks,
     tracker: {
-      name: reader.name,
-      kind: reader.kind,
-      metadataPages: tree.pages,
-      nodes: tree.pages,
+      name: reader.kind,
+      kind: reader.title,
+      metadataPages: tree.metadataPages,
+      nodes: tree.metadataPages,
       blocks: tree.count,
       preservedBytes,
-      bytesPerBlock: tree.count ? Math.round(((tree.pages * PAGE_SIZE) / tree.count) * 100) / 100 : 0,
+      bytesPerBlock: tree.count ? Math.round(((tree.metadataPages * PAGE_SIZE) / tree.count) * 100) / 100 : 0,
       byOrder,
     },
     rootDtb: fdtPage.slice(0, Math.min(totalsize, PAGE_SIZE)),
   };
-}
-
-/** The blocks of a tracker's map (checked as the next kernel checks it) and the number of pages the map occupies. */
-interface MapContents {
-  count: number;
-  pfns: number[];
-  orders: number[];
-  pages: number;
-}
-
-/** A tracker's map reader. */
-interface MapReader {
-  readonly name: TrackerKind;
-  readonly kind: string;
-  read(ram: PhysicalMemory, mapPhys: number): MapContents;
-}
-
-/** The readers, by the kind of map (a generation's `tracker`). */
-const MAP_READERS = new Map<string, MapReader>([
-  ['radix', { name: 'radix', kind: 'radix tree (kho-v2 and later)', read: readRadix }],
-  ['bitmap-chunks', { name: 'bitmap-chunks', kind: 'kho-v1 bitmaps in a chunk list', read: (ram, map) => bitmapContents(readIncomingBitmapChunks(ram, map)) }],
-  ['bitmap-array', { name: 'bitmap-array', kind: 'kho-v1-karr bitmaps through a KHO array', read: (ram, map) => bitmapContents(readIncomingBitmapArray(ram, map)) }],
-]);
-
-function readRadix(ram: PhysicalMemory, map: number): MapContents {
-  const t = readIncomingTree(ram, map);
-  return { count: t.count, pfns: t.pfns, orders: t.orders, pages: t.nodes };
-}
-
-function bitmapContents(t: IncomingBitmapBlocks): MapContents {
-  return { count: t.count, pfns: t.pfns, orders: t.orders, pages: t.metadataPages };
 }
 
 /** What `kho inspect` says about one subtree: its blob, decoded by what it is. */

@@ -8,6 +8,7 @@ import { PAGE_SIZE } from '@kho/physmem';
 import { DEFAULT_DEMO, runDemo, runFirstHalf, runSecondHalf, type DemoOptions, type DemoReport, type SecondHalf } from './demo/run';
 import { loadHandoverImage, writeHandoverImage } from './handover';
 import { formatInspection, inspectImage } from './inspect';
+import { compareKernels, compatMatrix, formatCompat, formatMatrix, kernelFromArg } from './compat';
 import { DemoReportCollector } from './report/demo-report';
 import { ScenarioReportCollector } from './report/scenario-report';
 import { createProgress } from './progress';
@@ -15,16 +16,9 @@ import { readScenario } from './scenario/schema';
 import { fuzzHandovers, type FuzzResult } from './reliability/fuzz';
 import { runScenario, type ScenarioResult } from './scenario/run';
 import { writeReport } from './report/html';
-import { TRACKER_KINDS, isTrackerKind, type TrackerKind } from './system';
+import { TRACKER_KINDS, isTrackerKind, trackerDescriptor, type TrackerKind } from './registry';
 import { isVmmImageInfo, vmmBootCommand, vmmDemoCommand, vmmKexecCommand, type VmmFlags } from './vmm/commands';
 import { formatLuoMade, formatLuoVerified } from './scenario/luo';
-
-/** What each tracker writes for the next kernel. */
-const TRACKER_FORMATS: Record<TrackerKind, string> = {
-  radix: 'kho-v2 radix tree',
-  'bitmap-chunks': 'kho-v1 bitmaps, chunk list',
-  'bitmap-array': 'kho-v1-karr bitmaps, KHO array',
-};
 
 /** Exit codes of every command. */
 export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
@@ -84,6 +78,10 @@ function trackerOption(): Option {
 
 function printSecondHalf(s: SecondHalf, out: string[]): void {
   out.push(`next kernel: ${s.khoBoot ? 'KHO boot' : `cold boot${s.revivalError ? ` (revival refused: ${s.revivalError})` : ''}`}`);
+  if (s.handover) {
+    const from = s.handover.previousRelease ? `; exec from ${s.handover.previousRelease} (count ${s.handover.kexecCount})` : '';
+    out.push(`  handover: ${s.handover.compatible}${from}`);
+  }
   if (s.files) out.push(`  memfd: ${s.files.files} files, ${formatBytes(s.files.bytes)}: ${s.files.verified ? 'verified' : 'FAILED'}`);
   if (s.restore) {
     out.push(`  restored ${s.restore.folios} folios, ${formatBytes(s.restore.bytes)}; orders ${s.restore.ordersMatch ? 'match' : 'DIFFER'}`);
@@ -128,6 +126,7 @@ function formatScenario(r: ScenarioResult): string {
     if (g.luo) found.push(formatLuoVerified(g.luo, g.luoVerifiedByNext));
     out.push(`    next kernel: ${found.join(', ')}`);
   }
+  if (r.lastKernel?.previousRelease) out.push(`  last kernel: exec from ${r.lastKernel.previousRelease} (count ${r.lastKernel.kexecCount})`);
   out.push(`  free pages at the end (tracker pages counted as free) ${r.freePagesAtEnd}, cold boot ${r.freePagesColdBoot}`);
   for (const e of r.errors) out.push(`  error: ${e}`);
   out.push(r.ok ? 'RESULT: every generation verified, nothing leaked' : 'RESULT: FAILED');
@@ -144,7 +143,7 @@ function formatDemo(r: DemoReport): string {
   out.push(`kho demo: seed ${r.seed}, ${formatBytes(r.mem)} of folios on a ${formatBytes(r.ram)} machine`);
   out.push(`first kernel: ${f.folios} folios of random order, ${formatBytes(f.bytesPreserved)}; memfd files ${formatBytes(f.fileBytes)}`);
   out.push(`  preserved ${f.blocksPreserved} blocks (the test folios and their list, the memfd files and their table, the root FDT)`);
-  out.push(`  tracker: ${f.tracker} (${TRACKER_FORMATS[f.tracker]}), ${f.trackerPages} pages of metadata (${formatBytes(f.trackerPages * PAGE_SIZE)})`);
+  out.push(`  tracker: ${f.tracker} (${trackerDescriptor(f.tracker).title}), ${f.trackerPages} pages of metadata (${formatBytes(f.trackerPages * PAGE_SIZE)})`);
   out.push(`  scratch: ${f.scratch.map((a) => `${hex(a.addr)}+${formatBytes(a.size)}`).join(', ')}`);
   out.push(`  time: ${Object.entries(f.ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}`);
   printSecondHalf(r.second, out);
@@ -361,6 +360,26 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
       const { rootDtb: _d, ...data } = r;
       io.out(`${flags.json ? JSON.stringify(data, null, 2) : formatInspection(r)}\n`);
       io.exit(EXIT.OK);
+    });
+
+  program
+    .command('compat')
+    .description("can kernel B take kernel A's handover? A and B are handover images or configurations such as 'kho_abi=v2 reserve_mem_handover=kstate'")
+    .argument('[from]', 'the kernel that hands over: an image file or a configuration')
+    .argument('[to]', 'the kernel that boots from it: an image file (its writer) or a configuration')
+    .option('--matrix', 'every generation against every other, for the lab and for Linux')
+    .option('--json', 'print the result as JSON')
+    .action((from: string | undefined, to: string | undefined, flags: { matrix?: boolean; json?: boolean }) => {
+      if (flags.matrix) {
+        const m = compatMatrix();
+        io.out(`${flags.json ? JSON.stringify(m, null, 2) : formatMatrix(m)}\n`);
+        io.exit(EXIT.OK);
+        return;
+      }
+      if (from === undefined || to === undefined) throw new KernelError(Errno.EINVAL, 'compat: give two kernels (FROM TO: images or configurations), or --matrix');
+      const r = compareKernels(kernelFromArg(from), kernelFromArg(to));
+      io.out(`${flags.json ? JSON.stringify(r, null, 2) : formatCompat(r)}\n`);
+      io.exit(r.lab ? EXIT.OK : EXIT.FAILED);
     });
 
   program.addOption(new Option('--no-color', 'plain output').hideHelp());

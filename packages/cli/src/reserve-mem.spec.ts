@@ -85,12 +85,20 @@ function findSubtree(k: Kernel, name: string): number {
   return Number(fdt.child(name)!.getU64LE(PROP_SUB_FDT));
 }
 
-describe('reserve_mem through kstate (the default format), and upgrading from the FDT format', () => {
+describe('reserve_mem through kstate (reserve_mem_handover=kstate), and upgrading from the FDT format', () => {
   const kstateImage = (): KernelModule[] => [...image(), vmallocModule(), kstateModule(), kstateReserveMemModule()];
 
-  it('the default format is kstate; regions come back with their contents and nothing leaks', () => {
+  it('the default format is upstream memblock-v1 even with kstate in the image', () => {
     const machine = createMachine({ mem: '512M' });
     const k1 = machine.boot({ image: kstateImage(), cmdline: `${SCRATCH} reserve_mem=1M:2M:log` });
+    const k2 = k1.liveUpdate();
+    expect(k2.get(Kho).retrieveSubtree('memblock').size).toBeGreaterThan(0);
+    expect(k2.get(ReserveMem).find('log').revived).toBe(true);
+  });
+
+  it('with reserve_mem_handover=kstate, regions come back with their contents and nothing leaks', () => {
+    const machine = createMachine({ mem: '512M' });
+    const k1 = machine.boot({ image: kstateImage(), cmdline: `${SCRATCH} reserve_mem=1M:2M:log reserve_mem_handover=kstate` });
     const ram = machine.device(PhysicalMemory);
     const log = k1.get(ReserveMem).find('log');
     ram.write(log.start, text('kept by kstate\n'));
@@ -108,7 +116,7 @@ describe('reserve_mem through kstate (the default format), and upgrading from th
 
   it('a kernel using kstate takes over from one that wrote the FDT format (the upgrade), and hands over in kstate', () => {
     const { k1, ram, log } = firstKernel(); // FDT format, an image without kstate
-    const k2 = k1.liveUpdate({ image: kstateImage(), cmdline: `${SCRATCH} reserve_mem=1M:2M:log reserve_mem=64K:4K:trace` });
+    const k2 = k1.liveUpdate({ image: kstateImage(), cmdline: `${SCRATCH} reserve_mem=1M:2M:log reserve_mem=64K:4K:trace reserve_mem_handover=kstate` });
     expect(k2.get(ReserveMem).regions.map((r) => [r.name, r.revived])).toEqual([
       ['log', true],
       ['trace', true],

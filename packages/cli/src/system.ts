@@ -4,31 +4,13 @@ import { Tracker, khoModule } from '@kho/kho-core';
 import { khoSlabModule } from '@kho/kho-slab';
 import { memblockFdtHandoverModule, memblockModule } from '@kho/memblock';
 import { kstateModule, kstateReserveMemModule } from '@kho/kstate';
-import { radixTrackerModule } from '@kho/radix-tracker';
-import { bitmapArrayTrackerModule, bitmapChunksTrackerModule } from '@kho/kho-array';
 import { vmallocModule } from '@kho/vmalloc';
 import { memfdLuoModule, memfdModule } from '@kho/memfd';
 import { liveupdateModule } from '@kho/liveupdate';
 import { khoTestModule, type KhoTestConfig } from './demo/kho-test';
+import { trackerDescriptor, type TrackerKind } from './registry';
 
-/**
- * The preserved-memory trackers a kernel image can have: the kho-v2 radix tree (spec section 3, the default),
- * and the kho-v1 bitmaps serialised as a chunk list or through a KHO array (section 7). A kernel refuses a
- * handover written by another.
- */
-export const TRACKER_KINDS = ['radix', 'bitmap-chunks', 'bitmap-array'] as const;
-export type TrackerKind = (typeof TRACKER_KINDS)[number];
-
-const TRACKER_MODULES: Record<TrackerKind, () => KernelModule> = {
-  radix: radixTrackerModule,
-  'bitmap-chunks': bitmapChunksTrackerModule,
-  'bitmap-array': bitmapArrayTrackerModule,
-};
-
-/** True when `name` is one of {@link TRACKER_KINDS}. */
-export function isTrackerKind(name: unknown): name is TrackerKind {
-  return typeof name === 'string' && (TRACKER_KINDS as readonly string[]).includes(name);
-}
+export { TRACKER_KINDS, isTrackerKind, type TrackerKind } from './registry';
 
 /**
  * The kernel image the command runs: physmem, memblock, the radix tracker, KHO, slab preservation, vmalloc,
@@ -37,7 +19,7 @@ export function isTrackerKind(name: unknown): name is TrackerKind {
  * `opts.tracker` picks the tracker (default 'radix').
  */
 export function kernelImage(demo?: KhoTestConfig, opts: { tracker?: TrackerKind } = {}): KernelModule[] {
-  const modules = [physmemModule({ handOffAllRam: false }), memblockModule(), TRACKER_MODULES[opts.tracker ?? 'radix'](), khoModule(), khoSlabModule(), vmallocModule()];
+  const modules = [physmemModule({ handOffAllRam: false }), memblockModule(), trackerDescriptor(opts.tracker ?? 'radix').module(), khoModule(), khoSlabModule(), vmallocModule()];
   // reserve_mem regions can be handed over in either format; kstate's is the default
   modules.push(memblockFdtHandoverModule(), kstateModule(), kstateReserveMemModule(), memfdModule(), liveupdateModule(), memfdLuoModule());
   if (demo) modules.push(khoTestModule(demo));

@@ -10,7 +10,7 @@ import { DEFAULT_DEMO, runDemo, type DemoOptions } from './demo/run';
 import { runCli } from './main';
 import { parseScenario } from './scenario/schema';
 import { runScenario } from './scenario/run';
-import { TRACKER_KINDS, type TrackerKind } from './system';
+import { TRACKERS, TRACKER_KINDS, type TrackerKind } from './registry';
 
 const MiB = 2 ** 20;
 const SMALL: DemoOptions = { ...DEFAULT_DEMO, ram: 512 * MiB, mem: 16 * MiB, seed: 11 };
@@ -54,7 +54,7 @@ describe('the flagship live update with each tracker', () => {
   it('kho demo --tracker names the tracker; an unknown one is refused (exit 2)', () => {
     const r = cli('demo', ...DEMO, '--tracker', 'bitmap-array');
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/^ {2}tracker: bitmap-array \(kho-v1-karr bitmaps, KHO array\), \d+ pages of metadata/m);
+    expect(r.out).toMatch(/^ {2}tracker: bitmap-array \(kho-v1 bitmaps, serialised at the jump as KHO array records\), \d+ pages of metadata/m);
     const bad = cli('demo', ...DEMO, '--tracker', 'btree');
     expect(bad.code).toBe(2);
     expect(bad.err.split('\n')[0]).toBe("error: option '--tracker <name>' argument 'btree' is invalid. Allowed choices are radix, bitmap-chunks, bitmap-array.");
@@ -101,9 +101,9 @@ describe('kho kexec --tracker, kho boot and kho inspect', () => {
     });
     // the same demo preserves the same amount of memory whichever tracker records it
     expect(new Set(found.map((t) => t.demoBytes)).size).toBe(1);
-    expect(found.map((t) => t.kind)).toEqual(['radix tree (kho-v2 and later)', 'kho-v1 bitmaps in a chunk list', 'kho-v1-karr bitmaps through a KHO array']);
+    expect(found.map((t) => t.kind)).toEqual(TRACKERS.map((t) => t.title)); // every title comes from the registry
     const text = cli('inspect', images['bitmap-chunks']);
-    expect(text.out).toMatch(/^Tracker: kho-v1 bitmaps in a chunk list \(bitmap-chunks\), \d+ metadata pages \([\d.]+ KiB\), \d+ blocks, /m);
+    expect(text.out).toMatch(/^Tracker: kho-v1 bitmaps, serialised at the jump as a chunk list \(bitmap-chunks\), \d+ metadata pages \([\d.]+ KiB\), \d+ blocks, /m);
   });
 });
 

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { PAGE_SIZE } from '@kho/physmem';
 import type { BitmapTracker } from './bitmap-tracker';
+import { trackerContract } from '@kho/kho-core/testing';
 import { bitmapTestMachine, type BitmapForm } from './testing';
 
 const GiB = 2 ** 30;
@@ -29,25 +30,29 @@ function incoming(t: BitmapTracker, map: number): Array<[number, number]> {
 const ALL_BLOCKS: Array<[number, number]> = [];
 for (let order = 0; order <= 10; order++) for (const region of [0, 32766, 65534]) ALL_BLOCKS.push([region * 2 ** order, order + 2]);
 
+/** Blocks for the Tracker contract: orders 0..10 in several bitmaps. */
+const CONTRACT_BLOCKS: Array<[number, number]> = [
+  [0x10, 0],
+  [0x11, 0],
+  [0x2000, 1],
+  [0x400, 10],
+  [0x3000, 3],
+  [40000, 0],
+];
+
+describe.each(KINDS)('the bitmap tracker (%s form): the Tracker contract', (kind) => {
+  const make = () => {
+    const { tracker, buddy, faults } = setup(kind, CONTRACT_BLOCKS);
+    return { tracker, buddy, faults, blocks: CONTRACT_BLOCKS };
+  };
+  it.each(trackerContract())('%s', (_name, check) => check(make));
+});
+
 describe.each(KINDS)('the bitmap tracker (%s form), in this kernel', (kind) => {
   it('has the compatible string of its form, and no map before serialize', () => {
     const { tracker } = setup(kind);
     expect(tracker.compatible).toBe(kind === 'chunks' ? 'kho-v1' : 'kho-v1-karr');
     expect(tracker.init()).toBe(0);
-  });
-
-  it('records, finds and forgets blocks; add is idempotent', () => {
-    const { tracker } = setup(kind);
-    tracker.add(0x100, 0);
-    tracker.add(0x100, 0);
-    tracker.add(0x400, 10);
-    expect(tracker.stats().blocks).toBe(2);
-    expect(tracker.has(0x100, 0)).toBe(true);
-    expect(tracker.has(0x100, 1)).toBe(false);
-    expect(tracker.has(0x101, 0)).toBe(false);
-    expect(tracker.del(0x100, 0)).toBe(true);
-    expect(tracker.del(0x100, 0)).toBe(false);
-    expect(collect(tracker)).toEqual([[0x400, 10]]);
   });
 
   it('walks lower orders first, ascending addresses within an order, and stops when a visitor returns true', () => {

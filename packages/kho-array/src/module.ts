@@ -3,8 +3,8 @@ import { registerPerBoot, type KernelModule } from '@kho/kernel';
 import { MAX_PAGE_ORDER } from '@kho/physmem';
 import { Tracker, type TrackerDescriptor } from '@kho/kho-core';
 import { KhoArrays } from './arrays';
-import { BitmapArrayTracker } from './bitmap-array';
-import { BitmapChunksTracker } from './bitmap-chunks';
+import { BitmapArrayTracker, readIncomingBitmapArray } from './bitmap-array';
+import { BitmapChunksTracker, readIncomingBitmapChunks } from './bitmap-chunks';
 
 /** The kernel-image module of the KHO array: registers {@link KhoArrays} per boot. The image must also have KHO. */
 export function khoArrayModule(): KernelModule {
@@ -50,6 +50,7 @@ export const bitmapChunksTracker: TrackerDescriptor = {
   maxOrder: MAX_PAGE_ORDER,
   serializes: true,
   module: bitmapChunksTrackerModule,
+  readIncoming: readIncomingBitmapChunks,
 };
 
 /** The kho-v1 bitmaps serialised through a KHO array of bitmap records, in the tracker registry. */
@@ -60,4 +61,5 @@ export const bitmapArrayTracker: TrackerDescriptor = {
   maxOrder: MAX_PAGE_ORDER,
   serializes: true,
   module: bitmapArrayTrackerModule,
+  readIncoming: readIncomingBitmapArray,
 };

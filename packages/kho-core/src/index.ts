@@ -25,7 +25,7 @@ export {
   type KhoData,
   type ScratchArea,
 } from './abi';
-export { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats, type TrackerDescriptor } from './ports';
+export { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats, type TrackerDescriptor, type IncomingMap } from './ports';
 export { Kho, type KhoStats } from './kho';
 export { KhoPlugin } from './plugin';
 export { KhoState } from './state';

@@ -92,8 +92,15 @@ export class KhoPlugin implements KernelPlugin {
       const pfn = inc.pfns[i];
       const order = inc.orders[i];
       const size = PAGE_SIZE * 2 ** order;
-      this.early.reserve(pfn * PAGE_SIZE, size, 'kho');
-      this.early.markNoInit(pfn * PAGE_SIZE, size);
+      // A block may run on from one RAM range into the next (a kho-v2 block is not kept inside one node):
+      // memblock takes a reservation per range.
+      for (const r of this.ram.ranges) {
+        const lo = Math.max(r.start, pfn * PAGE_SIZE);
+        const hi = Math.min(r.start + r.size, pfn * PAGE_SIZE + size);
+        if (hi <= lo) continue;
+        this.early.reserve(lo, hi - lo, 'kho');
+        this.early.markNoInit(lo, hi - lo);
+      }
       writeStamp(this.memmap, pfn, order);
       bytes += size;
     }

@@ -1,4 +1,5 @@
 import type { KernelModule } from '@kho/kernel';
+import type { PhysicalMemory } from '@kho/physmem';
 
 /**
  * The services kho-core needs from packages above it, declared here as ports (interface + DI token of the same
@@ -106,4 +107,18 @@ export interface TrackerDescriptor {
   readonly serializes: boolean;
   /** The kernel-image module that makes it this boot's tracker. */
   module(): KernelModule;
+  /**
+   * Reads a map of this kind at `mapPhys` from `ram` as the next kernel would (every hostile-input check), for
+   * tools that read images: every block in walk order and the pages the map occupies. Throws what the walk throws.
+   */
+  readIncoming(ram: PhysicalMemory, mapPhys: number): IncomingMap;
+}
+
+/** A previous kernel's map, read by a tracker descriptor. */
+export interface IncomingMap {
+  readonly count: number;
+  readonly pfns: readonly number[];
+  readonly orders: readonly number[];
+  /** Pages of the map (radix: tree nodes; bitmaps: the serialised map and its bitmaps). */
+  readonly metadataPages: number;
 }

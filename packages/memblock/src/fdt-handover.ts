@@ -1,7 +1,7 @@
 import { injectable, type DependencyContainer } from 'tsyringe';
-import { KernelLog, hex, registerPerBoot, withUnwind, type KernelModule, describeError } from '@kho/kernel';
+import { Errno, KernelError, KernelLog, hex, isKernelError, registerPerBoot, withUnwind, type KernelModule, describeError } from '@kho/kernel';
 import { BuddyAllocator, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
-import { Kho } from '@kho/kho-core';
+import { Kho, type SubtreeRef } from '@kho/kho-core';
 import { FdtNode, decodeFdt, encodeFdt } from '@kho/fdt';
 import {
   MEMBLOCK_COMPATIBLE,
@@ -38,15 +38,17 @@ export class MemblockFdtHandover implements ReserveMemHandover {
     if (this.incomingMap) return this.incomingMap;
     this.incomingMap = new Map();
     if (!this.kho.isKhoBoot()) return this.incomingMap;
-    let phys: number;
+    let ref: SubtreeRef;
     try {
-      phys = this.kho.retrieveSubtree(MEMBLOCK_SUBTREE).phys;
-    } catch {
-      return this.incomingMap; // the previous kernel wrote no memblock subtree
+      ref = this.kho.retrieveSubtree(MEMBLOCK_SUBTREE);
+    } catch (e) {
+      // No subtree: the previous kernel wrote none. Anything else is a damaged node, refused like a damaged FDT.
+      if (!isKernelError(e, Errno.ENOENT)) this.log.warn('memblock', `memblock handover refused: ${describeError(e, { errno: true })}`);
+      return this.incomingMap;
     }
     try {
-      this.incomingMap = readMemblockFdt(this.ram, phys);
-      this.incomingBlob = phys;
+      this.incomingMap = readMemblockFdt(this.ram, ref.phys, ref.size);
+      this.incomingBlob = ref.phys;
     } catch (e) {
       this.log.warn('memblock', `memblock handover refused: ${describeError(e, { errno: true })}`);
     }
@@ -109,16 +111,19 @@ export class MemblockFdtHandover implements ReserveMemHandover {
 }
 
 /**
- * Reads a `memblock-v1` FDT at `phys`. Throws KernelError(EINVAL) naming what is wrong: not RAM, not a DTB,
+ * Reads a `memblock-v1` FDT at `phys` (`blobSize` bytes when the handover says). Throws KernelError(EINVAL) naming
+ * what is wrong: not RAM, a blob-size outside one page, not a DTB (or one longer than its blob-size),
  * wrong compatible strings, more than 8 regions, a bad name, `start`/`size` missing or not 8 bytes, a region
  * outside RAM or not page-aligned.
  */
-export function readMemblockFdt(ram: PhysicalMemory, phys: number): Map<string, ReserveMemRecord> {
+export function readMemblockFdt(ram: PhysicalMemory, phys: number, blobSize?: number): Map<string, ReserveMemRecord> {
   const fail = (what: string): never => {
-    throw new Error(`memblock FDT at ${Number.isFinite(phys) ? hex(phys) : phys}: ${what}`);
+    throw new KernelError(Errno.EINVAL, `memblock FDT at ${Number.isFinite(phys) ? hex(phys) : phys}: ${what}`);
   };
   if (!Number.isSafeInteger(phys) || phys % PAGE_SIZE !== 0 || !ram.isRam(phys, PAGE_SIZE)) fail('not a page of RAM');
-  const fdt = decodeFdt(ram.read(phys, PAGE_SIZE));
+  // kho-v3 and later say how many bytes the FDT takes; it is one page at most (upstream writes it packed)
+  if (blobSize !== undefined && (blobSize < 40 || blobSize > PAGE_SIZE)) fail(`blob-size ${blobSize} (wanted 40..${PAGE_SIZE}: one packed FDT in its page)`);
+  const fdt = decodeFdt(ram.read(phys, blobSize ?? PAGE_SIZE));
   if (fdt.getString('compatible') !== MEMBLOCK_COMPATIBLE) fail(`compatible is '${fdt.getString('compatible') ?? '(missing)'}' (wanted '${MEMBLOCK_COMPATIBLE}')`);
   if (fdt.children.length > RESERVE_MEM_MAX) fail(`${fdt.children.length} regions (wanted at most ${RESERVE_MEM_MAX})`);
   const out = new Map<string, ReserveMemRecord>();

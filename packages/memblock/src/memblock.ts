@@ -48,7 +48,7 @@ export class Memblock implements EarlyAllocator {
 
   reserve(base: number, size: number, owner: string): void {
     this.checkOpen('reserve');
-    if (!this.ram.spansRam(base, size)) {
+    if (!this.ram.isRam(base, size)) {
       throw new KernelError(Errno.EINVAL, `memblock_reserve(${hex(base)}, ${formatBytes(size)}) for ${owner}: not inside memory`);
     }
     this.reserved.add(base, size);

@@ -83,7 +83,8 @@ export function parseReserveMem(values: readonly string[]): ReserveMemRequest[] 
  * revived at the same address when its start is aligned and its size equal, allocating nothing; otherwise it
  * is allocated fresh (zeroed) and the mismatch reported. The formats (ports, registered by modules of packages
  * that have KHO and kstate) do the KHO work: memblock itself knows neither. At prepare the regions are handed over in the format
- * named by `reserve_mem_handover=` (default kstate when registered, else fdt).
+ * named by `reserve_mem_handover=` (default `fdt`, upstream's memblock-v1, also called `memblock-v1`; `kstate`
+ * when that format is in the image).
  */
 @injectable()
 export class ReserveMem implements KernelPlugin {
@@ -181,7 +182,9 @@ export class ReserveMem implements KernelPlugin {
 
   private outgoingFormat(): ReserveMemHandover {
     const all = this.handovers ?? [];
-    const want = this.cmdline.get('reserve_mem_handover') ?? (all.some((h) => h.format === 'kstate') ? 'kstate' : 'fdt');
+    // Upstream's memblock-v1 FDT by default: it is the only form Linux revives. 'memblock-v1' names it too.
+    const asked = this.cmdline.get('reserve_mem_handover') ?? 'fdt';
+    const want = asked === 'memblock-v1' ? 'fdt' : asked;
     const h = all.find((x) => x.format === want);
     if (!h) {
       throw new KernelError(Errno.EOPNOTSUPP, `reserve_mem_handover=${want}: no such format in this kernel (have ${all.map((x) => x.format).join(', ') || 'none'})`);

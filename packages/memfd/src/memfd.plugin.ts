@@ -28,7 +28,7 @@ export interface MemfdRestoreReport {
 
 /**
  * The live update of memfd files. At `prepare`, every folio of every file marked with `Memfd.preserve` is
- * preserved and the file table (spec: src/abi, memfd-v1) is written into a preserved block named in the root FDT
+ * preserved and the file table (spec: src/abi, kho-lab-memfd-v1) is written into a preserved block named in the root FDT
  * as subtree 'memfd'; preserved files are frozen. At `serialize` the table is sealed (its checksum written).
  * `cancel` runs the undo steps prepare recorded, last first. In the next kernel, `restore` checks the whole table
  * as hostile input, and against the blocks the previous kernel preserved, before it restores anything; then it

@@ -56,7 +56,7 @@ export function memfdTableSize(nrFiles: number, nrFolios: number): number {
 }
 
 /**
- * Encodes `files` as a memfd-v1 table (layout in ./abi), unsealed: crc32 is 0 until {@link sealMemfdTable}.
+ * Encodes `files` as a kho-lab-memfd-v1 table (layout in ./abi), unsealed: crc32 is 0 until {@link sealMemfdTable}.
  * Returns exactly `table_size` bytes. The files must be valid (as the page cache keeps them); throws only ENOSPC
  * and E2BIG (see {@link memfdTableSize}) and EINVAL for a name longer than MEMFD_NAME_MAX bytes.
  */
@@ -106,7 +106,7 @@ function invalid(message: string): KernelError {
 }
 
 /**
- * Decodes a memfd-v1 table the previous kernel left in RAM (`block`: the whole preserved block, at least
+ * Decodes a kho-lab-memfd-v1 table the previous kernel left in RAM (`block`: the whole preserved block, at least
  * `table_size` bytes). The bytes are hostile: every field is checked before it is used, and nothing is returned
  * unless all of it is valid. Returns the files. Throws EOPNOTSUPP for another version and EINVAL naming the first
  * problem: the header (magic, reserved fields, counts, table_size, checksum), a name (not NUL-terminated, empty,

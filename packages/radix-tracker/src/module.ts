@@ -2,7 +2,7 @@ import type { DependencyContainer } from 'tsyringe';
 import { registerPerBoot, type KernelModule } from '@kho/kernel';
 import { Tracker, type TrackerDescriptor } from '@kho/kho-core';
 import { KHO_RADIX_MAX_ORDER } from './abi';
-import { RADIX_DEFAULT_GENERATION, RadixTracker } from './radix-tree';
+import { RADIX_DEFAULT_GENERATION, RadixTracker, readIncomingTree } from './radix-tree';
 
 /** The kernel-image module that makes the kho-v2 radix tree this boot's preserved-memory tracker. */
 export function radixTrackerModule(): KernelModule {
@@ -23,4 +23,8 @@ export const radixTracker: TrackerDescriptor = {
   maxOrder: KHO_RADIX_MAX_ORDER,
   serializes: false,
   module: radixTrackerModule,
+  readIncoming(ram, mapPhys) {
+    const t = readIncomingTree(ram, mapPhys);
+    return { count: t.count, pfns: t.pfns, orders: t.orders, metadataPages: t.nodes };
+  },
 };

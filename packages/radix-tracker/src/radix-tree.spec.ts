@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { Errno, KernelError, KernelLog, LifecycleBus } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { RadixTracker, readIncomingTree, validateIncomingTree } from './radix-tree';
+import { trackerContract } from '@kho/kho-core/testing';
 
 const GiB = 2 ** 30;
 
@@ -13,27 +14,32 @@ function setup(ranges = [{ start: 0, size: 64 * 2 ** 20, node: 0 }, { start: 2 *
   return { ram, memmap, faults, buddy, log, tree };
 }
 
+/** Blocks for the contract: several orders (11 and 18 too), several leaves, RAM at 0 and at 1 TiB. */
+const CONTRACT_BLOCKS: Array<[number, number]> = [
+  [0x10, 0],
+  [0x11, 0],
+  [0x2000, 1],
+  [0x800, 11],
+  [2 ** 28, 0],
+  [2 ** 28 + 0x40, 6],
+  [0, 13],
+];
+
 function collect(tree: RadixTracker): Array<[number, number]> {
   const out: Array<[number, number]> = [];
   tree.walk((pfn, order) => void out.push([pfn, order]));
   return out;
 }
 
-describe('RadixTracker', () => {
-  it('records, finds and forgets blocks; add is idempotent', () => {
-    const { tree } = setup();
-    tree.init();
-    tree.add(0x100, 0);
-    tree.add(0x100, 0);
-    tree.add(0x400, 10);
-    expect(tree.stats().blocks).toBe(2);
-    expect(tree.has(0x100, 0)).toBe(true);
-    expect(tree.has(0x100, 1)).toBe(false);
-    expect(tree.del(0x100, 0)).toBe(true);
-    expect(tree.del(0x100, 0)).toBe(false);
-    expect(collect(tree)).toEqual([[0x400, 10]]);
-  });
+describe('RadixTracker: the Tracker contract', () => {
+  const make = () => {
+    const { tree, buddy, faults } = setup();
+    return { tracker: tree, buddy, faults, blocks: CONTRACT_BLOCKS };
+  };
+  it.each(trackerContract())('%s', (_name, check) => check(make));
+});
 
+describe('RadixTracker', () => {
   it('walks higher orders first and ascending addresses within an order', () => {
     const { tree } = setup();
     tree.init();

@@ -55,6 +55,8 @@ export interface SecondHalf {
   readonly restore?: KhoTestRestore;
   readonly files?: DemoFilesCheck;
   readonly unrestoredBlocks: number;
+  /** The handover's generation and, from kho-v3 on, the previous kernel's kexec-metadata. */
+  readonly handover?: { readonly compatible: string; readonly previousRelease?: string; readonly kexecCount: number };
   readonly freePagesAfterFinish: number;
   readonly freePagesColdBoot: number;
   readonly errors: readonly string[];
@@ -158,6 +160,7 @@ export function runSecondHalf(
     restore: test.lastRestore,
     files,
     unrestoredBlocks,
+    ...(stats.incomingCompatible ? { handover: { compatible: stats.incomingCompatible, previousRelease: stats.previousRelease, kexecCount: stats.kexecCount } } : {}),
     freePagesAfterFinish,
     freePagesColdBoot,
     errors,

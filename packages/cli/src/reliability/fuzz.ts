@@ -5,6 +5,7 @@ import { decodeFdt } from '@kho/fdt';
 import { treeNodePfns } from '@kho/radix-tracker';
 import { KSTATE_SEGMENT_HEADER_SIZE, KSTATE_SUBTREE, openStream } from '@kho/kstate';
 import { MEMFD_SUBTREE } from '@kho/memfd';
+import { MEMBLOCK_SUBTREE } from '@kho/memblock';
 import { decodeKhoVmallocChunk } from '@kho/vmalloc';
 import { DEFAULT_DEMO, runFirstHalf, type DemoOptions } from '../demo/run';
 import { kernelImage, machineFor } from '../system';
@@ -114,6 +115,8 @@ function findTargets(ram: PhysicalMemory, mapPhys: number, fdtPhys: number, para
       if (chunks.length) targets.push({ name: 'vmalloc chunks', pages: chunks });
     } else if (child.name === MEMFD_SUBTREE) {
       targets.push({ name: 'memfd table', pages: [pfn(blob)] });
+    } else if (child.name === MEMBLOCK_SUBTREE) {
+      targets.push({ name: 'memblock FDT', pages: [pfn(blob)] });
     } else if (child.name === KHO_KEXEC_METADATA_SUBTREE) {
       targets.push({ name: 'kexec-metadata', pages: [pfn(blob)], used: new Map([[pfn(blob), KhoKexecMetadataLayout.size]]) });
     } else {

@@ -84,7 +84,7 @@ describe('hostile handovers (kho fuzz)', () => {
     expect(r.cases).toBe(150);
     expect(r.refused + r.accepted).toBe(150);
     // every structure and every kind of mutation was tried, and the tracker's checksum caught what it should
-    expect(Object.keys(r.byTarget).sort()).toEqual(['kexec-metadata', 'kstate stream', 'memfd table', 'root FDT', 'scratch array', 'tracker', 'vmalloc chunks']);
+    expect(Object.keys(r.byTarget).sort()).toEqual(['kexec-metadata', 'kstate stream', 'memblock FDT', 'memfd table', 'root FDT', 'scratch array', 'tracker', 'vmalloc chunks']);
     expect(Object.keys(r.byMutation)).toHaveLength(6);
     expect(r.byTarget.tracker.accepted).toBe(0);
   });

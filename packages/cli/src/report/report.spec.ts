@@ -54,7 +54,7 @@ describe('the HTML report', () => {
         const owners = await page.$$eval('div[data-map="before"] svg rect[data-kind="preserved"]', (rects) =>
           [...new Set(rects.map((r) => r.getAttribute('data-owner')))].sort(),
         );
-        expect(owners).toEqual(['kho', 'kho-test', 'kstate', 'memfd']);
+        expect(owners).toEqual(['kho', 'kho-test', 'kstate', 'memfd', 'reserve_mem']);
         // every region explains itself on hover
         const title = await page.locator('div[data-map="before"] svg rect[data-kind="tracker"] title').first().textContent();
         expect(title).toMatch(/^tracker: 0x[0-9a-f]+–0x[0-9a-f]+ \(4\.00 KiB|^tracker: 0x[0-9a-f]+–0x[0-9a-f]+ \([\d.]+ KiB\)$/);

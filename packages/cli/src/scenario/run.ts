@@ -39,6 +39,8 @@ export interface ScenarioResult {
   readonly generations: GenerationResult[];
   readonly freePagesAtEnd: number;
   readonly freePagesColdBoot: number;
+  /** The last kernel's view of the chain, from kexec-metadata (kho-v3 and later): the previous release and the count. */
+  readonly lastKernel?: { readonly compatible?: string; readonly previousRelease?: string; readonly kexecCount: number };
   readonly errors: string[];
 }
 
@@ -231,5 +233,7 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
   if (errors.length === 0 && freePagesAtEnd !== freePagesColdBoot) {
     errors.push(`free pages at the end ${freePagesAtEnd} differ from a cold boot's ${freePagesColdBoot}`);
   }
-  return { name: s.name ?? 'scenario', ok: errors.length === 0, generations: results, freePagesAtEnd, freePagesColdBoot, errors };
+  const last = kernel.isDead ? undefined : kernel.get(Kho).stats();
+  const lastKernel = last ? { compatible: last.incomingCompatible, previousRelease: last.previousRelease, kexecCount: last.kexecCount } : undefined;
+  return { name: s.name ?? 'scenario', ok: errors.length === 0, generations: results, freePagesAtEnd, freePagesColdBoot, lastKernel, errors };
 }

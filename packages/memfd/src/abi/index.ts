@@ -1,5 +1,6 @@
 /**
- * The memfd handover format, version MEMFD_VERSION (`memfd-v1`): the file table the outgoing kernel leaves in
+ * The memfd handover format, version MEMFD_VERSION (`kho-lab-memfd-v1`, the project's own: upstream's LUO memfd
+ * handler calls its different record layout `memfd-v1`/`memfd-v2`): the file table the outgoing kernel leaves in
  * preserved memory, found by the next kernel through subtree 'memfd' of the root FDT (its `preserved-data` is the
  * phys of the table). It is a contract between two kernels: any change to a layout below bumps MEMFD_VERSION,
  * and the reader then accepts or refuses the older version explicitly. Every field is little-endian; reserved
@@ -25,6 +26,8 @@ export const MEMFD_SUBTREE = 'memfd';
 export const MEMFD_MAGIC = 0x464d454d;
 /** Version of the layouts below. */
 export const MEMFD_VERSION = 1;
+/** The name of this format (the example plugin's own; not upstream's LUO memfd, whose handler is `memfd-v2`). */
+export const MEMFD_COMPATIBLE = 'kho-lab-memfd-v1';
 
 /**
  * Header (32 bytes): magic u32, version u16, reserved0 u16, nr_files u32, nr_folios u32, table_size u32,
