@@ -1,3 +1,4 @@
+import { KernelBug } from '@kho/kernel';
 import type { TrackerDescriptor } from '@kho/kho-core';
 import { radixTracker } from '@kho/radix-tracker';
 import { bitmapArrayTracker, bitmapChunksTracker } from '@kho/kho-array';
@@ -21,6 +22,6 @@ export function isTrackerKind(name: unknown): name is TrackerKind {
 /** The descriptor of tracker `kind`. Throws for a kind that is not in the registry (callers check first). */
 export function trackerDescriptor(kind: TrackerKind): TrackerDescriptor {
   const t = TRACKERS.find((x) => x.kind === kind);
-  if (!t) throw new Error(`no tracker '${kind}' in the registry`);
+  if (!t) throw new KernelBug(`no tracker '${kind}' in the registry`);
   return t;
 }

@@ -1,5 +1,5 @@
 /**
- * The handover image file (kho-abi.md section 10, a project format): a machine's RAM at the moment of kexec,
+ * The handover image file (docs/abi/kho.md section 10, a project format): a machine's RAM at the moment of kexec,
  * so the next kernel can boot in another process and outside tools (readelf, gdb, crash) can read it.
  *
  * It is an **ELF64 little-endian core file** (`ET_CORE`, `EM_X86_64`, `EI_OSABI` 0, version 1), laid out as:
@@ -93,12 +93,12 @@ export const NOTE_ALIGN = 4;
 
 /** Note owner of the KHO notes; on the wire "KHO\0", namesz 4. */
 export const KHO_NOTE_NAME = 'KHO';
-/** Descriptor: the 32-byte `struct kho_data` (kho-abi.md section 1). */
+/** Descriptor: the 32-byte `struct kho_data` (docs/abi/kho.md section 1). */
 export const NT_KHO_DATA = 0x4b484f01;
 /** Descriptor: the machine description, UTF-8 JSON. */
 export const NT_KHO_MACHINE = 0x4b484f02;
 /**
- * Bytes of the kho_data note's descriptor: `struct kho_data` (kho-abi.md section 1). The image carries it as
+ * Bytes of the kho_data note's descriptor: `struct kho_data` (docs/abi/kho.md section 1). The image carries it as
  * opaque bytes; kho-core owns the layout, and its tests pin that its size is this one.
  */
 export const KHO_DATA_SIZE = 32;

@@ -29,7 +29,7 @@ export interface ImageSegment {
  * `segments` are ascending and disjoint; pages in none of them read as zero.
  */
 export interface HandoverImage {
-  /** The 32-byte `struct kho_data` boot parameter (kho-abi.md section 1). */
+  /** The 32-byte `struct kho_data` boot parameter (docs/abi/kho.md section 1). */
   khoData: Uint8Array;
   machine: ImageMachine;
   segments: ImageSegment[];

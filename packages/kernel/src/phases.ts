@@ -1,5 +1,5 @@
 /**
- * The lifecycle phases of DESIGN.md, in the order a kernel sees them. Boot phases run on every boot; the update
+ * The lifecycle phases of docs/design.md, in the order a kernel sees them. Boot phases run on every boot; the update
  * phases run when a live update is started; `cancel` undoes a prepare/serialize that did not reach the jump.
  */
 export enum Phase {

@@ -1,3 +1,4 @@
+import { KernelBug } from './errno';
 /**
  * The kernel's goto ladder as a stack of undo steps: each completed step pushes its undo; when a later step
  * fails, the undos run in reverse order and the original error propagates. A step's undo that itself throws
@@ -9,7 +10,7 @@ export class Unwind {
 
   /** Records the undo of a step that has just succeeded. */
   push(undo: () => void): void {
-    if (this.done) throw new Error('Unwind.push after the ladder was committed or unwound');
+    if (this.done) throw new KernelBug('Unwind.push after the ladder was committed or unwound');
     this.undos.push(undo);
   }
 

@@ -1,6 +1,6 @@
-import { Errno, KernelError, hex, withUnwind } from '@kho/kernel';
+import { Errno, KernelError, hex, withUnwind, KernelBug } from '@kho/kernel';
 import { BuddyAllocator, Folio, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
-import { KHO_PAGE_MAGIC, type Kho } from '@kho/kho-core';
+import type { Kho } from '@kho/kho-core';
 import {
   KA_V0_MAX_STARTPOS,
   KA_V0_NR_ENTRIES,
@@ -27,7 +27,7 @@ export type KhoArrayVersion = 0 | 1;
 export type KhoArrayEntry = readonly [pos: U64, entry: U64];
 
 /** What preserving and restoring an array needs from KHO. */
-export type KhoArrayPreserver = Pick<Kho, 'preserveFolio' | 'unpreserveFolio' | 'restoreFolio'>;
+export type KhoArrayPreserver = Pick<Kho, 'preserveFolio' | 'unpreserveFolio' | 'restoreFolio' | 'isPreservedIncoming'>;
 
 /**
  * The services an array works with: its pages come from `buddy` (order 0, non-movable) and are read and written
@@ -57,7 +57,7 @@ const TWO_18 = 2 ** 18;
 const NO_HI_K = 0x3fffffff;
 
 // Typed-array views of RAM pages assume a little-endian host (x86, arm64): the u64 fields are little-endian.
-if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new Error('kho-array needs a little-endian host');
+if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new KernelBug('kho-array needs a little-endian host');
 
 function fail(errno: Errno, message: string): KernelError {
   return new KernelError(errno, `kho array: ${message}`);
@@ -90,7 +90,7 @@ function describeVersion(v: unknown): string {
 }
 
 /**
- * A KHO array (spec/kho-abi.md section 9) and its iterator in one object: a sparse sequence of u64 entries at
+ * A KHO array (docs/abi/kho.md section 9) and its iterator in one object: a sparse sequence of u64 entries at
  * u64 positions, kept in one-page chunks of simulated RAM, visited linearly from the lowest position up.
  *
  * Positions and entries are numbers below 2^53 and bigints from 2^53 on (either type is accepted). The iterator
@@ -854,7 +854,7 @@ export function openKhoArray(ctx: KhoArrayContext, desc: number | Uint8Array, mo
   if (!kho) throw fail(Errno.EOPNOTSUPP, 'open: restore needs KHO');
   for (const phys of pages) {
     const pfn = phys / PAGE_SIZE;
-    if (ctx.memmap.privateHi(pfn) !== KHO_PAGE_MAGIC || ctx.memmap.privateLo(pfn) !== 0) {
+    if (!kho.isPreservedIncoming(pfn, 0)) {
       throw fail(Errno.EINVAL, `restore: page ${hex(phys)} has no KHO stamp of order 0 (it was not preserved as an array page, or is restored already)`);
     }
   }

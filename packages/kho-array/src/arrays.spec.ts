@@ -1,6 +1,6 @@
 import { Errno, KernelError, hex, type Kernel } from '@kho/kernel';
 import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, type Pfn } from '@kho/physmem';
-import { KHO_PAGE_MAGIC, Kho, khoModule } from '@kho/kho-core';
+import { Kho, hasStamp, khoModule } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
 import { createKhoArray, type KhoArray, type KhoArrayPreserver } from './array';
@@ -32,7 +32,7 @@ function readWithIterator(a: KhoArray): Array<[U64, U64]> {
 }
 
 function isStamped(memmap: Memmap, phys: number): boolean {
-  return memmap.privateHi(phys / PAGE_SIZE) === KHO_PAGE_MAGIC && memmap.privateLo(phys / PAGE_SIZE) === 0;
+  return hasStamp(memmap, phys / PAGE_SIZE, 0);
 }
 
 describe('a live update carries an array', () => {
@@ -189,6 +189,9 @@ describe('preserve unwinds exactly', () => {
       },
       restoreFolio(phys: number): Folio {
         return new Folio((phys / PAGE_SIZE) as Pfn, 0);
+      },
+      isPreservedIncoming(): boolean {
+        return false;
       },
     };
     return fake;

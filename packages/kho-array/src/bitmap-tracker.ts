@@ -219,7 +219,7 @@ export class BitmapSet {
 }
 
 /**
- * The preserved-memory tracker of the kho-v1 designs (spec/kho-abi.md section 7): a {@link BitmapSet} in
+ * The preserved-memory tracker of the kho-v1 designs (docs/abi/kho.md section 7): a {@link BitmapSet} in
  * ordinary memory, and a serialised form chosen by the subclass.
  *
  * Nothing reaches the next kernel until {@link serialize}, which writes the map (a chunk list or a KHO array)

@@ -3,7 +3,7 @@ import { encodeFdt, type FdtNode } from '@kho/fdt';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { PROP_PRESERVED_MEMORY_MAP_CRC, encodeKhoData, encodeScratchArray, type ScratchArea } from './abi';
 import { khoV1, khoV2, khoV3, khoV4 } from './generations';
-import { checkOutsideScratch, pagesCrc, validateHandover } from './incoming';
+import { checkOutsideScratch, containingBlock, indexBlocks, pagesCrc, validateHandover } from './incoming';
 import type { Tracker } from './ports';
 import { buildRootFdt, readableGenerations } from './root-fdt';
 
@@ -23,6 +23,7 @@ function listTracker(blocks: ReadonlyArray<readonly [number, number]>, fail?: st
     walkIncoming(_map: number, visit: (pfn: number, order: number) => void) {
       if (fail) throw new KernelError(Errno.EINVAL, fail);
       for (const [p, o] of blocks) visit(p, o);
+      visit(FDT / PAGE_SIZE, 0); // the root FDT is a preserved page itself
     },
     incomingMetadataPfns: () => [MAP / PAGE_SIZE],
   } as unknown as Tracker;
@@ -47,16 +48,16 @@ describe('validateHandover (pure: RAM in, a validated handover out)', () => {
     const { ram, kd } = handover();
     const blocks = [
       [0x800, 11],
-      [0x1000, 0],
-      [0x1001, 0],
+      [0x3000, 0],
+      [0x3001, 0],
     ] as const;
     const inc = validateHandover(ram, kd, listTracker(blocks), radix);
     expect(inc.generation).toBe(khoV3);
     expect(inc.fdtPhys).toBe(FDT);
     expect(inc.mapPhys).toBe(MAP);
     expect(inc.scratch).toEqual(SCRATCH);
-    expect(inc.pfns).toEqual([0x800, 0x1000, 0x1001]);
-    expect(inc.orders).toEqual([11, 0, 0]);
+    expect(inc.pfns).toEqual([0x800, 0x3000, 0x3001, FDT / PAGE_SIZE]);
+    expect(inc.orders).toEqual([11, 0, 0, 0]);
   });
 
   it.each([khoV2, khoV3, khoV4])('reads a %s root (every radix generation)', (g) => {
@@ -101,7 +102,7 @@ describe('validateHandover (pure: RAM in, a validated handover out)', () => {
   it('refuses a preserved block that overlaps a scratch area (this boot would overwrite it)', () => {
     const { ram, kd } = handover();
     const inside = (64 * MiB) / PAGE_SIZE + 5;
-    expect(() => validateHandover(ram, kd, listTracker([[0x1000, 0], [inside, 0]]), radix)).toThrow(
+    expect(() => validateHandover(ram, kd, listTracker([[0x3000, 0], [inside, 0]]), radix)).toThrow(
       new KernelError(Errno.EINVAL, `preserved block ${hex(inside * PAGE_SIZE)} order 0 overlaps scratch area ${hex(64 * MiB)}`),
     );
     // a large block that covers scratch from below is refused too (order 15 at 0: 128 MiB); one that ends where
@@ -123,8 +124,36 @@ describe('validateHandover (pure: RAM in, a validated handover out)', () => {
     new DataView(prop.buffer).setUint32(0, crc, true);
     root.setProp(PROP_PRESERVED_MEMORY_MAP_CRC, prop);
     ram.write(FDT, encodeFdt(root, { totalSize: PAGE_SIZE }));
-    expect(validateHandover(ram, kd, listTracker([[0x1000, 0]]), radix).pfns).toEqual([0x1000]);
+    expect(validateHandover(ram, kd, listTracker([[0x3000, 0]]), radix).pfns).toEqual([0x3000, FDT / PAGE_SIZE]);
     ram.writeU8(MAP + 100, 1);
-    expect(() => validateHandover(ram, kd, listTracker([[0x1000, 0]]), radix)).toThrow(/the tracker's pages fail their checksum/);
+    expect(() => validateHandover(ram, kd, listTracker([[0x3000, 0]]), radix)).toThrow(/the tracker's pages fail their checksum/);
+  });
+});
+
+describe('validateHandover: the map itself must make sense', () => {
+  it.each<[string, Array<[number, number]>, string]>([
+    ['two blocks on the same page at different orders', [[0x3000, 1], [0x3000, 0]], 'preserved blocks 0x3000000 order 0 and 0x3000000 order 1 overlap (the map is malformed)'],
+    ['a block inside a larger one', [[0x3000, 4], [0x3003, 0]], 'preserved blocks 0x3000000 order 4 and 0x3003000 order 0 overlap (the map is malformed)'],
+    ['an extra block over an aligned pair of order-0 neighbours', [[0x3000, 0], [0x3001, 0], [0x3000, 1]], 'preserved blocks 0x3000000 order 0 and 0x3000000 order 1 overlap (the map is malformed)'],
+  ])('refuses %s', (_what, blocks, reason) => {
+    const { ram, kd } = handover();
+    expect(() => validateHandover(ram, kd, listTracker(blocks), radix)).toThrow(new KernelError(Errno.EINVAL, reason));
+  });
+
+  it('refuses a handover whose root FDT page is not a preserved block (nothing would keep it for the boot)', () => {
+    const { ram, kd } = handover();
+    const noFdt = { ...listTracker([[0x3000, 0]]), walkIncoming: (_m: number, visit: (p: number, o: number) => void) => visit(0x3000, 0) } as unknown as Tracker;
+    expect(() => validateHandover(ram, kd, noFdt, radix)).toThrow(
+      new KernelError(Errno.EINVAL, `the root FDT page ${hex(FDT)} is not a preserved order-0 block (nothing would keep it for this boot)`),
+    );
+  });
+
+  it('indexes the blocks by address for lookups', () => {
+    const index = indexBlocks([0x10, 0x800, 0x3], [0, 11, 0]);
+    expect([...index.starts]).toEqual([0x3, 0x10, 0x800]);
+    expect(containingBlock(index, 0x900)).toEqual([0x800, 11]);
+    expect(containingBlock(index, 0x3000)).toBeUndefined();
+    expect(containingBlock(index, 0x2)).toBeUndefined();
+    expect(containingBlock(index, 0x10)).toEqual([0x10, 0]);
   });
 });

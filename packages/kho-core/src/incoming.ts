@@ -27,6 +27,14 @@ export interface IncomingHandover {
   /** Every preserved block the walk found (pfn and order, in walk order). */
   readonly pfns: readonly number[];
   readonly orders: readonly number[];
+  /** The same blocks sorted by address (they do not overlap: validateHandover checked), for lookups. */
+  readonly index: BlockIndex;
+}
+
+/** Preserved blocks sorted by first pfn, with their orders: see {@link indexBlocks}. */
+export interface BlockIndex {
+  readonly starts: Float64Array;
+  readonly orders: Uint8Array;
 }
 
 /** Most scratch areas a handover may list: lowmem, global and one per node of up to 64 nodes. */
@@ -83,7 +91,12 @@ export function validateHandover(ram: PhysicalMemory, khoData: Uint8Array, track
     }
   }
   checkOutsideScratch(scratch, pfns, orders);
-  return { generation, fdt, fdtPhys: kd.fdtAddr, mapPhys, scratch, scratchArrayPhys: kd.scratchAddr, scratchArraySize: kd.scratchSize, pfns, orders };
+  const index = indexBlocks(pfns, orders);
+  const fdtBlock = containingBlock(index, kd.fdtAddr / PAGE_SIZE);
+  if (!fdtBlock || fdtBlock[0] !== kd.fdtAddr / PAGE_SIZE || fdtBlock[1] !== 0) {
+    throw new KernelError(Errno.EINVAL, `the root FDT page ${hex(kd.fdtAddr)} is not a preserved order-0 block (nothing would keep it for this boot)`);
+  }
+  return { generation, fdt, fdtPhys: kd.fdtAddr, mapPhys, scratch, scratchArrayPhys: kd.scratchAddr, scratchArraySize: kd.scratchSize, pfns, orders, index };
 }
 
 /** The scratch array at `addr` (`size` bytes): 1..66 page-aligned areas of RAM that do not overlap. Throws EINVAL. */
@@ -126,4 +139,47 @@ export function checkOutsideScratch(scratch: readonly ScratchArea[], pfns: reado
 
 function describeAddr(n: number): string {
   return Number.isFinite(n) ? hex(n) : '>= 2^53';
+}
+
+/**
+ * The blocks sorted by address. Throws EINVAL naming two blocks that overlap: a map in which they do is malformed
+ * (the same memory would be handed to two owners, and restoring one would leave the other's stamp in the middle of
+ * a live block).
+ */
+export function indexBlocks(pfns: readonly number[], orders: readonly number[]): BlockIndex {
+  // pfn * 64 + order is exact (pfns are below 2^38) and sorts by pfn, then order: one native numeric sort.
+  const keys = new Float64Array(pfns.length);
+  for (let i = 0; i < pfns.length; i++) keys[i] = pfns[i] * 64 + orders[i];
+  keys.sort();
+  const starts = new Float64Array(keys.length);
+  const ords = new Uint8Array(keys.length);
+  let end = -1;
+  for (let i = 0; i < keys.length; i++) {
+    const order = keys[i] % 64;
+    const start = (keys[i] - order) / 64;
+    if (start < end) {
+      throw new KernelError(
+        Errno.EINVAL,
+        `preserved blocks ${hex(starts[i - 1] * PAGE_SIZE)} order ${ords[i - 1]} and ${hex(start * PAGE_SIZE)} order ${order} overlap (the map is malformed)`,
+      );
+    }
+    starts[i] = start;
+    ords[i] = order;
+    end = start + 2 ** order;
+  }
+  return { starts, orders: ords };
+}
+
+/** The preserved block that holds page `pfn` ([its first pfn, its order]), or undefined. */
+export function containingBlock(index: BlockIndex, pfn: number): [number, number] | undefined {
+  const { starts, orders } = index;
+  let lo = 0;
+  let hi = starts.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (starts[mid] <= pfn) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  if (hi < 0) return undefined;
+  return pfn < starts[hi] + 2 ** orders[hi] ? [starts[hi], orders[hi]] : undefined;
 }

@@ -4,7 +4,7 @@ import { encodeFdt, type FdtNode } from '@kho/fdt';
 import { BuddyAllocator, Folio, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
 import { KHO_FDT_SIZE, type ScratchArea } from './abi';
 import type { KhoGeneration } from './generations';
-import type { IncomingHandover } from './incoming';
+import { containingBlock, type IncomingHandover } from './incoming';
 import { Tracker } from './ports';
 import { addSubtreeNode, findSubtreeByBlob, readSubtreeNode, type SubtreeRef } from './root-fdt';
 import { overlappingScratch } from './scratch';
@@ -276,8 +276,15 @@ export class Kho {
     const inc = this.state.incoming;
     if (!inc) throw new KernelError(Errno.ENOENT, `retrieveSubtree('${name}'): this boot has no incoming KHO handover`);
     const ref = readSubtreeNode(inc.generation, inc.fdt, name);
-    if (ref.size === undefined && inc.generation.blobSize) {
-      this.log.warn('kho', `broken KHO subnode '${name}': missing or invalid blob-size property`);
+    // The blob must be preserved memory itself, all of it: otherwise this boot may have reused it already.
+    const first = Math.floor(ref.phys / PAGE_SIZE);
+    const block = Number.isFinite(ref.phys) ? containingBlock(inc.index, first) : undefined;
+    const end = ref.phys + Math.max(1, ref.size ?? 1);
+    if (!block || end > (block[0] + 2 ** block[1]) * PAGE_SIZE) {
+      throw new KernelError(
+        Errno.EINVAL,
+        `retrieveSubtree('${name}'): the blob at ${Number.isFinite(ref.phys) ? hex(ref.phys) : '>= 2^53'}${ref.size !== undefined ? ` (${ref.size} bytes)` : ''} lies outside every preserved block`,
+      );
     }
     return ref;
   }

@@ -1,4 +1,4 @@
-import { Errno, KernelError, isKernelError, describeError } from '@kho/kernel';
+import { Errno, KernelError, isKernelError, describeError, KernelBug } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
 import { KSTATE_LIMITS, KSTATE_PRESENT, KSTATE_RECORD_HEADER_SIZE, KSTATE_VMALLOC_SIZE, KStateRecordLayout, KStateRecordType } from './abi';
 import { crc32c } from '@kho/kernel';
@@ -269,7 +269,7 @@ export class RecordEncoder {
     if (v === null || v === undefined || v === 0) return w.zeros(KSTATE_VMALLOC_SIZE);
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) this.fail(path + f.name, `is ${describeJs(v)} (wanted a vmalloc address, 0 or null)`);
     const desc = this.mem.vmalloc(v, `${this.where}: field '${path}${f.name}'`);
-    if (desc.length !== KSTATE_VMALLOC_SIZE) throw new Error(`kstate: preserveVmalloc returned ${desc.length} bytes`);
+    if (desc.length !== KSTATE_VMALLOC_SIZE) throw new KernelBug(`kstate: preserveVmalloc returned ${desc.length} bytes`);
     w.bytes(desc);
   }
 

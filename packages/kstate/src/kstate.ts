@@ -63,7 +63,7 @@ const FINISH_LIST_MAX = 64;
 
 /**
  * kstate: declarative state saved into preserved memory at `prepare` and restored by key in the next kernel
- * (spec/kstate.md). One instance per boot; its plugin (KStatePlugin, 'kstate', after 'kho') drives it.
+ * (docs/abi/kstate.md). One instance per boot; its plugin (KStatePlugin, 'kstate', after 'kho') drives it.
  *
  * Outgoing: `register(desc, instance, obj)` (EEXIST for a duplicate key); `save()` at prepare writes the stream
  * into preserved segments, preserving what memory fields point at, and adds the `kstate` subtree; `cancel()`

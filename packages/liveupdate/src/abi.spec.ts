@@ -2,6 +2,9 @@ import { Errno } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
 import { KhoBlockHeader } from '@kho/kho-block';
 import { decodeFdt, encodeFdt } from '@kho/fdt';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { layoutTable } from '@kho/struct';
 import { checkGolden, hexBytes } from '@kho/struct/testing';
 import {
   LUO_ABI_COMPATIBLE,
@@ -13,10 +16,38 @@ import {
   LuoFlbSer,
   LuoSer,
   LuoSessionSer,
+  LuoV1SessionHeaderSer,
+  LiveupdateCreateSession,
+  LiveupdateRetrieveSession,
+  LiveupdateSessionFinish,
+  LiveupdateSessionGetName,
+  LiveupdateSessionPreserveFd,
+  LiveupdateSessionRetrieveFd,
 } from './abi';
 import { errnoOf, luoCreateSession, luoOpenDevice, luoPreserveFd, luoRetrieveFd, luoRetrieveSession } from './client';
 import { bootLuo, luoImage, view } from './luo-test-kit';
 import { createTestFile } from './testing';
+
+describe('docs/abi/luo.md is the contract: its layout tables are the declared layouts', () => {
+  const doc = readFileSync(join(__dirname, '../../../docs/abi/luo.md'), 'utf8');
+  it.each([
+    KhoBlockHeader,
+    LuoSer,
+    LuoSessionSer,
+    LuoFileSer,
+    LuoFlbHeaderSer,
+    LuoFlbSer,
+    LuoV1SessionHeaderSer,
+    LiveupdateCreateSession,
+    LiveupdateRetrieveSession,
+    LiveupdateSessionPreserveFd,
+    LiveupdateSessionRetrieveFd,
+    LiveupdateSessionFinish,
+    LiveupdateSessionGetName,
+  ])('%s', (layout) => {
+    expect(doc).toContain(`layout: struct ${layout.name}\n${layoutTable(layout)}\n`);
+  });
+});
 
 describe('luo-v5 records (golden image of spec section 5.12)', () => {
   it('luo_ser: "luo-v5", number 1, sessions 0x12345000, FLB page 0x12346000', () => {

@@ -1,5 +1,5 @@
 /**
- * memblock's reserve_mem handover in upstream's format (spec/kho-abi.md section 8, `memblock-v1`), a contract
+ * memblock's reserve_mem handover in upstream's format (docs/abi/kho.md section 8, `memblock-v1`), a contract
  * with the next kernel and with Linux: subtree `memblock` of the root FDT points at a one-page FDT whose root
  * compatible is "memblock-v1", with one child per region named by the region's name, each with compatible
  * "reserve-mem-v1" and little-endian u64 properties `start` and `size`. A new layout needs new compatible

@@ -1,7 +1,7 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, registerPerBoot, type Kernel, type KernelModule, type KernelPlugin, type Machine } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
-import { KHO_KEXEC_METADATA_SUBTREE, Kho, PROP_SUB_FDT, Tracker, khoModule } from '@kho/kho-core';
+import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
+import { KHO_KEXEC_METADATA_SUBTREE, Kho, PROP_SUB_FDT, Tracker, khoModule, writeStamp } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
 import { MEMFD_FILE_SIZE, MEMFD_FOLIO_SIZE, MEMFD_HEADER_SIZE, MEMFD_MAX_FILES, MEMFD_SUBTREE, MemfdFileLayout, MemfdFolioLayout, MemfdHeaderLayout } from './abi';
@@ -323,9 +323,21 @@ describe('memfd refuses a hostile handover', () => {
       /^EINVAL: memfd: file 'small' folio at offset 0: 0x[0-9a-f]+ overlaps the table at 0x[0-9a-f]+$/,
     ],
     [
+      "a tracker that claims the table's block is larger than the table says",
+      (h) => {
+        const phys = h.k2.get(Kho).retrieveSubtree(MEMFD_SUBTREE).phys;
+        // as the walk of a tracker with that block one order higher would leave it: listed and stamped so
+        const inc = h.k2.get(Kho).incomingHandover!;
+        const i = inc.pfns.indexOf(phys / PAGE_SIZE);
+        (inc.orders as number[])[i] += 1;
+        writeStamp(h.k2.get(Memmap), phys / PAGE_SIZE, inc.orders[i]);
+      },
+      /^EINVAL: memfd: the table at 0x[0-9a-f]+ \(\d+ bytes, an order-\d+ block\) is not a block the previous kernel preserved \(it preserved order \d+ there\)$/,
+    ],
+    [
       'a subtree pointing at memory that was not preserved',
       (h) => h.k2.get(Kho).incomingHandover!.fdt.child(MEMFD_SUBTREE)!.setU64LE(PROP_SUB_FDT, 300 * MiB),
-      'EINVAL: memfd: the table at 0x12c00000 is not a block the previous kernel preserved',
+      "EINVAL: retrieveSubtree('memfd'): the blob at 0x12c00000 (480 bytes) lies outside every preserved block",
     ],
     ['a name this kernel already uses', (h) => h.k2.get(Memfd).create('sparse'), "EEXIST: memfd: a file named 'sparse' exists already in this kernel"],
     [

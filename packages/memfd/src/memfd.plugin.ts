@@ -14,7 +14,7 @@ import {
 } from '@kho/kernel';
 import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, type Folio } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
-import { MEMFD_SUBTREE, MemfdHeaderLayout } from './abi';
+import { MEMFD_HEADER_SIZE, MEMFD_SUBTREE, MEMFD_TABLE_MAX_SIZE, MemfdHeaderLayout } from './abi';
 import { Memfd } from './memfd';
 import { decodeMemfdTable, encodeMemfdTable, memfdTableChecksum, memfdTableSize } from './memfd.table';
 
@@ -125,8 +125,9 @@ export class MemfdPlugin implements KernelPlugin {
   restore(): PluginReport | void {
     if (!this.kho.isKhoBoot()) return;
     let phys: number;
+    let blobSize: number | undefined;
     try {
-      phys = this.kho.retrieveSubtree(MEMFD_SUBTREE).phys;
+      ({ phys, size: blobSize } = this.kho.retrieveSubtree(MEMFD_SUBTREE));
     } catch (e) {
       if (isKernelError(e, Errno.ENOENT)) return; // no file was preserved
       throw e;
@@ -134,8 +135,24 @@ export class MemfdPlugin implements KernelPlugin {
     const incoming = this.kho.incomingHandover!;
     const preserved = new Map<number, number>();
     incoming.pfns.forEach((pfn, i) => preserved.set(pfn, incoming.orders[i]));
-    const tableOrder = phys % PAGE_SIZE === 0 ? preserved.get(phys / PAGE_SIZE) : undefined;
-    if (tableOrder === undefined) throw new KernelError(Errno.EINVAL, `memfd: the table at ${hex(phys)} is not a block the previous kernel preserved`);
+    // The table's block size comes from the table's own header (table_size, as allocPreserve rounded it), never
+    // from the tracker: a tracker that claims a larger block must not make this plugin adopt pages nobody preserved.
+    const found = phys % PAGE_SIZE === 0 ? preserved.get(phys / PAGE_SIZE) : undefined;
+    if (found === undefined) throw new KernelError(Errno.EINVAL, `memfd: the table at ${hex(phys)} is not a block the previous kernel preserved`);
+    const tableSize = this.ram.readU32(phys + MemfdHeaderLayout.table_size);
+    if (tableSize < MEMFD_HEADER_SIZE || tableSize > MEMFD_TABLE_MAX_SIZE) {
+      throw new KernelError(Errno.EINVAL, `memfd: the table at ${hex(phys)} says it is ${tableSize} bytes (wanted ${MEMFD_HEADER_SIZE}..${MEMFD_TABLE_MAX_SIZE})`);
+    }
+    if (blobSize !== undefined && blobSize !== tableSize) {
+      throw new KernelError(Errno.EINVAL, `memfd: the subtree's blob-size ${blobSize} differs from the table's size ${tableSize}`);
+    }
+    const tableOrder = Math.max(0, Math.ceil(Math.log2(Math.ceil(tableSize / PAGE_SIZE))));
+    if (found !== tableOrder) {
+      throw new KernelError(
+        Errno.EINVAL,
+        `memfd: the table at ${hex(phys)} (${tableSize} bytes, an order-${tableOrder} block) is not a block the previous kernel preserved (it preserved order ${found} there)`,
+      );
+    }
     const tableEnd = phys + PAGE_SIZE * 2 ** tableOrder;
     const files = decodeMemfdTable(this.ram.read(phys, tableEnd - phys));
     for (const file of files) {

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { decodeKey, encodeKey, keyOrder, leafBit, tableIndex } from './key';
 
-// spec/kho-abi.md section 3, golden vectors: phys, order -> key; table index at L5..L1; leaf bit.
+// docs/abi/kho.md section 3, golden vectors: phys, order -> key; table index at L5..L1; leaf bit.
 const GOLDEN: Array<[number, number, bigint, number[], number]> = [
   [0x0, 0, 0x0010000000000000n, [2, 0, 0, 0, 0], 0],
   [0x1000, 0, 0x0010000000000001n, [2, 0, 0, 0, 0], 1],

@@ -1,7 +1,7 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, hex, withUnwind } from '@kho/kernel';
 import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
-import { KHO_PAGE_MAGIC, Kho } from '@kho/kho-core';
+import { Kho } from '@kho/kho-core';
 import {
   KHO_VMALLOC_ALLOC,
   KHO_VMALLOC_CHUNK_ENTRIES,
@@ -212,7 +212,7 @@ export class KhoVmalloc {
 
   /** True when the head page `pfn` carries the incoming walk's stamp for a block of `order` (spec section 4). */
   private stamped(pfn: number, order: number): boolean {
-    return this.memmap.privateHi(pfn) === KHO_PAGE_MAGIC && this.memmap.privateLo(pfn) === order;
+    return this.kho.isPreservedIncoming(pfn, order);
   }
 }
 

@@ -1,4 +1,4 @@
-import { KernelError, hex, seededRandom, type BootParams, type Kernel } from '@kho/kernel';
+import { KernelError, hex, seededRandom, type BootParams, type Kernel, KernelBug } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory, type RamRange } from '@kho/physmem';
 import { KHO_KEXEC_METADATA_SUBTREE, Kho, KhoKexecMetadataLayout, SETUP_KHO, decodeKhoData, PROP_SUB_FDT } from '@kho/kho-core';
 import { decodeFdt } from '@kho/fdt';
@@ -75,7 +75,7 @@ function buildBase(demo: Partial<DemoOptions>): Base {
   // What a clean boot finds: the preserved set the mutations must never add to.
   const clean = boot({ ranges: ram.ranges, pages, params: first.params, opts } as Base);
   const inc = clean.get(Kho).incomingHandover;
-  if (!inc) throw new Error('the unmutated handover was not revived');
+  if (!inc) throw new KernelBug('the unmutated handover was not revived');
   const preserved = new Set(inc.pfns.map((p, i) => `${p}:${inc.orders[i]}`));
   // The structures are read from the RAM as the old kernel left it: the next kernel reuses the tracker's pages.
   const ram0 = new PhysicalMemory({ ranges: ram.ranges });

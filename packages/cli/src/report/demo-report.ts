@@ -1,4 +1,4 @@
-import { formatBytes, hex, type Kernel } from '@kho/kernel';
+import { formatBytes, hex, type Kernel, KernelBug } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import type { DemoReport, RunHooks } from '../demo/run';
@@ -23,7 +23,7 @@ export class DemoReportCollector implements RunHooks {
 
   /** The report's data for a finished demo. */
   build(command: string, r: DemoReport): ReportData {
-    if (!this.before || !this.after) throw new Error('the demo stopped before both memory maps were taken');
+    if (!this.before || !this.after) throw new KernelBug('the demo stopped before both memory maps were taken');
     const s = r.second;
     const checks = [
       `${r.first.folios} folios of random order, ${formatBytes(r.first.bytesPreserved)}, preserved as ${r.first.blocksPreserved} blocks`,

@@ -1,6 +1,6 @@
 import type { Kernel } from '@kho/kernel';
 import { Memmap, PAGE_SIZE, PageFlag, PhysicalMemory } from '@kho/physmem';
-import { KHO_PAGE_MAGIC, Kho, Tracker } from '@kho/kho-core';
+import { Kho, Tracker } from '@kho/kho-core';
 
 /** What a stretch of physical memory is used for, as a memory-map picture shows it. */
 export type RegionKind = 'free' | 'free-scratch' | 'allocated' | 'reserved' | 'tracker' | 'preserved' | 'incoming';
@@ -70,7 +70,7 @@ export function snapshotKernel(kernel: Kernel, label: string, ownerOf?: (pfn: nu
       for (let b = 0; b < inc.pfns.length; b++) {
         const pfn = inc.pfns[b];
         // Still stamped: handed over and not restored yet.
-        if (memmap.privateHi(pfn) === KHO_PAGE_MAGIC) mark(pfn, 2 ** inc.orders[b], CODE.incoming, ownerOf?.(pfn) ?? 'handover');
+        if (kho.stampOrder(pfn) !== undefined) mark(pfn, 2 ** inc.orders[b], CODE.incoming, ownerOf?.(pfn) ?? 'handover');
       }
     }
     let runStart = 0;

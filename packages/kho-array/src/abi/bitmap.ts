@@ -1,5 +1,5 @@
 /**
- * The bitmap trackers of the kho-v1 era (spec/kho-abi.md section 7): per-order bitmaps of one page each,
+ * The bitmap trackers of the kho-v1 era (docs/abi/kho.md section 7): per-order bitmaps of one page each,
  * serialised at kexec time either as upstream kho-v1's chunk list or, as the KHO array RFC proposed, as a KHO
  * array of pointers to bitmap records. Everything here is a contract with the next kernel (and, for the chunk
  * list, with Linux 6.16's kho-v1): change nothing here without a new root compatible string. This file imports

@@ -1,5 +1,5 @@
 /**
- * The KHO array (spec/kho-abi.md section 9, "KARR"): a sparse array of u64 entries indexed by u64 positions, kept
+ * The KHO array (docs/abi/kho.md section 9, "KARR"): a sparse array of u64 entries indexed by u64 positions, kept
  * in one-page chunks of RAM and handed to the next kernel through a 16-byte descriptor. Everything here is a
  * contract with the next kernel (and, for version 0, with the RFC it comes from). This file imports nothing from
  * the implementation.

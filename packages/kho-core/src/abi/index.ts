@@ -1,5 +1,5 @@
 /**
- * KHO binary contracts (spec/kho-abi.md sections 1, 2 and 4). Everything here crosses a kexec: changing a
+ * KHO binary contracts (docs/abi/kho.md sections 1, 2 and 4). Everything here crosses a kexec: changing a
  * layout or a string here breaks every image written before. The root compatible string is the version: a new
  * layout gets a new string. This file imports nothing from the implementation.
  */

@@ -1,6 +1,6 @@
 import { Errno, KernelError, KernelLog, LifecycleBus, hex, withUnwind } from '@kho/kernel';
 import { BuddyAllocator, FaultInjector, Folio, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
-import { KHO_PAGE_MAGIC, splitBlocks, type Kho } from '@kho/kho-core';
+import { clearStamp, hasStamp, splitBlocks, stampOrder, writeStamp, type Kho } from '@kho/kho-core';
 import { KhoVmalloc, Vmalloc } from '@kho/vmalloc';
 import type { KStateBackend, KStateVmalloc } from '../backend';
 import { KState } from '../kstate';
@@ -81,10 +81,20 @@ export class BareKho implements KStateBackend {
     for (const [p, o] of blocks) this.del(p, o);
   }
 
+  /** The stamp on head page `pfn`, as Kho.stampOrder. */
+  stampOrder(pfn: number): number | undefined {
+    return this.memmap.hasPage(pfn) ? stampOrder(this.memmap, pfn) : undefined;
+  }
+
+  /** As Kho.isPreservedIncoming. */
+  isPreservedIncoming(pfn: number, order: number): boolean {
+    return this.memmap.hasPage(pfn) && hasStamp(this.memmap, pfn, order);
+  }
+
   restoreFolio(phys: number): Folio {
     const pfn = this.stampedPfn(phys, 'restoreFolio');
-    const order = this.memmap.privateLo(pfn);
-    this.memmap.setPrivate(pfn, 0, 0);
+    const order = stampOrder(this.memmap, pfn)!;
+    clearStamp(this.memmap, pfn);
     return this.buddy.adoptFolio(pfn, order);
   }
 
@@ -96,11 +106,11 @@ export class BareKho implements KStateBackend {
     const pfn = this.stampedPfn(phys, 'restorePages');
     const blocks = splitBlocks(pfn, nrPages);
     for (const [p, o] of blocks) {
-      if (this.memmap.privateHi(p) !== KHO_PAGE_MAGIC || this.memmap.privateLo(p) !== o) {
+      if (!hasStamp(this.memmap, p, o)) {
         throw new KernelError(Errno.EINVAL, `restorePages(${hex(p * PAGE_SIZE)}): block of order ${o} has no KHO stamp`);
       }
     }
-    for (const [p] of blocks) this.memmap.setPrivate(p, 0, 0);
+    for (const [p] of blocks) clearStamp(this.memmap, p);
     for (let p = pfn; p < pfn + nrPages; p++) this.buddy.adoptPages(p, 0);
     return pfn as Pfn;
   }
@@ -131,7 +141,7 @@ export class BareKho implements KStateBackend {
 
   /** Incoming blocks whose stamp is still there (nobody restored them). */
   unrestored(): Array<[number, number]> {
-    return (this.incoming?.blocks ?? []).filter(([p, o]) => this.memmap.privateHi(p) === KHO_PAGE_MAGIC && this.memmap.privateLo(p) === o).map(([p, o]) => [p, o]);
+    return (this.incoming?.blocks ?? []).filter(([p, o]) => hasStamp(this.memmap, p, o)).map(([p, o]) => [p, o]);
   }
 
   private add(pfn: number, order: number): void {
@@ -145,7 +155,7 @@ export class BareKho implements KStateBackend {
 
   private stampedPfn(phys: number, what: string): number {
     const pfn = phys / PAGE_SIZE;
-    if (!Number.isInteger(pfn) || !this.ram.isRam(phys, PAGE_SIZE) || this.memmap.privateHi(pfn) !== KHO_PAGE_MAGIC || this.memmap.privateLo(pfn) > MAX_PAGE_ORDER) {
+    if (!Number.isInteger(pfn) || !this.ram.isRam(phys, PAGE_SIZE) || (stampOrder(this.memmap, pfn) ?? Infinity) > MAX_PAGE_ORDER) {
       throw new KernelError(Errno.EINVAL, `${what}(${hex(phys)}): no KHO stamp (not preserved, already restored, or a tail page)`);
     }
     return pfn;
@@ -196,7 +206,7 @@ export class BareMachine {
       cur = Math.max(cur, e);
     }
     if (end > cur) buddy.freeRange(cur, end - cur);
-    for (const [p, o] of handover?.blocks ?? []) memmap.setPrivate(p, o, KHO_PAGE_MAGIC);
+    for (const [p, o] of handover?.blocks ?? []) writeStamp(memmap, p, o);
     const log = new KernelLog(new LifecycleBus(), 1);
     const kho = new BareKho(ram, memmap, buddy, handover);
     const vmalloc = new Vmalloc(ram, memmap, buddy);

@@ -1,5 +1,8 @@
 import { Errno } from '@kho/kernel';
 import { BuddyAllocator, PAGE_SIZE } from '@kho/physmem';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { layoutTable } from '@kho/struct';
 import { checkGolden } from '@kho/struct/testing';
 import { F_ADD_SEALS, F_GET_SEALS, Liveupdate, errnoOf, luoCreateSession, luoOpenDevice, luoPreserveFd, luoRetrieveFd, luoRetrieveSession, luoSessionFinish } from '@kho/liveupdate';
 import {
@@ -9,11 +12,19 @@ import {
   F_SEAL_WRITE,
   MFD_ALLOW_SEALING,
   MFD_HUGETLB,
+  KhoVmallocSer,
   MemfdLuoFolioSer,
   MemfdLuoSer,
 } from './abi';
 import { boot, coldFree, dec, enc, idlePages, kexec, viewOf, type Booted } from './luo-kit';
 import { decodeFolioEntries, decodeMemfdLuoRecord } from './memfd-luo';
+
+describe('docs/abi/luo.md is the contract: its memfd-v2 tables are the declared layouts', () => {
+  const doc = readFileSync(join(__dirname, '../../../../docs/abi/luo.md'), 'utf8');
+  it.each([MemfdLuoSer, KhoVmallocSer, MemfdLuoFolioSer])('%s', (layout) => {
+    expect(doc).toContain(`layout: struct ${layout.name}\n${layoutTable(layout)}\n`);
+  });
+});
 
 describe('memfd-v2 records (golden bytes of spec section 6.4)', () => {
   it('memfd_luo_ser of a 4096-byte memfd with one folio', () => {

@@ -1,5 +1,5 @@
 /**
- * The kho-v2 preserved-memory map (spec/kho-abi.md section 3, upstream "Make KHO Stateless"): a radix tree of
+ * The kho-v2 preserved-memory map (docs/abi/kho.md section 3, upstream "Make KHO Stateless"): a radix tree of
  * one-page nodes in RAM. This is a contract with the next kernel and with Linux: change nothing here without a
  * new root compatible string. Imports nothing from the implementation.
  *

@@ -1,5 +1,5 @@
 /**
- * vmalloc preservation (spec/kho-abi.md section 6, upstream `struct kho_vmalloc`). This is a contract with the
+ * vmalloc preservation (docs/abi/kho.md section 6, upstream `struct kho_vmalloc`). This is a contract with the
  * next kernel and with Linux: the descriptor and the chunk pages are read by a kernel that knows nothing but
  * these bytes. Change nothing here without a new version of the format (the descriptor has no version field, so
  * a new layout needs a new subtree or compatible string in whatever blob carries the descriptor). Imports
