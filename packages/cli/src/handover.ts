@@ -12,6 +12,8 @@ export interface ImageExtras {
   readonly tracker: string;
   /** The demo's settings, when the image came from `kho kexec`. */
   readonly demo?: { mem: number; seed: number };
+  /** The VMM demo's settings, when the image came from `kho kexec --vmm` (checked by its reader: see vmm/commands). */
+  readonly vmm?: unknown;
 }
 
 /**
@@ -30,6 +32,7 @@ export function writeHandoverImage(file: string, machine: Machine, params: BootP
       cmdline: extras.cmdline,
       tracker: extras.tracker,
       ...(extras.demo ? { demo: extras.demo } : {}),
+      ...(extras.vmm !== undefined ? { vmm: extras.vmm } : {}),
       generator: 'kho-lab',
     },
     segments: pagesToSegments(ram.populatedPfns(), (pfn) => ram.pageIfPresent(pfn) ?? new Uint8Array(PAGE_SIZE)),
@@ -58,6 +61,7 @@ export function loadHandoverImage(file: string): LoadedImage {
     cmdline: typeof m.cmdline === 'string' ? m.cmdline : '',
     tracker: typeof m.tracker === 'string' ? m.tracker : undefined,
     demo: isDemo(m.demo) ? m.demo : undefined,
+    vmm: m.vmm,
   };
   const params = new BootParams(extras.cmdline ?? '', new Map([[SETUP_KHO, image.khoData]]));
   return { machine, params, ranges, extras, image };

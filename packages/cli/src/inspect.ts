@@ -7,6 +7,8 @@ import { TRACKERS, type TrackerKind } from './registry';
 import { KSTATE_SUBTREE, dumpStream } from '@kho/kstate';
 import { MEMFD_SUBTREE, decodeMemfdTable } from '@kho/memfd';
 import { decodeKhoVmallocChunk } from '@kho/vmalloc';
+import { LUO_KHO_ENTRY_NAME, type DecodedLuo } from '@kho/liveupdate';
+import { formatLuo, inspectLuo } from './vmm/luo-inspect';
 
 /** The largest memfd table (4 MiB, its own limit). */
 const MEMFD_TABLE_MAX = 4 * 2 ** 20;
@@ -136,6 +138,8 @@ export interface SubtreeInfo {
   size?: number;
   /** The kexec-metadata struct (subtree `kexec-metadata`). */
   kexecMetadata?: KexecMetadata;
+  /** LUO's sessions, files and their folios (subtree `LUO`). */
+  luo?: DecodedLuo;
   /** Why the blob could not be decoded. */
   error?: string;
 }
@@ -164,6 +168,10 @@ function describeSubtree(ram: PhysicalMemory, g: KhoGeneration, root: FdtNode, n
     } catch (e) {
       out.error = why(e);
     }
+    return out;
+  }
+  if (node.name === LUO_KHO_ENTRY_NAME) {
+    out.luo = inspectLuo(ram, phys, size);
     return out;
   }
   if (node.name === MEMFD_SUBTREE) {
@@ -249,10 +257,13 @@ export function formatInspection(r: Inspection): string {
           ? ' (memfd file table)'
           : s.kexecMetadata
             ? ` (kexec-metadata: exec from ${s.kexecMetadata.previousRelease}, count ${s.kexecMetadata.kexecCount})`
-            : '';
+            : s.luo
+              ? ' (Live Update Orchestrator)'
+              : '';
     lines.push(`  ${s.name} -> ${s.phys}${s.size !== undefined ? `, blob-size ${s.size}` : ''}${kind}`);
     if (s.dts) lines.push(...s.dts.split('\n').map((l) => `    ${l}`));
     for (const x of [s.kstate, s.memfd]) if (x !== undefined) lines.push(...JSON.stringify(x, null, 2).split('\n').map((l) => `    ${l}`));
+    if (s.luo) lines.push(...formatLuo(s.luo));
     if (s.error) lines.push(`    (could not decode: ${s.error})`);
   }
   lines.push('');

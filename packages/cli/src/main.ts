@@ -17,6 +17,8 @@ import { fuzzHandovers, type FuzzResult } from './reliability/fuzz';
 import { runScenario, type ScenarioResult } from './scenario/run';
 import { writeReport } from './report/html';
 import { TRACKER_KINDS, isTrackerKind, trackerDescriptor, type TrackerKind } from './registry';
+import { isVmmImageInfo, vmmBootCommand, vmmDemoCommand, vmmKexecCommand, type VmmFlags } from './vmm/commands';
+import { formatLuoMade, formatLuoVerified } from './scenario/luo';
 
 /** Exit codes of every command. */
 export const EXIT = { OK: 0, FAILED: 1, BAD_INPUT: 2 } as const;
@@ -108,6 +110,7 @@ function formatScenario(r: ScenarioResult): string {
     }
     if (p.kstate.objects > 0) made.push(`${count(p.kstate.objects, 'kstate object')}${p.kstate.bytes > 0 ? ` (${formatBytes(p.kstate.bytes)} of payload)` : ''}`);
     if (p.memfd.files > 0) made.push(`${count(p.memfd.files, 'memfd file')} (${formatBytes(p.memfd.bytes)})`);
+    if (g.luo) made.push(formatLuoMade(g.luo));
     if (made.length === 0) continue;
     out.push(`    workloads: ${made.join(', ')}`);
     const v = g.verifiedByNext;
@@ -120,6 +123,7 @@ function formatScenario(r: ScenarioResult): string {
       found.push(`kstate ${v.kstate.objects}/${p.kstate.objects} ${ok(v.kstate.verified)} (${v.kstate.fieldsRestored} fields restored, ${v.kstate.fieldsDefaulted} defaulted)`);
     }
     if (p.memfd.files > 0) found.push(`memfd ${v.memfd.files}/${p.memfd.files} ${ok(v.memfd.verified)}`);
+    if (g.luo) found.push(formatLuoVerified(g.luo, g.luoVerifiedByNext));
     out.push(`    next kernel: ${found.join(', ')}`);
   }
   if (r.lastKernel?.previousRelease) out.push(`  last kernel: exec from ${r.lastKernel.previousRelease} (count ${r.lastKernel.kexecCount})`);
@@ -164,7 +168,11 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
   )
     .option('--json', 'print the report as JSON')
     .option('--report <file.html>', 'write a self-contained HTML report with the memory map before and after the kexec')
-    .action((flags: DemoFlags & { report?: string }) => {
+    .option('--vmm', 'the VMM demo instead: a guest\'s memory and device state as memfds, through LUO (/dev/liveupdate)')
+    .option('--guest <size>', 'with --vmm: bytes of guest memory, in 2 MiB folios (default 1G)', sizeArg('--guest'))
+    .addOption(new Option('--fill <how>', 'with --vmm: seeded bytes in every guest page, or in one page per 2 MiB folio').choices(['full', 'sparse']))
+    .action((flags: DemoFlags & VmmFlags & { report?: string; vmm?: boolean }, cmd: Command) => {
+      if (flags.vmm) return vmmDemoCommand(flags, cmd, io, `kho demo --vmm ${describeFlags(flags)}`);
       const collector = flags.report ? new DemoReportCollector() : undefined;
       const opts = demoOptions(flags);
       const progress = createProgress(!flags.json && io.isTTY === true, opts.mem);
@@ -195,7 +203,11 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
   )
     .requiredOption('--image <file>', 'where to write the handover image')
     .option('--json', 'print the summary as JSON')
-    .action((flags: DemoFlags & { image: string }) => {
+    .option('--vmm', 'the VMM demo\'s first kernel instead (see kho demo --vmm)')
+    .option('--guest <size>', 'with --vmm: bytes of guest memory (default 1G)', sizeArg('--guest'))
+    .addOption(new Option('--fill <how>', 'with --vmm: seeded bytes in every guest page, or in one page per 2 MiB folio').choices(['full', 'sparse']))
+    .action((flags: DemoFlags & VmmFlags & { image: string; vmm?: boolean }, cmd: Command) => {
+      if (flags.vmm) return vmmKexecCommand(flags, cmd, io);
       const opts = demoOptions(flags);
       const first = runFirstHalf(opts);
       writeHandoverImage(flags.image, first.machine, first.params, { cmdline: first.params.cmdline, tracker: first.tracker, demo: { mem: opts.mem, seed: opts.seed } });
@@ -214,6 +226,10 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
     .addHelpText('after', "\nA --tracker other than the image's makes the next kernel refuse the handover (exit 1).")
     .action((flags: { image: string; tracker?: TrackerKind; json?: boolean }) => {
       const loaded = loadHandoverImage(flags.image);
+      if (loaded.extras.vmm !== undefined) {
+        if (!isVmmImageInfo(loaded.extras.vmm)) throw new KernelError(Errno.EINVAL, `image: its VMM settings are malformed`);
+        return vmmBootCommand(loaded, loaded.extras.vmm, flags, io);
+      }
       const demo = loaded.extras.demo ?? { mem: DEFAULT_DEMO.mem, seed: DEFAULT_DEMO.seed };
       const written = loaded.extras.tracker ?? 'radix';
       if (!flags.tracker && !isTrackerKind(written)) {

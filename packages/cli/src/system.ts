@@ -5,7 +5,8 @@ import { khoSlabModule } from '@kho/kho-slab';
 import { memblockFdtHandoverModule, memblockModule } from '@kho/memblock';
 import { kstateModule, kstateReserveMemModule } from '@kho/kstate';
 import { vmallocModule } from '@kho/vmalloc';
-import { memfdModule } from '@kho/memfd';
+import { memfdLuoModule, memfdModule } from '@kho/memfd';
+import { liveupdateModule } from '@kho/liveupdate';
 import { khoTestModule, type KhoTestConfig } from './demo/kho-test';
 import { trackerDescriptor, type TrackerKind } from './registry';
 
@@ -13,13 +14,14 @@ export { TRACKER_KINDS, isTrackerKind, type TrackerKind } from './registry';
 
 /**
  * The kernel image the command runs: physmem, memblock, the radix tracker, KHO, slab preservation, vmalloc,
- * kstate (with both reserve_mem handover formats) and memfd, plus the self-test plugin when a demo configuration
- * is given. `opts.tracker` picks the tracker (default 'radix').
+ * kstate (with both reserve_mem handover formats), memfd, and LUO with its memfd-v2 handler (inert unless the
+ * command line has `liveupdate=on`), plus the self-test plugin when a demo configuration is given.
+ * `opts.tracker` picks the tracker (default 'radix').
  */
 export function kernelImage(demo?: KhoTestConfig, opts: { tracker?: TrackerKind } = {}): KernelModule[] {
   const modules = [physmemModule({ handOffAllRam: false }), memblockModule(), trackerDescriptor(opts.tracker ?? 'radix').module(), khoModule(), khoSlabModule(), vmallocModule()];
   // reserve_mem regions can be handed over in either format; kstate's is the default
-  modules.push(memblockFdtHandoverModule(), kstateModule(), kstateReserveMemModule(), memfdModule());
+  modules.push(memblockFdtHandoverModule(), kstateModule(), kstateReserveMemModule(), memfdModule(), liveupdateModule(), memfdLuoModule());
   if (demo) modules.push(khoTestModule(demo));
   return modules;
 }

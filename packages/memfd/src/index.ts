@@ -13,3 +13,6 @@ export {
   type MemfdTableFolio,
 } from './memfd.table';
 export { crc32 } from './crc32';
+export * from './luo/abi';
+export { MemfdFs, SHMEM_HUGE_ORDER, findHead, type MemfdInode, type ShmemHuge } from './luo/memfd-file';
+export { MemfdLuoHandler, memfdLuoModule, decodeFolioEntries, decodeMemfdLuoRecord, type MemfdLuoFolioEntry, type DecodedMemfdLuo } from './luo/memfd-luo';

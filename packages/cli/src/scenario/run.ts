@@ -5,6 +5,8 @@ import { KhoTest } from '../demo/kho-test';
 import { idlePages, kernelImage, machineFor } from '../system';
 import { regionsOf, type Scenario } from './schema';
 import { ScenarioWorkload, scenarioWorkloadModule, type ScenarioWorkloadConfig, type WorkloadCheck, type WorkloadPreserved, type WorkloadRestore } from './workload';
+import { testFileModule } from '@kho/liveupdate/testing';
+import { makeLuo, prepareWithInjection, verifyLuo, type LuoMade, type LuoVerified } from './luo';
 
 /** What the next kernel verified of a generation's workloads (counts are of items verified). */
 export interface WorkloadsVerified {
@@ -24,6 +26,9 @@ export interface GenerationResult {
   restoredByNext: { folios: number; bytes: number; verified: boolean } | undefined;
   /** Filled in when the next generation has verified this one's workloads. */
   verifiedByNext: WorkloadsVerified | undefined;
+  /** LUO: what this generation's process preserved through /dev/liveupdate, and what the next one retrieved. */
+  luo?: LuoMade;
+  luoVerifiedByNext?: LuoVerified;
   readonly ms: Record<string, number>;
   readonly errors: string[];
 }
@@ -57,7 +62,13 @@ function workloadConfig(s: Scenario, gen: number): ScenarioWorkloadConfig {
 function imageFor(s: Scenario, gen: number): KernelModule[] {
   const f = s.generations[gen - 1]?.preserve.folios;
   const image = kernelImage({ mem: f?.total ?? 0, seed: s.seed + gen - 1, minOrder: f?.minOrder, maxOrder: f?.maxOrder }, { tracker: s.tracker });
-  return [...image, scenarioWorkloadModule(workloadConfig(s, gen))];
+  // LUO scenarios inject failures through the test file handler of @kho/liveupdate/testing.
+  return [...image, scenarioWorkloadModule(workloadConfig(s, gen)), ...(usesLuo(s) ? [testFileModule()] : [])];
+}
+
+/** True when a generation of `s` has LUO steps: then every kernel of the chain runs with liveupdate=on. */
+function usesLuo(s: Scenario): boolean {
+  return s.generations.some((g) => g.luo !== undefined);
 }
 
 /**
@@ -68,7 +79,7 @@ function imageFor(s: Scenario, gen: number): KernelModule[] {
 export function cmdlineOf(s: Scenario, gen: number): string {
   const base = gen === 1 ? s.cmdline : (s.generations[gen - 2].cmdline ?? s.cmdline);
   const regions = regionsOf(s, gen).map((r) => `reserve_mem=${formatSizeExact(r.size)}:${formatSizeExact(r.align)}:${r.name}`);
-  return [base.trim(), ...regions].filter((x) => x.length > 0).join(' ');
+  return [base.trim(), ...regions, ...(usesLuo(s) ? ['liveupdate=on'] : [])].filter((x) => x.length > 0).join(' ');
 }
 
 const NOTHING: WorkloadPreserved = {
@@ -156,6 +167,15 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
       prev.restoredByNext = r ? { folios: r.folios, bytes: r.bytes, verified: r.verified } : undefined;
       if (prev.preserved.folios > 0 && !r?.verified) genErrors.push(`generation ${gen} could not verify generation ${gen - 1}'s folios`);
       prev.verifiedByNext = checkWorkloads(gen, prev.preserved, k.get(ScenarioWorkload).lastRestore, genErrors);
+      if (usesLuo(s)) {
+        hooks.progress?.(gen, 'LUO: retrieve and verify');
+        const v = time(ms, 'luo-verify', () => verifyLuo(k, s.generations[gen - 1]?.luo, gen, genErrors));
+        if (prev.luo) {
+          prev.luoVerifiedByNext = v;
+          if (!v) genErrors.push(`generation ${gen} found no LUO state session (generation ${gen - 1} preserved ${prev.luo.sessions} sessions)`);
+          else if (v.sessions !== prev.luo.sessions) genErrors.push(`generation ${gen} found ${v.sessions} LUO sessions (generation ${gen - 1} preserved ${prev.luo.sessions})`);
+        }
+      }
       const finish = time(ms, 'finish', () => k.finish());
       for (const [name, o] of Object.entries(finish.plugins)) if (!o.ok) genErrors.push(`generation ${gen} finish ${name}: ${o.error}`);
       const unrestored = Number(finish.plugins.kho?.report?.unrestoredBlocks ?? 0);
@@ -175,16 +195,19 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
     let gened = { folios: 0, bytes: 0 };
     if (spec) gened = time(ms, 'generate', () => test.generate((b) => hooks.progress?.(gen, `generate ${formatBytes(b)}`)));
     let made = NOTHING;
+    let luoMade: LuoMade | undefined;
+    const luoCfg = s.generations[gen - 1].luo;
     try {
       hooks.progress?.(gen, 'workloads');
       made = time(ms, 'workloads', () => k.get(ScenarioWorkload).generate());
+      if (luoCfg) luoMade = time(ms, 'luo', () => makeLuo(k, luoCfg, gen, (s.seed + gen - 1) >>> 0, genErrors));
       hooks.progress?.(gen, 'prepare');
-      time(ms, 'prepare', () => k.prepare());
+      luoMade = time(ms, 'prepare', () => prepareWithInjection(k, luoCfg, gen, genErrors, luoMade, () => k.prepare()));
       time(ms, 'serialize', () => k.serialize());
     } catch (e) {
       genErrors.push(`generation ${gen}: ${describeError(e, { errno: true })}`);
       errors.push(...genErrors);
-      results.push({ generation: gen, preserved: { ...gened, blocks: 0, trackerPages: 0, ...made }, restoredByNext: undefined, verifiedByNext: undefined, ms, errors: genErrors });
+      results.push({ generation: gen, preserved: { ...gened, blocks: 0, trackerPages: 0, ...made }, restoredByNext: undefined, verifiedByNext: undefined, luo: luoMade, ms, errors: genErrors });
       break;
     }
     const stats = k.get<Tracker>(Tracker).stats();
@@ -194,6 +217,7 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
       preserved: { ...gened, blocks: stats.blocks, trackerPages: stats.metadataPages, ...made },
       restoredByNext: undefined,
       verifiedByNext: undefined,
+      luo: luoMade,
       ms,
       errors: genErrors,
     });

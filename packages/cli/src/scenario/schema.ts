@@ -8,6 +8,7 @@ import { MEMFD_MAX_FILES, MEMFD_MAX_FILE_SIZE, MEMFD_NAME_MAX } from '@kho/memfd
 import { KHO_TEST_LOG_REGION } from '../demo/kho-test';
 import { TRACKER_KINDS } from '../system';
 import { WORKLOAD_OBJECTS_MAX, WORKLOAD_PAYLOAD_MAX } from './workload';
+import { LuoGenerationSchema } from './luo';
 
 /** A size: bytes as a number, or a string with a K, M, G or T suffix as on a kernel command line. */
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
@@ -100,7 +101,9 @@ const preserve = z
 const generation = z
   .object({
     /** What this generation's kernel preserves before its kexec. */
-    preserve,
+    preserve: preserve.default({}),
+    /** LUO: sessions of memfds a process preserves through /dev/liveupdate, misuse checks, injected failures (see luo.ts). */
+    luo: LuoGenerationSchema.optional(),
     /** Command line of the kernel booted by this generation's kexec (default: the scenario's). */
     cmdline: z.string().optional(),
     /** This many generations alike, one after the other (each with its own seed). */

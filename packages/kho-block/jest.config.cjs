@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/kho-block', preset: '../../jest.preset.js' };

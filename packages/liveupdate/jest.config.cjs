@@ -1,0 +1,1 @@
+module.exports = { displayName: '@kho/liveupdate', preset: '../../jest.preset.js' };

@@ -1,0 +1,2 @@
+export * from './uapi';
+export * from './luo';

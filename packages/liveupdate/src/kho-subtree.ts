@@ -1,0 +1,19 @@
+import type { Kho } from '@kho/kho-core';
+
+/**
+ * The one place LUO calls KHO's subtree API. From kho-v3 on the blob's size crosses as `blob-size` and the readers
+ * check it (luo-v5: at least 32 bytes; luo-v1, linux-mm variant: 1..4096); older generations hand over no size.
+ */
+export function addLuoSubtree(kho: Kho, name: string, phys: number, size: number): void {
+  kho.addSubtree(name, phys, size);
+}
+
+export function removeLuoSubtree(kho: Kho, phys: number): void {
+  kho.removeSubtree(phys);
+}
+
+/** The previous kernel's subtree `name`: its phys and, from kho-v3 on, its blob-size. Throws KHO's errors (ENOENT, EINVAL). */
+export function retrieveLuoSubtree(kho: Kho, name: string): { phys: number; size: number | undefined } {
+  const ref = kho.retrieveSubtree(name);
+  return { phys: ref.phys, size: ref.size };
+}
