@@ -120,13 +120,13 @@ describe('handover images', () => {
     const dtb = join(dir, 'root.dtb');
     const text = cli('inspect', image, '--dtb-out', dtb);
     expect(text.code).toBe(0);
-    expect(text.out).toContain('compatible = "kho-v3";');
+    expect(text.out).toContain('compatible = "kho-v4";');
     expect(text.out).toMatch(/kstate -> 0x[0-9a-f]+, blob-size \d+ \(kstate stream\)/);
     expect(text.out).toMatch(/memfd -> 0x[0-9a-f]+, blob-size \d+ \(memfd file table\)/);
-    expect(text.out).toMatch(/kexec-metadata -> 0x[0-9a-f]+, blob-size 73 \(kexec-metadata: exec from 7\.1\.0-kho-lab, count 1\)/);
+    expect(text.out).toMatch(/kexec-metadata -> 0x[0-9a-f]+, blob-size 73 \(kexec-metadata: exec from 7\.2\.0-kho-lab, count 1\)/);
     expect(text.out).toMatch(/Scratch areas:\n {2}lowmem {2}0x[0-9a-f]+ \+/);
     const json = JSON.parse(cli('inspect', image, '--json').out);
-    expect(json.fdt.compatible).toBe('kho-v3');
+    expect(json.fdt.compatible).toBe('kho-v4');
     expect(json.blocks.length).toBe(json.tracker.blocks);
     expect(json.blocks[0]).toEqual({ phys: expect.stringMatching(/^0x[0-9a-f]+$/), order: expect.any(Number) });
     expect(json.subtrees.map((s: { name: string }) => s.name).sort()).toEqual(['kexec-metadata', 'kstate', 'memblock', 'memfd']);
@@ -147,7 +147,7 @@ describe('handover images', () => {
     expect(statSync(dtb).size).toBeGreaterThan(40);
     if (!existsSync('/usr/bin/dtc')) return console.warn('dtc not installed: skipping the dtc check');
     const dts = execFileSync('/usr/bin/dtc', ['-I', 'dtb', '-O', 'dts', dtb], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-    expect(dts).toContain('compatible = "kho-v3";');
+    expect(dts).toContain('compatible = "kho-v4";');
     expect(dts).toContain('preserved-memory-map');
     expect(dts).toContain('kstate {');
   });

@@ -78,7 +78,7 @@ describe('kho compat FROM TO', () => {
 
   it('reads an image: its generation, reserve_mem form and kstate sections, each checked against the reader', () => {
     const a = kernelFromImage(image);
-    expect(a.generation.id).toBe('v3');
+    expect(a.generation.id).toBe('v4');
     expect(a.reserveMem).toBe('fdt');
     expect(a.kstate?.map((s) => s.id)).toEqual(['kho_test']);
     const r = compareKernels(a, kernelFromConfig(''));
@@ -88,7 +88,7 @@ describe('kho compat FROM TO', () => {
   });
 
   it('exit 0 when the lab takes it, 1 when it does not, 2 for a bad configuration', () => {
-    const ok = cli('compat', image, 'kho_abi=v4');
+    const ok = cli('compat', image, 'kho_abi=v3');
     expect(ok.code).toBe(0);
     expect(ok.out).toContain("RESULT: the lab's kernel takes this handover; Linux would refuse it");
     expect(cli('compat', image, 'tracker=bitmap-array').code).toBe(1);

@@ -34,8 +34,8 @@ describe('kexec-metadata across a chain of live updates', () => {
     expect(k.get(Kho).stats().kexecCount).toBe(0);
     for (let n = 1; n <= 4; n++) {
       k = k.liveUpdate();
-      expect(k.get(Kho).stats()).toMatchObject({ kexecCount: n, previousRelease: '7.1.0-kho-lab' });
-      expect(k.log.filter('info', 'kho').map((l) => l.message)).toContain(`exec from: 7.1.0-kho-lab (count ${n})`);
+      expect(k.get(Kho).stats()).toMatchObject({ kexecCount: n, previousRelease: '7.2.0-kho-lab' });
+      expect(k.log.filter('info', 'kho').map((l) => l.message)).toContain(`exec from: 7.2.0-kho-lab (count ${n})`);
       expect(k.restore().ok).toBe(true);
       expect(k.finish().plugins.kho.report).toMatchObject({ unrestoredBlocks: 0 });
     }
@@ -84,7 +84,7 @@ function findKexecMetadata(k: Kernel): number {
   expect(root).toContain(KHO_KEXEC_METADATA_SUBTREE);
   // the blob is a preserved page written with version 1 and this kernel's release
   for (const pfn of ram.populatedPfns()) {
-    if (ram.readU32(pfn * PAGE_SIZE) === 1 && new TextDecoder().decode(ram.read(pfn * PAGE_SIZE + 4, 13)) === '7.1.0-kho-lab') return pfn * PAGE_SIZE;
+    if (ram.readU32(pfn * PAGE_SIZE) === 1 && new TextDecoder().decode(ram.read(pfn * PAGE_SIZE + 4, 13)) === '7.2.0-kho-lab') return pfn * PAGE_SIZE;
   }
   throw new Error('no kexec-metadata blob in RAM');
 }

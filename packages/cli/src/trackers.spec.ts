@@ -15,7 +15,7 @@ import { TRACKERS, TRACKER_KINDS, type TrackerKind } from './registry';
 const MiB = 2 ** 20;
 const SMALL: DemoOptions = { ...DEFAULT_DEMO, ram: 512 * MiB, mem: 16 * MiB, seed: 11 };
 const DEMO = ['--ram', '512M', '--mem', '16M', '--seed', '11'];
-const COMPATIBLE: Record<TrackerKind, string> = { radix: 'kho-v3', 'bitmap-chunks': 'kho-v1', 'bitmap-array': 'kho-v1-karr' };
+const COMPATIBLE: Record<TrackerKind, string> = { radix: 'kho-v4', 'bitmap-chunks': 'kho-v1', 'bitmap-array': 'kho-v1-karr' };
 
 function cli(...argv: string[]): { code: number; out: string; err: string } {
   let out = '';

@@ -11,7 +11,7 @@ import { bitmapArrayTrackerModule, bitmapChunksTrackerModule } from './module';
 // allocator, and the radix tree is the tracker the bitmap trackers are compared with.
 type TrackerName = 'radix' | 'bitmap-chunks' | 'bitmap-array';
 const TRACKERS: Record<TrackerName, { module: () => KernelModule; compatible: string }> = {
-  radix: { module: radixTrackerModule, compatible: 'kho-v3' },
+  radix: { module: radixTrackerModule, compatible: 'kho-v4' },
   'bitmap-chunks': { module: bitmapChunksTrackerModule, compatible: 'kho-v1' },
   'bitmap-array': { module: bitmapArrayTrackerModule, compatible: 'kho-v1-karr' },
 };

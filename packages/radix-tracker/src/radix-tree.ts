@@ -6,8 +6,8 @@ import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_MAX_
 import { decodeKey, keyOrder } from './key';
 
 const ROOT_LEVEL = KHO_TREE_MAX_DEPTH - 1;
-/** kho-v3 until kho_block (LUO's luo-v5) lands; then kho-v4. */
-export const RADIX_DEFAULT_GENERATION = 'v3';
+/** kho-v4: the generation of Linux 7.2, whose kho_block records LUO's luo-v5 handover uses. */
+export const RADIX_DEFAULT_GENERATION = 'v4';
 const WORDS_PER_LEAF = KHO_BITMAP_BITS / 32;
 const TWO_32 = 2 ** 32;
 const POW2: number[] = Array.from({ length: 64 }, (_, i) => 2 ** i);

@@ -93,6 +93,6 @@ describe('the examples in examples/', () => {
     expect(result.errors).toEqual([]);
     expect(r.code).toBe(0);
     // kexec-metadata counts the chain: the last kernel is the n-th kexec since the cold boot
-    expect(result.lastKernel).toMatchObject({ compatible: 'kho-v3', previousRelease: '7.1.0-kho-lab', kexecCount: result.generations.length });
+    expect(result.lastKernel).toMatchObject({ compatible: 'kho-v4', previousRelease: '7.2.0-kho-lab', kexecCount: result.generations.length });
   });
 });
