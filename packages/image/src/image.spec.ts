@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -391,4 +391,59 @@ describe('decodeImage refuses', () => {
     }
     expect(refused).toBeGreaterThan(1000);
   });
+});
+
+describe('an interrupted write', () => {
+  const ROOT = join(__dirname, '../../..');
+  let dir: string;
+  beforeAll(() => (dir = mkdtempSync(join(tmpdir(), 'kho-image-kill-'))));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /**
+   * A child process writes an 8 MiB image to `path` and is killed (SIGKILL, as by a crash) during its fourth
+   * chunk: it stops itself there and tells the test, so the kill lands mid-write every time.
+   */
+  function killMidWrite(path: string): Promise<void> {
+    const child = `
+      const fs = require('node:fs');
+      const write = fs.writeSync;
+      let calls = 0;
+      fs.writeSync = function (...args) {
+        if (++calls === 4) { process.stdout.write('mid-write\\n'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000); }
+        return write.apply(this, args);
+      };
+      const { writeImageFile } = require('@kho/image');
+      const bytes = new Uint8Array(8 * 2 ** 20).fill(7);
+      const kd = new Uint8Array(32);
+      writeImageFile(process.argv[1], { khoData: kd, machine: { pageSize: 4096, ram: [{ start: 0, size: 2 ** 30, node: 0 }] }, segments: [{ paddr: 0, bytes }] });
+    `;
+    const register = require.resolve('@swc-node/register', { paths: [ROOT] });
+    const proc = spawn(process.execPath, ['--conditions=@kho/source', '-r', register, '-e', child, path], {
+      cwd: ROOT,
+      env: { ...process.env, SWC_NODE_PROJECT: join(ROOT, 'tsconfig.base.json') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return new Promise((done, fail) => {
+      let out = '';
+      let err = '';
+      proc.stderr.on('data', (d) => (err += d));
+      proc.stdout.on('data', (d) => {
+        out += d;
+        if (out.includes('mid-write')) proc.kill('SIGKILL');
+      });
+      proc.on('exit', (code, signal) => (signal === 'SIGKILL' ? done() : fail(new Error(`the writer ended with ${code ?? signal} before it was killed: ${err}`))));
+    });
+  }
+
+  it('leaves no file when there was none, and the previous file when there was one, never a truncated one', async () => {
+    const path = join(dir, 'image.kho');
+    await killMidWrite(path);
+    expect(existsSync(path)).toBe(false);
+
+    writeImageFile(path, sample());
+    const before = readFileSync(path);
+    await killMidWrite(path);
+    expect(readFileSync(path)).toEqual(before);
+    expect(readImageFile(path)).toEqual(sample());
+  }, 60_000);
 });
