@@ -8,6 +8,7 @@ import { bitmapArrayTrackerModule, bitmapChunksTrackerModule } from '@kho/kho-ar
 import { vmallocModule } from '@kho/vmalloc';
 import { memfdModule } from '@kho/memfd';
 import { khoTestModule, type KhoTestConfig } from './demo/kho-test';
+import { memoryPictureModule } from './report/snapshot';
 
 /**
  * The preserved-memory trackers a kernel image can have: the kho-v2 radix tree (spec section 3, the default),
@@ -30,13 +31,15 @@ export function isTrackerKind(name: unknown): name is TrackerKind {
 
 /**
  * The kernel image the command runs: physmem, memblock, the radix tracker, KHO, slab preservation, vmalloc,
- * kstate (with both reserve_mem handover formats) and memfd, plus the self-test plugin when a demo configuration
- * is given. `opts.tracker` picks the tracker (default 'radix').
+ * kstate (with both reserve_mem handover formats), memfd and the memory-picture provider, plus the self-test
+ * plugin when a demo configuration is given. `opts.tracker` picks the tracker (default 'radix').
  */
 export function kernelImage(demo?: KhoTestConfig, opts: { tracker?: TrackerKind } = {}): KernelModule[] {
   const modules = [physmemModule({ handOffAllRam: false }), memblockModule(), TRACKER_MODULES[opts.tracker ?? 'radix'](), khoModule(), khoSlabModule(), vmallocModule()];
   // reserve_mem regions can be handed over in either format; kstate's is the default
   modules.push(memblockFdtHandoverModule(), kstateModule(), kstateReserveMemModule(), memfdModule());
+  // the memory pictures reports ask for on the bus (taken only when someone listens)
+  modules.push(memoryPictureModule());
   if (demo) modules.push(khoTestModule(demo));
   return modules;
 }

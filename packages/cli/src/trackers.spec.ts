@@ -10,6 +10,7 @@ import { DEFAULT_DEMO, runDemo, type DemoOptions } from './demo/run';
 import { runCli } from './main';
 import { parseScenario } from './scenario/schema';
 import { runScenario } from './scenario/run';
+import { splitWanted } from './view/problems';
 import { TRACKER_KINDS, type TrackerKind } from './system';
 
 const MiB = 2 ** 20;
@@ -57,7 +58,7 @@ describe('the flagship live update with each tracker', () => {
     expect(r.out).toMatch(/^ {2}tracker: bitmap-array \(kho-v1-karr bitmaps, KHO array\), \d+ pages of metadata/m);
     const bad = cli('demo', ...DEMO, '--tracker', 'btree');
     expect(bad.code).toBe(2);
-    expect(bad.err.split('\n')[0]).toBe("error: option '--tracker <name>' argument 'btree' is invalid. Allowed choices are radix, bitmap-chunks, bitmap-array.");
+    expect(bad.err).toBe("kho: --tracker 'btree' is not allowed (wanted one of radix, bitmap-chunks, bitmap-array)\n");
   });
 });
 
@@ -76,7 +77,7 @@ describe('kho kexec --tracker, kho boot and kho inspect', () => {
     const reason = `root FDT compatible is '${COMPATIBLE[from]}\\0' (wanted the single string '${COMPATIBLE[to]}')`;
     const text = cli('boot', '--image', images[from], '--tracker', to);
     expect(text.code).toBe(1);
-    expect(text.out.split('\n').filter((l) => l.includes('revival refused'))).toEqual([`next kernel: cold boot (revival refused: ${reason})`]);
+    expect(text.out.split('\n').filter((l) => l.includes('revival refused'))).toEqual([`next kernel (generation 2): cold boot (revival refused: ${reason})`]);
     const json = cli('boot', '--image', images[from], '--tracker', to, '--json');
     expect(json.code).toBe(1);
     const report = JSON.parse(json.out);
@@ -193,10 +194,16 @@ describe('hostile kho-v1 images: kho boot refuses revival (exit 1, one reason), 
     expect(report).toMatchObject({ ok: false, khoBoot: false, revivalError: reason, unrestoredBlocks: 0 });
     expect(report.restore).toBeUndefined();
     const text = cli('boot', '--image', file);
-    expect(text.out).toContain(`next kernel: cold boot (revival refused: ${reason})`);
+    expect(text.out).toContain(`next kernel (generation 2): cold boot (revival refused: ${reason})`);
+    // kho inspect --strict refuses as the next kernel does; plain kho inspect decodes the rest and lists the problem
+    const strict = cli('inspect', '--strict', file);
+    expect(strict.code).toBe(2);
+    expect(strict.err).toBe(`kho: ${reason}\n`);
     const inspect = cli('inspect', file);
     expect(inspect.code).toBe(2);
-    expect(inspect.err).toBe(`kho: ${reason}\n`);
+    expect(inspect.err).toBe(`kho: image ${file}: tracker: ${splitWanted(reason, 'a valid structure').what} (wanted ${splitWanted(reason, 'a valid structure').wanted})\n`);
+    expect(inspect.out).toMatch(/\nSubtrees: 2\n {2}kstate -> 0x[0-9a-f]+ \(kstate stream\)/);
+    expect(inspect.out).toContain(`\nProblems: 1 (the next kernel would refuse this handover or part of it)\n  tracker: ${reason.replace(/ \(wanted .*\)$/, '')}`);
   });
 });
 

@@ -6,6 +6,7 @@ import {
   Errno,
   KernelError,
   KernelLog,
+  MachineBus,
   NextBootParams,
   crc32c,
   formatBytes,
@@ -101,6 +102,7 @@ export class Kho implements KernelPlugin {
     @inject(EarlyAllocator) private readonly early: EarlyAllocator,
     @inject(Tracker) private readonly tracker: Tracker,
     private readonly info: KernelInfo,
+    private readonly bus: MachineBus,
   ) {
     this.enabled = cmdline.getBool('kho', true);
   }
@@ -485,11 +487,13 @@ export class Kho implements KernelPlugin {
     }
     this.tracker.add(pfn, order);
     this.owners.set(pfn, this.info.currentPlugin ?? 'other');
+    this.bus.publish('kho:preserve', () => ({ generation: this.info.generation, owner: this.owners.get(pfn)!, phys, order }));
   }
 
   private unpreserveBlock(pfn: number, order: number): void {
     if (!this.tracker.has(pfn, order)) throw notPreserved(pfn, order);
     this.tracker.del(pfn, order);
+    this.bus.publish('kho:unpreserve', () => ({ generation: this.info.generation, owner: this.owners.get(pfn) ?? 'other', phys: pfn * PAGE_SIZE, order }));
     this.owners.delete(pfn);
   }
 
@@ -507,6 +511,7 @@ export class Kho implements KernelPlugin {
   }
 
   private consumeStamp(pfn: number): void {
+    this.bus.publish('kho:restore', () => ({ generation: this.info.generation, owner: this.info.currentPlugin ?? 'other', phys: pfn * PAGE_SIZE, order: this.memmap.privateLo(pfn) }));
     this.memmap.setPrivate(pfn, 0, 0);
   }
 

@@ -67,16 +67,25 @@ describe('scenario files', () => {
 });
 
 describe('kho run --report', () => {
-  it('draws the memory map before and after every kexec', () => {
+  it('puts every kexec of the chain in the explorer: both maps, the handover, every generation on the timeline', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kho-run-'));
     try {
       const html = join(dir, 'chain.html');
       const r = cli('run', join(EXAMPLES, 'chain-of-updates.yaml'), '--report', html);
       expect(r.code).toBe(0);
+      expect(r.out).toMatch(/\nreport: .*chain\.html \([\d.]+ KiB written\)\n$/);
       const page = readFileSync(html, 'utf8');
-      expect(page.match(/<section class="kexec"/g)).toHaveLength(5);
-      expect(page.match(/<svg /g)).toHaveLength(10);
-      expect(page).toContain('kexec 5: generation 5 → generation 6');
+      const data = JSON.parse(/<script id="kho-data" type="application\/json">(.*?)<\/script>/s.exec(page)![1]);
+      expect(data.kexecs.map((k: { title: string }) => k.title)).toEqual([1, 2, 3, 4, 5].map((g) => `kexec ${g}: generation ${g} → generation ${g + 1}`));
+      for (const k of data.kexecs) {
+        expect(k.maps.map((m: { id: string }) => m.id)).toEqual(['before', 'after']);
+        expect(k.handover.compatible).toBe('kho-v2');
+        expect(k.handover.problems).toEqual([]);
+        expect(k.verified).toBe(true);
+      }
+      expect(data.generations.map((g: { g: number }) => g.g)).toEqual([1, 2, 3, 4, 5, 6]);
+      // every generation's phases came from the bus
+      for (const g of data.generations) expect(Object.keys(g.phases)).toEqual(expect.arrayContaining(['boot:early', 'boot:mm', 'boot:late']));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

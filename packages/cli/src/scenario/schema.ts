@@ -196,15 +196,50 @@ export function regionsOf(s: Scenario, gen: number): Array<{ name: string; size:
   return [...out.values()];
 }
 
-/** Parses and validates scenario text. Throws EINVAL naming the path of the first bad fields and what was expected. */
+/** Line and column (1-based) of character `pos` of `text`. */
+function lineColumn(text: string, pos: number): { line: number; column: number } {
+  const before = text.slice(0, Math.max(0, Math.min(pos, text.length)));
+  const line = before.split('\n').length;
+  return { line, column: before.length - before.lastIndexOf('\n') };
+}
+
+/** A JSON.parse error as "line L, column C: what", from the position Node's message gives. */
+function jsonError(e: unknown, text: string): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  const at = /at position (\d+)/.exec(msg);
+  const pos = at ? Number(at[1]) : /Unexpected end of JSON input/.test(msg) ? text.length : undefined;
+  const what = msg.replace(/ in JSON at position \d+.*$/s, '').replace(/^Unexpected end of JSON input$/, 'the text ends before the JSON does');
+  if (pos === undefined) return what;
+  const { line, column } = lineColumn(text, pos);
+  return `line ${line}, column ${column}: ${what}`;
+}
+
+/** A YAML parse error as "line L, column C: what" (the library's code frame and position suffix dropped). */
+function yamlError(e: unknown): string {
+  const err = e as { message?: string; linePos?: Array<{ line: number; col: number }> };
+  const what = String(err.message ?? e).split('\n')[0].replace(/ at line \d+, column \d+:?$/, '').replace(/:$/, '');
+  const p = err.linePos?.[0];
+  return p ? `line ${p.line}, column ${p.col}: ${what}` : what;
+}
+
+/**
+ * Parses and validates scenario text. Throws EINVAL naming the file and the path of the first bad fields and
+ * what was expected; a file that does not parse is named with the line and column of the error.
+ */
 export function parseScenario(text: string, source: string): Scenario {
   let raw: unknown;
   const yaml = /\.ya?ml$/i.test(source) || !/^\s*[{[]/.test(text);
+  if (text.trim() === '' || (yaml && /^\s*(#[^\n]*\s*)*$/.test(text))) {
+    throw new KernelError(Errno.EINVAL, `scenario ${source}: the file is empty (wanted a ${yaml ? 'YAML' : 'JSON'} object with at least 'generations')`);
+  }
   try {
-    raw = yaml ? parseYaml(text) : JSON.parse(text);
+    raw = yaml ? parseYaml(text, { maxAliasCount: 100 }) : JSON.parse(text);
   } catch (e) {
-    const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
-    throw new KernelError(Errno.EINVAL, `scenario ${source}: not valid ${yaml ? 'YAML' : 'JSON'}: ${msg}`);
+    throw new KernelError(Errno.EINVAL, `scenario ${source}: not valid ${yaml ? 'YAML' : 'JSON'}: ${yaml ? yamlError(e) : jsonError(e, text)}`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    const found = raw === null || raw === undefined ? 'nothing' : Array.isArray(raw) ? 'a list' : `the ${typeof raw} ${JSON.stringify(raw).slice(0, 40)}`;
+    throw new KernelError(Errno.EINVAL, `scenario ${source}: the file holds ${found} (wanted an object with at least 'generations')`);
   }
   const r = ScenarioSchema.safeParse(raw);
   if (!r.success) {
@@ -216,6 +251,26 @@ export function parseScenario(text: string, source: string): Scenario {
     throw new KernelError(Errno.EINVAL, `scenario ${source}: ${issues.join('; ')}${more}`);
   }
   return r.data;
+}
+
+/**
+ * The generation that preserves the most, and how many bytes it asks for (folios, vmalloc areas, reserve_mem
+ * regions, kstate payloads, memfd files): a scenario asking for more than the machine's RAM is refused before it
+ * runs.
+ */
+export function scenarioDemand(s: Scenario): { generation: number; bytes: number } {
+  let best = { generation: 1, bytes: 0 };
+  s.generations.forEach((g, i) => {
+    const p = g.preserve;
+    const pages = (n: number): number => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
+    let bytes = p.folios?.total ?? 0;
+    for (const v of p.vmalloc ?? []) bytes += pages(v.size);
+    for (const r of p.reserveMem ?? []) bytes += r.size;
+    if (p.kstate) bytes += p.kstate.objects * pages(p.kstate.size);
+    for (const f of p.memfd ?? []) bytes += f.sparse ? pages(f.size) / 2 : pages(f.size);
+    if (bytes > best.bytes) best = { generation: i + 1, bytes };
+  });
+  return best;
 }
 
 /** Reads and validates a scenario file. */
