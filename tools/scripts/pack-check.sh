@@ -45,3 +45,27 @@ node use.cjs
 node use.mjs
 "$root/node_modules/.bin/tsc" --module nodenext --moduleResolution nodenext --strict --noEmit --skipLibCheck false --types node --typeRoots "$root/node_modules/@types" use.ts
 echo "pack-check: ok (CommonJS, ESM and TypeScript consumers)"
+
+# The kho command, installed: every @kho package packed, installed into a project outside the workspace, and the
+# bin run from there (it must find its own dist/ and dependencies, never the current directory's).
+cli=$(mktemp -d)
+trap 'rm -rf "$scratch" "$cli"' EXIT
+cd "$root"
+npm pack --silent --pack-destination "$cli" -w @kho/kernel -w @kho/fdt -w @kho/image -w @kho/physmem -w @kho/kho-core -w @kho/memblock \
+  -w @kho/radix-tracker -w @kho/kho-array -w @kho/vmalloc -w @kho/kstate -w @kho/memfd -w @kho/cli >/dev/null
+cd "$cli"
+npm init -y >/dev/null
+npm install --no-audit --no-fund --loglevel=error ./*.tgz
+if [ -d node_modules/@kho/cli/src ]; then
+  echo "pack-check: the cli tarball ships src/ (wanted dist only)"; exit 1
+fi
+version=$(npx --no-install kho --version)
+[ "$version" = "0.1.0" ] || { echo "pack-check: kho --version printed '$version'"; exit 1; }
+npx --no-install kho demo --ram 256M --mem 2M --cmdline kho_scratch=24M,24M,24M --json > demo.json
+node -e "const r = require('./demo.json'); if (!r.ok) { console.error('pack-check: the installed kho demo did not verify'); process.exit(1); }"
+set +e
+npx --no-install kho demo --mem 0 2> err.txt
+code=$?
+set -e
+[ "$code" = 2 ] && [ "$(wc -l < err.txt)" = 1 ] || { echo "pack-check: bad input gave exit $code and: $(cat err.txt)"; exit 1; }
+echo "pack-check: ok (the installed kho command runs from $cli)"

@@ -4,7 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { CommandLine, Errno, KernelError, describeError, formatBytes, formatSizeExact } from '@kho/kernel';
 import { Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { scratchSizes } from '@kho/kho-core';
-import { parseReserveMem } from '@kho/memblock';
+import { KERNEL_IMAGE_SIZE, STRUCT_PAGE_SIZE, parseReserveMem } from '@kho/memblock';
 
 /**
  * Checks made before a run starts, so that bad input is refused in a second with one line naming the option
@@ -39,7 +39,7 @@ export function checkHostHolds(ram: number, what: string): void {
   const need = (ram / PAGE_SIZE) * bytesPerPage();
   const have = totalmem();
   if (need > have / 2) {
-    bad(`${what} ${formatSizeExact(ram)} needs ${formatBytes(need)} of page descriptors on this host, which has ${formatBytes(have)} of memory (wanted at most ${formatSizeExact(Math.floor(have / 2 / bytesPerPage()) * PAGE_SIZE)} of simulated RAM)`, Errno.ENOMEM);
+    bad(`${what} ${formatSizeExact(ram)} needs ${formatBytes(need)} of page descriptors on this host, which has ${formatBytes(have)} of memory (wanted at most ${Math.floor((have / 2 / bytesPerPage()) * PAGE_SIZE / 2 ** 30)}G of simulated RAM)`, Errno.ENOMEM);
   }
 }
 
@@ -63,15 +63,30 @@ export function checkDemoMem(mem: number, ram: number): void {
  * `--cmdline`: what every kernel parses, parsed now: quoting, `kho=` (a boolean), `kho_scratch=` (a size
  * triple or a percentage), `reserve_mem=` (size:align:name).
  */
-export function checkCmdline(text: string, what = '--cmdline'): void {
+export function checkCmdline(text: string, what = '--cmdline', machine?: { ram: number; nodes: number }): void {
+  let sizes: ReturnType<typeof scratchSizes> | undefined;
+  let c: CommandLine;
   try {
-    const c = new CommandLine(text);
+    c = new CommandLine(text);
     c.getBool('kho', true);
     const scratch = c.get('kho_scratch');
-    if (scratch !== undefined) scratchSizes(scratch, [0], () => 0);
+    if (scratch !== undefined && !scratch.endsWith('%')) sizes = scratchSizes(scratch, Array.from({ length: machine?.nodes ?? 1 }, (_, i) => i), () => 0);
+    else if (scratch !== undefined) scratchSizes(scratch, [0], () => 0);
     parseReserveMem(c.getAll('reserve_mem'));
   } catch (e) {
     bad(`${what} '${text}': ${describeError(e)}`);
+  }
+  // The next kernel boots from scratch alone: its image needs one area that holds it, and its page descriptors
+  // the rest (memblock's own accounting: STRUCT_PAGE_SIZE bytes per page).
+  if (sizes && machine) {
+    const memmap = (machine.ram / PAGE_SIZE) * STRUCT_PAGE_SIZE;
+    const all = [sizes.lowmem, sizes.global, ...sizes.pernode];
+    const total = all.reduce((a, b) => a + b, 0);
+    if (Math.max(...all) < KERNEL_IMAGE_SIZE || total < KERNEL_IMAGE_SIZE + memmap) {
+      bad(
+        `${what} '${text}': scratch of ${all.map(formatSizeExact).join(' + ')} cannot hold the next kernel, which boots in scratch alone (wanted one area of at least ${formatSizeExact(KERNEL_IMAGE_SIZE)} for its image, and ${formatBytes(KERNEL_IMAGE_SIZE + memmap)} in all with its page descriptors)`,
+      );
+    }
   }
 }
 

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { writeFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { Errno, KernelError, formatBytes, formatSizeExact, hex, parseSize, describeError, type MachineBus } from '@kho/kernel';
+import { CommandLine, Errno, KernelError, formatBytes, formatSizeExact, hex, parseSize, describeError, type MachineBus } from '@kho/kernel';
 import { registeredBenches } from '@kho/kernel/bench';
 import { formatBenchTable, loadBenchFiles, runBenches, workspaceRoot, type BenchLine } from './bench';
 import { PAGE_SIZE } from '@kho/physmem';
@@ -59,11 +59,16 @@ interface DemoFlags {
   json?: boolean;
 }
 
+const bad = (message: string): never => {
+  throw new KernelError(Errno.EINVAL, message);
+};
+
 /** Checks every demo option before anything runs (sizes, the host, the command line). Throws KernelError. */
 function demoOptions(f: DemoFlags): DemoOptions {
   checkMachineSize(f.ram, f.nodes);
   checkDemoMem(f.mem, f.ram);
-  checkCmdline(f.cmdline);
+  checkCmdline(f.cmdline, '--cmdline', { ram: f.ram, nodes: f.nodes });
+  if (!new CommandLine(f.cmdline).getBool('kho', true)) bad(`--cmdline '${f.cmdline}' has kho=off: the demo preserves nothing (wanted kho=on, or no kho=)`);
   return { seed: f.seed, mem: f.mem, ram: f.ram, nodes: f.nodes, cmdline: f.cmdline, tracker: f.tracker };
 }
 
@@ -271,7 +276,7 @@ export function buildProgram(io: ProgramIo): Command {
   program
     .command('run')
     .description('run a scenario (JSON or YAML): a machine, its kernels\' command lines, what each generation preserves, a chain of kexecs')
-    .argument('<file>', 'scenario file (see examples/)')
+    .argument('<file>', 'a scenario file, JSON or YAML (see examples/)')
     .option('--json', 'print the result as JSON')
     .option('--report <file.html>', 'write the handover explorer: every kexec of the chain on a timeline, each memory map, FDT and tracker')
     .addHelpText('after', `\nAn invalid scenario is refused naming the path of each bad field and what was expected.\n${EXIT_HELP}`)
@@ -385,7 +390,7 @@ export function buildProgram(io: ProgramIo): Command {
   program
     .command('inspect')
     .description('decode a handover image: root FDT, scratch areas, preserved blocks, subtrees, tracker figures; list every problem')
-    .argument('<file>', 'handover image')
+    .argument('<file>', 'a handover image written by kho kexec')
     .option('--json', 'print everything as JSON (blocks as {"phys":"0x…","order":n}, problems as {"where","what","wanted"})')
     .option('--dtb-out <file>', 'also write the root FDT as a .dtb file (for dtc -I dtb -O dts)')
     .option('--strict', 'refuse at the first problem, as the next kernel does (one line, exit 2)')
@@ -408,7 +413,7 @@ export function buildProgram(io: ProgramIo): Command {
   program
     .command('explore')
     .description('write the handover explorer for an image: a self-contained page of its memory map, root FDT, subtrees and radix tree')
-    .argument('<image>', 'handover image')
+    .argument('<image>', 'a handover image written by kho kexec')
     .option('--out <file.html>', 'where to write the page (default: the image name with .html)')
     .addHelpText('after', '\nThe page needs no network and no server: open it in any browser. A damaged image is drawn as far as it decodes, with its problems listed.')
     .action((file: string, flags: { out?: string }) => {
@@ -441,18 +446,22 @@ export interface CliIo {
 }
 
 /**
- * Commander's error, as the one line `kho: <reason>` says it: what was given, and what was wanted.
+ * Commander's error, as the one line `kho: <reason>` says it: what was given, and what was wanted. `argv` names
+ * the command the error is about.
  */
-export function commanderReason(e: CommanderError, program: Command): string {
+export function commanderReason(e: CommanderError, program: Command, argv: readonly string[] = []): string {
   const msg = e.message.replace(/^error: /, '').split('\n')[0];
   const commands = program.commands.map((c) => c.name()).join(', ');
+  const cmd = program.commands.find((c) => argv.includes(c.name()));
+  const name = cmd ? `kho ${cmd.name()}` : 'kho';
+  const describe = (flag: string): string => cmd?.options.find((o) => o.long === flag)?.description ?? '';
   let m: RegExpExecArray | null;
   if (e.code === 'commander.unknownCommand' && (m = /unknown command '([^']*)'/.exec(msg))) {
     return `unknown command '${m[1]}' (wanted one of ${commands}; see kho --help)`;
   }
   if (e.code === 'commander.unknownOption' && (m = /unknown option '([^']*)'/.exec(msg))) {
     const hint = /\(Did you mean ([^?]*)\?\)/.exec(e.message);
-    return `unknown option '${m[1]}' (wanted ${hint ? hint[1] : 'one listed by --help'})`;
+    return `unknown option '${m[1]}' for ${name} (wanted ${hint ? hint[1] : `one listed by ${name} --help`})`;
   }
   if (e.code === 'commander.invalidArgument' && (m = /option '([^' ]*)[^']*' argument '([^']*)' is invalid\. (.*)$/.exec(msg))) {
     const choices = /Allowed choices are (.*)\.$/.exec(m[3]);
@@ -460,15 +469,19 @@ export function commanderReason(e: CommanderError, program: Command): string {
     return m[3].startsWith(m[1]) ? m[3] : `${m[1]} ${m[3]}`;
   }
   if (e.code === 'commander.missingMandatoryOptionValue' && (m = /required option '([^' ]*)( [^']*)?' not specified/.exec(msg))) {
-    return `${m[1]} is required (wanted ${m[1]}${m[2] ?? ''}; see --help)`;
+    return `${name} needs ${m[1]}${m[2] ?? ''} (wanted ${describe(m[1]) || 'it'}; see ${name} --help)`;
   }
   if (e.code === 'commander.optionMissingArgument' && (m = /option '([^' ]*)( [^']*)?' argument missing/.exec(msg))) {
-    return `${m[1]} needs a value (wanted ${m[1]}${m[2] ?? ''})`;
+    return `${m[1]} needs a value (wanted ${m[1]}${m[2] ?? ''}: ${describe(m[1]) || 'see --help'})`;
   }
   if (e.code === 'commander.missingArgument' && (m = /missing required argument '([^']*)'/.exec(msg))) {
-    return `missing the <${m[1]}> argument (see --help)`;
+    const arg = cmd?.registeredArguments.find((a) => a.name() === m![1]);
+    return `${name} needs its <${m[1]}> argument (wanted ${arg?.description || 'it'}; see ${name} --help)`;
   }
-  if (e.code === 'commander.excessArguments') return `${msg.replace(/\.$/, '')} (see --help)`;
+  if (e.code === 'commander.excessArguments' && (m = /Expected (\d+) arguments? but got (\d+)/.exec(msg))) {
+    const n = Number(m[1]);
+    return `${name} takes ${n === 0 ? 'no arguments' : `${n} argument${n > 1 ? 's' : ''}`} (got ${m[2]}; see ${name} --help)`;
+  }
   return msg;
 }
 
@@ -485,7 +498,7 @@ export function runCli(argv: readonly string[], io: CliIo): number {
   } catch (e) {
     if (e instanceof CommanderError) {
       if (e.exitCode === 0) return EXIT.OK; // --help, --version
-      io.err(`kho: ${commanderReason(e, program)}\n`);
+      io.err(`kho: ${commanderReason(e, program, argv)}\n`);
       return EXIT.BAD_INPUT;
     }
     const message = describeError(e).split('\n')[0];

@@ -29,15 +29,15 @@ export function etaText(elapsedMs: number, fraction: number): string {
 export function createProgress(enabled: boolean, total: number, stream: NodeJS.WriteStream = process.stderr): Progress {
   if (!enabled || !stream.isTTY) return QUIET;
   const bar = new SingleBar(
-    { stream, format: ' {bar} {percentage}% {eta} | {step}', hideCursor: true, clearOnComplete: true, fps: 10 },
+    { stream, format: ' {bar} {percentage}% {etaText} | {step}', hideCursor: true, clearOnComplete: true, fps: 10 },
     Presets.shades_classic,
   );
   const t0 = performance.now();
-  bar.start(total, 0, { step: '', eta: '' });
+  bar.start(total, 0, { step: '', etaText: '' });
   return {
     update: (value, step) => {
       const eta = etaText(performance.now() - t0, total > 0 ? value / total : 0);
-      bar.update(value, { step, eta: eta ? `| ${eta}` : '' });
+      bar.update(value, { step, etaText: eta ? `| ${eta}` : '' });
     },
     stop: () => bar.stop(),
   };

@@ -1,4 +1,4 @@
-import { Errno, KernelError, Phase, formatBytes, type BootParams, type Kernel, type Machine, type MachineBus, type PhaseEndEvent } from '@kho/kernel';
+import { Errno, KernelError, Phase, formatBytes, type BootParams, type Kernel, type Machine, type MachineBus, type PhaseEndEvent, type PluginDisabledEvent } from '@kho/kernel';
 import { BuddyAllocator, PhysicalMemory, type RamRange } from '@kho/physmem';
 import { Kho, Tracker, type ScratchArea } from '@kho/kho-core';
 import { kernelImage, machineFor, type TrackerKind } from '../system';
@@ -97,8 +97,9 @@ export function runFirstHalf(opts: DemoOptions, machine?: Machine, observe?: Obs
   const k1 = time(ms, 'boot', () => m.boot({ image, cmdline }));
   const kho = k1.get(Kho);
   if (!kho.isEnabled()) {
-    const why = k1.log.filter('error').map((l) => l.message).join('; ') || 'the command line has kho=off';
-    throw new KernelError(Errno.EINVAL, `the first kernel cannot preserve anything: KHO is not enabled (${why}; command line '${cmdline}')`);
+    if (!k1.cmdline.getBool('kho', true)) throw new KernelError(Errno.EINVAL, `the command line '${cmdline}' has kho=off: nothing can be preserved (wanted kho=on, or no kho=)`);
+    const why = k1.log.filter('error', 'kho')[0]?.message ?? 'KHO disabled itself';
+    throw new KernelError(Errno.EINVAL, `the first kernel cannot run KHO: ${why} (wanted more RAM, or smaller scratch areas with kho_scratch= on the command line)`);
   }
   const test = k1.get(KhoTest);
   const gen = time(ms, 'generate', () => test.generate());
@@ -136,12 +137,16 @@ export function runSecondHalf(machine: Machine, params: BootParams, opts: DemoOp
   const onPhase = (e: PhaseEndEvent): void => {
     if (e.phase === Phase.BootEarly || e.phase === Phase.BootMm) walk += e.ms;
   };
+  // a plugin the next kernel had to disable at boot is an error of the run, heard on the bus
+  const onDisabled = (e: PluginDisabledEvent): void => void errors.push(`boot: plugin '${e.plugin}' disabled: ${e.reason}`);
   machine.bus.on('phase:end', onPhase);
+  machine.bus.on('plugin:disabled', onDisabled);
   let k2: Kernel;
   try {
     k2 = time(ms, 'boot', () => machine.bootFrom(params, { image, generation }));
   } finally {
     machine.bus.off('phase:end', onPhase);
+    machine.bus.off('plugin:disabled', onDisabled);
   }
   ms['boot.walk'] = round(walk);
   const kho = k2.get(Kho);

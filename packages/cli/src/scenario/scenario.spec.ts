@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 import { runCli } from '../main';
 import { parseScenario } from './schema';
 import { runScenario } from './run';
+import { jsonErrorOffset } from './schema';
+import fc from 'fast-check';
 
 const EXAMPLES = resolve(__dirname, '../../../../examples');
 
@@ -102,4 +104,31 @@ describe('the examples in examples/', () => {
     expect(result.errors).toEqual([]);
     expect(r.code).toBe(0);
   });
+});
+
+describe('where a JSON scenario stops being JSON', () => {
+  it('is nowhere for valid JSON, and somewhere for every text JSON.parse refuses', () => {
+    fc.assert(fc.property(fc.jsonValue(), (v) => expect(jsonErrorOffset(JSON.stringify(v, null, 1))).toBe(-1)));
+    fc.assert(
+      fc.property(fc.string({ maxLength: 40 }), (t) => {
+        let ok = true;
+        try {
+          JSON.parse(t);
+        } catch {
+          ok = false;
+        }
+        expect(jsonErrorOffset(t) === -1).toBe(ok);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it.each([
+    ['{"a": 1,}', 8],
+    ['[1, 2', 5],
+    ['{"a" 1}', 5],
+    ['"\\x"', 2],
+    ['nul', 3],
+    ['{} x', 3],
+  ])('%s: at %d', (text, at) => expect(jsonErrorOffset(text)).toBe(at));
 });

@@ -203,13 +203,108 @@ function lineColumn(text: string, pos: number): { line: number; column: number }
   return { line, column: before.length - before.lastIndexOf('\n') };
 }
 
-/** A JSON.parse error as "line L, column C: what", from the position Node's message gives. */
+/**
+ * The offset of the first character where `text` stops being JSON (JSON.parse of Node 20 does not say where):
+ * a small recursive-descent reader over the grammar of RFC 8259, which it only has to follow until it fails.
+ */
+export function jsonErrorOffset(text: string): number {
+  let i = 0;
+  const ws = (): void => {
+    while (i < text.length && ' \t\n\r'.includes(text[i])) i++;
+  };
+  const fail = (): never => {
+    throw i;
+  };
+  const lit = (word: string): void => {
+    for (const c of word) {
+      if (text[i] !== c) fail();
+      i++;
+    }
+  };
+  const str = (): void => {
+    i++; // the opening quote
+    while (i < text.length && text[i] !== '"') {
+      if (text[i] < ' ') fail();
+      if (text[i] === '\\') {
+        i++;
+        if (text[i] === 'u') {
+          for (let k = 1; k <= 4; k++) {
+            if (!/[0-9a-fA-F]/.test(text[i + k] ?? '')) {
+              i += k;
+              fail();
+            }
+          }
+          i += 4;
+        } else if (!'"\\/bfnrt'.includes(text[i] ?? 'x')) fail();
+      }
+      i++;
+    }
+    if (i >= text.length) fail();
+    i++;
+  };
+  const num = (): void => {
+    const m = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i));
+    if (!m) fail();
+    i += m![0].length;
+  };
+  const value = (): void => {
+    ws();
+    const c = text[i];
+    if (c === '{') {
+      i++;
+      ws();
+      if (text[i] === '}') return void i++;
+      for (;;) {
+        ws();
+        if (text[i] !== '"') fail();
+        str();
+        ws();
+        if (text[i] !== ':') fail();
+        i++;
+        value();
+        ws();
+        if (text[i] === ',') i++;
+        else if (text[i] === '}') return void i++;
+        else fail();
+      }
+    }
+    if (c === '[') {
+      i++;
+      ws();
+      if (text[i] === ']') return void i++;
+      for (;;) {
+        value();
+        ws();
+        if (text[i] === ',') i++;
+        else if (text[i] === ']') return void i++;
+        else fail();
+      }
+    }
+    if (c === '"') return str();
+    if (c === 't') return lit('true');
+    if (c === 'f') return lit('false');
+    if (c === 'n') return lit('null');
+    return num();
+  };
+  try {
+    value();
+    ws();
+    return i < text.length ? i : -1;
+  } catch (at) {
+    return typeof at === 'number' ? Math.min(at, text.length) : 0;
+  }
+}
+
+/** A JSON.parse error as "line L, column C: what". */
 function jsonError(e: unknown, text: string): string {
   const msg = e instanceof Error ? e.message : String(e);
-  const at = /at position (\d+)/.exec(msg);
-  const pos = at ? Number(at[1]) : /Unexpected end of JSON input/.test(msg) ? text.length : undefined;
-  const what = msg.replace(/ in JSON at position \d+.*$/s, '').replace(/^Unexpected end of JSON input$/, 'the text ends before the JSON does');
-  if (pos === undefined) return what;
+  // Node 20: `Unexpected token ',', "...context..." is not valid JSON`; later versions add a position
+  const what = msg
+    .replace(/, (\.\.\.)?".*" is not valid JSON$/s, '')
+    .replace(/ in JSON at position \d+.*$/s, '')
+    .replace(/^Unexpected end of JSON input$/, 'the text ends before the JSON does');
+  const pos = jsonErrorOffset(text);
+  if (pos < 0) return what;
   const { line, column } = lineColumn(text, pos);
   return `line ${line}, column ${column}: ${what}`;
 }
