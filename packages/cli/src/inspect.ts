@@ -2,6 +2,7 @@ import { formatBytes, hex } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { readImageFile, type HandoverImage } from '@kho/image';
 import { decodeHandover, type HandoverView } from './view/handover';
+import { splitWanted } from './view/problems';
 
 export type { SubtreeInfo } from './view/handover';
 
@@ -25,7 +26,12 @@ export interface Inspection extends HandoverView {
  * always throws.
  */
 export function inspectImage(file: string, opts: { strict?: boolean } = {}): Inspection {
-  return inspectLoaded(file, readImageFile(file), opts);
+  // a file cut short still has its headers and most of its pages: decode those, and say what is missing
+  const lost: string[] = [];
+  const image = readImageFile(file, opts.strict ? {} : { salvage: (p) => lost.push(p) });
+  const r = inspectLoaded(file, image, opts);
+  for (const p of lost.reverse()) r.problems.unshift({ where: 'image file', ...splitWanted(p, 'the whole file') });
+  return r;
 }
 
 /** As {@link inspectImage}, for an image already read. */

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Errno, KernelError, seededRandom } from '@kho/kernel';
@@ -447,3 +447,31 @@ describe('an interrupted write', () => {
     expect(readImageFile(path)).toEqual(sample());
   }, 60_000);
 });
+
+describe('salvage of a file cut short', () => {
+  it('keeps the whole pages the file still holds and reports each segment it cut', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kho-image-salvage-'));
+    try {
+      const path = join(dir, 'cut.kho');
+      const bytes = encodeImage(sample());
+      // the last segment is two pages: keep its first page and half of the second
+      writeFileSync(path, bytes.subarray(0, bytes.length - PAGE / 2));
+      expect(() => readImageFile(path)).toThrow(/^EINVAL: image: truncated: PT_LOAD 3 \(paddr 0xfff000\) ends at offset/);
+      const lost: string[] = [];
+      const img = readImageFile(path, { salvage: (p) => lost.push(p) });
+      expect(lost).toEqual([`PT_LOAD 3 (paddr 0xfff000) ends at offset 0x6000 but the file has ${hexOf(bytes.length - PAGE / 2)} bytes: 4096 of its 8192 bytes kept (wanted the whole file)`]);
+      expect(img.segments.map((s) => [s.paddr, s.bytes.length])).toEqual([
+        [0x1000, 2 * PAGE],
+        [0x100000, PAGE],
+        [16 * MiB - PAGE, PAGE],
+      ]);
+      expect(img.segments[2].bytes).toEqual(pages(16 * MiB - PAGE, 2).subarray(0, PAGE));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function hexOf(n: number): string {
+  return `0x${n.toString(16)}`;
+}
