@@ -163,6 +163,14 @@ describe('one exit-code contract: every row of the table', () => {
     const strict = cli('inspect', '--strict', bad);
     expect(strict.code).toBe(2);
     expect(strict.err).toMatch(/^kho: scratch area 0x[0-9a-f]+\+0x[0-9a-f]+ is not page-aligned RAM \(wanted page-aligned RAM\)\n$/);
+    // the explorer of the same image draws what decoded and lists the problem
+    const page = join(dir, 'b-damaged.html');
+    const explore = cli('explore', bad, '--out', page);
+    expect([explore.code, explore.out]).toEqual([0, `explorer: ${page} (1 problem listed on the page)\n`]);
+    const data = JSON.parse(/<script id="kho-data" type="application\/json">(.*?)<\/script>/s.exec(readFileSync(page, 'utf8'))![1]);
+    expect(data.problems).toEqual([{ where: 'scratch array', what: expect.stringMatching(/^scratch area 0x[0-9a-f]+\+0x[0-9a-f]+ is not page-aligned RAM$/), wanted: 'page-aligned RAM' }]);
+    expect(data.resultText).toBe('1 problem found');
+    expect(data.kexecs[0].handover.subtrees.map((x: { name: string }) => x.name)).toEqual(['kstate', 'memfd']);
   });
 
   it("the report's command runs as it is written, sizes as typed", () => {

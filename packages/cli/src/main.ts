@@ -421,7 +421,7 @@ export function buildProgram(io: ProgramIo): Command {
       checkWritable(out, flags.out ? '--out' : 'the page');
       const r = inspectImage(file);
       writeFileSync(out, renderImageExplorer(r));
-      io.out(`explorer: ${out}${r.problems.length ? ` (${r.problems.length} problems listed on the page)` : ''}\n`);
+      io.out(`explorer: ${out}${r.problems.length ? ` (${r.problems.length} problem${r.problems.length === 1 ? '' : 's'} listed on the page)` : ''}\n`);
       io.exit(EXIT.OK);
     });
 

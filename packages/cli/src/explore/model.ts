@@ -302,7 +302,7 @@ export function imagePageData(r: Inspection, populated: ReadonlyArray<readonly [
     title: `kho explore: ${r.file}`,
     command: `kho explore ${r.file}`,
     result: 'image',
-    resultText: r.problems.length ? `${r.problems.length} problems found` : 'the next kernel would accept this handover',
+    resultText: r.problems.length ? `${r.problems.length} problem${r.problems.length === 1 ? '' : 's'} found` : 'the next kernel would accept this handover',
     summary,
     generations: [],
     kexecs: [kexec],
