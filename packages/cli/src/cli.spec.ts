@@ -64,6 +64,10 @@ describe('kho demo', () => {
     expect(report.first.trackerPages).toBeGreaterThan(5);
     expect(Object.keys(report.first.ms)).toEqual(['boot', 'generate', 'files', 'prepare', 'serialize', 'kexec']);
     expect(Object.keys(report.second.ms)).toEqual(['boot', 'boot.walk', 'restore', 'finish']);
+    // every kernel phase's time, heard on the machine's bus
+    expect(Object.keys(report.first.phases)).toEqual(['boot:early', 'boot:mm', 'boot:late', 'prepare', 'serialize', 'kexec']);
+    expect(Object.keys(report.second.phases)).toEqual(['boot:early', 'boot:mm', 'boot:late', 'restore', 'finish']);
+    expect(report.second.ms['boot.walk']).toBeCloseTo(report.second.phases['boot:early'] + report.second.phases['boot:mm'], 1);
   });
 
   it('prints the first kernel and the next as generations 1 and 2, and labels the memfd figures', () => {

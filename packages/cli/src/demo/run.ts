@@ -33,6 +33,8 @@ export interface FirstHalf {
   readonly params: BootParams;
   /** The first kernel's generation (the next one is one more). */
   readonly generation: number;
+  /** Milliseconds per phase of the first kernel, heard on the machine's bus. */
+  readonly phases: Readonly<Record<string, number>>;
   readonly folios: number;
   readonly bytesPreserved: number;
   /** Bytes written into the preserved memfd files. */
@@ -50,6 +52,8 @@ export interface SecondHalf {
   readonly ok: boolean;
   /** The next kernel's generation: one more than the kernel that wrote the handover. */
   readonly generation: number;
+  /** Milliseconds per phase of the next kernel, heard on the machine's bus. */
+  readonly phases: Readonly<Record<string, number>>;
   readonly khoBoot: boolean;
   readonly revivalError?: string;
   readonly restore?: KhoTestRestore;
@@ -68,6 +72,23 @@ export interface DemoReport {
   readonly ram: number;
   readonly first: Omit<FirstHalf, 'machine' | 'params'>;
   readonly second: SecondHalf;
+}
+
+/** Sums `phase:end` times per phase for one generation until `stop` (which unsubscribes and returns them). */
+function phaseTimes(bus: MachineBus): { stop(generation: number): Record<string, number> } {
+  const by = new Map<number, Record<string, number>>();
+  const on = (e: PhaseEndEvent): void => {
+    const t = by.get(e.generation) ?? {};
+    t[e.phase] = (t[e.phase] ?? 0) + e.ms;
+    by.set(e.generation, t);
+  };
+  bus.on('phase:end', on);
+  return {
+    stop(generation) {
+      bus.off('phase:end', on);
+      return Object.fromEntries(Object.entries(by.get(generation) ?? {}).map(([k, v]) => [k, round(v)]));
+    },
+  };
 }
 
 function time<T>(ms: Record<string, number>, name: string, body: () => T): T {
@@ -90,6 +111,7 @@ function round(n: number): number {
 export function runFirstHalf(opts: DemoOptions, machine?: Machine, observe?: Observe): FirstHalf {
   const ms: Record<string, number> = {};
   const m = machine ?? machineFor({ ram: opts.ram, nodes: opts.nodes });
+  const phases = phaseTimes(m.bus);
   observe?.(m.bus);
   const image = kernelImage({ mem: opts.mem, seed: opts.seed }, { tracker: opts.tracker });
   // The self-test keeps a log in a reserve_mem region that survives every update.
@@ -113,6 +135,7 @@ export function runFirstHalf(opts: DemoOptions, machine?: Machine, observe?: Obs
     machine: m,
     params,
     generation: k1.generation,
+    phases: phases.stop(k1.generation),
     folios: gen.folios,
     bytesPreserved: gen.bytes,
     fileBytes,
@@ -139,6 +162,7 @@ export function runSecondHalf(machine: Machine, params: BootParams, opts: DemoOp
   };
   // a plugin the next kernel had to disable at boot is an error of the run, heard on the bus
   const onDisabled = (e: PluginDisabledEvent): void => void errors.push(`boot: plugin '${e.plugin}' disabled: ${e.reason}`);
+  const phases = phaseTimes(machine.bus);
   machine.bus.on('phase:end', onPhase);
   machine.bus.on('plugin:disabled', onDisabled);
   let k2: Kernel;
@@ -170,6 +194,7 @@ export function runSecondHalf(machine: Machine, params: BootParams, opts: DemoOp
   return {
     ok: errors.length === 0 && test.lastRestore?.verified === true && files?.verified === true,
     generation: k2.generation,
+    phases: phases.stop(k2.generation),
     khoBoot: stats.khoBoot,
     revivalError: stats.revivalError,
     restore: test.lastRestore,

@@ -1,4 +1,4 @@
-import { Errno, KernelError, formatSizeExact, isKernelError, type KernelModule, type PluginDisabledEvent, describeError } from '@kho/kernel';
+import { Errno, KernelError, formatSizeExact, isKernelError, type KernelModule, type PhaseEndEvent, type PluginDisabledEvent, describeError } from '@kho/kernel';
 import { BuddyAllocator, PhysicalMemory } from '@kho/physmem';
 import { Kho, Tracker } from '@kho/kho-core';
 import { KhoTest } from '../demo/kho-test';
@@ -27,6 +27,8 @@ export interface GenerationResult {
   verifiedByNext: WorkloadsVerified | undefined;
   readonly ms: Record<string, number>;
   readonly errors: string[];
+  /** Milliseconds per phase of this generation's kernel, heard on the machine's bus (boot to kexec). */
+  readonly phases?: Readonly<Record<string, number>>;
   /** Free pages after this generation restored and finished what the previous one handed over (not for the first). */
   readonly freePages?: { readonly afterFinish: number; readonly coldBoot: number };
 }
@@ -147,6 +149,13 @@ export function runScenario(s: Scenario, opts: ScenarioOptions = {}): ScenarioRe
   machine.bus.on('plugin:disabled', (e: PluginDisabledEvent) => {
     disabled.set(e.generation, [...(disabled.get(e.generation) ?? []), `generation ${e.generation}: plugin '${e.plugin}' disabled at boot: ${e.reason}`]);
   });
+  // every kernel phase's time, by generation, heard on the bus (the result's `phases`)
+  const phases = new Map<number, Record<string, number>>();
+  machine.bus.on('phase:end', (e: PhaseEndEvent) => {
+    const t = phases.get(e.generation) ?? {};
+    t[e.phase] = Math.round(((t[e.phase] ?? 0) + e.ms) * 1000) / 1000;
+    phases.set(e.generation, t);
+  });
   opts.observe?.(machine.bus);
   let kernel = machine.boot({ image: imageFor(s, 1, opts.modules), cmdline: cmdlineOf(s, 1) });
   const n = s.generations.length;
@@ -224,5 +233,6 @@ export function runScenario(s: Scenario, opts: ScenarioOptions = {}): ScenarioRe
   if (errors.length === 0 && freePagesAtEnd !== freePagesColdBoot) {
     errors.push(`free pages at the end ${freePagesAtEnd} differ from a cold boot's ${freePagesColdBoot}`);
   }
-  return { name: s.name ?? 'scenario', ok: errors.length === 0, generations: results, freePagesAtEnd, freePagesColdBoot, errors };
+  const generations = results.map((r) => ({ ...r, phases: phases.get(r.generation) ?? {} }));
+  return { name: s.name ?? 'scenario', ok: errors.length === 0, generations, freePagesAtEnd, freePagesColdBoot, errors };
 }

@@ -86,6 +86,9 @@ describe('kho run --report', () => {
         expect(k.verified).toBe(true);
       }
       expect(data.generations.map((g: { g: number }) => g.g)).toEqual([1, 2, 3, 4, 5, 6]);
+      // the --json result carries the same phases, heard on the bus by the runner
+      const json = JSON.parse(cli('run', join(EXAMPLES, 'chain-of-updates.yaml'), '--json').out);
+      expect(Object.keys(json.generations[1].phases)).toEqual(['boot:early', 'boot:mm', 'boot:late', 'restore', 'finish', 'prepare', 'serialize', 'kexec']);
       // every generation's phases came from the bus
       for (const g of data.generations) expect(Object.keys(g.phases)).toEqual(expect.arrayContaining(['boot:early', 'boot:mm', 'boot:late']));
     } finally {
