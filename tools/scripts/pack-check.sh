@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Packs @kho/kernel and @kho/physmem with `npm pack` (they must be built first) and uses them from a scratch
-# project outside the workspace, as someone consuming single packages would: CommonJS require, ESM import, and
-# a TypeScript typecheck against the shipped declarations.
+# Packs every @kho package with `npm pack` (they must be built first) and uses them from a scratch project outside
+# the workspace: @kho/kernel and @kho/physmem as someone consuming single packages would (CommonJS require, ESM
+# import, a TypeScript typecheck against the shipped declarations), and the installed `kho` command, run from
+# there (it must find its own dist/ and dependencies, never the current directory's). One install for both.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 cd "$root"
-npm pack --silent --pack-destination "$scratch" -w @kho/kernel -w @kho/physmem >/dev/null
+npm pack --silent --pack-destination "$scratch" -w @kho/kernel -w @kho/fdt -w @kho/image -w @kho/physmem -w @kho/kho-core -w @kho/memblock \
+  -w @kho/radix-tracker -w @kho/kho-array -w @kho/vmalloc -w @kho/kstate -w @kho/memfd -w @kho/cli >/dev/null
 cd "$scratch"
 npm init -y >/dev/null
-npm install --no-audit --no-fund --loglevel=error ./kho-kernel-0.1.0.tgz ./kho-physmem-0.1.0.tgz
-if [ -d node_modules/@kho/kernel/src ] || [ -d node_modules/@kho/physmem/src ]; then
-  echo "pack-check: a tarball ships src/ (wanted dist only)"; exit 1
-fi
+npm install --prefer-offline --no-audit --no-fund --loglevel=error ./*.tgz
+for p in node_modules/@kho/*; do
+  if [ -d "$p/src" ]; then echo "pack-check: $p ships src/ (wanted dist only)"; exit 1; fi
+done
 cat > use.cjs <<'JS'
 const { createMachine, physmemModule, BuddyAllocator, PhysicalMemory } = require('@kho/physmem');
 const { KernelError } = require('@kho/kernel');
@@ -45,3 +47,16 @@ node use.cjs
 node use.mjs
 "$root/node_modules/.bin/tsc" --module nodenext --moduleResolution nodenext --strict --noEmit --skipLibCheck false --types node --typeRoots "$root/node_modules/@types" use.ts
 echo "pack-check: ok (CommonJS, ESM and TypeScript consumers)"
+
+
+# The kho command, installed, run from the scratch project
+version=$(npx --no-install kho --version)
+[ "$version" = "0.1.0" ] || { echo "pack-check: kho --version printed '$version'"; exit 1; }
+npx --no-install kho demo --ram 256M --mem 2M --cmdline kho_scratch=24M,24M,24M --json > demo.json
+node -e "const r = require('./demo.json'); if (!r.ok) { console.error('pack-check: the installed kho demo did not verify'); process.exit(1); }"
+set +e
+npx --no-install kho demo --mem 0 2> err.txt
+code=$?
+set -e
+[ "$code" = 2 ] && [ "$(wc -l < err.txt)" = 1 ] || { echo "pack-check: bad input gave exit $code and: $(cat err.txt)"; exit 1; }
+echo "pack-check: ok (the installed kho command runs from $scratch)"

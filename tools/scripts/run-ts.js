@@ -12,9 +12,11 @@ if (!file) {
   process.exit(2);
 }
 const root = path.resolve(__dirname, '../..');
+// resolved from the workspace, not the current directory (node resolves `-r NAME` from where it runs)
+const register = require.resolve('@swc-node/register', { paths: [root] });
 const r = spawnSync(
   process.execPath,
-  ['--conditions=@kho/source', '-r', '@swc-node/register', path.resolve(file), ...args],
+  ['--conditions=@kho/source', '-r', register, path.resolve(file), ...args],
   { stdio: 'inherit', cwd: process.cwd(), env: { ...process.env, SWC_NODE_PROJECT: path.join(root, 'tsconfig.base.json') } },
 );
 process.exit(r.status ?? 1);

@@ -78,7 +78,8 @@ export function kernelFromConfig(text: string): KernelSide {
 /** The kernel that wrote a handover image, as far as the image tells. Throws what `kho inspect` throws. */
 export function kernelFromImage(file: string): KernelSide {
   const r = inspectImage(file);
-  const generation = KHO_GENERATIONS.find((g) => g.id === r.fdt.generation)!;
+  const generation = KHO_GENERATIONS.find((g) => g.id === r.fdt?.generation);
+  if (!generation) throw new KernelError(Errno.EINVAL, `${file}: the image's root FDT names no generation this tool knows (${r.problems.map((p) => p.what).join('; ') || 'no root FDT'})`);
   const kstate: Array<{ id: string; name: string; version: number; schemas: DescSchema[] }> = [];
   let reserveMem: 'fdt' | 'kstate' | undefined = r.subtrees.some((s) => s.name === 'memblock') ? 'fdt' : undefined;
   for (const s of r.subtrees) {

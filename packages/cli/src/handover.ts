@@ -14,13 +14,16 @@ export interface ImageExtras {
   readonly demo?: { mem: number; seed: number };
   /** The VMM demo's settings, when the image came from `kho kexec --vmm` (checked by its reader: see vmm/commands). */
   readonly vmm?: unknown;
+  /** The generation of the kernel the image boots (the `to` of the kexec that wrote it). */
+  readonly generation?: number;
 }
 
 /**
  * Writes the machine's RAM at the jump (every populated page, as runs) and the boot parameters to a handover
- * image file (spec section 10). Throws EINVAL when the boot parameters carry no kho_data.
+ * image file (spec section 10), atomically (see writeImageFile). Returns the file's size in bytes. Throws EINVAL
+ * when the boot parameters carry no kho_data, EIO when the file cannot be written.
  */
-export function writeHandoverImage(file: string, machine: Machine, params: BootParams, extras: ImageExtras): void {
+export function writeHandoverImage(file: string, machine: Machine, params: BootParams, extras: ImageExtras): number {
   const khoData = params.setupData(SETUP_KHO);
   if (!khoData) throw new KernelError(Errno.EINVAL, 'the kernel handed over no kho_data (was KHO enabled?)');
   const ram = machine.device(PhysicalMemory);
@@ -33,11 +36,12 @@ export function writeHandoverImage(file: string, machine: Machine, params: BootP
       tracker: extras.tracker,
       ...(extras.demo ? { demo: extras.demo } : {}),
       ...(extras.vmm !== undefined ? { vmm: extras.vmm } : {}),
+      ...(extras.generation !== undefined ? { generation: extras.generation } : {}),
       generator: 'kho-lab',
     },
     segments: pagesToSegments(ram.populatedPfns(), (pfn) => ram.pageIfPresent(pfn) ?? new Uint8Array(PAGE_SIZE)),
   };
-  writeImageFile(file, image);
+  return writeImageFile(file, image);
 }
 
 /** A machine rebuilt from an image: RAM refilled, halted at the jump, with the boot parameters to land with. */
@@ -62,6 +66,7 @@ export function loadHandoverImage(file: string): LoadedImage {
     tracker: typeof m.tracker === 'string' ? m.tracker : undefined,
     demo: isDemo(m.demo) ? m.demo : undefined,
     vmm: m.vmm,
+    generation: Number.isSafeInteger(m.generation) && (m.generation as number) >= 1 ? (m.generation as number) : undefined,
   };
   const params = new BootParams(extras.cmdline ?? '', new Map([[SETUP_KHO, image.khoData]]));
   return { machine, params, ranges, extras, image };

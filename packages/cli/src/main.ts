@@ -1,22 +1,24 @@
 import 'reflect-metadata';
 import { writeFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { Errno, KernelError, formatBytes, hex, parseSize, describeError } from '@kho/kernel';
+import { CommandLine, Errno, KernelError, formatBytes, formatSizeExact, hex, parseSize, describeError, type MachineBus } from '@kho/kernel';
 import { registeredBenches } from '@kho/kernel/bench';
 import { formatBenchTable, loadBenchFiles, runBenches, workspaceRoot, type BenchLine } from './bench';
 import { PAGE_SIZE } from '@kho/physmem';
 import { DEFAULT_DEMO, runDemo, runFirstHalf, runSecondHalf, type DemoOptions, type DemoReport, type SecondHalf } from './demo/run';
 import { loadHandoverImage, writeHandoverImage } from './handover';
-import { formatInspection, inspectImage } from './inspect';
+import { formatInspection, inspectImage, inspectionJson } from './inspect';
 import { compareKernels, compatMatrix, formatCompat, formatMatrix, kernelFromArg } from './compat';
-import { DemoReportCollector } from './report/demo-report';
-import { ScenarioReportCollector } from './report/scenario-report';
-import { createProgress } from './progress';
-import { readScenario } from './scenario/schema';
+import { demoReportData } from './report/demo-report';
+import { scenarioReportData } from './report/scenario-report';
+import { RunRecorder } from './report/recorder';
+import { createProgress, followDemo, followScenario } from './progress';
+import { readScenario, scenarioDemand } from './scenario/schema';
 import { fuzzHandovers, type FuzzResult } from './reliability/fuzz';
 import { runScenario, type ScenarioResult } from './scenario/run';
-import { writeReport } from './report/html';
+import { renderImageExplorer, renderRunExplorer } from './explore/page';
 import { TRACKER_KINDS, isTrackerKind, trackerDescriptor, type TrackerKind } from './registry';
+import { checkCmdline, checkDemoMem, checkHostHolds, checkMachineSize, checkWritable } from './checks';
 import { isVmmImageInfo, vmmBootCommand, vmmDemoCommand, vmmKexecCommand, type VmmFlags } from './vmm/commands';
 import { formatLuoMade, formatLuoVerified } from './scenario/luo';
 
@@ -53,17 +55,24 @@ interface DemoFlags {
   json?: boolean;
 }
 
+const bad = (message: string): never => {
+  throw new KernelError(Errno.EINVAL, message);
+};
+
+/** Checks every demo option before anything runs (sizes, the host, the command line). Throws KernelError. */
 function demoOptions(f: DemoFlags): DemoOptions {
-  if (f.mem % PAGE_SIZE !== 0) throw new KernelError(22, `--mem ${f.mem} is not a multiple of the page size (${PAGE_SIZE})`);
-  if (f.mem > f.ram / 2) throw new KernelError(22, `--mem ${formatBytes(f.mem)} is more than half of --ram ${formatBytes(f.ram)} (scratch and the kernel need the rest)`);
+  checkMachineSize(f.ram, f.nodes);
+  checkDemoMem(f.mem, f.ram);
+  checkCmdline(f.cmdline, '--cmdline', { ram: f.ram, nodes: f.nodes });
+  if (!new CommandLine(f.cmdline).getBool('kho', true)) bad(`--cmdline '${f.cmdline}' has kho=off: the demo preserves nothing (wanted kho=on, or no kho=)`);
   return { seed: f.seed, mem: f.mem, ram: f.ram, nodes: f.nodes, cmdline: f.cmdline, tracker: f.tracker };
 }
 
 function addDemoOptions(cmd: Command): Command {
   return cmd
     .option('--seed <n>', 'seed of the random folio orders and contents', intArg('--seed', 0, 2 ** 32 - 1), DEFAULT_DEMO.seed)
-    .option('--mem <size>', 'bytes of folios to preserve (K, M, G suffixes)', sizeArg('--mem'), DEFAULT_DEMO.mem)
-    .option('--ram <size>', 'RAM of the simulated machine', sizeArg('--ram'), DEFAULT_DEMO.ram)
+    .addOption(new Option('--mem <size>', 'bytes of folios to preserve (K, M, G suffixes)').argParser(sizeArg('--mem')).default(DEFAULT_DEMO.mem, formatSizeExact(DEFAULT_DEMO.mem)))
+    .addOption(new Option('--ram <size>', 'RAM of the simulated machine').argParser(sizeArg('--ram')).default(DEFAULT_DEMO.ram, formatSizeExact(DEFAULT_DEMO.ram)))
     .option('--nodes <n>', 'NUMA nodes', intArg('--nodes', 1, 64), DEFAULT_DEMO.nodes)
     .option('--cmdline <text>', 'kernel command line of every boot (e.g. "kho_scratch=64M,64M,64M")', DEFAULT_DEMO.cmdline)
     .addOption(trackerOption().default('radix'));
@@ -77,12 +86,14 @@ function trackerOption(): Option {
 }
 
 function printSecondHalf(s: SecondHalf, out: string[]): void {
-  out.push(`next kernel: ${s.khoBoot ? 'KHO boot' : `cold boot${s.revivalError ? ` (revival refused: ${s.revivalError})` : ''}`}`);
+  out.push(`next kernel (generation ${s.generation}): ${s.khoBoot ? 'KHO boot' : `cold boot${s.revivalError ? ` (revival refused: ${s.revivalError})` : ''}`}`);
   if (s.handover) {
     const from = s.handover.previousRelease ? `; exec from ${s.handover.previousRelease} (count ${s.handover.kexecCount})` : '';
     out.push(`  handover: ${s.handover.compatible}${from}`);
   }
-  if (s.files) out.push(`  memfd: ${s.files.files} files, ${formatBytes(s.files.bytes)}: ${s.files.verified ? 'verified' : 'FAILED'}`);
+  if (s.files) {
+    out.push(`  memfd: ${s.files.files} files, ${formatBytes(s.files.bytes)} of file size (holes included) compared byte for byte: ${s.files.verified ? 'verified' : 'FAILED'}`);
+  }
   if (s.restore) {
     out.push(`  restored ${s.restore.folios} folios, ${formatBytes(s.restore.bytes)}; orders ${s.restore.ordersMatch ? 'match' : 'DIFFER'}`);
     out.push(`  checksum ${s.restore.checksumActual} (expected ${s.restore.checksumExpected})`);
@@ -133,15 +144,24 @@ function formatScenario(r: ScenarioResult): string {
   return out.join('\n');
 }
 
-function describeFlags(f: DemoFlags): string {
-  return `--seed ${f.seed} --mem ${formatBytes(f.mem)} --ram ${formatBytes(f.ram)} --nodes ${f.nodes}${f.cmdline ? ` --cmdline "${f.cmdline}"` : ''}`;
+/** A shell word: quoted when it holds anything but safe characters. */
+function shellWord(w: string): string {
+  return /^[A-Za-z0-9_./:=,%+-]+$/.test(w) ? w : `'${w.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The demo's options as a command line that runs it again (sizes as typed: 256M, not 268435456). */
+export function describeFlags(f: DemoFlags): string {
+  const words = ['--seed', String(f.seed), '--mem', formatSizeExact(f.mem), '--ram', formatSizeExact(f.ram), '--nodes', String(f.nodes)];
+  if (f.cmdline) words.push('--cmdline', f.cmdline);
+  if (f.tracker && f.tracker !== 'radix') words.push('--tracker', f.tracker);
+  return words.map(shellWord).join(' ');
 }
 
 function formatDemo(r: DemoReport): string {
   const out: string[] = [];
   const f = r.first;
   out.push(`kho demo: seed ${r.seed}, ${formatBytes(r.mem)} of folios on a ${formatBytes(r.ram)} machine`);
-  out.push(`first kernel: ${f.folios} folios of random order, ${formatBytes(f.bytesPreserved)}; memfd files ${formatBytes(f.fileBytes)}`);
+  out.push(`first kernel (generation 1): ${f.folios} folios of random order, ${formatBytes(f.bytesPreserved)}; memfd files: ${formatBytes(f.fileBytes)} written`);
   out.push(`  preserved ${f.blocksPreserved} blocks (the test folios and their list, the memfd files and their table, the root FDT)`);
   out.push(`  tracker: ${f.tracker} (${trackerDescriptor(f.tracker).title}), ${f.trackerPages} pages of metadata (${formatBytes(f.trackerPages * PAGE_SIZE)})`);
   out.push(`  scratch: ${f.scratch.map((a) => `${hex(a.addr)}+${formatBytes(a.size)}`).join(', ')}`);
@@ -151,47 +171,57 @@ function formatDemo(r: DemoReport): string {
   return out.join('\n');
 }
 
+/** Where a command's output goes (tests capture it), and whether progress may be drawn. */
+interface ProgramIo {
+  out: (s: string) => void;
+  err: (s: string) => void;
+  exit: (code: number) => void;
+  isTTY?: boolean;
+}
+
+/** Writes a report after checking nothing: callers checked `file` before the run (see checkWritable). */
+function writeReportFile(file: string, html: string, io: ProgramIo, json: boolean | undefined): void {
+  writeFileSync(file, html);
+  if (!json) io.out(`report: ${file} (${formatBytes(Buffer.byteLength(html))} written)\n`);
+}
+
 /** Builds the `kho` command. `io` receives what would go to stdout and stderr (tests capture it). */
-export function buildProgram(io: { out: (s: string) => void; err: (s: string) => void; exit: (code: number) => void; isTTY?: boolean }): Command {
+export function buildProgram(io: ProgramIo): Command {
   const program = new Command('kho')
     .description('kho-lab: run, inspect and measure Kexec HandOver live updates on a simulated machine')
     .version(VERSION, '-V, --version')
-    .configureOutput({ writeOut: io.out, writeErr: io.err })
-    .exitOverride()
-    .showHelpAfterError('(run with --help for usage)');
+    // commander's own error lines are replaced by one `kho: <reason>` line (see runCli)
+    .configureOutput({ writeOut: io.out, writeErr: io.err, outputError: () => undefined })
+    .exitOverride();
 
   addDemoOptions(
     program
       .command('demo')
       .description('a whole live update in one process: preserve random folios, kexec, restore and verify every byte')
-      .addHelpText('after', '\nExit status: 0 when everything verified, 1 when verification failed, 2 on bad input.'),
+      .addHelpText('after', `\n${EXIT_HELP}`),
   )
     .option('--json', 'print the report as JSON')
-    .option('--report <file.html>', 'write a self-contained HTML report with the memory map before and after the kexec')
+    .option('--report <file.html>', 'write the handover explorer: a self-contained page of the memory before and after the kexec, the root FDT and the tracker')
     .option('--vmm', 'the VMM demo instead: a guest\'s memory and device state as memfds, through LUO (/dev/liveupdate)')
     .option('--guest <size>', 'with --vmm: bytes of guest memory, in 2 MiB folios (default 1G)', sizeArg('--guest'))
     .addOption(new Option('--fill <how>', 'with --vmm: seeded bytes in every guest page, or in one page per 2 MiB folio').choices(['full', 'sparse']))
     .action((flags: DemoFlags & VmmFlags & { report?: string; vmm?: boolean }, cmd: Command) => {
+      if (flags.report) checkWritable(flags.report, '--report');
       if (flags.vmm) return vmmDemoCommand(flags, cmd, io, `kho demo --vmm ${describeFlags(flags)}`);
-      const collector = flags.report ? new DemoReportCollector() : undefined;
       const opts = demoOptions(flags);
       const progress = createProgress(!flags.json && io.isTTY === true, opts.mem);
+      let recorder: RunRecorder | undefined;
       let report: DemoReport;
       try {
-        report = runDemo(opts, {
-          atJump: (k) => collector?.atJump(k),
-          afterBoot: (k) => {
-            collector?.afterBoot(k);
-            progress.update(opts.mem, 'restore and verify');
-          },
-          progress: (step, done) => progress.update(done, step),
+        report = runDemo(opts, (bus: MachineBus) => {
+          followDemo(bus, progress, opts.mem);
+          if (flags.report) recorder = new RunRecorder(bus);
         });
       } finally {
         progress.stop();
       }
-      if (collector && flags.report) writeReport(flags.report, collector.build(`kho demo ${describeFlags(flags)}`, report));
       io.out(`${flags.json ? JSON.stringify(report, null, 2) : formatDemo(report)}\n`);
-      if (flags.report && !flags.json) io.out(`report: ${flags.report}\n`);
+      if (recorder && flags.report) writeReportFile(flags.report, renderRunExplorer(demoReportData(recorder, `kho demo ${describeFlags(flags)}`, report)), io, flags.json);
       io.exit(report.ok ? EXIT.OK : EXIT.FAILED);
     });
 
@@ -209,11 +239,21 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
     .action((flags: DemoFlags & VmmFlags & { image: string; vmm?: boolean }, cmd: Command) => {
       if (flags.vmm) return vmmKexecCommand(flags, cmd, io);
       const opts = demoOptions(flags);
+      checkWritable(flags.image, '--image');
       const first = runFirstHalf(opts);
-      writeHandoverImage(flags.image, first.machine, first.params, { cmdline: first.params.cmdline, tracker: first.tracker, demo: { mem: opts.mem, seed: opts.seed } });
+      const written = writeHandoverImage(flags.image, first.machine, first.params, {
+        cmdline: first.params.cmdline,
+        tracker: first.tracker,
+        demo: { mem: opts.mem, seed: opts.seed },
+        generation: first.generation + 1,
+      });
       const { machine: _m, params: _p, ...summary } = first;
-      if (flags.json) io.out(`${JSON.stringify({ image: flags.image, ...summary }, null, 2)}\n`);
-      else io.out(`wrote ${flags.image}: ${summary.folios} folios, ${summary.blocksPreserved} preserved blocks, ${formatBytes(summary.bytesPreserved)}\n`);
+      if (flags.json) io.out(`${JSON.stringify({ image: flags.image, imageBytes: written, ...summary }, null, 2)}\n`);
+      else {
+        io.out(
+          `wrote ${flags.image} (${formatBytes(written)} file): generation ${summary.generation} preserved ${summary.folios} folios (${formatBytes(summary.bytesPreserved)}) and memfd files (${formatBytes(summary.fileBytes)} written) as ${summary.blocksPreserved} blocks; it boots generation ${summary.generation + 1}\n`,
+        );
+      }
       io.exit(EXIT.OK);
     });
 
@@ -233,11 +273,11 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
       const demo = loaded.extras.demo ?? { mem: DEFAULT_DEMO.mem, seed: DEFAULT_DEMO.seed };
       const written = loaded.extras.tracker ?? 'radix';
       if (!flags.tracker && !isTrackerKind(written)) {
-        throw new KernelError(Errno.EINVAL, `image: tracker '${written}' is not one of ${TRACKER_KINDS.join(', ')} (give --tracker)`);
+        throw new KernelError(Errno.EINVAL, `image ${flags.image}: tracker '${written}' is not one of ${TRACKER_KINDS.join(', ')} (give --tracker)`);
       }
       const tracker = flags.tracker ?? (written as TrackerKind);
       const opts: DemoOptions = { ...DEFAULT_DEMO, ...demo, cmdline: loaded.extras.cmdline ?? '', tracker };
-      const second = runSecondHalf(loaded.machine, loaded.params, opts, loaded.ranges);
+      const second = runSecondHalf(loaded.machine, loaded.params, opts, loaded.ranges, loaded.extras.generation);
       if (flags.json) io.out(`${JSON.stringify(second, null, 2)}\n`);
       else {
         const out: string[] = [];
@@ -251,28 +291,42 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
   program
     .command('run')
     .description('run a scenario (JSON or YAML): a machine, its kernels\' command lines, what each generation preserves, a chain of kexecs')
-    .argument('<file>', 'scenario file (see examples/)')
+    .argument('<file>', 'a scenario file, JSON or YAML (see examples/)')
     .option('--json', 'print the result as JSON')
-    .option('--report <file.html>', 'write a self-contained HTML report with the memory maps of every kexec')
-    .addHelpText('after', '\nAn invalid scenario is refused (exit 2) naming the path of each bad field and what was expected.')
+    .option('--report <file.html>', 'write the handover explorer: every kexec of the chain on a timeline, each memory map, FDT and tracker')
+    .addHelpText('after', `\nAn invalid scenario is refused naming the path of each bad field and what was expected.\n${EXIT_HELP}`)
     .action((file: string, flags: { json?: boolean; report?: string }) => {
       const scenario = readScenario(file);
-      const collector = flags.report ? new ScenarioReportCollector() : undefined;
+      const ram = scenario.machine.ranges ? scenario.machine.ranges.reduce((n, r) => n + r.size, 0) : (scenario.machine.ram ?? DEFAULT_DEMO.ram);
+      checkHostHolds(ram, `scenario ${file}: machine.ram`);
+      const demand = scenarioDemand(scenario);
+      if (demand.bytes > ram) {
+        throw new KernelError(
+          Errno.ENOMEM,
+          `scenario ${file}: generation ${demand.generation} preserves ${formatSizeExact(demand.bytes)}, more than the machine's ${formatSizeExact(ram)} of RAM (wanted less to preserve, or more machine.ram)`,
+        );
+      }
+      scenario.generations.forEach((g, i) => g.cmdline !== undefined && checkCmdline(g.cmdline, `scenario ${file}: generations[${i}].cmdline`));
+      checkCmdline(scenario.cmdline, `scenario ${file}: cmdline`);
+      if (flags.report) checkWritable(flags.report, '--report');
       const total = scenario.generations.length + 1;
       const progress = createProgress(!flags.json && io.isTTY === true, total);
+      let recorder: RunRecorder | undefined;
       let result: ScenarioResult;
       try {
         result = runScenario(scenario, {
-          progress: (gen, step) => progress.update(gen - 1, `generation ${gen}/${total}: ${step}`),
-          atJump: (k, gen) => collector?.atJump(k, gen),
-          afterBoot: (k, gen) => collector?.afterBoot(k, gen),
+          observe: (bus) => {
+            followScenario(bus, progress, total);
+            if (flags.report) recorder = new RunRecorder(bus);
+          },
         });
+      } catch (e) {
+        throw inFile(`scenario ${file}`, e);
       } finally {
         progress.stop();
       }
-      if (collector && flags.report) writeReport(flags.report, collector.build(`kho run ${file}`, result));
       io.out(`${flags.json ? JSON.stringify(result, null, 2) : formatScenario(result)}\n`);
-      if (flags.report && !flags.json) io.out(`report: ${flags.report}\n`);
+      if (recorder && flags.report) writeReportFile(flags.report, renderRunExplorer(scenarioReportData(recorder, `kho run ${shellWord(file)}`, result)), io, flags.json);
       io.exit(result.ok ? EXIT.OK : EXIT.FAILED);
     });
 
@@ -350,15 +404,39 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
 
   program
     .command('inspect')
-    .description('decode a handover image: root FDT, scratch areas, preserved blocks, subtrees, tracker figures')
-    .argument('<file>', 'handover image')
-    .option('--json', 'print everything as JSON (blocks as {"phys":"0x…","order":n})')
+    .description('decode a handover image: root FDT, scratch areas, preserved blocks, subtrees, tracker figures; list every problem')
+    .argument('<file>', 'a handover image written by kho kexec')
+    .option('--json', 'print everything as JSON (blocks as {"phys":"0x…","order":n}, problems as {"where","what","wanted"})')
     .option('--dtb-out <file>', 'also write the root FDT as a .dtb file (for dtc -I dtb -O dts)')
-    .action((file: string, flags: { json?: boolean; dtbOut?: string }) => {
+    .option('--strict', 'refuse at the first problem, as the next kernel does (one line, exit 2)')
+    .addHelpText('after', '\nA damaged image is decoded as far as it goes and each problem is listed (where, what, what was wanted); the exit status is then 2.')
+    .action((file: string, flags: { json?: boolean; dtbOut?: string; strict?: boolean }) => {
+      if (flags.dtbOut) checkWritable(flags.dtbOut, '--dtb-out');
+      const r = inspectImage(file, { strict: flags.strict });
+      if (flags.dtbOut && r.rootDtb) writeFileSync(flags.dtbOut, r.rootDtb);
+      io.out(`${flags.json ? JSON.stringify(inspectionJson(r), null, 2) : formatInspection(r)}\n`);
+      if (r.problems.length > 0) {
+        const first = r.problems[0];
+        const more = r.problems.length > 1 ? ` (and ${r.problems.length - 1} more, listed ${flags.json ? 'in "problems"' : 'above'})` : '';
+        io.err(`kho: image ${file}: ${first.where}: ${first.what} (wanted ${first.wanted})${more}\n`);
+        io.exit(EXIT.BAD_INPUT);
+        return;
+      }
+      io.exit(EXIT.OK);
+    });
+
+  program
+    .command('explore')
+    .description('write the handover explorer for an image: a self-contained page of its memory map, root FDT, subtrees and radix tree')
+    .argument('<image>', 'a handover image written by kho kexec')
+    .option('--out <file.html>', 'where to write the page (default: the image name with .html)')
+    .addHelpText('after', '\nThe page needs no network and no server: open it in any browser. A damaged image is drawn as far as it decodes, with its problems listed.')
+    .action((file: string, flags: { out?: string }) => {
+      const out = flags.out ?? `${file.replace(/\.[^./]*$/, '')}.html`;
+      checkWritable(out, flags.out ? '--out' : 'the page');
       const r = inspectImage(file);
-      if (flags.dtbOut) writeFileSync(flags.dtbOut, r.rootDtb);
-      const { rootDtb: _d, ...data } = r;
-      io.out(`${flags.json ? JSON.stringify(data, null, 2) : formatInspection(r)}\n`);
+      writeFileSync(out, renderImageExplorer(r));
+      io.out(`explorer: ${out}${r.problems.length ? ` (${r.problems.length} problem${r.problems.length === 1 ? '' : 's'} listed on the page)` : ''}\n`);
       io.exit(EXIT.OK);
     });
 
@@ -386,6 +464,14 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
   return program;
 }
 
+const EXIT_HELP = 'Exit status: 0 when everything verified, 1 when verification failed, 2 on bad input (one line `kho: <reason>` on stderr).';
+
+/** Names the file an error came from, keeping its errno (a KernelError stays bad input). */
+function inFile(where: string, e: unknown): unknown {
+  if (e instanceof KernelError) return new KernelError(e.errno, `${where}: ${e.reason}`, { cause: e });
+  return e;
+}
+
 /** Where a command's output goes; tests capture it. */
 export interface CliIo {
   out(s: string): void;
@@ -395,9 +481,49 @@ export interface CliIo {
 }
 
 /**
+ * Commander's error, as the one line `kho: <reason>` says it: what was given, and what was wanted. `argv` names
+ * the command the error is about.
+ */
+export function commanderReason(e: CommanderError, program: Command, argv: readonly string[] = []): string {
+  const msg = e.message.replace(/^error: /, '').split('\n')[0];
+  const commands = program.commands.map((c) => c.name()).join(', ');
+  const cmd = program.commands.find((c) => argv.includes(c.name()));
+  const name = cmd ? `kho ${cmd.name()}` : 'kho';
+  const describe = (flag: string): string => cmd?.options.find((o) => o.long === flag)?.description ?? '';
+  let m: RegExpExecArray | null;
+  if (e.code === 'commander.unknownCommand' && (m = /unknown command '([^']*)'/.exec(msg))) {
+    return `unknown command '${m[1]}' (wanted one of ${commands}; see kho --help)`;
+  }
+  if (e.code === 'commander.unknownOption' && (m = /unknown option '([^']*)'/.exec(msg))) {
+    const hint = /\(Did you mean ([^?]*)\?\)/.exec(e.message);
+    return `unknown option '${m[1]}' for ${name} (wanted ${hint ? hint[1] : `one listed by ${name} --help`})`;
+  }
+  if (e.code === 'commander.invalidArgument' && (m = /option '([^' ]*)[^']*' argument '([^']*)' is invalid\. (.*)$/.exec(msg))) {
+    const choices = /Allowed choices are (.*)\.$/.exec(m[3]);
+    if (choices) return `${m[1]} '${m[2]}' is not allowed (wanted one of ${choices[1]})`;
+    return m[3].startsWith(m[1]) ? m[3] : `${m[1]} ${m[3]}`;
+  }
+  if (e.code === 'commander.missingMandatoryOptionValue' && (m = /required option '([^' ]*)( [^']*)?' not specified/.exec(msg))) {
+    return `${name} needs ${m[1]}${m[2] ?? ''} (wanted ${describe(m[1]) || 'it'}; see ${name} --help)`;
+  }
+  if (e.code === 'commander.optionMissingArgument' && (m = /option '([^' ]*)( [^']*)?' argument missing/.exec(msg))) {
+    return `${m[1]} needs a value (wanted ${m[1]}${m[2] ?? ''}: ${describe(m[1]) || 'see --help'})`;
+  }
+  if (e.code === 'commander.missingArgument' && (m = /missing required argument '([^']*)'/.exec(msg))) {
+    const arg = cmd?.registeredArguments.find((a) => a.name() === m![1]);
+    return `${name} needs its <${m[1]}> argument (wanted ${arg?.description || 'it'}; see ${name} --help)`;
+  }
+  if (e.code === 'commander.excessArguments' && (m = /Expected (\d+) arguments? but got (\d+)/.exec(msg))) {
+    const n = Number(m[1]);
+    return `${name} takes ${n === 0 ? 'no arguments' : `${n} argument${n > 1 ? 's' : ''}`} (got ${m[2]}; see ${name} --help)`;
+  }
+  return msg;
+}
+
+/**
  * Runs the command line with `io` and returns the exit status: 0 success, 1 a failed verification or an
- * unexpected error, 2 bad input (usage, sizes, unreadable or malformed files). Expected failures print one line
- * (`kho: …`), never a stack trace.
+ * unexpected error, 2 bad input (usage, sizes, unreadable or malformed files). Every failure prints exactly one
+ * line `kho: <reason>` on stderr, never a stack trace.
  */
 export function runCli(argv: readonly string[], io: CliIo): number {
   let code: number = EXIT.OK;
@@ -405,10 +531,18 @@ export function runCli(argv: readonly string[], io: CliIo): number {
   try {
     program.parse([...argv], { from: 'user' });
   } catch (e) {
-    if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT.OK : EXIT.BAD_INPUT;
-    const message = describeError(e);
-    io.err(`kho: ${message}\n`);
-    return e instanceof KernelError ? EXIT.BAD_INPUT : EXIT.FAILED;
+    if (e instanceof CommanderError) {
+      if (e.exitCode === 0) return EXIT.OK; // --help, --version
+      io.err(`kho: ${commanderReason(e, program, argv)}\n`);
+      return EXIT.BAD_INPUT;
+    }
+    const message = describeError(e).split('\n')[0];
+    if (e instanceof KernelError) {
+      io.err(`kho: ${message}\n`);
+      return EXIT.BAD_INPUT;
+    }
+    io.err(`kho: internal error: ${message}\n`);
+    return EXIT.FAILED;
   }
   return code;
 }

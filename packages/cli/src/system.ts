@@ -9,19 +9,22 @@ import { memfdLuoModule, memfdModule } from '@kho/memfd';
 import { liveupdateModule } from '@kho/liveupdate';
 import { khoTestModule, type KhoTestConfig } from './demo/kho-test';
 import { trackerDescriptor, type TrackerKind } from './registry';
+import { memoryPictureModule } from './report/snapshot';
 
 export { TRACKER_KINDS, isTrackerKind, type TrackerKind } from './registry';
 
 /**
  * The kernel image the command runs: physmem, memblock, the radix tracker, KHO, slab preservation, vmalloc,
- * kstate (with both reserve_mem handover formats), memfd, and LUO with its memfd-v2 handler (inert unless the
- * command line has `liveupdate=on`), plus the self-test plugin when a demo configuration is given.
- * `opts.tracker` picks the tracker (default 'radix').
+ * kstate (with both reserve_mem handover formats), memfd, LUO with its memfd-v2 handler (inert unless the command
+ * line has `liveupdate=on`) and the memory-picture provider, plus the self-test plugin when a demo configuration is
+ * given. `opts.tracker` picks the tracker (default 'radix').
  */
 export function kernelImage(demo?: KhoTestConfig, opts: { tracker?: TrackerKind } = {}): KernelModule[] {
   const modules = [physmemModule({ handOffAllRam: false }), memblockModule(), trackerDescriptor(opts.tracker ?? 'radix').module(), khoModule(), khoSlabModule(), vmallocModule()];
-  // reserve_mem regions can be handed over in either format; kstate's is the default
+  // reserve_mem regions can be handed over in either format; upstream's memblock-v1 is the default
   modules.push(memblockFdtHandoverModule(), kstateModule(), kstateReserveMemModule(), memfdModule(), liveupdateModule(), memfdLuoModule());
+  // the memory pictures reports ask for on the bus (taken only when someone listens)
+  modules.push(memoryPictureModule());
   if (demo) modules.push(khoTestModule(demo));
   return modules;
 }

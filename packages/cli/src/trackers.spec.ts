@@ -10,6 +10,7 @@ import { DEFAULT_DEMO, runDemo, type DemoOptions } from './demo/run';
 import { runCli } from './main';
 import { parseScenario } from './scenario/schema';
 import { runScenario } from './scenario/run';
+import { splitWanted } from './view/problems';
 import { TRACKERS, TRACKER_KINDS, type TrackerKind } from './registry';
 
 const MiB = 2 ** 20;
@@ -57,7 +58,7 @@ describe('the flagship live update with each tracker', () => {
     expect(r.out).toMatch(/^ {2}tracker: bitmap-array \(kho-v1 bitmaps, serialised at the jump as KHO array records\), \d+ pages of metadata/m);
     const bad = cli('demo', ...DEMO, '--tracker', 'btree');
     expect(bad.code).toBe(2);
-    expect(bad.err.split('\n')[0]).toBe("error: option '--tracker <name>' argument 'btree' is invalid. Allowed choices are radix, bitmap-chunks, bitmap-array.");
+    expect(bad.err).toBe("kho: --tracker 'btree' is not allowed (wanted one of radix, bitmap-chunks, bitmap-array)\n");
   });
 });
 
@@ -74,10 +75,10 @@ describe('kho kexec --tracker, kho boot and kho inspect', () => {
   const pairs = TRACKER_KINDS.flatMap((from) => TRACKER_KINDS.filter((to) => to !== from).map((to) => [from, to] as const));
   it.each(pairs)('an image written with %s, booted with --tracker %s: refused, nothing restored, exit 1 with one reason', (from, to) => {
     const reads = readableGenerations(to).map((g) => `'${g.compatible}'`).join(', ');
-    const reason = `root FDT compatible is '${COMPATIBLE[from]}\\0' (a ${from} handover; this kernel reads ${reads})`;
+    const reason = `root FDT compatible is '${COMPATIBLE[from]}\\0', a ${from} handover (wanted one this kernel reads: ${reads})`;
     const text = cli('boot', '--image', images[from], '--tracker', to);
     expect(text.code).toBe(1);
-    expect(text.out.split('\n').filter((l) => l.includes('revival refused'))).toEqual([`next kernel: cold boot (revival refused: ${reason})`]);
+    expect(text.out.split('\n').filter((l) => l.includes('revival refused'))).toEqual([`next kernel (generation 2): cold boot (revival refused: ${reason})`]);
     const json = cli('boot', '--image', images[from], '--tracker', to, '--json');
     expect(json.code).toBe(1);
     const report = JSON.parse(json.out);
@@ -97,7 +98,7 @@ describe('kho kexec --tracker, kho boot and kho inspect', () => {
       expect(json.tracker.metadataPages).toBeGreaterThan(0);
       expect(json.tracker.bytesPerBlock).toBe(Math.round(((json.tracker.metadataPages * PAGE_SIZE) / json.tracker.blocks) * 100) / 100);
       // kho-v3 and later preserve one more page of KHO's own: the kexec-metadata blob
-      return { ...json.tracker, demoBytes: json.tracker.preservedBytes - (json.kexecMetadata ? PAGE_SIZE : 0) };
+      return { ...json.tracker, demoBytes: json.tracker.preservedBytes - (json.subtrees.some((s: { name: string }) => s.name === 'kexec-metadata') ? PAGE_SIZE : 0) };
     });
     // the same demo preserves the same amount of memory whichever tracker records it
     expect(new Set(found.map((t) => t.demoBytes)).size).toBe(1);
@@ -195,10 +196,16 @@ describe('hostile kho-v1 images: kho boot refuses revival (exit 1, one reason), 
     expect(report).toMatchObject({ ok: false, khoBoot: false, revivalError: reason, unrestoredBlocks: 0 });
     expect(report.restore).toBeUndefined();
     const text = cli('boot', '--image', file);
-    expect(text.out).toContain(`next kernel: cold boot (revival refused: ${reason})`);
+    expect(text.out).toContain(`next kernel (generation 2): cold boot (revival refused: ${reason})`);
+    // kho inspect --strict refuses as the next kernel does; plain kho inspect decodes the rest and lists the problem
+    const strict = cli('inspect', '--strict', file);
+    expect(strict.code).toBe(2);
+    expect(strict.err).toBe(`kho: ${reason}\n`);
     const inspect = cli('inspect', file);
     expect(inspect.code).toBe(2);
-    expect(inspect.err).toBe(`kho: ${reason}\n`);
+    expect(inspect.err).toBe(`kho: image ${file}: tracker: ${splitWanted(reason, 'a valid structure').what} (wanted ${splitWanted(reason, 'a valid structure').wanted})\n`);
+    expect(inspect.out).toMatch(/\nSubtrees: 3\n {2}memblock -> 0x[0-9a-f]+ \(memblock reserve_mem regions \(memblock-v1 FDT\)\)\n(?: {4}.*\n)+ {2}kstate -> 0x[0-9a-f]+ \(kstate stream\)/);
+    expect(inspect.out).toContain(`\nProblems: 1 (the next kernel would refuse this handover or part of it)\n  tracker: ${reason.replace(/ \(wanted .*\)$/, '')}`);
   });
 });
 

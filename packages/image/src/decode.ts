@@ -63,8 +63,16 @@ interface LoadHeader {
   size: number;
 }
 
+/**
+ * What a reader may accept of a damaged file instead of refusing it: `salvage` receives each problem (a PT_LOAD
+ * cut short by the end of the file) and the image comes back with what the file still holds.
+ */
+export interface ReadImageOptions {
+  readonly salvage?: (problem: string) => void;
+}
+
 /** Parses and checks everything; segment bytes are read last, once every header has been checked. */
-function parseImage(src: ByteSource): HandoverImage {
+function parseImage(src: ByteSource, opts: ReadImageOptions = {}): HandoverImage {
   // ELF header
   const eh = readIn(src, 0, ELF64_EHDR_SIZE, `the ${ELF64_EHDR_SIZE}-byte ELF header`);
   const ev = new DataView(eh.buffer, eh.byteOffset, eh.byteLength);
@@ -182,13 +190,20 @@ function parseImage(src: ByteSource): HandoverImage {
   const byOffset = [...loads].sort((a, b) => a.offset - b.offset);
   byOffset.forEach((l, i) => {
     const end = l.offset + l.size;
-    if (end > src.size) throw truncated(`PT_LOAD ${l.index} (paddr ${hex(l.paddr)})`, end, src.size);
+    if (end > src.size) {
+      const cut = truncated(`PT_LOAD ${l.index} (paddr ${hex(l.paddr)})`, end, src.size);
+      if (!opts.salvage) throw cut;
+      // keep the whole pages the file still holds; the rest of the segment is gone
+      const kept = Math.max(0, Math.floor((src.size - l.offset) / IMAGE_PAGE_SIZE) * IMAGE_PAGE_SIZE);
+      opts.salvage(`PT_LOAD ${l.index} (paddr ${hex(l.paddr)}) ends at offset ${hex(end)} but the file has ${hex(src.size)} bytes: ${kept} of its ${l.size} bytes kept (wanted the whole file)`);
+      l.size = kept;
+    }
     const prev = byOffset[i - 1];
     if (prev && l.offset < prev.offset + prev.size) {
       throw invalid(`PT_LOAD ${l.index} file bytes at ${hex(l.offset)} overlap those of PT_LOAD ${prev.index} (wanted disjoint file ranges)`);
     }
   });
-  const segments: ImageSegment[] = loads.map((l) => ({ paddr: l.paddr, bytes: src.read(l.offset, l.size) }));
+  const segments: ImageSegment[] = loads.filter((l) => l.size > 0).map((l) => ({ paddr: l.paddr, bytes: src.read(l.offset, l.size) }));
   return { khoData, machine, segments };
 }
 
@@ -206,9 +221,10 @@ export function decodeImage(bytes: Uint8Array): HandoverImage {
 /**
  * Reads and decodes the handover image file at `path`, reading the headers first and then each segment, so
  * the file is never held twice. Returns the image. Throws what {@link decodeImage} throws, ENOENT when there is
- * no such file, and EIO for any other failure to read it.
+ * no such file, and EIO for any other failure to read it. With `opts.salvage`, a file cut short comes back with
+ * the whole pages it still holds, each loss reported to `salvage` (headers and notes must still be whole).
  */
-export function readImageFile(path: string): HandoverImage {
+export function readImageFile(path: string, opts: ReadImageOptions = {}): HandoverImage {
   let fd: number;
   try {
     fd = openSync(path, 'r');
@@ -228,7 +244,7 @@ export function readImageFile(path: string): HandoverImage {
       return out;
     };
     try {
-      return parseImage({ size, read });
+      return parseImage({ size, read }, opts);
     } catch (e) {
       if (e instanceof KernelError) throw e;
       throw new KernelError(Errno.EIO, `image: cannot read ${path}: ${(e as Error).message}`, { cause: e });

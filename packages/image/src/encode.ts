@@ -1,4 +1,5 @@
-import { closeSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { Errno, KernelError } from '@kho/kernel';
 import {
   EI_ABIVERSION,
@@ -186,30 +187,51 @@ function writeAll(fd: number, bytes: Uint8Array): void {
 }
 
 /**
- * Writes the handover image to `path` (created or truncated): the headers and notes, then each segment's
- * bytes in chunks, so the file is never assembled in memory. Returns nothing. On failure the partial file
- * is removed. Throws what {@link encodeImage} throws (before touching the file), and KernelError(EIO) naming
- * the file when the system refuses to create or write it.
+ * Writes the handover image to `path` atomically: the headers and notes, then each segment's bytes in chunks
+ * (the file is never assembled in memory), into a temporary file beside `path` that is flushed to disk and then
+ * renamed over `path`. A crash or an interrupt during the write leaves the previous `path` (or none), never a
+ * truncated one; on a write error the temporary file is removed. Returns the file's size in bytes. Throws what
+ * {@link encodeImage} throws (before touching any file), and KernelError(EIO) naming the file when the system
+ * refuses to create, write or rename it.
  */
-export function writeImageFile(path: string, img: HandoverImage): void {
+export function writeImageFile(path: string, img: HandoverImage): number {
   const plan = planImage(img);
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now().toString(36)}.tmp`);
   let fd: number;
   try {
-    fd = openSync(path, 'w');
+    fd = openSync(tmp, 'wx', 0o644);
   } catch (e) {
     throw new KernelError(Errno.EIO, `image: cannot create ${path}: ${(e as Error).message}`, { cause: e });
   }
   try {
     writeAll(fd, plan.head);
     for (const s of plan.segments) writeAll(fd, s.bytes);
-  } catch (e) {
+    fsyncSync(fd);
     closeSync(fd);
+    fd = -1;
+    renameSync(tmp, path);
+  } catch (e) {
+    if (fd >= 0) closeSync(fd);
     try {
-      unlinkSync(path);
+      unlinkSync(tmp);
     } catch {
       // the write error is the one to report
     }
     throw new KernelError(Errno.EIO, `image: cannot write ${path}: ${(e as Error).message}`, { cause: e });
   }
-  closeSync(fd);
+  syncFolder(dirname(path));
+  return plan.size;
+}
+
+/** Flushes a folder's entries (the rename) to disk; where a folder cannot be opened for that, the rename stands. */
+function syncFolder(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // not every file system lets a folder be synced
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }

@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Errno, KernelError, seededRandom } from '@kho/kernel';
@@ -392,3 +392,86 @@ describe('decodeImage refuses', () => {
     expect(refused).toBeGreaterThan(1000);
   });
 });
+
+describe('an interrupted write', () => {
+  const ROOT = join(__dirname, '../../..');
+  let dir: string;
+  beforeAll(() => (dir = mkdtempSync(join(tmpdir(), 'kho-image-kill-'))));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /**
+   * A child process writes an 8 MiB image to `path` and is killed (SIGKILL, as by a crash) during its fourth
+   * chunk: it stops itself there and tells the test, so the kill lands mid-write every time.
+   */
+  function killMidWrite(path: string): Promise<void> {
+    const child = `
+      const fs = require('node:fs');
+      const write = fs.writeSync;
+      let calls = 0;
+      fs.writeSync = function (...args) {
+        if (++calls === 4) { process.stdout.write('mid-write\\n'); Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 30000); }
+        return write.apply(this, args);
+      };
+      const { writeImageFile } = require('@kho/image');
+      const bytes = new Uint8Array(8 * 2 ** 20).fill(7);
+      const kd = new Uint8Array(32);
+      writeImageFile(process.argv[1], { khoData: kd, machine: { pageSize: 4096, ram: [{ start: 0, size: 2 ** 30, node: 0 }] }, segments: [{ paddr: 0, bytes }] });
+    `;
+    const register = require.resolve('@swc-node/register', { paths: [ROOT] });
+    const proc = spawn(process.execPath, ['--conditions=@kho/source', '-r', register, '-e', child, path], {
+      cwd: ROOT,
+      env: { ...process.env, SWC_NODE_PROJECT: join(ROOT, 'tsconfig.base.json') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    return new Promise((done, fail) => {
+      let out = '';
+      let err = '';
+      proc.stderr.on('data', (d) => (err += d));
+      proc.stdout.on('data', (d) => {
+        out += d;
+        if (out.includes('mid-write')) proc.kill('SIGKILL');
+      });
+      proc.on('exit', (code, signal) => (signal === 'SIGKILL' ? done() : fail(new Error(`the writer ended with ${code ?? signal} before it was killed: ${err}`))));
+    });
+  }
+
+  it('leaves no file when there was none, and the previous file when there was one, never a truncated one', async () => {
+    const path = join(dir, 'image.kho');
+    await killMidWrite(path);
+    expect(existsSync(path)).toBe(false);
+
+    writeImageFile(path, sample());
+    const before = readFileSync(path);
+    await killMidWrite(path);
+    expect(readFileSync(path)).toEqual(before);
+    expect(readImageFile(path)).toEqual(sample());
+  }, 60_000);
+});
+
+describe('salvage of a file cut short', () => {
+  it('keeps the whole pages the file still holds and reports each segment it cut', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kho-image-salvage-'));
+    try {
+      const path = join(dir, 'cut.kho');
+      const bytes = encodeImage(sample());
+      // the last segment is two pages: keep its first page and half of the second
+      writeFileSync(path, bytes.subarray(0, bytes.length - PAGE / 2));
+      expect(() => readImageFile(path)).toThrow(/^EINVAL: image: truncated: PT_LOAD 3 \(paddr 0xfff000\) ends at offset/);
+      const lost: string[] = [];
+      const img = readImageFile(path, { salvage: (p) => lost.push(p) });
+      expect(lost).toEqual([`PT_LOAD 3 (paddr 0xfff000) ends at offset 0x6000 but the file has ${hexOf(bytes.length - PAGE / 2)} bytes: 4096 of its 8192 bytes kept (wanted the whole file)`]);
+      expect(img.segments.map((s) => [s.paddr, s.bytes.length])).toEqual([
+        [0x1000, 2 * PAGE],
+        [0x100000, PAGE],
+        [16 * MiB - PAGE, PAGE],
+      ]);
+      expect(img.segments[2].bytes).toEqual(pages(16 * MiB - PAGE, 2).subarray(0, PAGE));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function hexOf(n: number): string {
+  return `0x${n.toString(16)}`;
+}

@@ -35,4 +35,4 @@ export {
 } from './abi';
 export { pagesToSegments, type HandoverImage, type ImageMachine, type ImageRamRange, type ImageSegment } from './model';
 export { encodeImage, writeImageFile } from './encode';
-export { decodeImage, readImageFile, IMAGE_MAX_NOTE_SIZE } from './decode';
+export { decodeImage, readImageFile, IMAGE_MAX_NOTE_SIZE, type ReadImageOptions } from './decode';

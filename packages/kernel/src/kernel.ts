@@ -1,8 +1,8 @@
 import { container as rootContainer, type DependencyContainer, type InjectionToken } from 'tsyringe';
 import { BootParams, NextBootParams } from './boot-params';
-import { LifecycleBus } from './bus';
+import { MachineBus, MemoryPicture, type BootKind, type MemoryMoment } from './bus';
 import { CommandLine } from './cmdline';
-import { Errno, KernelError } from './errno';
+import { Errno, KernelError, findKernelError } from './errno';
 import { KernelLog } from './log';
 import type { Machine } from './machine';
 import { BOOT_PHASES, Phase } from './phases';
@@ -47,41 +47,43 @@ export interface KexecOptions {
 
 interface Live {
   readonly container: DependencyContainer;
-  readonly bus: LifecycleBus;
   readonly log: KernelLog;
   readonly next: NextBootParams;
   readonly plugins: readonly KernelPlugin[];
 }
 
 /**
- * One boot of a {@link Machine}: a fresh tsyringe child container holding this boot's plugins and services, a
- * lifecycle bus, and the phase runner. `kexec` disposes all of it and boots a new kernel that receives nothing
- * but the machine's RAM and the boot parameters.
+ * One boot of a {@link Machine}: a fresh tsyringe child container holding this boot's plugins and services, and
+ * the phase runner. Everything it does is published on the machine's bus. The kexec transition belongs to the
+ * machine: `kexec` and `jump` ask it, and it disposes this kernel and boots the next one, which receives
+ * nothing but the machine's RAM and the boot parameters.
  */
 export class Kernel {
   readonly cmdline: CommandLine;
-  /** Milliseconds spent in each phase this boot (summed over repeated runs). */
-  readonly phaseMs = new Map<Phase, number>();
   /** Plugins disabled during boot, with the reason. */
   readonly disabled = new Map<string, string>();
   private live: Live | undefined;
   private stateValue: UpdateState = 'running';
   private completed: KernelPlugin[] = [];
   private readonly info: KernelInfo;
+  /** The machine's bus, on which this kernel publishes (it outlives the kernel). */
+  readonly bus: MachineBus;
 
+  /** @internal kernels are started by their machine (`machine.boot`, `machine.bootFrom`, `kernel.kexec`). */
   constructor(
     private readonly machine: Machine,
     readonly generation: number,
     readonly image: readonly KernelModule[],
     readonly bootParams: BootParams,
+    kind: BootKind = 'cold',
   ) {
+    this.bus = machine.bus;
     this.cmdline = new CommandLine(bootParams.cmdline);
     const container = rootContainer.createChildContainer();
-    const bus = new LifecycleBus();
-    const log = new KernelLog(bus, generation, machine.console);
+    const log = new KernelLog(this.bus, generation);
     const next = new NextBootParams();
     for (const [token, device] of machine.attachedDevices()) container.register(token, { useValue: device });
-    container.register(LifecycleBus, { useValue: bus });
+    container.register(MachineBus, { useValue: this.bus });
     container.register(KernelLog, { useValue: log });
     container.register(CommandLine, { useValue: this.cmdline });
     container.register(BootParams, { useValue: bootParams });
@@ -89,21 +91,26 @@ export class Kernel {
     this.info = new KernelInfo(generation);
     container.register(KernelInfo, { useValue: this.info });
     const seen = new Set<string>();
-    for (const m of image) {
-      if (seen.has(m.name)) throw new KernelError(Errno.EEXIST, `kernel image lists module '${m.name}' twice`);
-      seen.add(m.name);
-      m.register(container);
+    let plugins: KernelPlugin[];
+    try {
+      for (const m of image) {
+        if (seen.has(m.name)) throw new KernelError(Errno.EEXIST, `kernel image lists module '${m.name}' twice`);
+        seen.add(m.name);
+        m.register(container);
+      }
+      plugins = orderPlugins(container.isRegistered(KernelPlugin) ? container.resolveAll<KernelPlugin>(KernelPlugin) : []);
+    } catch (e) {
+      dropContainer(container);
+      throw constructionError(e);
     }
-    const plugins = container.isRegistered(KernelPlugin) ? container.resolveAll<KernelPlugin>(KernelPlugin) : [];
-    this.live = { container, bus, log, next, plugins: orderPlugins(plugins) };
-    log.info('kernel', `booting generation ${generation}: ${this.live.plugins.map((p) => p.name).join(', ') || 'no plugins'}`);
+    this.live = { container, log, next, plugins };
+    this.bus.emit('kernel:boot', { generation, kind, cmdline: bootParams.cmdline, plugins: plugins.map((p) => p.name) });
+    log.info('kernel', `booting generation ${generation}: ${plugins.map((p) => p.name).join(', ') || 'no plugins'}`);
     if (bootParams.cmdline) log.info('kernel', `command line: ${bootParams.cmdline}`);
+    const t0 = performance.now();
     for (const phase of BOOT_PHASES) this.runBootPhase(phase);
-  }
-
-  /** This boot's lifecycle bus. */
-  get bus(): LifecycleBus {
-    return this.alive().bus;
+    this.bus.emit('kernel:up', { generation, ms: performance.now() - t0, disabled: [...this.disabled.keys()] });
+    this.publishMemory('boot');
   }
 
   /** This boot's kernel log. */
@@ -168,31 +175,21 @@ export class Kernel {
   }
 
   /**
-   * The jump: runs `kexec` on every plugin, disposes this kernel completely (listeners, plugin instances,
-   * container) and boots the next kernel on the same machine with only the boot parameters. Allowed with no
-   * update in progress (a plain kexec) or after `serialize`. Returns the new kernel.
+   * The jump, done by the machine ({@link Machine.kexec}): runs `kexec` on every plugin, disposes this kernel
+   * completely (plugin instances, container) and boots the next kernel on the same machine with only the boot
+   * parameters. Allowed with no update in progress (a plain kexec) or after `serialize`. Returns the new kernel.
    */
   kexec(opts: KexecOptions = {}): Kernel {
-    const params = this.jump(opts.cmdline);
-    return this.machine.start(opts.image ?? this.image, params);
+    return this.machine.kexec(this, opts);
   }
 
   /**
-   * The jump without the landing: runs `kexec` on every plugin, disposes this kernel and returns the boot
-   * parameters for the next one, leaving the machine halted with only its RAM (for writing a handover image;
-   * `machine.bootFrom` lands later, possibly in another process). Same state rules as {@link kexec}.
+   * The jump without the landing ({@link Machine.jump}): returns the boot parameters for the next kernel and
+   * leaves the machine halted with only its RAM (for writing a handover image; `machine.bootFrom` lands later,
+   * possibly in another process). Same state rules as {@link kexec}.
    */
   jump(cmdline?: string): BootParams {
-    if (this.stateValue !== 'running' && this.stateValue !== 'serialized') {
-      throw new KernelError(Errno.EBUSY, `kexec: the live update is '${this.stateValue}' (wanted 'serialized', or no update at all)`);
-    }
-    const live = this.alive();
-    this.runReported(Phase.Kexec, (p) => p.kexec?.()); // failures are logged; the jump happens regardless
-    const params = live.next.build(cmdline ?? this.cmdline.text);
-    live.log.info('kernel', `kexec: jumping to generation ${this.generation + 1}`);
-    this.dispose();
-    this.machine.halt(this);
-    return params;
+    return this.machine.jump(this, cmdline);
   }
 
   /** prepare, serialize and kexec in one call. Returns the new kernel; throws (with everything cancelled) on failure. */
@@ -212,19 +209,42 @@ export class Kernel {
     return this.runReported(Phase.Finish, (p) => p.finish?.());
   }
 
-  /** @internal drops everything this boot built. Called by kexec and by the machine's shutdown. */
-  dispose(): void {
+  /**
+   * @internal the machine's side of the jump: checks the state, runs the `kexec` handlers (failures are logged;
+   * the jump happens regardless), publishes the memory picture of the moment, and returns the boot parameters.
+   */
+  leave(cmdline?: string): BootParams {
+    if (this.stateValue !== 'running' && this.stateValue !== 'serialized') {
+      throw new KernelError(Errno.EBUSY, `kexec: the live update is '${this.stateValue}' (wanted 'serialized', or no update at all)`);
+    }
+    const live = this.alive();
+    this.runReported(Phase.Kexec, (p) => p.kexec?.());
+    this.publishMemory('jump');
+    live.log.info('kernel', `kexec: jumping to generation ${this.generation + 1}`);
+    return live.next.build(cmdline ?? this.cmdline.text);
+  }
+
+  /**
+   * @internal drops everything this boot built, synchronously, so nothing of it stays reachable: the machine
+   * calls it at kexec and shutdown.
+   */
+  dispose(why: 'kexec' | 'shutdown' = 'shutdown'): void {
     if (!this.live) return;
-    const { bus, container } = this.live;
-    bus.removeAllListeners();
-    container.clearInstances();
-    void container.dispose();
+    dropContainer(this.live.container);
     this.live = undefined;
     this.completed = [];
     this.stateValue = 'dead';
+    this.bus.emit('kernel:down', { generation: this.generation, why });
   }
 
-  /** Runs a plugin's handler with {@link KernelInfo.currentPlugin} set to it. */
+  /** Publishes `memory:map` for `moment` when someone listens and the image provides pictures. */
+  private publishMemory(moment: MemoryMoment): void {
+    if (!this.bus.heard('memory:map') || !this.has(MemoryPicture)) return;
+    const map = this.get<MemoryPicture>(MemoryPicture).take(moment);
+    this.bus.emit('memory:map', { generation: this.generation, moment, map });
+  }
+
+/** Runs a plugin's handler with {@link KernelInfo.currentPlugin} set to it. */
   private as<T>(p: KernelPlugin, body: () => T): T {
     const outer = this.info.currentPlugin;
     this.info.currentPlugin = p.name;
@@ -251,8 +271,8 @@ export class Kernel {
   }
 
   private timed<T>(phase: Phase, body: () => T): T {
-    const { bus } = this.alive();
-    bus.emit('phase:start', { phase, generation: this.generation });
+    const bus = this.bus;
+    bus.emit('phase:start', { generation: this.generation, phase });
     const t0 = performance.now();
     let ok = false;
     try {
@@ -260,9 +280,7 @@ export class Kernel {
       ok = true;
       return r;
     } finally {
-      const ms = performance.now() - t0;
-      this.phaseMs.set(phase, (this.phaseMs.get(phase) ?? 0) + ms);
-      this.live?.bus.emit('phase:end', { phase, generation: this.generation, ok, ms });
+      bus.emit('phase:end', { generation: this.generation, phase, ok, ms: performance.now() - t0 });
     }
   }
 
@@ -283,17 +301,21 @@ export class Kernel {
 
   /** Disables a plugin and, transitively, every plugin that must run after it. */
   private disable(name: string, reason: string, phase: Phase, error: unknown): void {
-    const { bus, log, plugins } = this.alive();
-    bus.emit('plugin:error', { phase, plugin: name, error });
+    const { log, plugins } = this.alive();
+    this.pluginError(phase, name, error);
     const queue: Array<[string, string]> = [[name, reason]];
     while (queue.length > 0) {
       const [n, why] = queue.shift()!;
       if (this.disabled.has(n)) continue;
       this.disabled.set(n, why);
       log.error('kernel', `plugin '${n}' disabled: ${why}`);
-      bus.emit('plugin:disabled', { plugin: n, reason: why });
+      this.bus.emit('plugin:disabled', { generation: this.generation, plugin: n, reason: why });
       for (const q of plugins) if (q.after?.includes(n)) queue.push([q.name, `it needs '${n}', which is disabled`]);
     }
+  }
+
+  private pluginError(phase: Phase, plugin: string, error: unknown): void {
+    this.bus.emit('plugin:error', { generation: this.generation, phase, plugin, reason: describe(error), error });
   }
 
   private runUpdatePhase(phase: Phase, step: (p: KernelPlugin) => void, track = true): void {
@@ -302,7 +324,7 @@ export class Kernel {
         try {
           this.as(p, () => step(p));
         } catch (e) {
-          this.alive().bus.emit('plugin:error', { phase, plugin: p.name, error: e });
+          this.pluginError(phase, p.name, e);
           this.alive().log.error('kernel', `${phase} failed in plugin '${p.name}': ${describe(e)}; cancelling the update`);
           this.runCancel();
           const errno = e instanceof KernelError ? e.errno : Errno.EIO;
@@ -323,7 +345,7 @@ export class Kernel {
           this.as(p, () => p.cancel?.());
         } catch (e) {
           // A cancel that fails leaves state behind: that is a bug in the plugin, reported loudly.
-          this.alive().bus.emit('plugin:error', { phase: Phase.Cancel, plugin: p.name, error: e });
+          this.pluginError(Phase.Cancel, p.name, e);
           this.alive().log.error('kernel', `BUG: cancel failed in plugin '${p.name}': ${describe(e)}`);
         }
       }
@@ -341,13 +363,37 @@ export class Kernel {
         } catch (e) {
           ok = false;
           plugins[p.name] = { ok: false, error: describe(e) };
-          this.alive().bus.emit('plugin:error', { phase, plugin: p.name, error: e });
+          this.pluginError(phase, p.name, e);
           this.alive().log.error('kernel', `${phase} failed in plugin '${p.name}': ${describe(e)}`);
         }
       }
     });
     return { phase, ok, plugins };
   }
+}
+
+/**
+ * The error to report when a boot's container fails to build a plugin. tsyringe wraps what a constructor
+ * throws while it resolves another class's parameters in a plain Error whose message ends with `Reason:`
+ * and the inner message, indented on the next lines (no cause is kept); a KernelError's message is
+ * `<ERRNO>: <reason>`, so the innermost one is rebuilt from that text, with the wrapper as its cause. Anything
+ * else is returned as is.
+ */
+export function constructionError(e: unknown): unknown {
+  const found = findKernelError(e);
+  if (found) return found;
+  if (!(e instanceof Error)) return e;
+  const at = e.message.lastIndexOf('Reason:');
+  const inner = at >= 0 ? e.message.slice(at + 'Reason:'.length).split('\n').map((l) => l.trim()).filter(Boolean).join(' ') : '';
+  const m = /^(E[A-Z0-9]+): (.*)$/s.exec(inner);
+  const errno = m ? (Errno as unknown as Record<string, number>)[m[1]] : undefined;
+  return m && typeof errno === 'number' ? new KernelError(errno, m[2], { cause: e }) : e;
+}
+
+/** Empties a boot's container synchronously (its async dispose would keep it alive until the event loop turns). */
+function dropContainer(container: DependencyContainer): void {
+  container.clearInstances();
+  container.reset();
 }
 
 function describe(e: unknown): string {

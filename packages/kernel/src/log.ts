@@ -1,4 +1,4 @@
-import { LifecycleBus } from './bus';
+import type { MachineBus } from './bus';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
@@ -11,15 +11,14 @@ export interface LogLine {
   readonly message: string;
 }
 
-/** The kernel log of one boot: kept in memory, published on the bus, optionally echoed to a console sink. */
+/** The kernel log of one boot: kept in memory and published on the machine's bus (where a console subscribes). */
 export class KernelLog {
   readonly lines: LogLine[] = [];
   private readonly t0 = performance.now();
 
   constructor(
-    private readonly bus: LifecycleBus,
+    private readonly bus: MachineBus,
     private readonly generation: number,
-    private readonly sink?: (line: LogLine) => void,
   ) {}
 
   debug(subsystem: string, message: string): void {
@@ -44,7 +43,6 @@ export class KernelLog {
   private add(level: LogLevel, subsystem: string, message: string): void {
     const line: LogLine = { generation: this.generation, ms: performance.now() - this.t0, level, subsystem, message };
     this.lines.push(line);
-    this.sink?.(line);
     this.bus.emit('log', line);
   }
 }

@@ -1,8 +1,8 @@
 import type { InjectionToken } from 'tsyringe';
 import { BootParams } from './boot-params';
+import { MachineBus } from './bus';
 import { Errno, KernelError } from './errno';
-import { Kernel } from './kernel';
-import type { LogLine } from './log';
+import { Kernel, type KexecOptions } from './kernel';
 import type { KernelModule } from './plugin';
 
 /** How to start a kernel: the modules that make up its image, and its command line. */
@@ -11,17 +11,27 @@ export interface BootOptions {
   readonly cmdline?: string;
 }
 
+/** How to land a handover on a halted machine (see {@link Machine.bootFrom}). */
+export interface LandOptions {
+  readonly image: readonly KernelModule[];
+  /**
+   * The generation the new kernel has: the `to` of the kexec that handed over (an image records it). Default:
+   * one more than the last kernel of this machine.
+   */
+  readonly generation?: number;
+}
+
 /**
  * The hardware: it outlives kernels. Devices (RAM above all) are attached once and handed to every kernel that
- * boots on this machine; everything else a kernel builds dies with it at kexec.
+ * boots on this machine; everything else a kernel builds dies with it at kexec. The machine owns the event bus
+ * every kernel publishes on, and the kexec transition from one kernel to the next.
  */
 export class Machine {
+  /** The machine-level event stream: boots, phases, plugin errors, kexecs, log lines, preservation events. */
+  readonly bus = new MachineBus();
   private readonly devices = new Map<InjectionToken<unknown>, unknown>();
   private running: Kernel | undefined;
   private generations = 0;
-
-  /** Receives every kernel log line of every boot, as it is written (the serial console). */
-  console: ((line: LogLine) => void) | undefined;
 
   /** Attaches a device (a value that survives every kexec) under `token`. Returns this machine. */
   attach<T>(token: InjectionToken<T>, device: T): this {
@@ -46,45 +56,68 @@ export class Machine {
     return this.running;
   }
 
-  /** How many kernels have booted on this machine. */
-  get bootCount(): number {
+  /** The generation of the last kernel started on this machine (0 before the first boot). */
+  get generation(): number {
     return this.generations;
   }
 
   /**
    * Cold boot: starts a kernel with no boot parameters but the command line. Any running kernel is shut down
    * first (RAM keeps its bytes, as after a warm reset). Returns the new kernel; throws a KernelError when the
-   * image is inconsistent (duplicate, missing or cyclic plugin dependencies).
+   * image is inconsistent (duplicate, missing or cyclic plugin dependencies) or a plugin cannot be built.
    */
   boot(opts: BootOptions): Kernel {
     this.shutdown();
-    return this.start(opts.image, new BootParams(opts.cmdline ?? ''));
+    return this.start(opts.image, new BootParams(opts.cmdline ?? ''), 'cold');
   }
 
   /** Disposes the running kernel, if any, without a handover. */
   shutdown(): void {
-    this.running?.dispose();
+    const k = this.running;
     this.running = undefined;
+    k?.dispose('shutdown');
   }
 
   /**
-   * Boots a kernel from boot parameters handed over by a previous one (`Kernel.jump`), on a halted machine.
-   * Returns the new kernel.
+   * The kexec transition: runs `kernel`'s kexec handlers, publishes `kexec`, disposes `kernel` and boots the
+   * next kernel with only the boot parameters (see {@link Kernel.kexec} for the rules). Returns the new kernel.
    */
-  bootFrom(params: BootParams, opts: { image: readonly KernelModule[] }): Kernel {
-    return this.start(opts.image, params);
+  kexec(kernel: Kernel, opts: KexecOptions = {}): Kernel {
+    const params = this.jump(kernel, opts.cmdline);
+    return this.start(opts.image ?? kernel.image, params, 'handover');
   }
 
-  /** @internal a kernel that jumped leaves the machine halted. */
-  halt(kernel: Kernel): void {
-    if (this.running === kernel) this.running = undefined;
-  }
-
-  /** @internal starts a kernel with the given boot parameters (used by cold boot and by kexec). */
-  start(image: readonly KernelModule[], params: BootParams): Kernel {
-    if (this.running && !this.running.isDead) throw new KernelError(Errno.EBUSY, 'a kernel is still running on this machine');
+  /**
+   * The transition without the landing: the machine is left halted with its RAM, and the returned boot
+   * parameters are for {@link bootFrom} (later, or in another process through an image).
+   */
+  jump(kernel: Kernel, cmdline?: string): BootParams {
+    if (this.running !== kernel) throw new KernelError(Errno.EINVAL, `kexec: generation ${kernel.generation} is not the kernel running on this machine`);
+    const params = kernel.leave(cmdline);
+    this.bus.emit('kexec', { from: kernel.generation, to: kernel.generation + 1, cmdline: params.cmdline });
     this.running = undefined;
-    const kernel = new Kernel(this, ++this.generations, image, params);
+    kernel.dispose('kexec');
+    return params;
+  }
+
+  /**
+   * Boots a kernel from boot parameters handed over by a previous one, on a halted machine. Returns the new
+   * kernel. Throws EBUSY when a kernel is running, EINVAL for a generation that is not a positive integer.
+   */
+  bootFrom(params: BootParams, opts: LandOptions): Kernel {
+    if (opts.generation !== undefined) {
+      if (!Number.isSafeInteger(opts.generation) || opts.generation < 1) {
+        throw new KernelError(Errno.EINVAL, `boot: generation ${opts.generation} (wanted a positive integer)`);
+      }
+      if (!this.running) this.generations = opts.generation - 1;
+    }
+    return this.start(opts.image, params, 'handover');
+  }
+
+  private start(image: readonly KernelModule[], params: BootParams, kind: 'cold' | 'handover'): Kernel {
+    if (this.running) throw new KernelError(Errno.EBUSY, 'a kernel is still running on this machine');
+    const kernel = new Kernel(this, this.generations + 1, image, params, kind);
+    this.generations = kernel.generation;
     this.running = kernel;
     return kernel;
   }

@@ -227,7 +227,7 @@ describe('a kernel refuses a handover written with another tracker, restoring no
     const kho = k2.get(Kho);
     expect(kho.isKhoBoot()).toBe(false);
     const reads = readableGenerations(to).map((g) => `'${g.compatible}'`).join(', ');
-    expect(kho.stats().revivalError).toBe(`root FDT compatible is '${TRACKERS[from].compatible}\\0' (a ${from} handover; this kernel reads ${reads})`);
+    expect(kho.stats().revivalError).toBe(`root FDT compatible is '${TRACKERS[from].compatible}\\0', a ${from} handover (wanted one this kernel reads: ${reads})`);
     expect(k2.get(Memblock).reservedByOwner().get('kho') ?? 0).toBe(0);
     expect(() => kho.restoreFolio(folios[1].phys)).toThrow(/no KHO stamp/);
     // the preserved memory is ordinary memory: the same free pages as a cold boot

@@ -68,12 +68,12 @@ describe('validateHandover (pure: RAM in, a validated handover out)', () => {
   it('refuses a generation whose map its tracker cannot read, naming what it found and what it reads', () => {
     const { ram, kd } = handover({ root: buildRootFdt(khoV1, MAP) });
     expect(() => validateHandover(ram, kd, listTracker([]), radix)).toThrow(
-      new KernelError(Errno.EINVAL, "root FDT compatible is 'kho-v1\\0' (a bitmap-chunks handover; this kernel reads 'kho-v2', 'kho-v3', 'kho-v4', 'kho-v4;radix-v1;vmalloc-v1')"),
+      new KernelError(Errno.EINVAL, "root FDT compatible is 'kho-v1\\0', a bitmap-chunks handover (wanted one this kernel reads: 'kho-v2', 'kho-v3', 'kho-v4', 'kho-v4;radix-v1;vmalloc-v1')"),
     );
   });
 
   it.each<[string, (root: FdtNode) => void, string]>([
-    ['an unknown compatible', (r) => r.setString('compatible', 'kho-v5'), "root FDT compatible is 'kho-v5\\0' (this kernel reads"],
+    ['an unknown compatible', (r) => r.setString('compatible', 'kho-v5'), "root FDT compatible is 'kho-v5\\0' (wanted one this kernel reads: "],
     ['a two-string compatible list', (r) => r.setProp('compatible', new TextEncoder().encode('kho-v3\0kho-v2\0')), "root FDT compatible is 'kho-v3\\0kho-v2\\0'"],
     ['no compatible', (r) => r.props.delete('compatible'), 'root FDT compatible is (missing)'],
     ['a 4-byte map property', (r) => r.setProp('preserved-memory-map', new Uint8Array(4)), "'preserved-memory-map' is 4 bytes (wanted 8)"],

@@ -1,5 +1,5 @@
 import { inject, injectable } from 'tsyringe';
-import { Errno, KernelError, KernelInfo, KernelLog, formatBytes, hex, withUnwind } from '@kho/kernel';
+import { Errno, KernelError, KernelInfo, KernelLog, MachineBus, formatBytes, hex, withUnwind } from '@kho/kernel';
 import { encodeFdt, type FdtNode } from '@kho/fdt';
 import { BuddyAllocator, Folio, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
 import { KHO_FDT_SIZE, type ScratchArea } from './abi';
@@ -49,6 +49,7 @@ export class Kho {
     private readonly log: KernelLog,
     @inject(Tracker) private readonly tracker: Tracker,
     private readonly info: KernelInfo,
+    private readonly bus: MachineBus,
   ) {
     this.nodeOf = (pfn) => ram.findRange(pfn * PAGE_SIZE)?.node ?? -1;
   }
@@ -119,14 +120,6 @@ export class Kho {
     return this.memmap.hasPage(pfn) && hasStamp(this.memmap, pfn, order);
   }
 
-  /**
-   * The plugin that preserved the outgoing block at `pfn` (whose handler was running at the time; 'other' for
-   * preservation outside any handler), or undefined. Bookkeeping for reports: nothing of it crosses a kexec.
-   */
-  ownerOf(pfn: number): string | undefined {
-    return this.state.owners.get(pfn);
-  }
-
   /** Names of this kernel's outgoing subtrees. */
   subtrees(): string[] {
     return this.state.root?.children.map((c) => c.name) ?? [];
@@ -156,7 +149,7 @@ export class Kho {
     if (order > MAX_PAGE_ORDER) {
       throw this.restoreRefused('restoreFolio', phys, `the block is order ${order}, larger than any folio (MAX_PAGE_ORDER ${MAX_PAGE_ORDER}); restore it with restorePages`);
     }
-    clearStamp(this.memmap, pfn);
+    this.consumeStamp(pfn, order);
     return this.buddy.adoptFolio(pfn, order);
   }
 
@@ -201,7 +194,7 @@ export class Kho {
         throw this.restoreRefused('restorePages', p * PAGE_SIZE, `block of order ${order} is above ${this.state.generation!.compatible}'s restore limit (order ${limit})`);
       }
     }
-    for (const [p] of blocks) clearStamp(this.memmap, p);
+    for (const [p, order] of blocks) this.consumeStamp(p, order);
     for (let p = pfn; p < pfn + nrPages; p++) this.buddy.adoptPages(p, 0);
     return pfn as Pfn;
   }
@@ -326,13 +319,20 @@ export class Kho {
       throw new KernelError(Errno.E2BIG, `preserve: block ${hex(phys)} order ${order} is larger than the ${this.tracker.kind} tracker can record (order ${this.tracker.maxOrder} at most)`);
     }
     this.tracker.add(pfn, order);
-    this.state.owners.set(pfn, this.info.currentPlugin ?? 'other');
+    // Who preserved what is for observers (reports): published when someone listens, kept by nobody here.
+    this.bus.publish('kho:preserve', () => ({ generation: this.info.generation, owner: this.info.currentPlugin ?? 'other', phys, order }));
   }
 
   private unpreserveBlock(pfn: number, order: number): void {
     if (!this.tracker.has(pfn, order)) throw notPreserved(pfn, order);
     this.tracker.del(pfn, order);
-    this.state.owners.delete(pfn);
+    this.bus.publish('kho:unpreserve', () => ({ generation: this.info.generation, owner: this.info.currentPlugin ?? 'other', phys: pfn * PAGE_SIZE, order }));
+  }
+
+  /** Consumes the stamp of a block being restored, and tells observers who took it back. */
+  private consumeStamp(pfn: number, order: number): void {
+    clearStamp(this.memmap, pfn);
+    this.bus.publish('kho:restore', () => ({ generation: this.info.generation, owner: this.info.currentPlugin ?? 'other', phys: pfn * PAGE_SIZE, order }));
   }
 
   private folioAt(phys: number, what: string): Folio {

@@ -79,9 +79,9 @@ export function rootGeneration(root: FdtNode, known: readonly KhoGeneration[]): 
   const single = compat !== undefined && compat.length > 1 && compat.indexOf(0) === compat.length - 1;
   const g = single ? generationByCompatible(new TextDecoder().decode(compat.subarray(0, -1))) : undefined;
   if (g && known.includes(g)) return g;
-  const reads = `this kernel reads ${known.map((k) => `'${k.compatible}'`).join(', ')}`;
-  const other = g ? `a ${g.tracker} handover; ` : '';
-  throw new KernelError(Errno.EINVAL, `root FDT compatible is ${shown} (${other}${reads})`);
+  const reads = `wanted one this kernel reads: ${known.map((k) => `'${k.compatible}'`).join(', ')}`;
+  const other = g ? `, a ${g.tracker} handover` : '';
+  throw new KernelError(Errno.EINVAL, `root FDT compatible is ${shown}${other} (${reads})`);
 }
 
 /** Every generation whose preserved-memory map is of kind `tracker`: what a kernel with that tracker can read. */

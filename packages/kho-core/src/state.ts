@@ -38,8 +38,6 @@ export class KhoState {
   incomingKexecCount = 0;
   /** The previous kernel's release, from its kexec-metadata. */
   incomingRelease: string | undefined;
-  /** Which plugin preserved each outgoing block (head pfn → plugin name), for reports. */
-  readonly owners = new Map<number, string>();
 
   constructor(cmdline: CommandLine, @inject(Tracker) tracker: Tracker) {
     this.enabled = cmdline.getBool('kho', true);

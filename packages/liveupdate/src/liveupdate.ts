@@ -334,7 +334,7 @@ export class Liveupdate implements KernelPlugin {
       this.incoming = undefined;
       this.panicReason = describeError(e, { errno: true });
       this.log.error('luo', `PANIC: The incoming tree failed to initialize properly [${this.panicReason}], disabling live update`);
-      this.bus.emit('plugin:error', { phase: Phase.BootLate, plugin: this.name, error: e });
+      this.bus.emit('plugin:error', { generation: this.info.generation, phase: Phase.BootLate, plugin: this.name, reason: this.panicReason, error: e });
     }
   }
 

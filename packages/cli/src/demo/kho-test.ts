@@ -1,5 +1,5 @@
 import { inject, injectable, type DependencyContainer } from 'tsyringe';
-import { Errno, KernelError, KernelInfo, KernelLog, hex, registerPerBoot, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
+import { Errno, KernelError, KernelInfo, KernelLog, MachineBus, hex, registerPerBoot, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
 import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { KState, describe, phys, u64, vmallocBuf } from '@kho/kstate';
@@ -104,13 +104,15 @@ export class KhoTest implements KernelPlugin {
     private readonly reserveMem: ReserveMem,
     private readonly info: KernelInfo,
     @inject(KhoTestConfig) private readonly config: KhoTestConfig,
+    private readonly bus: MachineBus,
   ) {}
 
   /**
    * Allocates folios of random order until `config.mem` bytes are used, fills them, checksums them, lists them
    * in a vmalloc array and registers the state with kstate (saved at prepare). Unwinds everything on failure.
+   * Publishes `progress` (step 'generate', bytes of `config.mem`) as it goes, when someone listens.
    */
-  generate(onProgress?: (bytes: number) => void): { folios: number; bytes: number } {
+  generate(): { folios: number; bytes: number } {
     const rng = new SeededWords(this.config.seed);
     let used = 0;
     withUnwind((u) => {
@@ -124,7 +126,7 @@ export class KhoTest implements KernelPlugin {
         fillFolio(this.ram, folio, rng);
         this.folios.push(folio);
         used += folio.size;
-        onProgress?.(used);
+        this.bus.publish('progress', () => ({ generation: this.info.generation, step: 'generate', done: used, total: this.config.mem }));
       }
       this.checksum = this.folios.reduce((h, f) => checksumBlock(this.ram, f.pfn, f.order, h), CHECKSUM_SEED);
       if (this.folios.length === 0) return;

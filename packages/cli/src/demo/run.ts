@@ -1,4 +1,4 @@
-import { Phase, formatBytes, type BootParams, type Kernel, type Machine } from '@kho/kernel';
+import { Errno, KernelError, Phase, formatBytes, type BootParams, type Kernel, type Machine, type MachineBus, type PhaseEndEvent, type PluginDisabledEvent } from '@kho/kernel';
 import { PhysicalMemory, type RamRange } from '@kho/physmem';
 import { Kho, Tracker, type ScratchArea } from '@kho/kho-core';
 import { idlePages, kernelImage, machineFor, type TrackerKind } from '../system';
@@ -21,20 +21,20 @@ export interface DemoOptions {
 
 export const DEFAULT_DEMO: DemoOptions = { mem: 256 * 2 ** 20, seed: 1, ram: 4 * 2 ** 30, nodes: 1, cmdline: '' };
 
-/** Observers of a run (reports use them to take memory-map snapshots). */
-export interface RunHooks {
-  /** The first kernel after serialize, just before the jump. */
-  atJump?(kernel: Kernel): void;
-  /** The next kernel after boot, before restore. */
-  afterBoot?(kernel: Kernel): void;
-  /** What the run is doing: a step, with `done` of `total` bytes for the long ones. */
-  progress?(step: string, done: number, total: number): void;
-}
+/**
+ * Subscribes observers (reports, progress bars) to the bus of a run's machine before its first boot; every
+ * observation then comes as events. Runs never call observers themselves.
+ */
+export type Observe = (bus: MachineBus) => void;
 
 /** What the first kernel did, up to the jump. */
 export interface FirstHalf {
   readonly machine: Machine;
   readonly params: BootParams;
+  /** The first kernel's generation (the next one is one more). */
+  readonly generation: number;
+  /** Milliseconds per phase of the first kernel, heard on the machine's bus. */
+  readonly phases: Readonly<Record<string, number>>;
   readonly folios: number;
   readonly bytesPreserved: number;
   /** Bytes written into the preserved memfd files. */
@@ -50,6 +50,10 @@ export interface FirstHalf {
 /** What the second kernel found. */
 export interface SecondHalf {
   readonly ok: boolean;
+  /** The next kernel's generation: one more than the kernel that wrote the handover. */
+  readonly generation: number;
+  /** Milliseconds per phase of the next kernel, heard on the machine's bus. */
+  readonly phases: Readonly<Record<string, number>>;
   readonly khoBoot: boolean;
   readonly revivalError?: string;
   readonly restore?: KhoTestRestore;
@@ -72,6 +76,23 @@ export interface DemoReport {
   readonly second: SecondHalf;
 }
 
+/** Sums `phase:end` times per phase for one generation until `stop` (which unsubscribes and returns them). */
+function phaseTimes(bus: MachineBus): { stop(generation: number): Record<string, number> } {
+  const by = new Map<number, Record<string, number>>();
+  const on = (e: PhaseEndEvent): void => {
+    const t = by.get(e.generation) ?? {};
+    t[e.phase] = (t[e.phase] ?? 0) + e.ms;
+    by.set(e.generation, t);
+  };
+  bus.on('phase:end', on);
+  return {
+    stop(generation) {
+      bus.off('phase:end', on);
+      return Object.fromEntries(Object.entries(by.get(generation) ?? {}).map(([k, v]) => [k, round(v)]));
+    },
+  };
+}
+
 function time<T>(ms: Record<string, number>, name: string, body: () => T): T {
   const t0 = performance.now();
   try {
@@ -85,28 +106,38 @@ function round(n: number): number {
   return Math.round(n * 1000) / 1000;
 }
 
-/** Boots the first kernel, generates the test data, prepares, serializes and jumps. The machine is left halted. */
-export function runFirstHalf(opts: DemoOptions, machine?: Machine, hooks: RunHooks = {}): FirstHalf {
+/**
+ * Boots the first kernel, generates the test data, prepares, serializes and jumps. The machine is left halted.
+ * Throws KernelError(EINVAL) when the first kernel cannot run KHO (e.g. `kho=off`, or scratch that does not fit).
+ */
+export function runFirstHalf(opts: DemoOptions, machine?: Machine, observe?: Observe): FirstHalf {
   const ms: Record<string, number> = {};
   const m = machine ?? machineFor({ ram: opts.ram, nodes: opts.nodes });
+  const phases = phaseTimes(m.bus);
+  observe?.(m.bus);
   const image = kernelImage({ mem: opts.mem, seed: opts.seed }, { tracker: opts.tracker });
   // The self-test keeps a log in a reserve_mem region that survives every update.
-  const k1 = time(ms, 'boot', () => m.boot({ image, cmdline: `${KHO_TEST_LOG_CMDLINE} ${opts.cmdline}`.trim() }));
+  const cmdline = `${KHO_TEST_LOG_CMDLINE} ${opts.cmdline}`.trim();
+  const k1 = time(ms, 'boot', () => m.boot({ image, cmdline }));
   const kho = k1.get(Kho);
-  if (!kho.isEnabled()) throw new Error(`KHO is not enabled in the first kernel (${k1.log.filter('error', 'kho').map((l) => l.message).join('; ') || 'kho=off'})`);
+  if (!kho.isEnabled()) {
+    if (!k1.cmdline.getBool('kho', true)) throw new KernelError(Errno.EINVAL, `the command line '${cmdline}' has kho=off: nothing can be preserved (wanted kho=on, or no kho=)`);
+    const why = k1.log.filter('error', 'kho')[0]?.message ?? 'KHO disabled itself';
+    throw new KernelError(Errno.EINVAL, `the first kernel cannot run KHO: ${why} (wanted more RAM, or smaller scratch areas with kho_scratch= on the command line)`);
+  }
   const test = k1.get(KhoTest);
-  const gen = time(ms, 'generate', () => test.generate((b) => hooks.progress?.('generate', b, opts.mem)));
-  hooks.progress?.('preserve', opts.mem, opts.mem);
+  const gen = time(ms, 'generate', () => test.generate());
   const fileBytes = time(ms, 'files', () => writeDemoFiles(k1, opts.seed));
   time(ms, 'prepare', () => k1.prepare());
   time(ms, 'serialize', () => k1.serialize());
   const stats = k1.get<Tracker>(Tracker).stats();
   const scratch = kho.scratchAreas();
-  hooks.atJump?.(k1);
   const params = time(ms, 'kexec', () => k1.jump());
   return {
     machine: m,
     params,
+    generation: k1.generation,
+    phases: phases.stop(k1.generation),
     folios: gen.folios,
     bytesPreserved: gen.bytes,
     fileBytes,
@@ -122,21 +153,30 @@ export function runFirstHalf(opts: DemoOptions, machine?: Machine, hooks: RunHoo
  * Boots the next kernel on a halted machine from `params`, restores and verifies the self-test's folios,
  * finishes (freeing everything), and compares the free-page count with a cold boot of the same machine.
  */
-export function runSecondHalf(
-  machine: Machine,
-  params: BootParams,
-  opts: DemoOptions,
-  ranges: readonly RamRange[],
-  hooks: RunHooks = {},
-): SecondHalf {
+export function runSecondHalf(machine: Machine, params: BootParams, opts: DemoOptions, ranges: readonly RamRange[], generation?: number): SecondHalf {
   const ms: Record<string, number> = {};
   const errors: string[] = [];
   const image = kernelImage({ mem: opts.mem, seed: opts.seed }, { tracker: opts.tracker });
-  const k2: Kernel = time(ms, 'boot', () => machine.bootFrom(params, { image }));
-  ms['boot.walk'] = round((k2.phaseMs.get(Phase.BootEarly) ?? 0) + (k2.phaseMs.get(Phase.BootMm) ?? 0));
+  // the walk of the handover is what boot:early and boot:mm do: timed from the bus
+  let walk = 0;
+  const onPhase = (e: PhaseEndEvent): void => {
+    if (e.phase === Phase.BootEarly || e.phase === Phase.BootMm) walk += e.ms;
+  };
+  // a plugin the next kernel had to disable at boot is an error of the run, heard on the bus
+  const onDisabled = (e: PluginDisabledEvent): void => void errors.push(`boot: plugin '${e.plugin}' disabled: ${e.reason}`);
+  const phases = phaseTimes(machine.bus);
+  machine.bus.on('phase:end', onPhase);
+  machine.bus.on('plugin:disabled', onDisabled);
+  let k2: Kernel;
+  try {
+    k2 = time(ms, 'boot', () => machine.bootFrom(params, { image, generation }));
+  } finally {
+    machine.bus.off('phase:end', onPhase);
+    machine.bus.off('plugin:disabled', onDisabled);
+  }
+  ms['boot.walk'] = round(walk);
   const kho = k2.get(Kho);
   const test = k2.get(KhoTest);
-  hooks.afterBoot?.(k2);
   const restore = time(ms, 'restore', () => k2.restore());
   for (const [name, o] of Object.entries(restore.plugins)) if (!o.ok) errors.push(`restore ${name}: ${o.error}`);
   const files = k2.get(Kho).isKhoBoot() ? verifyDemoFiles(k2, opts.seed) : undefined;
@@ -155,6 +195,8 @@ export function runSecondHalf(
   }
   return {
     ok: errors.length === 0 && test.lastRestore?.verified === true && files?.verified === true,
+    generation: k2.generation,
+    phases: phases.stop(k2.generation),
     khoBoot: stats.khoBoot,
     revivalError: stats.revivalError,
     restore: test.lastRestore,
@@ -177,11 +219,11 @@ export function coldBootFreePages(ranges: readonly RamRange[], opts: DemoOptions
   return free;
 }
 
-/** The whole demo in one process: first kernel, kexec, second kernel. */
-export function runDemo(opts: DemoOptions, hooks: RunHooks = {}): DemoReport {
-  const first = runFirstHalf(opts, undefined, hooks);
+/** The whole demo in one process: first kernel, kexec, second kernel. `observe` subscribes to the machine's bus. */
+export function runDemo(opts: DemoOptions, observe?: Observe): DemoReport {
+  const first = runFirstHalf(opts, undefined, observe);
   const ranges = first.machine.device(PhysicalMemory).ranges;
-  const second = runSecondHalf(first.machine, first.params, opts, ranges, hooks);
+  const second = runSecondHalf(first.machine, first.params, opts, ranges);
   const { machine: _m, params: _p, ...firstReport } = first;
   return { ok: second.ok, seed: opts.seed, mem: opts.mem, ram: opts.ram, first: firstReport, second };
 }

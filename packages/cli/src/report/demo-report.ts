@@ -1,57 +1,61 @@
-import { formatBytes, hex, type Kernel, KernelBug } from '@kho/kernel';
+import { formatBytes, hex } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
-import { Kho } from '@kho/kho-core';
-import type { DemoReport, RunHooks } from '../demo/run';
-import type { KexecSection, ReportData } from './html';
-import { ownersFrom, snapshotKernel, type MemoryMapSnapshot } from './snapshot';
+import type { DemoReport } from '../demo/run';
+import type { PageGeneration, RunPage } from '../explore/model';
+import type { RunRecorder } from './recorder';
 
-/** Collects the memory maps of a demo run (before the jump, after the next boot) for its HTML report. */
-export class DemoReportCollector implements RunHooks {
-  before: MemoryMapSnapshot | undefined;
-  after: MemoryMapSnapshot | undefined;
+const ms = (v: number): string => `${v.toFixed(2)} ms`;
 
-  private compatible = '';
-
-  atJump(kernel: Kernel): void {
-    this.compatible = kernel.get(Kho).generation?.compatible ?? '(KHO off)';
-    this.before = snapshotKernel(kernel, `generation ${kernel.generation} at the jump (after serialize)`);
-  }
-
-  afterBoot(kernel: Kernel): void {
-    this.after = snapshotKernel(kernel, `generation ${kernel.generation} after boot`, this.before && ownersFrom(this.before));
-  }
-
-  /** The report's data for a finished demo. */
-  build(command: string, r: DemoReport): ReportData {
-    if (!this.before || !this.after) throw new KernelBug('the demo stopped before both memory maps were taken');
-    const s = r.second;
-    const checks = [
-      `${r.first.folios} folios of random order, ${formatBytes(r.first.bytesPreserved)}, preserved as ${r.first.blocksPreserved} blocks`,
-      s.khoBoot ? 'the next kernel booted from the handover (KHO boot)' : `the next kernel booted cold${s.revivalError ? `: ${s.revivalError}` : ''}`,
-      ...(s.restore
-        ? [
-            `restored ${s.restore.folios} folios (${formatBytes(s.restore.bytes)}); orders ${s.restore.ordersMatch ? 'match' : 'DIFFER'}`,
-            `checksum ${s.restore.checksumActual} (expected ${s.restore.checksumExpected})`,
-          ]
-        : []),
-      `free pages after finish ${s.freePagesAfterFinish}, cold boot ${s.freePagesColdBoot}`,
-      ...s.errors.map((e) => `error: ${e}`),
-    ];
-    const section: KexecSection = {
-      title: `kexec 1: generation 1 → generation 2`,
-      before: this.before,
-      after: this.after,
-      stats: {
-        tracker: `${r.first.tracker} (root compatible ${this.compatible})`,
-        'blocks preserved': r.first.blocksPreserved,
-        'tracker pages': r.first.trackerPages,
-        'tracker bytes per block': Math.round(((r.first.trackerPages * PAGE_SIZE) / Math.max(1, r.first.blocksPreserved)) * 100) / 100,
-        'scratch areas': r.first.scratch.map((a) => `${hex(a.addr)}+${formatBytes(a.size)}`).join(', '),
+/** The explorer's view of a finished demo, from what `rec` heard on its bus. */
+export function demoReportData(rec: RunRecorder, command: string, r: DemoReport): RunPage {
+  const s = r.second;
+  const f = r.first;
+  const checks = [
+    `${f.folios} folios of random order, ${formatBytes(f.bytesPreserved)}, preserved as part of ${f.blocksPreserved} blocks`,
+    s.khoBoot ? 'the next kernel booted from the handover (KHO boot)' : `the next kernel booted cold${s.revivalError ? `: ${s.revivalError}` : ''}`,
+    ...(s.restore
+      ? [
+          `restored ${s.restore.folios} folios (${formatBytes(s.restore.bytes)}); orders ${s.restore.ordersMatch ? 'match' : 'DIFFER'}`,
+          `checksum ${s.restore.checksumActual} (expected ${s.restore.checksumExpected})`,
+        ]
+      : []),
+    s.files
+      ? `memfd: ${s.files.files} files (${formatBytes(s.files.bytes)} of file size, ${formatBytes(f.fileBytes)} written) compared byte for byte, holes included: ${s.files.verified ? 'verified' : 'FAILED'}`
+      : 'memfd: the files did not come back',
+    `free pages after finish ${s.freePagesAfterFinish}, cold boot ${s.freePagesColdBoot}${s.freePagesAfterFinish === s.freePagesColdBoot ? ': nothing leaked' : ''}`,
+    ...s.errors.map((e) => `error: ${e}`),
+  ];
+  const generations: PageGeneration[] = [
+    { g: f.generation, phases: rec.phases.get(f.generation) ?? {}, preservedBytes: f.bytesPreserved, blocks: f.blocksPreserved, trackerPages: f.trackerPages },
+    { g: s.generation, phases: rec.phases.get(s.generation) ?? {}, freePages: s.freePagesAfterFinish, coldFreePages: s.freePagesColdBoot, verified: s.ok },
+  ];
+  const compatible = rec.atJump.get(f.generation)?.facts['root compatible'];
+  return {
+    title: 'kho demo: live update of random folios',
+    command,
+    ok: r.ok,
+    summary: [
+      ['machine', `${formatBytes(r.ram)} of RAM, seed ${r.seed}`],
+      ['preserved by generation 1', `${f.folios} folios (${formatBytes(f.bytesPreserved)}) and memfd files (${formatBytes(f.fileBytes)} written) as ${f.blocksPreserved} blocks`],
+      ['tracker', `${f.tracker}${compatible ? ` (root compatible ${String(compatible)})` : ''}: ${f.trackerPages} pages of metadata (${formatBytes(f.trackerPages * PAGE_SIZE)}), ${Math.round(((f.trackerPages * PAGE_SIZE) / Math.max(1, f.blocksPreserved)) * 100) / 100} bytes per block`],
+      ['scratch areas', f.scratch.map((a) => `${hex(a.addr)} +${formatBytes(a.size)}`).join(', ')],
+      ['generation 1 time', Object.entries(f.ms).map(([k, v]) => `${k} ${ms(v)}`).join(', ')],
+      ['generation 2 time', Object.entries(s.ms).map(([k, v]) => `${k} ${ms(v)}`).join(', ')],
+      ['result', r.ok ? 'every preserved byte verified, nothing leaked' : 'FAILED'],
+    ],
+    generations,
+    kexecs: [
+      {
+        from: f.generation,
+        to: s.generation,
+        verified: r.ok,
+        stats: Object.entries(rec.phases.get(f.generation) ?? {}).map(([p, v]) => [`generation ${f.generation} ${p}`, ms(v)] as const)
+          .concat(Object.entries(rec.phases.get(s.generation) ?? {}).map(([p, v]) => [`generation ${s.generation} ${p}`, ms(v)] as const)),
+        checks,
+        before: rec.atJump.get(f.generation),
+        after: rec.afterBoot.get(s.generation),
+        handover: rec.handovers.get(f.generation),
       },
-      timings: { 'generation 1': r.first.ms, 'generation 2': s.ms },
-      verified: r.ok,
-      checks,
-    };
-    return { title: 'kho demo: live update of random folios', command, ok: r.ok, kexecs: [section] };
-  }
+    ],
+  };
 }

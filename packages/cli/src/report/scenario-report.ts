@@ -1,57 +1,78 @@
-import type { Kernel } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
-import { Kho } from '@kho/kho-core';
 import type { GenerationResult, ScenarioResult } from '../scenario/run';
-import type { KexecSection, ReportData } from './html';
-import { ownersFrom, snapshotKernel, type MemoryMapSnapshot } from './snapshot';
+import { formatBytes } from '@kho/kernel';
+import type { PageGeneration, RunPage } from '../explore/model';
+import type { RunRecorder } from './recorder';
 
-/** Collects the memory maps of every kexec of a scenario for its HTML report. */
-export class ScenarioReportCollector {
-  private readonly before = new Map<number, MemoryMapSnapshot>();
-  private readonly after = new Map<number, MemoryMapSnapshot>();
-
-  private readonly compatible = new Map<number, string>();
-
-  atJump(kernel: Kernel, generation: number): void {
-    this.compatible.set(generation, `root compatible ${kernel.get(Kho).generation?.compatible ?? "(KHO off)"}`);
-    this.before.set(generation, snapshotKernel(kernel, `generation ${generation} at the jump (after serialize)`));
+/** The explorer's view of a finished scenario, from what `rec` heard on its bus. */
+export function scenarioReportData(rec: RunRecorder, command: string, r: ScenarioResult): RunPage {
+  const last = r.generations.length + 1;
+  const generations: PageGeneration[] = [];
+  for (let g = 1; g <= last; g++) {
+    const res = r.generations[g - 1];
+    const prev = r.generations[g - 2];
+    generations.push({
+      g,
+      phases: rec.phases.get(g) ?? {},
+      ...(res ? { preservedBytes: res.preserved.bytes + workloadBytes(res), blocks: res.preserved.blocks, trackerPages: res.preserved.trackerPages } : {}),
+      ...(res?.freePages ? { freePages: res.freePages.afterFinish, coldFreePages: res.freePages.coldBoot } : g === last && r.freePagesAtEnd >= 0 ? { freePages: r.freePagesAtEnd, coldFreePages: r.freePagesColdBoot } : {}),
+      ...(prev ? { verified: generationVerified(prev) } : {}),
+    });
   }
+  const kexecs = r.generations.map((g) => {
+    const by = g.restoredByNext;
+    const next = g.generation + 1;
+    return {
+      from: g.generation,
+      to: next,
+      verified: generationVerified(g),
+      stats: [
+        ['tracker', `root compatible ${String(rec.atJump.get(g.generation)?.facts['root compatible'] ?? '')}`],
+        ['blocks preserved', String(g.preserved.blocks)],
+        ['tracker pages', String(g.preserved.trackerPages)],
+        ['tracker bytes per block', String(Math.round(((g.preserved.trackerPages * PAGE_SIZE) / Math.max(1, g.preserved.blocks)) * 100) / 100)],
+        ...Object.entries(g.ms).map(([k, v]) => [`generation ${g.generation} ${k}`, `${v.toFixed(2)} ms`] as const),
+      ] as Array<readonly [string, string]>,
+      checks: [
+        `preserved ${g.preserved.folios} folios (${formatBytes(g.preserved.bytes)}) as part of ${g.preserved.blocks} blocks`,
+        by ? `generation ${next} restored ${by.folios} folios (${formatBytes(by.bytes)}): ${by.verified ? 'verified' : 'FAILED'}` : 'no folios to restore',
+        ...workloadChecks(g),
+        ...g.errors,
+      ],
+      before: rec.atJump.get(g.generation),
+      after: rec.afterBoot.get(next),
+      handover: rec.handovers.get(g.generation),
+    };
+  });
+  const verified = r.generations.filter(generationVerified).length;
+  const total = r.generations.reduce((n, g) => n + g.preserved.bytes + workloadBytes(g), 0);
+  const maxPages = Math.max(0, ...r.generations.map((g) => g.preserved.trackerPages));
+  return {
+    title: `kho run: ${r.name}`,
+    command,
+    ok: r.ok,
+    summary: [
+      ['generations', `${last} kernels, ${r.generations.length} live updates`],
+      ['verified by the next kernel', `${verified} of ${r.generations.length} kexecs`],
+      ['preserved over the chain', formatBytes(total)],
+      ['tracker metadata', `at most ${maxPages} pages (${formatBytes(maxPages * PAGE_SIZE)}) at a jump`],
+      ['free pages at the end', `${r.freePagesAtEnd}, cold boot ${r.freePagesColdBoot}${r.freePagesAtEnd === r.freePagesColdBoot ? ': nothing leaked' : ''}`],
+      ['errors', r.errors.length ? r.errors.slice(0, 3).join('; ') + (r.errors.length > 3 ? ` (and ${r.errors.length - 3} more)` : '') : 'none'],
+    ],
+    generations,
+    kexecs,
+  };
+}
 
-  afterBoot(kernel: Kernel, generation: number): void {
-    const prev = this.before.get(generation - 1);
-    this.after.set(generation - 1, snapshotKernel(kernel, `generation ${generation} after boot`, prev && ownersFrom(prev)));
-  }
+/** Bytes a generation's workloads handed over (besides the self-test's folios). */
+function workloadBytes(g: GenerationResult): number {
+  const p = g.preserved;
+  return p.vmalloc.bytes + p.reserveMem.bytes + p.kstate.bytes + p.memfd.bytes;
+}
 
-  build(command: string, r: ScenarioResult): ReportData {
-    const kexecs: KexecSection[] = [];
-    for (const g of r.generations) {
-      const before = this.before.get(g.generation);
-      const after = this.after.get(g.generation);
-      if (!before || !after) continue;
-      const next = r.generations.find((x) => x.generation === g.generation + 1);
-      const by = g.restoredByNext;
-      kexecs.push({
-        title: `kexec ${g.generation}: generation ${g.generation} → generation ${g.generation + 1}`,
-        before,
-        after,
-        stats: {
-          tracker: this.compatible.get(g.generation) ?? '',
-          'blocks preserved': g.preserved.blocks,
-          'tracker pages': g.preserved.trackerPages,
-          'tracker bytes per block': Math.round(((g.preserved.trackerPages * PAGE_SIZE) / Math.max(1, g.preserved.blocks)) * 100) / 100,
-        },
-        timings: { [`generation ${g.generation}`]: g.ms, ...(next ? { [`generation ${g.generation + 1}`]: next.ms } : {}) },
-        verified: (g.preserved.folios === 0 || by?.verified === true) && workloadsVerified(g),
-        checks: [
-          `preserved ${g.preserved.folios} folios (${g.preserved.bytes} bytes) as ${g.preserved.blocks} blocks`,
-          by ? `generation ${g.generation + 1} restored ${by.folios} folios (${by.bytes} bytes): ${by.verified ? 'verified' : 'FAILED'}` : 'nothing to restore',
-          ...workloadChecks(g),
-          ...g.errors,
-        ],
-      });
-    }
-    return { title: `kho run: ${r.name}`, command, ok: r.ok, kexecs };
-  }
+/** True when the next generation verified everything this one handed over. */
+function generationVerified(g: GenerationResult): boolean {
+  return (g.preserved.folios === 0 || g.restoredByNext?.verified === true) && workloadsVerified(g);
 }
 
 /** True when the next generation verified every workload this one handed over (or it handed none over). */

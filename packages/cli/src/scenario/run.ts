@@ -1,7 +1,8 @@
-import { formatBytes, formatSizeExact, type Kernel, type KernelModule, describeError } from '@kho/kernel';
+import { Errno, KernelError, formatSizeExact, isKernelError, type KernelModule, type PhaseEndEvent, type PluginDisabledEvent, describeError } from '@kho/kernel';
 import { PhysicalMemory } from '@kho/physmem';
 import { Kho, Tracker } from '@kho/kho-core';
 import { KhoTest } from '../demo/kho-test';
+import type { Observe } from '../demo/run';
 import { idlePages, kernelImage, machineFor } from '../system';
 import { regionsOf, type Scenario } from './schema';
 import { ScenarioWorkload, scenarioWorkloadModule, type ScenarioWorkloadConfig, type WorkloadCheck, type WorkloadPreserved, type WorkloadRestore } from './workload';
@@ -31,6 +32,10 @@ export interface GenerationResult {
   luoVerifiedByNext?: LuoVerified;
   readonly ms: Record<string, number>;
   readonly errors: string[];
+  /** Milliseconds per phase of this generation's kernel, heard on the machine's bus (boot to kexec). */
+  readonly phases?: Readonly<Record<string, number>>;
+  /** Free pages after this generation restored and finished what the previous one handed over (not for the first). */
+  readonly freePages?: { readonly afterFinish: number; readonly coldBoot: number };
 }
 
 export interface ScenarioResult {
@@ -44,13 +49,15 @@ export interface ScenarioResult {
   readonly errors: string[];
 }
 
-/** Observers (progress bars, reports). */
-export interface ScenarioHooks {
-  /** Called as a generation advances, with what it is doing. */
-  progress?(generation: number, label: string): void;
-  /** The kernel of a generation just before its jump, and the next one after boot. */
-  atJump?(kernel: Kernel, generation: number): void;
-  afterBoot?(kernel: Kernel, generation: number): void;
+/** How to run a scenario beyond the scenario itself. */
+export interface ScenarioOptions {
+  /** Subscribes observers (progress, reports, timings) to the machine's bus before the first boot. */
+  readonly observe?: Observe;
+  /**
+   * Extra modules for generation `gen`'s kernel image: plugins that act inside the kernel in phase order (tests
+   * use them to damage a handover at the jump, or to leak a page in a given generation).
+   */
+  readonly modules?: (gen: number) => readonly KernelModule[];
 }
 
 /** What generation `gen`'s kernel makes of the workloads (nothing for the last kernel and cold boots of it). */
@@ -59,11 +66,11 @@ function workloadConfig(s: Scenario, gen: number): ScenarioWorkloadConfig {
   return { generation: gen, seed: (s.seed + gen - 1) >>> 0, vmalloc: p?.vmalloc ?? [], reserveMem: p?.reserveMem ?? [], kstate: p?.kstate, memfd: p?.memfd ?? [] };
 }
 
-function imageFor(s: Scenario, gen: number): KernelModule[] {
+function imageFor(s: Scenario, gen: number, extra: ScenarioOptions['modules']): KernelModule[] {
   const f = s.generations[gen - 1]?.preserve.folios;
   const image = kernelImage({ mem: f?.total ?? 0, seed: s.seed + gen - 1, minOrder: f?.minOrder, maxOrder: f?.maxOrder }, { tracker: s.tracker });
   // LUO scenarios inject failures through the test file handler of @kho/liveupdate/testing.
-  return [...image, scenarioWorkloadModule(workloadConfig(s, gen)), ...(usesLuo(s) ? [testFileModule()] : [])];
+  return [...image, scenarioWorkloadModule(workloadConfig(s, gen)), ...(usesLuo(s) ? [testFileModule()] : []), ...(extra?.(gen) ?? [])];
 }
 
 /** True when a generation of `s` has LUO steps: then every kernel of the chain runs with liveupdate=on. */
@@ -131,32 +138,46 @@ function time<T>(ms: Record<string, number>, name: string, body: () => T): T {
  * Runs a scenario: boots the machine, and for every generation restores and verifies what the previous one
  * preserved (the self-test's folios through KhoTest, the workloads through ScenarioWorkload), frees it, makes and
  * preserves its own data and kexecs; the last kernel restores, verifies and frees. After every generation's
- * finish the free-page count must equal a cold boot's with the same command line. Never throws for a failed
- * verification: it is in the result.
+ * finish the free-page count must equal a cold boot's with the same command line. A plugin disabled at boot
+ * (heard on the bus) is an error of its generation. Never throws for a failed verification: it is in the
+ * result. Throws KernelError(ENOMEM) naming the generation when the scenario asks for more memory than the
+ * machine has (bad input).
  */
-export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioResult {
+export function runScenario(s: Scenario, opts: ScenarioOptions = {}): ScenarioResult {
   const machine = machineFor({ ram: s.machine.ram, nodes: s.machine.nodes, ranges: s.machine.ranges });
   const baselines = new Map<string, number>();
   const coldFree = (cmdline: string, gen: number): number => {
     const key = `${cmdline}\u0000${s.tracker}`;
     if (!baselines.has(key)) {
       const m = machineFor({ ranges: machine.device(PhysicalMemory).ranges });
-      baselines.set(key, idlePages(m.boot({ image: imageFor(s, gen), cmdline })));
+      baselines.set(key, idlePages(m.boot({ image: imageFor(s, gen, undefined), cmdline })));
       m.shutdown();
     }
     return baselines.get(key)!;
   };
   const results: GenerationResult[] = [];
   const errors: string[] = [];
-  let kernel = machine.boot({ image: imageFor(s, 1), cmdline: cmdlineOf(s, 1) });
+  // plugins disabled while a kernel boots, by generation: the runner hears them on the bus
+  const disabled = new Map<number, string[]>();
+  machine.bus.on('plugin:disabled', (e: PluginDisabledEvent) => {
+    disabled.set(e.generation, [...(disabled.get(e.generation) ?? []), `generation ${e.generation}: plugin '${e.plugin}' disabled at boot: ${e.reason}`]);
+  });
+  // every kernel phase's time, by generation, heard on the bus (the result's `phases`)
+  const phases = new Map<number, Record<string, number>>();
+  machine.bus.on('phase:end', (e: PhaseEndEvent) => {
+    const t = phases.get(e.generation) ?? {};
+    t[e.phase] = Math.round(((t[e.phase] ?? 0) + e.ms) * 1000) / 1000;
+    phases.set(e.generation, t);
+  });
+  opts.observe?.(machine.bus);
+  let kernel = machine.boot({ image: imageFor(s, 1, opts.modules), cmdline: cmdlineOf(s, 1) });
   const n = s.generations.length;
   for (let gen = 1; gen <= n + 1; gen++) {
     const ms: Record<string, number> = {};
-    const genErrors: string[] = [];
+    const genErrors: string[] = [...(disabled.get(gen) ?? [])];
     const k = kernel;
+    let freePages: GenerationResult['freePages'];
     if (gen > 1) {
-      hooks.afterBoot?.(k, gen);
-      hooks.progress?.(gen, 'restore');
       const restore = time(ms, 'restore', () => k.restore());
       for (const [name, o] of Object.entries(restore.plugins)) if (!o.ok) genErrors.push(`generation ${gen} restore ${name}: ${o.error}`);
       const kho = k.get(Kho);
@@ -168,7 +189,6 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
       if (prev.preserved.folios > 0 && !r?.verified) genErrors.push(`generation ${gen} could not verify generation ${gen - 1}'s folios`);
       prev.verifiedByNext = checkWorkloads(gen, prev.preserved, k.get(ScenarioWorkload).lastRestore, genErrors);
       if (usesLuo(s)) {
-        hooks.progress?.(gen, 'LUO: retrieve and verify');
         const v = time(ms, 'luo-verify', () => verifyLuo(k, s.generations[gen - 1]?.luo, gen, genErrors));
         if (prev.luo) {
           prev.luoVerifiedByNext = v;
@@ -184,6 +204,7 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
       // tracker pages of earlier generations included.
       const free = idlePages(k);
       const baseline = coldFree(cmdlineOf(s, gen), gen);
+      freePages = { afterFinish: free, coldBoot: baseline };
       if (free !== baseline) genErrors.push(`generation ${gen}: ${free} free pages (tracker pages counted as free) after finish, a cold boot has ${baseline}`);
     }
     if (gen > n) {
@@ -193,25 +214,29 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
     const test = k.get(KhoTest);
     const spec = s.generations[gen - 1].preserve.folios;
     let gened = { folios: 0, bytes: 0 };
-    if (spec) gened = time(ms, 'generate', () => test.generate((b) => hooks.progress?.(gen, `generate ${formatBytes(b)}`)));
     let made = NOTHING;
     let luoMade: LuoMade | undefined;
     const luoCfg = s.generations[gen - 1].luo;
     try {
-      hooks.progress?.(gen, 'workloads');
+      if (spec) gened = time(ms, 'generate', () => test.generate());
       made = time(ms, 'workloads', () => k.get(ScenarioWorkload).generate());
       if (luoCfg) luoMade = time(ms, 'luo', () => makeLuo(k, luoCfg, gen, (s.seed + gen - 1) >>> 0, genErrors));
-      hooks.progress?.(gen, 'prepare');
+    } catch (e) {
+      if (isKernelError(e, Errno.ENOMEM)) {
+        throw new KernelError(Errno.ENOMEM, `generation ${gen} asks for more memory than the machine has left (${e.reason}; wanted less to preserve, or more machine.ram)`, { cause: e });
+      }
+      throw e;
+    }
+    try {
       luoMade = time(ms, 'prepare', () => prepareWithInjection(k, luoCfg, gen, genErrors, luoMade, () => k.prepare()));
       time(ms, 'serialize', () => k.serialize());
     } catch (e) {
       genErrors.push(`generation ${gen}: ${describeError(e, { errno: true })}`);
       errors.push(...genErrors);
-      results.push({ generation: gen, preserved: { ...gened, blocks: 0, trackerPages: 0, ...made }, restoredByNext: undefined, verifiedByNext: undefined, luo: luoMade, ms, errors: genErrors });
+      results.push({ generation: gen, preserved: { ...gened, blocks: 0, trackerPages: 0, ...made }, restoredByNext: undefined, verifiedByNext: undefined, luo: luoMade, ms, errors: genErrors, ...(freePages ? { freePages } : {}) });
       break;
     }
     const stats = k.get<Tracker>(Tracker).stats();
-    hooks.atJump?.(k, gen);
     results.push({
       generation: gen,
       preserved: { ...gened, blocks: stats.blocks, trackerPages: stats.metadataPages, ...made },
@@ -220,14 +245,14 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
       luo: luoMade,
       ms,
       errors: genErrors,
+      ...(freePages ? { freePages } : {}),
     });
     errors.push(...genErrors);
-    hooks.progress?.(gen, 'kexec');
-    kernel = time(ms, 'kexec', () => k.kexec({ image: imageFor(s, gen + 1), cmdline: cmdlineOf(s, gen + 1) }));
+    kernel = time(ms, 'kexec', () => k.kexec({ image: imageFor(s, gen + 1, opts.modules), cmdline: cmdlineOf(s, gen + 1) }));
   }
   const freePagesAtEnd = kernel.isDead ? -1 : idlePages(kernel);
   const cold = machineFor({ ranges: machine.device(PhysicalMemory).ranges });
-  const coldKernel = cold.boot({ image: imageFor(s, n + 1), cmdline: cmdlineOf(s, n + 1) });
+  const coldKernel = cold.boot({ image: imageFor(s, n + 1, undefined), cmdline: cmdlineOf(s, n + 1) });
   const freePagesColdBoot = idlePages(coldKernel);
   cold.shutdown();
   if (errors.length === 0 && freePagesAtEnd !== freePagesColdBoot) {
@@ -235,5 +260,6 @@ export function runScenario(s: Scenario, hooks: ScenarioHooks = {}): ScenarioRes
   }
   const last = kernel.isDead ? undefined : kernel.get(Kho).stats();
   const lastKernel = last ? { compatible: last.incomingCompatible, previousRelease: last.previousRelease, kexecCount: last.kexecCount } : undefined;
-  return { name: s.name ?? 'scenario', ok: errors.length === 0, generations: results, freePagesAtEnd, freePagesColdBoot, lastKernel, errors };
+  const generations = results.map((r) => ({ ...r, phases: phases.get(r.generation) ?? {} }));
+  return { name: s.name ?? 'scenario', ok: errors.length === 0, generations, freePagesAtEnd, freePagesColdBoot, lastKernel, errors };
 }

@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 import { runCli } from '../main';
 import { parseScenario } from './schema';
 import { runScenario } from './run';
+import { jsonErrorOffset } from './schema';
+import fc from 'fast-check';
 
 const EXAMPLES = resolve(__dirname, '../../../../examples');
 
@@ -67,16 +69,28 @@ describe('scenario files', () => {
 });
 
 describe('kho run --report', () => {
-  it('draws the memory map before and after every kexec', () => {
+  it('puts every kexec of the chain in the explorer: both maps, the handover, every generation on the timeline', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kho-run-'));
     try {
       const html = join(dir, 'chain.html');
       const r = cli('run', join(EXAMPLES, 'chain-of-updates.yaml'), '--report', html);
       expect(r.code).toBe(0);
+      expect(r.out).toMatch(/\nreport: .*chain\.html \([\d.]+ KiB written\)\n$/);
       const page = readFileSync(html, 'utf8');
-      expect(page.match(/<section class="kexec"/g)).toHaveLength(5);
-      expect(page.match(/<svg /g)).toHaveLength(10);
-      expect(page).toContain('kexec 5: generation 5 → generation 6');
+      const data = JSON.parse(/<script id="kho-data" type="application\/json">(.*?)<\/script>/s.exec(page)![1]);
+      expect(data.kexecs.map((k: { title: string }) => k.title)).toEqual([1, 2, 3, 4, 5].map((g) => `kexec ${g}: generation ${g} → generation ${g + 1}`));
+      for (const k of data.kexecs) {
+        expect(k.maps.map((m: { id: string }) => m.id)).toEqual(['before', 'after']);
+        expect(k.handover.compatible).toBe('kho-v4');
+        expect(k.handover.problems).toEqual([]);
+        expect(k.verified).toBe(true);
+      }
+      expect(data.generations.map((g: { g: number }) => g.g)).toEqual([1, 2, 3, 4, 5, 6]);
+      // the --json result carries the same phases, heard on the bus by the runner
+      const json = JSON.parse(cli('run', join(EXAMPLES, 'chain-of-updates.yaml'), '--json').out);
+      expect(Object.keys(json.generations[1].phases)).toEqual(['boot:early', 'boot:mm', 'boot:late', 'restore', 'finish', 'prepare', 'serialize', 'kexec']);
+      // every generation's phases came from the bus
+      for (const g of data.generations) expect(Object.keys(g.phases)).toEqual(expect.arrayContaining(['boot:early', 'boot:mm', 'boot:late']));
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -95,4 +109,31 @@ describe('the examples in examples/', () => {
     // kexec-metadata counts the chain: the last kernel is the n-th kexec since the cold boot
     expect(result.lastKernel).toMatchObject({ compatible: 'kho-v4', previousRelease: '7.2.0-kho-lab', kexecCount: result.generations.length });
   });
+});
+
+describe('where a JSON scenario stops being JSON', () => {
+  it('is nowhere for valid JSON, and somewhere for every text JSON.parse refuses', () => {
+    fc.assert(fc.property(fc.jsonValue(), (v) => expect(jsonErrorOffset(JSON.stringify(v, null, 1))).toBe(-1)));
+    fc.assert(
+      fc.property(fc.string({ maxLength: 40 }), (t) => {
+        let ok = true;
+        try {
+          JSON.parse(t);
+        } catch {
+          ok = false;
+        }
+        expect(jsonErrorOffset(t) === -1).toBe(ok);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it.each([
+    ['{"a": 1,}', 8],
+    ['[1, 2', 5],
+    ['{"a" 1}', 5],
+    ['"\\x"', 2],
+    ['nul', 3],
+    ['{} x', 3],
+  ])('%s: at %d', (text, at) => expect(jsonErrorOffset(text)).toBe(at));
 });

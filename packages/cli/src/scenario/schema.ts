@@ -199,15 +199,145 @@ export function regionsOf(s: Scenario, gen: number): Array<{ name: string; size:
   return [...out.values()];
 }
 
-/** Parses and validates scenario text. Throws EINVAL naming the path of the first bad fields and what was expected. */
+/** Line and column (1-based) of character `pos` of `text`. */
+function lineColumn(text: string, pos: number): { line: number; column: number } {
+  const before = text.slice(0, Math.max(0, Math.min(pos, text.length)));
+  const line = before.split('\n').length;
+  return { line, column: before.length - before.lastIndexOf('\n') };
+}
+
+/**
+ * The offset of the first character where `text` stops being JSON (JSON.parse of Node 20 does not say where):
+ * a small recursive-descent reader over the grammar of RFC 8259, which it only has to follow until it fails.
+ */
+export function jsonErrorOffset(text: string): number {
+  let i = 0;
+  const ws = (): void => {
+    while (i < text.length && ' \t\n\r'.includes(text[i])) i++;
+  };
+  const fail = (): never => {
+    throw i;
+  };
+  const lit = (word: string): void => {
+    for (const c of word) {
+      if (text[i] !== c) fail();
+      i++;
+    }
+  };
+  const str = (): void => {
+    i++; // the opening quote
+    while (i < text.length && text[i] !== '"') {
+      if (text[i] < ' ') fail();
+      if (text[i] === '\\') {
+        i++;
+        if (text[i] === 'u') {
+          for (let k = 1; k <= 4; k++) {
+            if (!/[0-9a-fA-F]/.test(text[i + k] ?? '')) {
+              i += k;
+              fail();
+            }
+          }
+          i += 4;
+        } else if (!'"\\/bfnrt'.includes(text[i] ?? 'x')) fail();
+      }
+      i++;
+    }
+    if (i >= text.length) fail();
+    i++;
+  };
+  const num = (): void => {
+    const m = /^-?(0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i));
+    if (!m) fail();
+    i += m![0].length;
+  };
+  const value = (): void => {
+    ws();
+    const c = text[i];
+    if (c === '{') {
+      i++;
+      ws();
+      if (text[i] === '}') return void i++;
+      for (;;) {
+        ws();
+        if (text[i] !== '"') fail();
+        str();
+        ws();
+        if (text[i] !== ':') fail();
+        i++;
+        value();
+        ws();
+        if (text[i] === ',') i++;
+        else if (text[i] === '}') return void i++;
+        else fail();
+      }
+    }
+    if (c === '[') {
+      i++;
+      ws();
+      if (text[i] === ']') return void i++;
+      for (;;) {
+        value();
+        ws();
+        if (text[i] === ',') i++;
+        else if (text[i] === ']') return void i++;
+        else fail();
+      }
+    }
+    if (c === '"') return str();
+    if (c === 't') return lit('true');
+    if (c === 'f') return lit('false');
+    if (c === 'n') return lit('null');
+    return num();
+  };
+  try {
+    value();
+    ws();
+    return i < text.length ? i : -1;
+  } catch (at) {
+    return typeof at === 'number' ? Math.min(at, text.length) : 0;
+  }
+}
+
+/** A JSON.parse error as "line L, column C: what". */
+function jsonError(e: unknown, text: string): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  // Node 20: `Unexpected token ',', "...context..." is not valid JSON`; later versions add a position
+  const what = msg
+    .replace(/, (\.\.\.)?".*" is not valid JSON$/s, '')
+    .replace(/ in JSON at position \d+.*$/s, '')
+    .replace(/^Unexpected end of JSON input$/, 'the text ends before the JSON does');
+  const pos = jsonErrorOffset(text);
+  if (pos < 0) return what;
+  const { line, column } = lineColumn(text, pos);
+  return `line ${line}, column ${column}: ${what}`;
+}
+
+/** A YAML parse error as "line L, column C: what" (the library's code frame and position suffix dropped). */
+function yamlError(e: unknown): string {
+  const err = e as { message?: string; linePos?: Array<{ line: number; col: number }> };
+  const what = String(err.message ?? e).split('\n')[0].replace(/ at line \d+, column \d+:?$/, '').replace(/:$/, '');
+  const p = err.linePos?.[0];
+  return p ? `line ${p.line}, column ${p.col}: ${what}` : what;
+}
+
+/**
+ * Parses and validates scenario text. Throws EINVAL naming the file and the path of the first bad fields and
+ * what was expected; a file that does not parse is named with the line and column of the error.
+ */
 export function parseScenario(text: string, source: string): Scenario {
   let raw: unknown;
   const yaml = /\.ya?ml$/i.test(source) || !/^\s*[{[]/.test(text);
+  if (text.trim() === '' || (yaml && /^\s*(#[^\n]*\s*)*$/.test(text))) {
+    throw new KernelError(Errno.EINVAL, `scenario ${source}: the file is empty (wanted a ${yaml ? 'YAML' : 'JSON'} object with at least 'generations')`);
+  }
   try {
-    raw = yaml ? parseYaml(text) : JSON.parse(text);
+    raw = yaml ? parseYaml(text, { maxAliasCount: 100 }) : JSON.parse(text);
   } catch (e) {
-    const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
-    throw new KernelError(Errno.EINVAL, `scenario ${source}: not valid ${yaml ? 'YAML' : 'JSON'}: ${msg}`);
+    throw new KernelError(Errno.EINVAL, `scenario ${source}: not valid ${yaml ? 'YAML' : 'JSON'}: ${yaml ? yamlError(e) : jsonError(e, text)}`);
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    const found = raw === null || raw === undefined ? 'nothing' : Array.isArray(raw) ? 'a list' : `the ${typeof raw} ${JSON.stringify(raw).slice(0, 40)}`;
+    throw new KernelError(Errno.EINVAL, `scenario ${source}: the file holds ${found} (wanted an object with at least 'generations')`);
   }
   const r = ScenarioSchema.safeParse(raw);
   if (!r.success) {
@@ -219,6 +349,26 @@ export function parseScenario(text: string, source: string): Scenario {
     throw new KernelError(Errno.EINVAL, `scenario ${source}: ${issues.join('; ')}${more}`);
   }
   return r.data;
+}
+
+/**
+ * The generation that preserves the most, and how many bytes it asks for (folios, vmalloc areas, reserve_mem
+ * regions, kstate payloads, memfd files): a scenario asking for more than the machine's RAM is refused before it
+ * runs.
+ */
+export function scenarioDemand(s: Scenario): { generation: number; bytes: number } {
+  let best = { generation: 1, bytes: 0 };
+  s.generations.forEach((g, i) => {
+    const p = g.preserve;
+    const pages = (n: number): number => Math.ceil(n / PAGE_SIZE) * PAGE_SIZE;
+    let bytes = p.folios?.total ?? 0;
+    for (const v of p.vmalloc ?? []) bytes += pages(v.size);
+    for (const r of p.reserveMem ?? []) bytes += r.size;
+    if (p.kstate) bytes += p.kstate.objects * pages(p.kstate.size);
+    for (const f of p.memfd ?? []) bytes += f.sparse ? pages(f.size) / 2 : pages(f.size);
+    if (bytes > best.bytes) best = { generation: i + 1, bytes };
+  });
+  return best;
 }
 
 /** Reads and validates a scenario file. */

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
-import { KernelError, type Kernel } from '@kho/kernel';
+import { KernelError, KernelInfo, KernelPlugin, type KernelModule } from '@kho/kernel';
+import type { DependencyContainer } from 'tsyringe';
 import { BuddyAllocator, FaultInjector, PhysicalMemory } from '@kho/physmem';
 import { KState } from '@kho/kstate';
 import { ReserveMem } from '@kho/memblock';
@@ -7,7 +8,7 @@ import { Memfd } from '@kho/memfd';
 import { Vmalloc } from '@kho/vmalloc';
 import { kernelImage, machineFor } from '../system';
 import { parseScenario, type Scenario } from './schema';
-import { cmdlineOf, runScenario, type ScenarioHooks } from './run';
+import { cmdlineOf, runScenario } from './run';
 import { SeededBytes, ScenarioWorkload, scenarioWorkloadModule } from './workload';
 
 const MiB = 2 ** 20;
@@ -123,6 +124,27 @@ function scenario(body: string): Scenario {
   return parseScenario(`${SMALL}${body}`, 'x.yaml');
 }
 
+/** Every plugin of a scenario kernel: a test plugin that runs after them all. */
+const ALL_PLUGINS = ['physmem', 'memblock', 'kho', 'kho-slab', 'reserve_mem', 'kstate', 'memfd', 'kho-test', 'scenario-workload'];
+
+/**
+ * A test plugin acting inside each kernel of a scenario, after every other plugin: at `serialize` (the last
+ * moment before the jump) or at `bootLate` (after the next kernel booted, before restore). It resolves what it
+ * touches from its boot's container, as a test may.
+ */
+function inKernel(when: 'serialize' | 'bootLate', act: (c: DependencyContainer, generation: number) => void): (gen: number) => KernelModule[] {
+  return () => [
+    {
+      name: 'test-hook',
+      register(c) {
+        c.register(KernelPlugin, {
+          useFactory: (dc) => ({ name: 'test-hook', afterIfPresent: ALL_PLUGINS, [when]: () => act(dc, dc.resolve(KernelInfo).generation) }),
+        });
+      },
+    },
+  ];
+}
+
 /** The byte at `addr` of RAM flipped; returns the old and new values as the error messages write them. */
 function flip(read: () => number, write: (b: number) => void): { was: string; now: string } {
   const b = read();
@@ -151,7 +173,7 @@ describe('each workload across live updates', () => {
       'generations:\n  - preserve: { reserveMem: [{ name: log, size: 256K, align: 64K }, { name: trace, size: 1M, align: 1M }] }\n  - preserve: {}\n  - preserve: { reserveMem: [{ name: log, size: 256K, align: 64K }] }\n  - preserve: {}',
     );
     const starts: number[][] = [];
-    const r = runScenario(s, { afterBoot: (k) => starts.push(k.get(ReserveMem).regions.map((x) => x.start)) });
+    const r = runScenario(s, { modules: inKernel('bootLate', (c) => starts.push(c.resolve(ReserveMem).regions.map((x) => x.start))) });
     expect(r.errors).toEqual([]);
     expect(r.generations.map((g) => [g.preserved.reserveMem.regions, g.preserved.reserveMem.carried])).toEqual([
       [2, 0],
@@ -182,7 +204,7 @@ describe('each workload across live updates', () => {
     let names: string[] = [];
     const r = runScenario(
       scenario('generations:\n  - preserve: { memfd: [{ name: dense, size: 1000001 }, { name: holes, size: 300K, sparse: true }] }\n  - preserve: { memfd: [{ name: dense, size: 4K, sparse: true }] }'),
-      { atJump: (k) => (names = k.get(Memfd).list().map((f) => f.name)) },
+      { modules: inKernel('serialize', (c) => (names = c.resolve(Memfd).list().map((f) => f.name))) },
     );
     expect(r.errors).toEqual([]);
     expect(names).toEqual(['dense']); // generation 2 unlinked what it verified, then made its own
@@ -195,13 +217,13 @@ describe('each workload across live updates', () => {
 });
 
 describe('a workload that does not verify is reported', () => {
-  const tamper = (body: string, atJump: ScenarioHooks['atJump']) => runScenario(scenario(`generations:\n  - preserve: ${body}`), { atJump });
+  const tamper = (body: string, atJump: (c: DependencyContainer, g: number) => void) => runScenario(scenario(`generations:\n  - preserve: ${body}`), { modules: inKernel('serialize', atJump) });
 
   it('vmalloc: a byte changed before the jump', () => {
     let f = { was: '', now: '' };
     const r = tamper('{ vmalloc: [{ size: 8K }, { size: 2M, huge: true }] }', (k) => {
-      const vm = k.get(Vmalloc);
-      const addr = k.get(ScenarioWorkload).outgoing.vmalloc[1];
+      const vm = k.resolve(Vmalloc);
+      const addr = k.resolve(ScenarioWorkload).outgoing.vmalloc[1];
       f = flip(() => vm.readU8(addr + 12345), (b) => vm.write(addr + 12345, Uint8Array.of(b)));
     });
     expect(r.ok).toBe(false);
@@ -213,12 +235,12 @@ describe('a workload that does not verify is reported', () => {
   it('reserve_mem: a byte of the region changed before the jump, two kexecs after it was written', () => {
     let f = { was: '', now: '' };
     const r = runScenario(scenario('generations:\n  - preserve: { reserveMem: [{ name: log, size: 64K }] }\n  - preserve: {}\n  - preserve: {}'), {
-      atJump: (k, g) => {
+      modules: inKernel('serialize', (k, g) => {
         if (g !== 3) return;
-        const ram = k.get(PhysicalMemory);
-        const start = k.get(ReserveMem).find('log').start;
+        const ram = k.resolve(PhysicalMemory);
+        const start = k.resolve(ReserveMem).find('log').start;
         f = flip(() => ram.readU8(start + 4097), (b) => ram.write(start + 4097, Uint8Array.of(b)));
-      },
+      }),
     });
     expect(r.errors).toEqual([`generation 4 could not verify generation 3's reserve_mem region 'log' (written by generation 1): byte 4097 is ${f.now} (wanted ${f.was})`]);
     expect(r.generations.map((g) => g.verifiedByNext?.reserveMem.verified)).toEqual([true, true, false]);
@@ -227,8 +249,8 @@ describe('a workload that does not verify is reported', () => {
   it('kstate: a payload byte changed before the jump', () => {
     let f = { was: '', now: '' };
     const r = tamper('{ kstate: { objects: 5, size: 100 } }', (k) => {
-      const ram = k.get(PhysicalMemory);
-      const p = k.get(ScenarioWorkload).outgoing.objects[3].payload!;
+      const ram = k.resolve(PhysicalMemory);
+      const p = k.resolve(ScenarioWorkload).outgoing.objects[3].payload!;
       f = flip(() => ram.readU8(p.phys + 99), (b) => ram.write(p.phys + 99, Uint8Array.of(b)));
     });
     expect(r.errors).toEqual([`generation 2 could not verify generation 1's kstate object 3: payload byte 99 is ${f.now} (wanted ${f.was})`]);
@@ -240,8 +262,8 @@ describe('a workload that does not verify is reported', () => {
     let f = { was: '', now: '' };
     let offset = -1;
     const r = tamper('{ memfd: [{ name: holes, size: 256K, sparse: true }] }', (k) => {
-      const ram = k.get(PhysicalMemory);
-      const [file] = k.get(Memfd).preservedFiles();
+      const ram = k.resolve(PhysicalMemory);
+      const [file] = k.resolve(Memfd).preservedFiles();
       const { folio } = file.folios[0];
       offset = file.folios[0].offset;
       f = flip(() => ram.readU8(folio.phys + 10), (b) => ram.write(folio.phys + 10, Uint8Array.of(b)));
@@ -281,7 +303,8 @@ describe('the free-page baseline', () => {
 
   it('holds at every generation when every workload is restored and freed', () => {
     const made: number[] = [];
-    const r = runScenario(scenario(ALL), { progress: (g, label) => label === 'workloads' && made.push(g) });
+    // every generation that prepares an update is heard on the bus
+    const r = runScenario(scenario(ALL), { observe: (bus) => bus.on('phase:start', (e) => e.phase === 'prepare' && made.push(e.generation)) });
     // runScenario compares every kernel's free pages after finish with a cold boot of its command line
     expect(r.errors).toEqual([]);
     expect(made).toEqual([1, 2, 3]);
@@ -289,13 +312,13 @@ describe('the free-page baseline', () => {
   });
 
   it('catches a page the next kernel keeps', () => {
-    const keep = (k: Kernel): void => {
-      const m = k.get(Memfd);
+    const keep = (k: DependencyContainer): void => {
+      const m = k.resolve(Memfd);
       const fd = m.create('kept');
       m.write(fd, 0, Uint8Array.of(1)); // one page that nobody frees
       m.close(fd);
     };
-    const r = runScenario(scenario(ALL), { afterBoot: (k, g) => g === 2 && keep(k) });
+    const r = runScenario(scenario(ALL), { modules: inKernel('bootLate', (k, g) => g === 2 && keep(k)) });
     expect(r.ok).toBe(false);
     expect(r.errors).toEqual([expect.stringMatching(/^generation 2: \d+ free pages \(tracker pages counted as free\) after finish, a cold boot has \d+$/)]);
   });

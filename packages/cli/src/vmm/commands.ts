@@ -1,10 +1,11 @@
+import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { Errno, KernelError, formatBytes, type Kernel } from '@kho/kernel';
+import { Errno, KernelError, formatBytes } from '@kho/kernel';
 import { PhysicalMemory } from '@kho/physmem';
-import { Kho } from '@kho/kho-core';
 import { writeHandoverImage, type LoadedImage } from '../handover';
-import { writeReport, type ReportData } from '../report/html';
-import { ownersFrom, snapshotKernel, type MemoryMapSnapshot } from '../report/snapshot';
+import { RunRecorder } from '../report/recorder';
+import { renderRunExplorer } from '../explore/page';
+import type { RunPage } from '../explore/model';
 import { createProgress } from '../progress';
 import { isTrackerKind, type TrackerKind } from '../system';
 import {
@@ -17,7 +18,6 @@ import {
   runVmmSecond,
   type Blackout,
   type VmmFirstHalf,
-  type VmmHooks,
   type VmmOptions,
   type VmmReport,
   type VmmSecondHalf,
@@ -130,46 +130,42 @@ export function formatVmm(r: VmmReport): string {
   ].join('\n');
 }
 
-/** Memory maps at the jump and after the next boot, for `--report`. */
-class VmmReportCollector implements VmmHooks {
-  before: MemoryMapSnapshot | undefined;
-  after: MemoryMapSnapshot | undefined;
-  private compatible = '';
-
-  atJump(k: Kernel): void {
-    this.compatible = k.get(Kho).generation?.compatible ?? '(KHO off)';
-    this.before = snapshotKernel(k, `generation ${k.generation} at the jump (LUO frozen and serialized)`);
-  }
-
-  afterBoot(k: Kernel): void {
-    this.after = snapshotKernel(k, `generation ${k.generation} after boot, before the VMM retrieves its session`, this.before && ownersFrom(this.before));
-  }
-
-  build(command: string, r: VmmReport): ReportData {
-    if (!this.before || !this.after) throw new Error('the VMM demo stopped before both memory maps were taken');
-    const files = r.first.sessions.flatMap((s) => s.files.map((f) => [`session ${s.name}, token ${f.token}`, `${f.handler}: ${f.what}, ${formatBytes(f.bytes)}, ${f.folios} folios, record ${f.record}`] as [string, string]));
-    return {
-      title: 'kho demo --vmm: a guest across a live update through LUO',
-      command,
-      ok: r.ok,
-      kexecs: [
-        {
-          title: 'kexec 1: generation 1 → generation 2',
-          before: this.before,
-          after: this.after,
-          stats: {
-            tracker: `root compatible ${this.compatible}`,
-            ...Object.fromEntries(files),
-            ...Object.fromEntries(Object.entries(r.blackout.phases).map(([k, v]) => [`blackout: ${k}`, `${v.toFixed(3)} ms`])),
-            'blackout total': `${r.blackout.totalMs.toFixed(3)} ms`,
-          },
-          timings: { 'generation 1': r.first.ms, 'generation 2': r.second.ms },
-          verified: r.ok,
-          checks: formatSecond(r.second).map((l) => l.trim()),
-        },
-      ],
-    };
-  }
+/** The explorer's view of a VMM run, from what `rec` heard on the machine's bus. */
+export function vmmReportData(rec: RunRecorder, command: string, r: VmmReport): RunPage {
+  const files = r.first.sessions.flatMap((s) => s.files.map((f) => [`session ${s.name}, token ${f.token}`, `${f.handler}: ${f.what}, ${formatBytes(f.bytes)}, ${f.folios} folios, record ${f.record}`] as const));
+  const compatible = rec.atJump.get(1)?.facts['root compatible'];
+  const timing = (ms: Record<string, number>): string => Object.entries(ms).map(([k, v]) => `${k} ${v.toFixed(2)} ms`).join(', ');
+  return {
+    title: 'kho demo --vmm: a guest across a live update through LUO',
+    command,
+    ok: r.ok,
+    summary: [
+      ['machine', `${formatBytes(r.options.ram)} of RAM, seed ${r.options.seed}, ${r.options.fill} fill`],
+      ['guest', `${formatBytes(r.first.guestBytes)} in ${r.first.guestFolios} folios, device state ${formatBytes(r.first.deviceStateBytes)}`],
+      ['root compatible', compatible === undefined ? '(none heard)' : String(compatible)],
+      ...files,
+      ['generation 1 time', timing(r.first.ms)],
+      ['generation 2 time', timing(r.second.ms)],
+      ['blackout total', `${r.blackout.totalMs.toFixed(3)} ms`],
+      ['result', r.ok ? 'every byte of the guest verified after kexec' : 'FAILED'],
+    ],
+    generations: [
+      { g: 1, phases: rec.phases.get(1) ?? {}, preservedBytes: r.first.guestBytes + r.first.deviceStateBytes },
+      { g: 2, phases: rec.phases.get(2) ?? {}, verified: r.ok },
+    ],
+    kexecs: [
+      {
+        from: 1,
+        to: 2,
+        verified: r.ok,
+        stats: [...Object.entries(r.blackout.phases).map(([k, v]) => [`blackout: ${k}`, `${v.toFixed(3)} ms`] as const), ['blackout total', `${r.blackout.totalMs.toFixed(3)} ms`]],
+        checks: formatSecond(r.second).map((l) => l.trim()),
+        before: rec.atJump.get(1),
+        after: rec.afterBoot.get(2),
+        handover: rec.handovers.get(1),
+      },
+    ],
+  };
 }
 
 interface Io {
@@ -181,21 +177,25 @@ interface Io {
 /** `kho demo --vmm`. */
 export function vmmDemoCommand(flags: VmmFlags, cmd: Command, io: Io, describe: string): void {
   const o = vmmOptions(flags, cmd);
-  const collector = flags.report ? new VmmReportCollector() : undefined;
   const progress = createProgress(!flags.json && io.isTTY === true, o.guest);
+  let recorder: RunRecorder | undefined;
   let r: VmmReport;
   try {
     r = runVmm(o, {
-      atJump: (k) => collector?.atJump(k),
-      afterBoot: (k) => collector?.afterBoot(k),
+      observe: (bus) => {
+        if (flags.report) recorder = new RunRecorder(bus);
+      },
       progress: (step, done) => progress.update(done, step),
     });
   } finally {
     progress.stop();
   }
-  if (collector && flags.report) writeReport(flags.report, collector.build(describe, r));
   io.out(`${flags.json ? JSON.stringify(r, null, 2) : formatVmm(r)}\n`);
-  if (flags.report && !flags.json) io.out(`report: ${flags.report}\n`);
+  if (recorder && flags.report) {
+    const html = renderRunExplorer(vmmReportData(recorder, describe, r));
+    writeFileSync(flags.report, html);
+    if (!flags.json) io.out(`report: ${flags.report} (${formatBytes(Buffer.byteLength(html))} written)\n`);
+  }
   io.exit(r.ok ? 0 : 1);
 }
 

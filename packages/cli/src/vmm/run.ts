@@ -1,4 +1,4 @@
-import { Errno, KernelError, Phase, describeError, formatBytes, type BootParams, type Kernel, type Machine } from '@kho/kernel';
+import { Errno, KernelError, Phase, describeError, formatBytes, type BootParams, type Kernel, type Machine, type MachineBus, type PhaseEndEvent } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory, type RamRange } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import {
@@ -114,10 +114,10 @@ export interface VmmReport {
   readonly blackout: Blackout;
 }
 
-/** Observers of a run (the HTML report takes memory maps). */
+/** Observers of a run: the machine's bus (reports hear memory pictures and phases there) and the fill/verify loops. */
 export interface VmmHooks {
-  atJump?(kernel: Kernel): void;
-  afterBoot?(kernel: Kernel): void;
+  /** Called with the machine's bus before the first boot. */
+  observe?(bus: MachineBus): void;
   progress?(step: string, done: number, total: number): void;
 }
 
@@ -146,6 +146,7 @@ export function runVmmFirst(o: VmmOptions, machine?: Machine, hooks: VmmHooks = 
   checkVmmOptions(o);
   const ms: Record<string, number> = {};
   const m = machine ?? machineFor({ ram: o.ram, nodes: o.nodes });
+  hooks.observe?.(m.bus);
   const k = time(ms, 'boot', () => m.boot({ image: kernelImage(undefined, { tracker: o.tracker }), cmdline: vmmCmdline(o) }));
   const luo = k.get(Liveupdate);
   if (!luo.isEnabled()) throw new KernelError(Errno.EOPNOTSUPP, `live update is not enabled in the first kernel (${k.log.filter('warn', 'luo').map((l) => l.message).join('; ') || 'see the log'})`);
@@ -182,7 +183,6 @@ export function runVmmFirst(o: VmmOptions, machine?: Machine, hooks: VmmHooks = 
   hooks.progress?.('freeze and kexec', o.guest, o.guest);
   time(ms, 'freeze', () => k.prepare());
   time(ms, 'serialize', () => k.serialize());
-  hooks.atJump?.(k);
   const params = time(ms, 'kexec', () => k.jump());
   return {
     machine: m,
@@ -222,9 +222,19 @@ export function deviceState(seed: number): Uint8Array {
 export function runVmmSecond(machine: Machine, params: BootParams, o: VmmOptions, ranges: readonly RamRange[], hooks: VmmHooks = {}): VmmSecondHalf {
   const ms: Record<string, number> = {};
   const errors: string[] = [];
-  const k = time(ms, 'boot', () => machine.bootFrom(params, { image: kernelImage(undefined, { tracker: o.tracker }) }));
-  for (const [name, phase] of [['boot.early', Phase.BootEarly], ['boot.mm', Phase.BootMm], ['boot.late', Phase.BootLate]] as const) ms[name] = Math.round((k.phaseMs.get(phase) ?? 0) * 1000) / 1000;
-  hooks.afterBoot?.(k);
+  // the boot phases' times, heard on the bus
+  const bootPhases = new Map<Phase, number>();
+  const onPhase = (e: PhaseEndEvent): void => {
+    bootPhases.set(e.phase, (bootPhases.get(e.phase) ?? 0) + e.ms);
+  };
+  machine.bus.on('phase:end', onPhase);
+  let k: Kernel;
+  try {
+    k = time(ms, 'boot', () => machine.bootFrom(params, { image: kernelImage(undefined, { tracker: o.tracker }) }));
+  } finally {
+    machine.bus.off('phase:end', onPhase);
+  }
+  for (const [name, phase] of [['boot.early', Phase.BootEarly], ['boot.mm', Phase.BootMm], ['boot.late', Phase.BootLate]] as const) ms[name] = Math.round((bootPhases.get(phase) ?? 0) * 1000) / 1000;
   const kho = k.get(Kho);
   const luo = k.get(Liveupdate);
   const status0 = luo.status();

@@ -68,7 +68,7 @@ describe('kho demo --vmm', () => {
   it.each([
     [['demo', '--vmm', '--guest', '3M'], 'kho: --guest 3145728 is not a positive multiple of 2 MiB'],
     [['demo', '--vmm', '--guest', '4G', '--ram', '4G'], 'kho: --guest 4.00 GiB does not fit --ram 4.00 GiB'],
-    [['demo', '--vmm', '--fill', 'half'], "error: option '--fill <how>' argument 'half' is invalid"],
+    [['demo', '--vmm', '--fill', 'half'], "kho: --fill 'half' is not allowed (wanted one of full, sparse)"],
   ])('refuses %j with exit 2 and one line', (argv, message) => {
     const r = cli(...argv);
     expect(r.code).toBe(2);
