@@ -189,8 +189,12 @@ describe('RadixTracker caches (the last leaf per order, the tables of the last d
     ram.writeU64(5 * PAGE_SIZE + 8, 0x1234);
     ram.write(5 * PAGE_SIZE, new Uint8Array(PAGE_SIZE).fill(7));
     expect(ram.readU8(5 * PAGE_SIZE + 9)).toBe(7);
-    expect(ram.page(5)).toBe(bytes);
-    expect(ram.pageIfPresent(5)).toBe(bytes);
+    // Every view of the page is a view of the same bytes: same buffer, same offset.
+    for (const view of [ram.page(5), ram.pageIfPresent(5)!]) {
+      expect(view.buffer).toBe(bytes.buffer);
+      expect([view.byteOffset, view.length]).toEqual([bytes.byteOffset, PAGE_SIZE]);
+    }
+    expect(bytes[9]).toBe(7);
   });
 
   it('destroy() drops it: an add after destroy builds a new tree instead of writing into a freed page', () => {
