@@ -248,6 +248,21 @@ export class Memmap {
     return (BigInt(this.privHiOf(p)) << 32n) | BigInt(this.privLoOf(p));
   }
 
+  /**
+   * Sets the bits of `mask` on every page of [pfn, pfn + nrPages), a pageblock at a time (a whole uniform pageblock
+   * stays one descriptor). Throws EINVAL for a bad count and EFAULT, changing nothing, when a page is not RAM.
+   */
+  setFlagsRange(pfn: number, nrPages: number, mask: number): void {
+    this.checkRange(pfn, nrPages);
+    this.updateFlagsRange(pfn, nrPages, 0, mask);
+  }
+
+  /** Clears the bits of `mask` on every page of [pfn, pfn + nrPages). Throws like setFlagsRange. */
+  clearFlagsRange(pfn: number, nrPages: number, mask: number): void {
+    this.checkRange(pfn, nrPages);
+    this.updateFlagsRange(pfn, nrPages, mask, 0);
+  }
+
   /** Offset of a tail page from its compound head (0 for any other page). */
   headOffset(pfn: number): number {
     return this.headOffOf(this.check(pfn));
@@ -552,6 +567,16 @@ export class Memmap {
     if (pfn >= this.start0 && pfn < this.end0 && pfn % 1 === 0) return pfn;
     if (this.rangeOfPfn(pfn) < 0) throw new KernelError(Errno.EFAULT, `memmap: pfn ${describePfn(pfn)} is not a page of RAM`);
     return pfn;
+  }
+
+  /** Throws unless [pfn, pfn + n) is all RAM (ranges back to back count as one). */
+  private checkRange(pfn: number, n: number): void {
+    if (!Number.isSafeInteger(n) || n < 0) throw new KernelError(Errno.EINVAL, `memmap: page count ${n} is not a non-negative integer`);
+    for (let cur = pfn; cur < pfn + n; ) {
+      const r = this.rangeOfPfn(cur);
+      if (r < 0) throw new KernelError(Errno.EFAULT, `memmap: pfn ${describePfn(cur)} is not a page of RAM`);
+      cur = this.endPfn[r];
+    }
   }
 
   /** Points the pageblock cache at the pageblock of `pfn`. */
