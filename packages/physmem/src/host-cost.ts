@@ -1,4 +1,3 @@
-import { totalmem } from 'node:os';
 import { MAX_PAGE_ORDER, PAGE_SIZE } from './abi';
 
 /**
@@ -38,9 +37,10 @@ export function bootHostBytes(ranges: ReadonlyArray<{ readonly start: number; re
 }
 
 /**
- * Host memory a boot's fixed cost may take: a quarter of the host's memory, since a live update keeps more than
- * one kernel's memmap alive at once (the outgoing one until it is collected, a cold-boot baseline, the next).
+ * Host memory a boot's fixed cost may take on a host with `hostMemory` bytes: a quarter, since a live update
+ * keeps more than one kernel's memmap alive at once (the outgoing one until it is collected, a cold-boot
+ * baseline, the next).
  */
-export function hostMemoryBudget(): number {
-  return Math.floor(totalmem() / 4);
+export function hostMemoryBudget(hostMemory: number): number {
+  return Math.floor(hostMemory / 4);
 }

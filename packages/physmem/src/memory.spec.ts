@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { Errno, KernelError } from '@kho/kernel';
 import { PAGE_SIZE, pfn, pfnToPhys, physToPfn } from './abi';
+import { bootHostBytes } from './host-cost';
 import { PhysicalMemory, type RamRange } from './memory';
 
 const GiB = 2 ** 30;
@@ -220,5 +221,25 @@ describe('PhysicalMemory bytes', () => {
 
   it('rejects a u64 write of a fractional number', () => {
     expectKernelError(() => holeyRam().writeU64(0, 1.5), Errno.EINVAL, 'EINVAL: writeU64 at 0x0: 1.5 is not an integer');
+  });
+});
+
+describe('PhysicalMemory host budget', () => {
+  it('accepts 4 TiB and RAM above the 1 TiB line on an 8 GiB host, and refuses what it cannot hold', () => {
+    const host = { hostMemory: 8 * GiB };
+    expect(new PhysicalMemory({ ranges: [{ start: 0, size: 4 * TiB, node: 0 }] }, host).totalBytes).toBe(4 * TiB);
+    expect(new PhysicalMemory({ ranges: [{ start: 3 * TiB, size: TiB, node: 0 }] }, host).endAddr).toBe(4 * TiB);
+    expectKernelError(
+      () => new PhysicalMemory({ ranges: [{ start: 0, size: 200 * TiB, node: 0 }] }, host),
+      Errno.ENOMEM,
+      'ENOMEM: 200.00 TiB of RAM needs about 3.03 GiB of host memory per boot for its page descriptors and free lists; this host allows 2.00 GiB (a quarter of its 8.00 GiB)',
+    );
+  });
+
+  it('counts a section once when ranges share it, and a max-order block per 4 MiB', () => {
+    const oneGiB = bootHostBytes([{ start: 0, size: GiB }]);
+    expect(bootHostBytes([{ start: 0, size: GiB / 2 }, { start: GiB / 2, size: GiB / 2 }])).toBe(oneGiB);
+    expect(bootHostBytes([{ start: 0, size: 2 * GiB }])).toBe(2 * oneGiB);
+    expect(bootHostBytes([{ start: 0, size: TiB }]) / 2 ** 20).toBeLessThan(16); // about 15 MiB per TiB
   });
 });

@@ -1,3 +1,4 @@
+import { totalmem } from 'node:os';
 import { Errno, KernelError, formatBytes, hex } from '@kho/kernel';
 import { PAGE_SIZE, type Pfn } from './abi';
 import { bootHostBytes, hostMemoryBudget } from './host-cost';
@@ -78,9 +79,10 @@ export class PhysicalMemory {
   /**
    * Builds the RAM from `layout`. Throws EINVAL, naming the range, when a range is not page-aligned, is empty,
    * ends above 2^50, has a bad node id, or overlaps another; and ENOMEM, before allocating anything, when a boot
-   * of that much RAM needs more host memory for its page descriptors and free lists than this host can give.
+   * of that much RAM needs more host memory for its page descriptors and free lists than a quarter of the host's
+   * memory (`opts.hostMemory`, default the host's total).
    */
-  constructor(layout: MemoryLayout) {
+  constructor(layout: MemoryLayout, opts: { readonly hostMemory?: number } = {}) {
     const ranges = layout.ranges.map((r) => Object.freeze({ start: r.start, size: r.size, node: r.node }));
     for (const r of ranges) {
       const what = `RAM range ${describeRange(r)}`;
@@ -104,12 +106,13 @@ export class PhysicalMemory {
       }
     }
     const total = ranges.reduce((n, r) => n + r.size, 0);
+    const hostMemory = opts.hostMemory ?? totalmem();
     const need = bootHostBytes(ranges);
-    const budget = hostMemoryBudget();
+    const budget = hostMemoryBudget(hostMemory);
     if (need > budget) {
       throw new KernelError(
         Errno.ENOMEM,
-        `${formatBytes(total)} of RAM needs about ${formatBytes(need)} of host memory per boot for its page descriptors and free lists; this host allows ${formatBytes(budget)} (half its memory)`,
+        `${formatBytes(total)} of RAM needs about ${formatBytes(need)} of host memory per boot for its page descriptors and free lists; this host allows ${formatBytes(budget)} (a quarter of its ${formatBytes(hostMemory)})`,
       );
     }
     this.ranges = Object.freeze(ranges);
