@@ -248,7 +248,7 @@ export class BuddyAllocator {
       const runEnd = mm.flagRunEnd(cur, segEnd, Scratch);
       while (cur < runEnd) {
         let k = MAX_PAGE_ORDER;
-        while (k > 0 && (cur % POW2[k] !== 0 || cur + POW2[k] > runEnd)) k--;
+        while (k > 0 && ((cur & (POW2[k] - 1)) !== 0 || cur + POW2[k] > runEnd)) k--;
         this.release(r, cur, k);
         cur += POW2[k];
       }
@@ -457,7 +457,8 @@ export class BuddyAllocator {
     const mm = this.memmap;
     const r = mm.rangeOfPfn(pfn);
     if (r < 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${describePfn(pfn)} is not a page of RAM`);
-    if (pfn % POW2[order] !== 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is not aligned to order ${order}`);
+    // A pfn of RAM is an integer: `&` tests its low bits (float `%` would be a slow call).
+    if ((pfn & (POW2[order] - 1)) !== 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is not aligned to order ${order}`);
     const f = mm.flagsOf(pfn);
     if (f & Tail) {
       throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is a tail page of the folio at ${hex(pfn - mm.headOffOf(pfn))}`);
@@ -495,7 +496,7 @@ export class BuddyAllocator {
     const mm = this.memmap;
     const r = mm.rangeOfPfn(pfn);
     if (r < 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${describePfn(pfn)} is not a page of RAM`);
-    if (pfn % POW2[order] !== 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is not aligned to order ${order}`);
+    if ((pfn & (POW2[order] - 1)) !== 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is not aligned to order ${order}`);
     const n = POW2[order];
     if (pfn + n > mm.rangeEndPfn(r)) {
       throw new KernelError(Errno.EINVAL, `${what}: the order-${order} block at ${hex(pfn)} runs past the end of its RAM range`);
@@ -521,7 +522,7 @@ export class BuddyAllocator {
     if (r < 0) return -1;
     const start = mm.rangeStartPfn(r);
     for (let k = 0; k <= MAX_PAGE_ORDER; k++) {
-      const off = pfn % POW2[k];
+      const off = pfn & (POW2[k] - 1);
       if (pfn - off < start) break;
       const hp = pfn - off;
       if (mm.flagsOf(hp) & Buddy && mm.orderOf(hp) >= k) return hp;

@@ -160,7 +160,7 @@ export class Memmap {
 
   /** @internal the RAM range number (index into `ram.ranges`) holding `pfn`, or -1. */
   rangeOfPfn(pfn: number): number {
-    if (pfn >= this.start0 && pfn < this.end0 && pfn % 1 === 0) return 0;
+    if (pfn >= this.start0 && pfn < this.end0 && Math.floor(pfn) === pfn) return 0;
     if (!Number.isInteger(pfn)) return -1;
     const starts = this.startPfn;
     let lo = 1;
@@ -564,7 +564,7 @@ export class Memmap {
   // --- internals ----------------------------------------------------------------------------------------
 
   private check(pfn: number): number {
-    if (pfn >= this.start0 && pfn < this.end0 && pfn % 1 === 0) return pfn;
+    if (pfn >= this.start0 && pfn < this.end0 && Math.floor(pfn) === pfn) return pfn;
     if (this.rangeOfPfn(pfn) < 0) throw new KernelError(Errno.EFAULT, `memmap: pfn ${describePfn(pfn)} is not a page of RAM`);
     return pfn;
   }

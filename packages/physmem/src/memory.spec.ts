@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { Errno, KernelError } from '@kho/kernel';
 import { PAGE_SIZE, pfn, pfnToPhys, physToPfn } from './abi';
 import { bootHostBytes } from './host-cost';
-import { PhysicalMemory, type RamRange } from './memory';
+import { LITTLE_ENDIAN_HOST, PAGE_WORDS, PhysicalMemory, type RamRange } from './memory';
 
 const GiB = 2 ** 30;
 const TiB = 2 ** 40;
@@ -241,5 +241,36 @@ describe('PhysicalMemory host budget', () => {
     expect(bootHostBytes([{ start: 0, size: GiB / 2 }, { start: GiB / 2, size: GiB / 2 }])).toBe(oneGiB);
     expect(bootHostBytes([{ start: 0, size: 2 * GiB }])).toBe(2 * oneGiB);
     expect(bootHostBytes([{ start: 0, size: TiB }]) / 2 ** 20).toBeLessThan(16); // about 15 MiB per TiB
+  });
+});
+
+describe('PhysicalMemory.pageWords', () => {
+  it('gives the chunk as words: reads see writes, a write populates only its page', () => {
+    const ram = holeyRam();
+    expect(ram.pageWords(10)[10 * PAGE_WORDS]).toBe(0);
+    expect(ram.populatedBytes).toBe(0);
+    ram.writeU32(10 * PAGE_SIZE + 4, 0xdeadbeef);
+    const w = ram.pageWords(10);
+    expect(w[10 * PAGE_WORDS + 1] >>> 0).toBe(0xdeadbeef);
+    const ww = ram.pageWords(11, true);
+    expect(ww).toBe(w); // one array for the whole chunk
+    ww[11 * PAGE_WORDS] = 0x1234;
+    expect(ram.readU32(11 * PAGE_SIZE)).toBe(0x1234);
+    expect(ram.populatedPfns()).toEqual([10, 11]);
+    expect(LITTLE_ENDIAN_HOST).toBe(true);
+  });
+
+  it('switches from the shared zeros to the chunk once the chunk is written', () => {
+    const ram = holeyRam();
+    const before = ram.pageWords(TiB / PAGE_SIZE + 3);
+    ram.writeU8(TiB + 3 * PAGE_SIZE, 9);
+    const after = ram.pageWords(TiB / PAGE_SIZE + 3);
+    expect(after).not.toBe(before);
+    expect(after[3 * PAGE_WORDS]).toBe(9);
+    expect(before[3 * PAGE_WORDS]).toBe(0);
+  });
+
+  it('throws EFAULT for a page that is not RAM', () => {
+    expectKernelError(() => holeyRam().pageWords(3 * 2 ** 18), Errno.EFAULT, 'EFAULT: physical access at 0xc0000000 (4096 bytes) is outside RAM');
   });
 });

@@ -39,7 +39,16 @@ interface Chunk {
   readonly view: DataView;
   readonly written: Uint8Array;
   nWritten: number;
+  /** The bytes as 32-bit words, made on first use by pageWords. */
+  words: Int32Array | undefined;
+  /** Every page of the chunk is RAM. */
+  readonly allRam: boolean;
 }
+
+/** True when typed arrays are little-endian here (every platform Node runs on today), as pageWords' callers need. */
+export const LITTLE_ENDIAN_HOST = new Uint8Array(Uint32Array.of(1).buffer)[0] === 1;
+/** 32-bit words in a page. */
+export const PAGE_WORDS = PAGE_SIZE / 4;
 
 /**
  * The machine's RAM: a device attached to the Machine, so its bytes survive every kexec. Bytes live in host
@@ -330,6 +339,31 @@ export class PhysicalMemory {
     return chunk.bytes.subarray(off, off + PAGE_SIZE);
   }
 
+  /**
+   * The 2 MiB chunk holding page `pfn` as 32-bit words in host byte order (see LITTLE_ENDIAN_HOST): the page starts
+   * at word `(pfn mod 512) * PAGE_WORDS`. For hot paths that walk structures in RAM without a view per page: every
+   * page of a chunk gives the same array. With `write`, the page counts as populated (the chunk is allocated if
+   * needed); without, a chunk never written gives a shared array of zeros, which must not be written to (nor may
+   * any page through a read: its writes would not be populated). Throws EFAULT when the page is not RAM.
+   */
+  pageWords(pfn: Pfn | number, write = false): Int32Array {
+    const c = Math.floor(pfn / RAM_CHUNK_PAGES);
+    let chunk = this.dir[Math.floor(c / GROUP_CHUNKS)]?.[c & (GROUP_CHUNKS - 1)];
+    // A backed chunk that is all RAM needs no access check: any page of it is RAM.
+    if (chunk === undefined || !chunk.allRam || Math.floor(pfn) !== pfn) {
+      this.checkSpan(pfn * PAGE_SIZE, PAGE_SIZE);
+      if (chunk === undefined) {
+        if (!write) return ZERO_WORDS;
+        chunk = this.allocChunk(c);
+      }
+    }
+    if (write) {
+      const j = pfn - c * RAM_CHUNK_PAGES;
+      if (chunk.written[j] === 0) this.markWritten(chunk, j * PAGE_SIZE, PAGE_SIZE);
+    }
+    return (chunk.words ??= new Int32Array(chunk.bytes.buffer, chunk.bytes.byteOffset, RAM_CHUNK_SIZE / 4));
+  }
+
   /** The bytes of page frame `pfn` if it was ever written, else undefined (it reads as zero). Throws EFAULT when not RAM. */
   pageIfPresent(pfn: Pfn | number): Uint8Array | undefined {
     this.checkSpan(pfn * PAGE_SIZE, PAGE_SIZE);
@@ -414,7 +448,8 @@ export class PhysicalMemory {
 
   /** Chunk number `c`, or undefined when it has no backing. */
   private chunkAt(c: number): Chunk | undefined {
-    return this.dir[Math.floor(c / GROUP_CHUNKS)]?.[c % GROUP_CHUNKS];
+    // Bit operations rather than `%`: a chunk number may be held as a double, and float modulo is a slow call.
+    return this.dir[Math.floor(c / GROUP_CHUNKS)]?.[c & (GROUP_CHUNKS - 1)];
   }
 
   /** Allocates the backing of chunk `c` (which must have none; the caller has checked it holds RAM). */
@@ -422,10 +457,11 @@ export class PhysicalMemory {
     const g = Math.floor(c / GROUP_CHUNKS);
     const group = (this.dir[g] ??= new Array<Chunk | undefined>(GROUP_CHUNKS).fill(undefined));
     const bytes = new Uint8Array(RAM_CHUNK_SIZE);
-    const chunk: Chunk = { bytes, view: new DataView(bytes.buffer), written: new Uint8Array(RAM_CHUNK_PAGES), nWritten: 0 };
-    group[c % GROUP_CHUNKS] = chunk;
+    const allRam = this.isRamSpan(c * RAM_CHUNK_SIZE, RAM_CHUNK_SIZE);
+    const chunk: Chunk = { bytes, view: new DataView(bytes.buffer), written: new Uint8Array(RAM_CHUNK_PAGES), nWritten: 0, words: undefined, allRam };
+    group[c & (GROUP_CHUNKS - 1)] = chunk;
     this.nChunks++;
-    // The read cache may show this chunk as the shared zero chunk: from now on its bytes are these.
+    // The read caches may show this chunk as the shared zero chunk: from now on its bytes are these.
     if (c === this.rChunk) this.cacheRead(c, chunk);
     return chunk;
   }
@@ -521,8 +557,9 @@ export class PhysicalMemory {
 /** What reads of a chunk with no backing see: 2 MiB of zeros, shared, never written (no host memory is touched). */
 const ZERO_CHUNK: Chunk = (() => {
   const bytes = new Uint8Array(RAM_CHUNK_SIZE);
-  return { bytes, view: new DataView(bytes.buffer), written: new Uint8Array(RAM_CHUNK_PAGES), nWritten: 0 };
+  return { bytes, view: new DataView(bytes.buffer), written: new Uint8Array(RAM_CHUNK_PAGES), nWritten: 0, words: undefined, allRam: false };
 })();
+const ZERO_WORDS = new Int32Array(ZERO_CHUNK.bytes.buffer);
 
 function checkLength(what: string, len: number): void {
   if (!Number.isSafeInteger(len) || len < 0) throw new KernelError(Errno.EINVAL, `${what}: length ${len} is not a non-negative integer`);

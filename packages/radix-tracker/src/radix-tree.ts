@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, hex } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, describePfn, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, LITTLE_ENDIAN_HOST, MAX_PAGE_ORDER, PAGE_SIZE, PAGE_WORDS, PhysicalMemory, RAM_CHUNK_PAGES, describePfn, type Pfn } from '@kho/physmem';
 import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
 import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_COMPATIBLE, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from './abi';
 import { decodeKey, keyOrder } from './key';
@@ -11,6 +11,18 @@ const TWO_32 = 2 ** 32;
 const POW2: number[] = Array.from({ length: 64 }, (_, i) => 2 ** i);
 /** The cache's "no leaf": `key - NaN` is NaN, which fails every range test. */
 const NO_LEAF = new Int32Array(0);
+
+if (!LITTLE_ENDIAN_HOST) throw new Error('radix tree: node pages are read as host-order words, which needs a little-endian host');
+
+/** First word of page `pfn` in its chunk's words (PhysicalMemory.pageWords). */
+function pageBase(pfn: number): number {
+  return (pfn & (RAM_CHUNK_PAGES - 1)) * PAGE_WORDS; // a pfn is a non-negative integer: `&` is exact, `%` slow
+}
+
+/** The u64 at word `at` of `w` (little-endian words), as a number: exact below 2^53, at least 2^53 above. */
+function u64At(w: Int32Array, at: number): number {
+  return (w[at + 1] >>> 0) * TWO_32 + (w[at] >>> 0);
+}
 const NR_ORDERS = MAX_PAGE_ORDER + 1;
 /** Keys covered by one table at level L (index L): 2^(9L + 15). */
 const TABLE_SPAN: number[] = Array.from({ length: KHO_TREE_MAX_DEPTH }, (_, level) => 2 ** (level * KHO_TABLE_SIZE_LOG2 + KHO_BITMAP_SIZE_LOG2));
@@ -28,12 +40,14 @@ export class RadixTracker implements Tracker {
   private root = 0;
   private nodes = 0;
   private blocks = 0;
-  // Per order, the leaf reached by the last lookup of that order: the first key it covers and a view of its page
-  // (PhysicalMemory never replaces a page's backing, so the view stays the page's bytes). Runs of adds, dels and
-  // lookups that are dense within each order, however the orders interleave, set their bits through it and skip
-  // the descent. Valid while the leaf is in the tree: destroy() and reclaim() free leaves, and both empty the cache.
+  // Per order, the leaf reached by the last lookup of that order: the first key it covers, the words of its chunk
+  // and where the leaf starts in them (PhysicalMemory never replaces a chunk's backing, so the words stay the
+  // page's bytes). Runs of adds, dels and lookups that are dense within each order, however the orders
+  // interleave, set their bits through it and skip the descent. Valid while the leaf is in the tree: destroy()
+  // and reclaim() free leaves, and both empty the cache.
   private readonly leafKey0 = new Float64Array(NR_ORDERS).fill(NaN);
   private readonly leafWords: Int32Array[] = Array.from({ length: NR_ORDERS }, () => NO_LEAF);
+  private readonly leafBase = new Int32Array(NR_ORDERS);
   // The tables met by the last descent, by level 1..4: the first key each covers and its phys. A descent starts
   // at the lowest one that covers its key, so scattered blocks skip the levels they share. Valid while those
   // tables are in the tree: destroy() and reclaim() free tables and forget them, as does a failed descent.
@@ -69,7 +83,7 @@ export class RadixTracker implements Tracker {
       bit = key - this.leafKey0[order];
     }
     const words = this.leafWords[order];
-    const i = bit >>> 5;
+    const i = this.leafBase[order] + (bit >>> 5);
     const mask = 1 << (bit & 31);
     const word = words[i];
     if ((word & mask) === 0) {
@@ -90,13 +104,14 @@ export class RadixTracker implements Tracker {
       bit = key - this.leafKey0[order];
     }
     const words = this.leafWords[order];
-    const i = bit >>> 5;
+    const base = this.leafBase[order];
+    const i = base + (bit >>> 5);
     const mask = 1 << (bit & 31);
     const word = words[i];
     if ((word & mask) === 0) return false;
     words[i] = word & ~mask;
     this.blocks--;
-    if (words[i] === 0 && isZero(words)) this.reclaim(key);
+    if (words[i] === 0 && isZero(words, base, base + WORDS_PER_LEAF)) this.reclaim(key);
     return true;
   }
 
@@ -108,7 +123,7 @@ export class RadixTracker implements Tracker {
       if (!this.loadLeaf(key, order, false)) return false;
       bit = key - this.leafKey0[order];
     }
-    return (this.leafWords[order][bit >>> 5] & (1 << (bit & 31))) !== 0;
+    return (this.leafWords[order][this.leafBase[order] + (bit >>> 5)] & (1 << (bit & 31))) !== 0;
   }
 
   walk(visit: BlockVisitor): void {
@@ -190,8 +205,13 @@ export class RadixTracker implements Tracker {
     let branchSlot = 0;
     let fresh: number[] | undefined;
     for (; level >= 1; level--) {
-      const slot = node + tableIndexOf(hi, lo, level) * 8;
-      let child = this.ram.readU64n(slot);
+      const index = tableIndexOf(hi, lo, level);
+      const table = node / PAGE_SIZE;
+      // Tables are read through their chunk's words: no view per node, no access check per entry (every node is
+      // a page this tracker took from the buddy allocator).
+      let words = this.ram.pageWords(table);
+      const at = pageBase(table) + index * 2;
+      let child = u64At(words, at);
       if (child === 0) {
         if (!alloc) return false;
         try {
@@ -205,10 +225,12 @@ export class RadixTracker implements Tracker {
         }
         if (!fresh) {
           fresh = [];
-          branchSlot = slot;
+          branchSlot = node + index * 8;
         }
         fresh.push(child);
-        this.ram.writeU64(slot, child);
+        words = this.ram.pageWords(table, true);
+        words[at] = child; // the low 32 bits (ToInt32)
+        words[at + 1] = Math.floor(child / TWO_32);
       }
       node = child;
       if (level > 1) {
@@ -216,8 +238,9 @@ export class RadixTracker implements Tracker {
         this.tablePhys[level - 1] = node;
       }
     }
-    const page = this.ram.page(node / PAGE_SIZE);
-    this.leafWords[order] = new Int32Array(page.buffer, page.byteOffset, WORDS_PER_LEAF);
+    const leaf = node / PAGE_SIZE;
+    this.leafWords[order] = this.ram.pageWords(leaf, true);
+    this.leafBase[order] = pageBase(leaf);
     this.leafKey0[order] = key - (lo & (KHO_BITMAP_BITS - 1));
     return true;
   }
@@ -255,14 +278,15 @@ export class RadixTracker implements Tracker {
   }
 
   private tableIsEmpty(table: number): boolean {
-    const page = this.ram.pageIfPresent(table / PAGE_SIZE);
-    if (!page) return true;
-    return isZero(new Int32Array(page.buffer, page.byteOffset, PAGE_SIZE / 4));
+    const base = pageBase(table / PAGE_SIZE);
+    return isZero(this.ram.pageWords(table / PAGE_SIZE), base, base + PAGE_WORDS);
   }
 
   private freeTable(table: number, level: number): void {
+    const words = this.ram.pageWords(table / PAGE_SIZE);
+    const base = pageBase(table / PAGE_SIZE);
     for (let i = 0; i < KHO_TABLE_ENTRIES; i++) {
-      const child = this.ram.readU64n(table + i * 8);
+      const child = u64At(words, base + i * 2);
       if (child === 0) continue;
       if (level === 1) this.freeNode(child);
       else this.freeTable(child, level - 1);
@@ -282,9 +306,12 @@ function walkTree(ram: PhysicalMemory, root: number, visit: BlockVisitor): boole
 
 function walkTable(ram: PhysicalMemory, table: number, level: number, keyPrefix: number, visit: BlockVisitor): boolean {
   const entries = level === ROOT_LEVEL ? KHO_ROOT_USABLE_ENTRIES : KHO_TABLE_ENTRIES;
+  const words = ram.pageWords(table / PAGE_SIZE);
+  const base = pageBase(table / PAGE_SIZE);
   for (let i = 0; i < entries; i++) {
-    const child = ram.readU64n(table + i * 8);
-    if (child === 0) continue;
+    // Two words at once: an empty entry costs one test.
+    if ((words[base + 2 * i] | words[base + 2 * i + 1]) === 0) continue;
+    const child = u64At(words, base + 2 * i);
     const prefix = keyPrefix * KHO_TABLE_ENTRIES + i;
     const stop = level === 1 ? walkLeaf(ram, child, prefix, visit) : walkTable(ram, child, level - 1, prefix, visit);
     if (stop) return true;
@@ -294,22 +321,25 @@ function walkTable(ram: PhysicalMemory, table: number, level: number, keyPrefix:
 
 /** Visits the set bits of one leaf a word at a time: empty words cost one load, each set bit one visit. */
 function walkLeaf(ram: PhysicalMemory, leaf: number, leafIndex: number, visit: BlockVisitor): boolean {
-  const page = ram.pageIfPresent((leaf / PAGE_SIZE) as Pfn);
-  if (!page) return false;
-  const words = new Int32Array(page.buffer, page.byteOffset, WORDS_PER_LEAF);
+  const words = ram.pageWords(leaf / PAGE_SIZE);
+  const at = pageBase(leaf / PAGE_SIZE);
   const firstKey = leafIndex * KHO_BITMAP_BITS;
   const order = keyOrder(firstKey);
   const base = decodeKey(firstKey)!.pfn;
   const step = POW2[order];
-  for (let w = 0; w < WORDS_PER_LEAF; w++) {
-    let bits = words[w];
-    if (bits === 0) continue;
-    const wordBase = base + w * 32 * step;
-    do {
-      const b = 31 - Math.clz32(bits & -bits);
-      bits &= bits - 1;
-      if (visit(wordBase + b * step, order) === true) return true;
-    } while (bits !== 0);
+  for (let w = 0; w < WORDS_PER_LEAF; w += 2) {
+    // Two words at once: a sparse leaf is mostly empty pairs.
+    if ((words[at + w] | words[at + w + 1]) === 0) continue;
+    for (let k = w; k < w + 2; k++) {
+      let bits = words[at + k];
+      if (bits === 0) continue;
+      const wordBase = base + k * 32 * step;
+      do {
+        const b = 31 - Math.clz32(bits & -bits);
+        bits &= bits - 1;
+        if (visit(wordBase + b * step, order) === true) return true;
+      } while (bits !== 0);
+    }
   }
   return false;
 }
@@ -354,8 +384,8 @@ export function treeNodePfns(ram: PhysicalMemory, root: number): number[] {
   return out;
 }
 
-function isZero(words: Int32Array): boolean {
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+function isZero(words: Int32Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (words[i] !== 0) return false;
   return true;
 }
 
