@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { Errno, KernelError, formatBytes, hex, parseSize } from '@kho/kernel';
 import { registeredBenches } from '@kho/kernel/bench';
-import { formatBenchTable, loadBenchFiles, runBenches, workspaceRoot, type BenchLine } from './bench';
+import { formatBenchTable, loadBenchFiles, readBaseline, runBenches, workspaceRoot, type BenchLine, type BenchSummary } from './bench';
 import { PAGE_SIZE } from '@kho/physmem';
 import { DEFAULT_DEMO, runDemo, runFirstHalf, runSecondHalf, type DemoOptions, type DemoReport, type SecondHalf } from './demo/run';
 import { loadHandoverImage, writeHandoverImage } from './handover';
@@ -268,10 +268,18 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
     .option('--quick', 'the short version (smaller sizes, same code paths)')
     .option('--json', 'one JSON object per line: {"bench":"<package>/<name>","value":…,"unit":…}')
     .option('--list', 'list the benchmarks and their targets')
-    .addHelpText('after', '\nBenchmarks are part of the workspace sources: run it inside a kho-lab checkout.')
-    .action((flags: { only?: string[]; quick?: boolean; json?: boolean; list?: boolean }) => {
+    .option('--runs <n>', 'run each benchmark N times and report the median and the spread (min..max)', intArg('--runs', 1, 100), 1)
+    .option('--check', 'exit 1 when a benchmark misses its target (or, with --baseline, regresses)')
+    .option('--baseline <file>', 'compare with a saved run (the output of kho bench --json) and flag regressions beyond the spread')
+    .addHelpText(
+      'after',
+      '\nBenchmarks are part of the workspace sources: run it inside a kho-lab checkout. Each benchmark with a target\n' +
+        'says pass or MISS (on the median of its runs). The machines are shared and noisy: compare ratios, use --runs.',
+    )
+    .action((flags: { only?: string[]; quick?: boolean; json?: boolean; list?: boolean; runs: number; check?: boolean; baseline?: string }) => {
       const root = workspaceRoot();
       if (!root) throw new KernelError(Errno.ENOENT, 'kho bench runs inside a kho-lab checkout (no packages/*/bench found)');
+      const baseline = flags.baseline ? readBaseline(flags.baseline) : undefined;
       loadBenchFiles(root);
       const only = (flags.only ?? []).flatMap((p) => p.split(',')).filter(Boolean);
       if (flags.list) {
@@ -282,10 +290,10 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
       }
       const lines: BenchLine[] = [];
       const progress = createProgress(!flags.json && io.isTTY === true, registeredBenches().length);
-      let failed: number;
+      let summary: BenchSummary;
       try {
-        failed = runBenches(
-          { only, quick: flags.quick === true },
+        summary = runBenches(
+          { only, quick: flags.quick === true, runs: flags.runs, baseline },
           (line) => {
             lines.push(line);
             if (flags.json) io.out(`${JSON.stringify(line)}\n`);
@@ -296,8 +304,11 @@ export function buildProgram(io: { out: (s: string) => void; err: (s: string) =>
         progress.stop();
       }
       if (!flags.json) io.out(`${formatBenchTable(lines)}\n`);
-      if (failed > 0) io.err(`kho: ${failed} benchmark(s) failed\n`);
-      io.exit(failed > 0 ? EXIT.FAILED : EXIT.OK);
+      if (summary.failed > 0) io.err(`kho: ${summary.failed} benchmark(s) failed\n`);
+      if (summary.missed.length > 0) io.err(`kho: ${summary.missed.length} missed a target: ${summary.missed.join(', ')}\n`);
+      if (summary.regressions.length > 0) io.err(`kho: ${summary.regressions.length} regressed against ${flags.baseline}: ${summary.regressions.join(', ')}\n`);
+      const missed = flags.check === true && summary.missed.length + summary.regressions.length > 0;
+      io.exit(summary.failed > 0 || missed ? EXIT.FAILED : EXIT.OK);
     });
 
   program

@@ -19,6 +19,7 @@ function measure(fn: () => number, quick: boolean): ReturnType<typeof timeNs> {
 defineBench({
   name: 'physmem/alloc-free-order0',
   target: '>= 5,000,000 pairs/s',
+  targets: [{ min: 5_000_000 }],
   run(ctx) {
     const { buddy } = allocator(GiB);
     // Steady state of a running kernel: some pages are held, so order-0 blocks come from a split free list
@@ -120,6 +121,7 @@ defineBench({
 defineBench({
   name: 'physmem/memmap-bytes-per-page',
   target: '<= 24 (Linux: 64)',
+  targets: [{ max: 24 }],
   run(ctx) {
     // The worst case: every page allocated on its own, so every pageblock has per-page descriptors. Measured
     // from the memmap's own accounting of what it allocated, against the pages of RAM.

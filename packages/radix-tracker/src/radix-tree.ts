@@ -187,33 +187,73 @@ export class RadixTracker implements Tracker {
 
   /**
    * Makes the leaf holding `key`'s bit the cached leaf of `order` (the key's order). Returns false (that cache
-   * unchanged) when the path is missing and `alloc` is false. With `alloc`, a missing path is built; on ENOMEM
-   * the pages this call allocated are freed and the slot where the new branch began is cleared, so the tree is
-   * exactly as before.
+   * unchanged) when the path is missing and `alloc` is false. With `alloc`, a missing path is built (buildPath).
    */
   private loadLeaf(key: number, order: number, alloc: boolean): boolean {
     if (this.root === 0) {
       if (!alloc) return false;
       this.init();
     }
-    const hi = Math.floor(key / TWO_32); // below 2^21
-    const lo = key >>> 0;
-    // Start at the lowest table of the last descent that covers the key (the root covers every key).
+    // The common case walks an existing path and nothing else: small enough to be inlined into add and has.
+    if (this.findLeaf(key, order)) return true;
+    if (!alloc) return false;
+    this.buildPath(key, order);
+    return true;
+  }
+
+  /** The lowest table of the last descent that covers `key` (level 1..4), or the root (level 5). */
+  private startLevel(key: number): number {
     let level = 1;
     while (level < ROOT_LEVEL && !(key - this.tableKey0[level] >= 0 && key - this.tableKey0[level] < TABLE_SPAN[level])) level++;
+    return level;
+  }
+
+  /** Descends to the leaf of `key` without allocating; caches it for `order` and returns true, or false at a gap. */
+  private findLeaf(key: number, order: number): boolean {
+    const hi = Math.floor(key / TWO_32); // below 2^21
+    const lo = key >>> 0;
+    let level = this.startLevel(key);
+    let node = level === ROOT_LEVEL ? this.root : this.tablePhys[level];
+    for (; level >= 1; level--) {
+      // Tables are read through their chunk's words: no view per node, no access check per entry (every node is
+      // a page this tracker took from the buddy allocator).
+      const table = node / PAGE_SIZE;
+      const child = u64At(this.ram.pageWords(table), pageBase(table) + tableIndexOf(hi, lo, level) * 2);
+      if (child === 0) return false;
+      node = child;
+      if (level > 1) {
+        this.tableKey0[level - 1] = Math.floor(key / TABLE_SPAN[level - 1]) * TABLE_SPAN[level - 1];
+        this.tablePhys[level - 1] = node;
+      }
+    }
+    this.cacheLeaf(node, key, lo, order);
+    return true;
+  }
+
+  private cacheLeaf(node: number, key: number, lo: number, order: number): void {
+    const leaf = node / PAGE_SIZE;
+    this.leafWords[order] = this.ram.pageWords(leaf, true);
+    this.leafBase[order] = pageBase(leaf);
+    this.leafKey0[order] = key - (lo & (KHO_BITMAP_BITS - 1));
+  }
+
+  /**
+   * Builds the missing part of `key`'s path and caches its leaf for `order`. On ENOMEM the pages this call
+   * allocated are freed and the slot where the new branch began is cleared, so the tree is exactly as before.
+   */
+  private buildPath(key: number, order: number): void {
+    const hi = Math.floor(key / TWO_32);
+    const lo = key >>> 0;
+    let level = this.startLevel(key);
     let node = level === ROOT_LEVEL ? this.root : this.tablePhys[level];
     let branchSlot = 0;
     let fresh: number[] | undefined;
     for (; level >= 1; level--) {
       const index = tableIndexOf(hi, lo, level);
       const table = node / PAGE_SIZE;
-      // Tables are read through their chunk's words: no view per node, no access check per entry (every node is
-      // a page this tracker took from the buddy allocator).
-      let words = this.ram.pageWords(table);
       const at = pageBase(table) + index * 2;
-      let child = u64At(words, at);
+      let child = u64At(this.ram.pageWords(table), at);
       if (child === 0) {
-        if (!alloc) return false;
         try {
           child = this.allocNode();
         } catch (e) {
@@ -228,7 +268,7 @@ export class RadixTracker implements Tracker {
           branchSlot = node + index * 8;
         }
         fresh.push(child);
-        words = this.ram.pageWords(table, true);
+        const words = this.ram.pageWords(table, true);
         words[at] = child; // the low 32 bits (ToInt32)
         words[at + 1] = Math.floor(child / TWO_32);
       }
@@ -238,11 +278,7 @@ export class RadixTracker implements Tracker {
         this.tablePhys[level - 1] = node;
       }
     }
-    const leaf = node / PAGE_SIZE;
-    this.leafWords[order] = this.ram.pageWords(leaf, true);
-    this.leafBase[order] = pageBase(leaf);
-    this.leafKey0[order] = key - (lo & (KHO_BITMAP_BITS - 1));
-    return true;
+    this.cacheLeaf(node, key, lo, order);
   }
 
   /**
