@@ -94,6 +94,8 @@ export function runFirstHalf(opts: DemoOptions, machine?: Machine, hooks: RunHoo
   if (!kho.isEnabled()) throw new Error(`KHO is not enabled in the first kernel (${k1.log.filter('error', 'kho').map((l) => l.message).join('; ') || 'kho=off'})`);
   const test = k1.get(KhoTest);
   const gen = time(ms, 'generate', () => test.generate((b) => hooks.progress?.('generate', b, opts.mem)));
+  // The data work inside generate: filling the folios and checksumming them (the rest is allocation).
+  ms['generate.data'] = round(gen.dataMs);
   hooks.progress?.('preserve', opts.mem, opts.mem);
   const fileBytes = time(ms, 'files', () => writeDemoFiles(k1, opts.seed));
   time(ms, 'prepare', () => k1.prepare());
@@ -136,6 +138,8 @@ export function runSecondHalf(
   const test = k2.get(KhoTest);
   hooks.afterBoot?.(k2);
   const restore = time(ms, 'restore', () => k2.restore());
+  // The data work inside restore: reading every folio's bytes for the checksum.
+  if (test.lastRestore) ms['restore.verify'] = round(test.lastRestore.verifyMs);
   for (const [name, o] of Object.entries(restore.plugins)) if (!o.ok) errors.push(`restore ${name}: ${o.error}`);
   const files = k2.get(Kho).isKhoBoot() ? verifyDemoFiles(k2, opts.seed) : undefined;
   for (const p of files?.problems ?? []) errors.push(`memfd ${p}`);
