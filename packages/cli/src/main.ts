@@ -110,6 +110,7 @@ function formatScenario(r: ScenarioResult): string {
     }
     if (p.kstate.objects > 0) made.push(`${count(p.kstate.objects, 'kstate object')}${p.kstate.bytes > 0 ? ` (${formatBytes(p.kstate.bytes)} of payload)` : ''}`);
     if (p.memfd.files > 0) made.push(`${count(p.memfd.files, 'memfd file')} (${formatBytes(p.memfd.bytes)})`);
+    if (p.guests.guests > 0) made.push(`${count(p.guests.guests, 'guest')} (${count(p.guests.folios, 'folio')}, ${formatBytes(p.guests.bytes)})`);
     if (made.length === 0) continue;
     out.push(`    workloads: ${made.join(', ')}`);
     const v = g.verifiedByNext;
@@ -122,6 +123,7 @@ function formatScenario(r: ScenarioResult): string {
       found.push(`kstate ${v.kstate.objects}/${p.kstate.objects} ${ok(v.kstate.verified)} (${v.kstate.fieldsRestored} fields restored, ${v.kstate.fieldsDefaulted} defaulted)`);
     }
     if (p.memfd.files > 0) found.push(`memfd ${v.memfd.files}/${p.memfd.files} ${ok(v.memfd.verified)}`);
+    if (p.guests.guests > 0) found.push(`guests ${v.guests.guests}/${p.guests.guests} (${v.guests.folios} folios restored, ${v.guests.stamps} stamps) ${ok(v.guests.verified)}`);
     out.push(`    next kernel: ${found.join(', ')}`);
   }
   out.push(`  free pages at the end ${r.freePagesAtEnd}, cold boot ${r.freePagesColdBoot}`);

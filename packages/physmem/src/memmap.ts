@@ -434,6 +434,15 @@ export class Memmap {
 
   /** @internal flags = (flags & ~clear) | set on every page of [pfn, pfn + n) (all RAM). */
   updateFlagsRange(pfn: number, n: number, clear: number, set: number): void {
+    if (n <= 8 && (pfn & (PB - 1)) + n <= PB) {
+      // A few pages in one pageblock (restoring small folios one by one): page by page, no piece walk.
+      for (let p = pfn; p < pfn + n; p++) {
+        const f = this.flagsOf(p);
+        const nf = (f & ~clear) | set;
+        if (nf !== f) this.setFlagsOf(p, nf);
+      }
+      return;
+    }
     this.forEachPiece(pfn, n, set !== 0, (s, b, j0, j1) => {
       if (!s) return; // absent: all zero, and `set` is 0
       let d = s.blocks?.[b];
@@ -457,6 +466,10 @@ export class Memmap {
 
   /** @internal refcount 0 on every page of [pfn, pfn + n) (all RAM). */
   clearRefcountsRange(pfn: number, n: number): void {
+    if (n <= 8 && (pfn & (PB - 1)) + n <= PB) {
+      for (let p = pfn; p < pfn + n; p++) if (this.refOf(p) !== 0) this.setRefOf(p, 0);
+      return;
+    }
     this.forEachPiece(pfn, n, false, (s, b, j0, j1) => {
       if (!s) return;
       const d = s.blocks?.[b];
@@ -541,6 +554,10 @@ export class Memmap {
 
   /** @internal the first pfn of [pfn, pfn + n) (all RAM) with a refcount above 0 and no bit of `except`, or -1. */
   findReferenced(pfn: number, n: number, except: number): number {
+    if (n <= 8 && (pfn & (PB - 1)) + n <= PB) {
+      for (let p = pfn; p < pfn + n; p++) if (this.refOf(p) > 0 && !(this.flagsOf(p) & except)) return p;
+      return -1;
+    }
     let found = -1;
     this.forEachPiece(pfn, n, false, (s, b, j0, j1, first) => {
       if (!s) return false;
@@ -621,6 +638,10 @@ export class Memmap {
 
   /** The first pfn of [pfn, pfn + n) whose bits of `mask` are not `want`, or -1. */
   private findFlagRun(pfn: number, n: number, mask: number, want: number): number {
+    if (n <= 8 && (pfn & (PB - 1)) + n <= PB) {
+      for (let p = pfn; p < pfn + n; p++) if ((this.flagsOf(p) & mask) !== want) return p;
+      return -1;
+    }
     let found = -1;
     this.forEachPiece(pfn, n, false, (s, b, j0, j1, first) => {
       if (!s) {

@@ -26,6 +26,13 @@ export const RAM_CHUNK_SIZE = 2 ** RAM_CHUNK_SHIFT;
 export const RAM_CHUNK_PAGES = RAM_CHUNK_SIZE / PAGE_SIZE;
 /** Chunks per directory group (8 GiB): the directory has one slot per group of the address space below endAddr. */
 const GROUP_CHUNKS = 4096;
+/**
+ * Chunks are carved, in the order they are first written, from host buffers of 64 MiB. One buffer per chunk
+ * would make V8 collect garbage at almost every allocation (each is 2 MiB of external memory: 2048 of them took
+ * seconds in a large heap), and a buffer above 32 MiB is always its own mmap in glibc, so its untouched pages
+ * cost no resident memory: never-written memory in an allocated chunk stays free.
+ */
+const SLAB_CHUNKS = 32;
 
 const TWO_32 = 2 ** 32;
 
@@ -76,6 +83,8 @@ export class PhysicalMemory {
   private readonly dir: Array<Array<Chunk | undefined> | undefined>;
   private nChunks = 0;
   private nWritten = 0;
+  private slab: ArrayBuffer | undefined;
+  private slabUsed = SLAB_CHUNKS;
   // Read cache: a chunk whose 2 MiB are all RAM, and its view (the shared zero chunk while it has no backing).
   private rChunk = NaN;
   private rBytes: Uint8Array = ZERO_CHUNK.bytes;
@@ -408,7 +417,10 @@ export class PhysicalMemory {
     return this.nWritten * PAGE_SIZE;
   }
 
-  /** Host bytes spent on backing: the 2 MiB chunks allocated so far. */
+  /**
+   * Host bytes spent on backing: the 2 MiB chunks allocated so far (address space; only the pages of them that
+   * were written are resident).
+   */
   get hostBytes(): number {
     return this.nChunks * RAM_CHUNK_SIZE;
   }
@@ -456,9 +468,13 @@ export class PhysicalMemory {
   private allocChunk(c: number): Chunk {
     const g = Math.floor(c / GROUP_CHUNKS);
     const group = (this.dir[g] ??= new Array<Chunk | undefined>(GROUP_CHUNKS).fill(undefined));
-    const bytes = new Uint8Array(RAM_CHUNK_SIZE);
+    if (this.slabUsed === SLAB_CHUNKS) {
+      this.slab = new ArrayBuffer(SLAB_CHUNKS * RAM_CHUNK_SIZE);
+      this.slabUsed = 0;
+    }
+    const bytes = new Uint8Array(this.slab!, this.slabUsed++ * RAM_CHUNK_SIZE, RAM_CHUNK_SIZE);
     const allRam = this.isRamSpan(c * RAM_CHUNK_SIZE, RAM_CHUNK_SIZE);
-    const chunk: Chunk = { bytes, view: new DataView(bytes.buffer), written: new Uint8Array(RAM_CHUNK_PAGES), nWritten: 0, words: undefined, allRam };
+    const chunk: Chunk = { bytes, view: new DataView(bytes.buffer, bytes.byteOffset, RAM_CHUNK_SIZE), written: new Uint8Array(RAM_CHUNK_PAGES), nWritten: 0, words: undefined, allRam };
     group[c & (GROUP_CHUNKS - 1)] = chunk;
     this.nChunks++;
     // The read caches may show this chunk as the shared zero chunk: from now on its bytes are these.

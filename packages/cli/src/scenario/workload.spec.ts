@@ -269,6 +269,7 @@ describe('a workload that does not verify is reported', () => {
       reserveMem: { regions: 0, bytes: 0, verified: false },
       kstate: { objects: 0, fieldsRestored: 0, fieldsDefaulted: 0, verified: false },
       memfd: { files: 0, bytes: 0, verified: false },
+      guests: { guests: 0, folios: 0, bytes: 0, stamps: 0, verified: true }, // none were handed over
     });
     // a kho=off kernel reserves nothing it was handed: its free pages are a cold kho=off boot's
     expect(r.freePagesAtEnd).toBe(r.freePagesColdBoot);
