@@ -503,6 +503,20 @@ export class BuddyAllocator {
     }
     const head = this.freeHeadOf(pfn);
     if (head >= 0) throw new KernelError(Errno.EBUSY, `${what}: pfn ${hex(pfn)} is free (in the free block at ${hex(head)})`);
+    if (n <= 8) {
+      // A few pages (restoring 4 KiB pages one by one): one pass to check, one to clear.
+      for (let p = pfn; p < pfn + n; p++) {
+        const f = mm.flagsOf(p);
+        if (f & Buddy) throw new KernelError(Errno.EBUSY, `${what}: pfn ${hex(p)} is free`);
+        if (f & (Head | Tail) || (mm.refOf(p) > 0 && !(f & Reserved))) throw new KernelError(Errno.EBUSY, `${what}: pfn ${hex(p)} is in use (refcount ${mm.refOf(p)})`);
+      }
+      for (let p = pfn; p < pfn + n; p++) {
+        const f = mm.flagsOf(p);
+        if (f & Reserved) mm.setFlagsOf(p, f & ~Reserved);
+        if (mm.refOf(p) !== 0) mm.setRefOf(p, 0);
+      }
+      return pfn;
+    }
     // The first page that is free or in use, as a page-by-page scan would meet it.
     const free = mm.findFlag(pfn, n, Buddy);
     const compound = mm.findFlag(pfn, n, Head | Tail);
@@ -521,10 +535,13 @@ export class BuddyAllocator {
     const r = mm.rangeOfPfn(pfn);
     if (r < 0) return -1;
     const start = mm.rangeStartPfn(r);
+    let last = -1;
     for (let k = 0; k <= MAX_PAGE_ORDER; k++) {
-      const off = pfn & (POW2[k] - 1);
-      if (pfn - off < start) break;
-      const hp = pfn - off;
+      const hp = pfn - (pfn & (POW2[k] - 1));
+      if (hp < start) break;
+      // A head already looked at (with a smaller k, so a weaker order test) need not be looked at again.
+      if (hp === last) continue;
+      last = hp;
       if (mm.flagsOf(hp) & Buddy && mm.orderOf(hp) >= k) return hp;
     }
     return -1;

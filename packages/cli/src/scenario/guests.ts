@@ -255,7 +255,10 @@ export class GuestMemory implements KernelPlugin {
       }
       stamps += sampled;
       let written = 0;
-      for (let i = 0; i < n; i++) written += this.ram.populatedPagesIn(pfns[i], step);
+      for (let r = 0; r < g.nrRuns; r++) {
+        const first = Number(view.getBigUint64(r * 16, true)) / PAGE_SIZE;
+        written += this.ram.populatedPagesIn(first, Number(view.getBigUint64(r * 16 + 8, true)) * step);
+      }
       if (stampBad) problems.push(`${what}: ${stampBad}`);
       else if (written !== sampled) problems.push(`${what}: ${written} pages of its memory are written (wanted the ${sampled} stamped ones only)`);
       else verified++;
