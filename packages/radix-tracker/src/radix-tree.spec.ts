@@ -230,6 +230,25 @@ describe('RadixTracker caches (the last leaf per order, the tables of the last d
     ]);
   });
 
+  it('the leaf cache forgets a leaf that a delete frees, even after the per-order cache moved on', () => {
+    const { tree, ram, buddy } = setup();
+    tree.add(0x100, 0);
+    tree.add(0x900000, 0); // another leaf: the per-order cache now names it, the leaf cache both
+    const [first] = referenceDecode(ram, tree.rootPhys).map(([, , leaf]) => leaf);
+    expect(tree.del(0x100, 0)).toBe(true); // empties the first leaf: reclaimed, its page freed
+    // The freed page comes back as someone else's, with bytes of its own.
+    const taken: number[] = [];
+    while (!taken.includes(first)) taken.push(buddy.allocPages(0) * PAGE_SIZE);
+    ram.fill(first, PAGE_SIZE, 0xa5);
+    tree.add(0x101, 0); // the freed leaf's range: a new path, never the freed page
+    expect(ram.read(first, PAGE_SIZE).every((b) => b === 0xa5)).toBe(true);
+    expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
+      [0x101, 0],
+      [0x900000, 0],
+    ]);
+    expect([tree.has(0x100, 0), tree.has(0x101, 0)]).toEqual([false, true]);
+  });
+
   it('adds, lookups and deletes that cross leaf boundaries land in the right leaf', () => {
     const { tree, ram } = setup();
     const seq = [32767, 32768, 32766, 65536, 32769, 0, 65535];

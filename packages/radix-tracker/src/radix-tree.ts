@@ -11,6 +11,8 @@ const TWO_32 = 2 ** 32;
 const POW2: number[] = Array.from({ length: 64 }, (_, i) => 2 ** i);
 /** The cache's "no leaf": `key - NaN` is NaN, which fails every range test. */
 const NO_LEAF = new Int32Array(0);
+/** Entries of the leaf cache (a power of two): as many leaves as a 1 TiB span of order-0 pages has. */
+const LEAF_CACHE = 8192;
 
 if (!LITTLE_ENDIAN_HOST) throw new Error('radix tree: node pages are read as host-order words, which needs a little-endian host');
 
@@ -48,6 +50,13 @@ export class RadixTracker implements Tracker {
   private readonly leafKey0 = new Float64Array(NR_ORDERS).fill(NaN);
   private readonly leafWords: Int32Array[] = Array.from({ length: NR_ORDERS }, () => NO_LEAF);
   private readonly leafBase = new Int32Array(NR_ORDERS);
+  // A direct-mapped cache of leaves by leaf number (key / 32768, unique across orders), consulted when the
+  // per-order leaf misses: scattered blocks (a sparse workload revisits each of thousands of leaves) reach their
+  // leaf in a few loads instead of a descent. Entries name leaves in the tree: reclaim() drops the entry of the
+  // leaf it frees, destroy() all of them.
+  private readonly lcLeaf = new Float64Array(LEAF_CACHE).fill(NaN);
+  private readonly lcBase = new Int32Array(LEAF_CACHE);
+  private readonly lcWords: Int32Array[] = Array.from({ length: LEAF_CACHE }, () => NO_LEAF);
   // The tables met by the last descent, by level 1..4: the first key each covers and its phys. A descent starts
   // at the lowest one that covers its key, so scattered blocks skip the levels they share. Valid while those
   // tables are in the tree: destroy() and reclaim() free tables and forget them, as does a failed descent.
@@ -167,6 +176,8 @@ export class RadixTracker implements Tracker {
     this.leafKey0.fill(NaN);
     this.leafWords.fill(NO_LEAF);
     this.tableKey0.fill(NaN);
+    this.lcLeaf.fill(NaN);
+    this.lcWords.fill(NO_LEAF);
     if (this.root !== 0) this.freeTable(this.root, ROOT_LEVEL);
     this.root = 0;
     this.blocks = 0;
@@ -194,7 +205,15 @@ export class RadixTracker implements Tracker {
       if (!alloc) return false;
       this.init();
     }
-    // The common case walks an existing path and nothing else: small enough to be inlined into add and has.
+    const leaf = Math.floor(key / KHO_BITMAP_BITS);
+    const slot = leaf & (LEAF_CACHE - 1);
+    if (this.lcLeaf[slot] === leaf) {
+      this.leafWords[order] = this.lcWords[slot];
+      this.leafBase[order] = this.lcBase[slot];
+      this.leafKey0[order] = leaf * KHO_BITMAP_BITS;
+      return true;
+    }
+    // Then a walk of an existing path and nothing else: small enough to be inlined into add and has.
     if (this.findLeaf(key, order)) return true;
     if (!alloc) return false;
     this.buildPath(key, order);
@@ -231,10 +250,18 @@ export class RadixTracker implements Tracker {
   }
 
   private cacheLeaf(node: number, key: number, lo: number, order: number): void {
-    const leaf = node / PAGE_SIZE;
-    this.leafWords[order] = this.ram.pageWords(leaf, true);
-    this.leafBase[order] = pageBase(leaf);
-    this.leafKey0[order] = key - (lo & (KHO_BITMAP_BITS - 1));
+    const page = node / PAGE_SIZE;
+    const words = this.ram.pageWords(page, true);
+    const base = pageBase(page);
+    const key0 = key - (lo & (KHO_BITMAP_BITS - 1));
+    this.leafWords[order] = words;
+    this.leafBase[order] = base;
+    this.leafKey0[order] = key0;
+    const leaf = key0 / KHO_BITMAP_BITS;
+    const slot = leaf & (LEAF_CACHE - 1);
+    this.lcLeaf[slot] = leaf;
+    this.lcWords[slot] = words;
+    this.lcBase[slot] = base;
   }
 
   /**
@@ -303,6 +330,11 @@ export class RadixTracker implements Tracker {
     this.leafKey0.fill(NaN);
     this.leafWords.fill(NO_LEAF);
     this.tableKey0.fill(NaN);
+    const leaf = Math.floor(key / KHO_BITMAP_BITS);
+    if (this.lcLeaf[leaf & (LEAF_CACHE - 1)] === leaf) {
+      this.lcLeaf[leaf & (LEAF_CACHE - 1)] = NaN;
+      this.lcWords[leaf & (LEAF_CACHE - 1)] = NO_LEAF;
+    }
     for (let level = 1; level <= ROOT_LEVEL; level++) {
       // the node below `level`'s entry is empty: unlink it and free it
       this.ram.writeU64(slots[level], 0);
