@@ -372,7 +372,6 @@ export class BuddyAllocator {
     const pos = --this.areaLen[a];
     const p = this.areaStack[a][pos];
     if (pos === 0) this.zoneMask[z] &= ~(1 << k);
-    mm.setFlagsOf(p, mm.flagsOf(p) & ~Buddy);
     while (k > order) {
       k--;
       this.push(z, k, p + POW2[k]);
@@ -380,10 +379,7 @@ export class BuddyAllocator {
     const n = POW2[order];
     this.zoneFree[z] -= n;
     this.free -= n;
-    mm.setRefOf(p, 1);
-    mm.setOrderOf(p, order);
-    mm.setPrivLoOf(p, 0);
-    mm.setPrivHiOf(p, 0);
+    mm.allocHead(p, order);
     return p;
   }
 
@@ -398,10 +394,7 @@ export class BuddyAllocator {
       this.areaStack[a] = stack = bigger;
     }
     stack[pos] = p;
-    const mm = this.memmap;
-    mm.setPrivLoOf(p, pos);
-    mm.setFlagsOf(p, mm.flagsOf(p) | Buddy);
-    mm.setOrderOf(p, k);
+    this.memmap.listHead(p, k, pos);
     this.zoneMask[z] |= 1 << k;
   }
 
@@ -418,9 +411,7 @@ export class BuddyAllocator {
       mm.setPrivLoOf(moved, pos);
     }
     if (last === 0) this.zoneMask[z] &= ~(1 << k);
-    mm.setFlagsOf(p, mm.flagsOf(p) & ~Buddy);
-    mm.setPrivLoOf(p, 0);
-    mm.setOrderOf(p, 0);
+    mm.unlistHead(p);
   }
 
   /** The pfn of the free buddy that block (p, k) in range r can merge with, or -1. */
@@ -428,8 +419,7 @@ export class BuddyAllocator {
     const size = POW2[k];
     const bp = (p / size) & 1 ? p - size : p + size;
     if (bp < this.memmap.rangeStartPfn(r) || bp + size > this.memmap.rangeEndPfn(r)) return -1;
-    const bf = this.memmap.flagsOf(bp);
-    return bf & Buddy && this.memmap.orderOf(bp) === k && (bf & Scratch) === scratch ? bp : -1;
+    return this.memmap.isFreeHead(bp, k, scratch) ? bp : -1;
   }
 
   /** Frees block p of order k in RAM range r: merges with free buddies, then lists it. */

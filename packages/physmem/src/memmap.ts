@@ -430,6 +430,97 @@ export class Memmap {
     else if (v !== (s.tailBase1[this.cB] === 0 ? 0 : s.tailBase1[this.cB] - 1 + j)) this.split().headOff[j] = v;
   }
 
+  // --- @internal combined writes of the buddy allocator's free lists (one pageblock lookup for several fields)
+
+  /** @internal the head of a block leaving the free lists for an allocation: Buddy cleared, refcount 1, `order`, private 0. */
+  allocHead(pfn: number, order: number): void {
+    if (Math.floor(pfn / PB) !== this.cPb) this.resolve(pfn);
+    let d = this.cD;
+    const j = pfn & (PB - 1);
+    if (d === undefined) {
+      if (j === 0) {
+        const s = this.cS ?? this.createSection();
+        const b = this.cB;
+        s.flags[b] &= ~PageFlag.Buddy;
+        s.refcount[b] = 1;
+        s.order[b] = order;
+        s.privLo[b] = 0;
+        s.privHi[b] = 0;
+        return;
+      }
+      if (this.cS === undefined) this.createSection();
+      d = this.split();
+    }
+    d.flags[j] &= ~PageFlag.Buddy;
+    d.refcount[j] = 1;
+    d.order[j] = order;
+    d.privLo[j] = 0;
+    d.privHi[j] = 0;
+  }
+
+  /** @internal the head of a block put on a free list: Buddy set, `order`, private low word = its stack position. */
+  listHead(pfn: number, order: number, pos: number): void {
+    if (Math.floor(pfn / PB) !== this.cPb) this.resolve(pfn);
+    let d = this.cD;
+    const j = pfn & (PB - 1);
+    if (d === undefined) {
+      if (j === 0) {
+        const s = this.cS ?? this.createSection();
+        const b = this.cB;
+        s.flags[b] |= PageFlag.Buddy;
+        s.order[b] = order;
+        s.privLo[b] = pos;
+        return;
+      }
+      if (this.cS === undefined) this.createSection();
+      d = this.split();
+    }
+    d.flags[j] |= PageFlag.Buddy;
+    d.order[j] = order;
+    d.privLo[j] = pos;
+  }
+
+  /** @internal the head of a block taken off a free list to merge: Buddy cleared, order and private low word 0. */
+  unlistHead(pfn: number): void {
+    if (Math.floor(pfn / PB) !== this.cPb) this.resolve(pfn);
+    const d = this.cD;
+    const j = pfn & (PB - 1);
+    if (d !== undefined) {
+      d.flags[j] &= ~PageFlag.Buddy;
+      d.order[j] = 0;
+      d.privLo[j] = 0;
+    } else if (j === 0 && this.cS !== undefined) {
+      const b = this.cB;
+      this.cS.flags[b] &= ~PageFlag.Buddy;
+      this.cS.order[b] = 0;
+      this.cS.privLo[b] = 0;
+    } else {
+      // A free head is never a uniform pageblock's other page; keep the general path for anything else.
+      this.setFlagsOf(pfn, this.flagsOf(pfn) & ~PageFlag.Buddy);
+      this.setOrderOf(pfn, 0);
+      this.setPrivLoOf(pfn, 0);
+    }
+  }
+
+  /** @internal whether `pfn` is the head of a free block of `order` whose Scratch bit is `scratch`. */
+  isFreeHead(pfn: number, order: number, scratch: number): boolean {
+    if (Math.floor(pfn / PB) !== this.cPb) this.resolve(pfn);
+    const d = this.cD;
+    const j = pfn & (PB - 1);
+    let f: number;
+    let k: number;
+    if (d !== undefined) {
+      f = d.flags[j];
+      k = d.order[j];
+    } else {
+      const s = this.cS;
+      if (s === undefined || j !== 0) return false; // a uniform pageblock's other pages are never free heads
+      f = s.flags[this.cB];
+      k = s.order[this.cB];
+    }
+    return (f & PageFlag.Buddy) !== 0 && k === order && (f & PageFlag.Scratch) === scratch;
+  }
+
   // --- @internal range operations -----------------------------------------------------------------------
 
   /** @internal flags = (flags & ~clear) | set on every page of [pfn, pfn + n) (all RAM). */
