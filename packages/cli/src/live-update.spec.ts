@@ -1,5 +1,5 @@
 import { BootParams, Errno, KernelError, type Kernel } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Folio, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { KHO_KEXEC_METADATA_SUBTREE, Kho, type ScratchArea } from '@kho/kho-core';
 import { Memblock } from '@kho/memblock';
 import { KhoTest } from './demo/kho-test';
@@ -12,6 +12,24 @@ const SMALL: DemoOptions = { ...DEFAULT_DEMO, ram: 512 * MiB, mem: 32 * MiB, see
 function inside(areas: readonly ScratchArea[], base: number, size: number): boolean {
   return areas.some((a) => base >= a.addr && base + size <= a.addr + a.size);
 }
+
+describe('a machine of 4 TiB', () => {
+  it('boots with memory above the 1 TiB line, its memmap costing what is used, not its size', () => {
+    const machine = machineFor({ ram: 4 * 2 ** 40 });
+    const k = machine.boot({ image: kernelImage() });
+    expect(k.get(Kho).isEnabled()).toBe(true);
+    const memmap = k.get(Memmap);
+    // All of it free in max-order blocks but the kernel's own reservations (its image, a 64-byte-a-page memmap
+    // reservation, KHO's scratch areas, which the buddy allocator serves too).
+    expect(k.get(BuddyAllocator).nrFreePages).toBeGreaterThan((3.9 * 2 ** 40) / PAGE_SIZE);
+    // 2^30 page frames: the memmap is its 4096 sections (10.5 KiB each) and the few pageblocks whose pages differ,
+    // not 17 bytes for each frame (17 GiB).
+    expect(memmap.presentSections).toBe(4096);
+    expect(memmap.totalBytes).toBeLessThan(64 * MiB);
+    expect(k.get(PhysicalMemory).hostBytes).toBeLessThan(64 * MiB);
+    machine.shutdown();
+  });
+});
 
 describe('the flagship live update, in one process', () => {
   it.each([1, 2, 3])('seed %d: every folio comes back with its order and every byte verifies; nothing leaks', (seed) => {

@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { CommandLine, Errno, KernelError, formatBytes, formatSizeExact, hex, parseSize, describeError, type MachineBus } from '@kho/kernel';
 import { registeredBenches } from '@kho/kernel/bench';
-import { formatBenchTable, loadBenchFiles, runBenches, workspaceRoot, type BenchLine } from './bench';
+import { formatBenchTable, loadBenchFiles, readBaseline, runBenches, workspaceRoot, type BenchLine, type BenchSummary } from './bench';
 import { PAGE_SIZE } from '@kho/physmem';
 import { DEFAULT_DEMO, runDemo, runFirstHalf, runSecondHalf, type DemoOptions, type DemoReport, type SecondHalf } from './demo/run';
 import { loadHandoverImage, writeHandoverImage } from './handover';
@@ -121,6 +121,7 @@ function formatScenario(r: ScenarioResult): string {
     }
     if (p.kstate.objects > 0) made.push(`${count(p.kstate.objects, 'kstate object')}${p.kstate.bytes > 0 ? ` (${formatBytes(p.kstate.bytes)} of payload)` : ''}`);
     if (p.memfd.files > 0) made.push(`${count(p.memfd.files, 'memfd file')} (${formatBytes(p.memfd.bytes)})`);
+    if (p.guests.guests > 0) made.push(`${count(p.guests.guests, 'guest')} (${count(p.guests.folios, 'folio')}, ${formatBytes(p.guests.bytes)})`);
     if (g.luo) made.push(formatLuoMade(g.luo));
     if (made.length === 0) continue;
     out.push(`    workloads: ${made.join(', ')}`);
@@ -134,6 +135,7 @@ function formatScenario(r: ScenarioResult): string {
       found.push(`kstate ${v.kstate.objects}/${p.kstate.objects} ${ok(v.kstate.verified)} (${v.kstate.fieldsRestored} fields restored, ${v.kstate.fieldsDefaulted} defaulted)`);
     }
     if (p.memfd.files > 0) found.push(`memfd ${v.memfd.files}/${p.memfd.files} ${ok(v.memfd.verified)}`);
+    if (p.guests.guests > 0) found.push(`guests ${v.guests.guests}/${p.guests.guests} (${v.guests.folios} folios restored, ${v.guests.stamps} stamps) ${ok(v.guests.verified)}`);
     if (g.luo) found.push(formatLuoVerified(g.luo, g.luoVerifiedByNext));
     out.push(`    next kernel: ${found.join(', ')}`);
   }
@@ -337,10 +339,18 @@ export function buildProgram(io: ProgramIo): Command {
     .option('--quick', 'the short version (smaller sizes, same code paths)')
     .option('--json', 'one JSON object per line: {"bench":"<package>/<name>","value":…,"unit":…}')
     .option('--list', 'list the benchmarks and their targets')
-    .addHelpText('after', '\nBenchmarks are part of the workspace sources: run it inside a kho-lab checkout.')
-    .action((flags: { only?: string[]; quick?: boolean; json?: boolean; list?: boolean }) => {
+    .option('--runs <n>', 'run each benchmark N times and report the median and the spread (min..max)', intArg('--runs', 1, 100), 1)
+    .option('--check', 'exit 1 when a benchmark misses its target (or, with --baseline, regresses)')
+    .option('--baseline <file>', 'compare with a saved run (the output of kho bench --json) and flag regressions beyond the spread')
+    .addHelpText(
+      'after',
+      '\nBenchmarks are part of the workspace sources: run it inside a kho-lab checkout. Each benchmark with a target\n' +
+        'says pass or MISS (on the median of its runs). The machines are shared and noisy: compare ratios, use --runs.',
+    )
+    .action((flags: { only?: string[]; quick?: boolean; json?: boolean; list?: boolean; runs: number; check?: boolean; baseline?: string }) => {
       const root = workspaceRoot();
       if (!root) throw new KernelError(Errno.ENOENT, 'kho bench runs inside a kho-lab checkout (no packages/*/bench found)');
+      const baseline = flags.baseline ? readBaseline(flags.baseline) : undefined;
       loadBenchFiles(root);
       const only = (flags.only ?? []).flatMap((p) => p.split(',')).filter(Boolean);
       if (flags.list) {
@@ -351,10 +361,10 @@ export function buildProgram(io: ProgramIo): Command {
       }
       const lines: BenchLine[] = [];
       const progress = createProgress(!flags.json && io.isTTY === true, registeredBenches().length);
-      let failed: number;
+      let summary: BenchSummary;
       try {
-        failed = runBenches(
-          { only, quick: flags.quick === true },
+        summary = runBenches(
+          { only, quick: flags.quick === true, runs: flags.runs, baseline },
           (line) => {
             lines.push(line);
             if (flags.json) io.out(`${JSON.stringify(line)}\n`);
@@ -365,8 +375,11 @@ export function buildProgram(io: ProgramIo): Command {
         progress.stop();
       }
       if (!flags.json) io.out(`${formatBenchTable(lines)}\n`);
-      if (failed > 0) io.err(`kho: ${failed} benchmark(s) failed\n`);
-      io.exit(failed > 0 ? EXIT.FAILED : EXIT.OK);
+      if (summary.failed > 0) io.err(`kho: ${summary.failed} benchmark(s) failed\n`);
+      if (summary.missed.length > 0) io.err(`kho: ${summary.missed.length} missed a target: ${summary.missed.join(', ')}\n`);
+      if (summary.regressions.length > 0) io.err(`kho: ${summary.regressions.length} regressed against ${flags.baseline}: ${summary.regressions.join(', ')}\n`);
+      const missed = flags.check === true && summary.missed.length + summary.regressions.length > 0;
+      io.exit(summary.failed > 0 || missed ? EXIT.FAILED : EXIT.OK);
     });
 
   program

@@ -187,13 +187,18 @@ export class Memblock implements EarlyAllocator {
     let freed = 0;
     const reserved = this.reserved.ranges();
     const noinit = this.noinit.ranges();
-    // Whole pages, as the free pass below withholds them: a reservation need not be page-aligned.
+    // Whole pages, as the free pass below withholds them: a reservation need not be page-aligned. Flags go on a
+    // range at a time (the memmap keeps a uniform 2 MiB pageblock as one descriptor), never page by page.
     for (const [b, e] of minus(reserved, noinit)) {
-      for (let pfn = pageDown(b) / PAGE_SIZE; pfn < pageUp(e) / PAGE_SIZE; pfn++) memmap.setFlags(pfn, PageFlag.Reserved);
+      const first = pageDown(b) / PAGE_SIZE;
+      const end = pageUp(e) / PAGE_SIZE;
+      if (end > first) memmap.setFlagsRange(first, end - first, PageFlag.Reserved);
     }
     // Every scratch page is flagged, reserved or not: whatever is freed there later serves movable allocations only.
     for (const [sb, se] of this.scratch.ranges()) {
-      for (let pfn = pageUp(sb) / PAGE_SIZE; pfn < pageDown(se) / PAGE_SIZE; pfn++) memmap.setFlags(pfn, PageFlag.Scratch);
+      const first = pageUp(sb) / PAGE_SIZE;
+      const end = pageDown(se) / PAGE_SIZE;
+      if (end > first) memmap.setFlagsRange(first, end - first, PageFlag.Scratch);
     }
     for (const r of this.ram.ranges) {
       for (const [b, e] of subtract([pageUp(r.start), pageDown(r.start + r.size)], reserved.map(([rb, re]) => [pageDown(rb), pageUp(re)]))) {

@@ -78,6 +78,32 @@ describe('RangeSet', () => {
     expect(set.covers(15, 10)).toBe(true);
   });
 
+  it('gives the same union whether additions come sorted, in a few ascending runs or in many (property)', () => {
+    const range = fc.tuple(fc.integer({ min: 0, max: 5000 }), fc.integer({ min: 1, max: 40 }));
+    fc.assert(
+      fc.property(fc.array(range, { maxLength: 300 }), fc.integer({ min: 1, max: 4 }), (ranges, parts) => {
+        const bits = new Uint8Array(5100);
+        for (const [b, n] of ranges) bits.fill(1, b, b + n);
+        const want: Array<[number, number]> = [];
+        for (let p = 0; p < bits.length; p++) {
+          if (!bits[p]) continue;
+          const start = p;
+          while (bits[p]) p++;
+          want.push([start, p]);
+        }
+        const sorted = [...ranges].sort((x, y) => x[0] - y[0]);
+        // `parts` ascending runs, as a KHO boot's walk gives them (one per order).
+        const runs = Array.from({ length: parts }, (_, i) => sorted.filter((_r, j) => j % parts === i)).flat();
+        for (const input of [ranges, sorted, runs]) {
+          const set = new RangeSet();
+          for (const [b, n] of input) set.add(b, n);
+          expect(set.ranges()).toEqual(want);
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
   describe('against a page bitmap (256 pages)', () => {
     const PAGES = 256;
     const op = fc.tuple(fc.constantFrom<'add' | 'remove'>('add', 'remove'), fc.integer({ min: 0, max: PAGES - 1 }), fc.integer({ min: -2, max: 64 }));

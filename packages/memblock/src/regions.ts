@@ -11,6 +11,13 @@ export class RangeSet {
   /** Adds [base, base + size). */
   add(base: number, size: number): void {
     if (size <= 0) return;
+    // A range that starts where the last one ended extends it: a KHO boot reserves millions of blocks in address
+    // order, mostly back to back, and keeping them as a few runs spares arrays of millions of entries.
+    const last = this.pendingEnds.length - 1;
+    if (last >= 0 && this.pendingEnds[last] === base) {
+      this.pendingEnds[last] = base + size;
+      return;
+    }
     this.pendingBases.push(base);
     this.pendingEnds.push(base + size);
   }
@@ -93,11 +100,63 @@ export class RangeSet {
   }
 
   private normalize(): void {
-    if (this.pendingBases.length === 0) return;
+    const pb = this.pendingBases;
+    const n = pb.length;
+    if (n === 0) return;
+    // Pending ranges usually arrive in a few ascending runs (a KHO boot reserves its blocks in the tracker's walk
+    // order: by order, then by address): merge the runs, and the ranges already held, by base in one pass. Only
+    // input in many runs pays for sorting.
+    const runs: number[] = [0];
+    for (let i = 1; i < n; i++) {
+      if (pb[i] < pb[i - 1]) {
+        runs.push(i);
+        if (runs.length > MAX_RUNS) return this.normalizeSorting();
+      }
+    }
+    runs.push(n);
+    const k = runs.length - 1;
+    const pos = runs.slice(0, k);
+    const pe = this.pendingEnds;
+    const hb = this.bases;
+    const he = this.ends;
+    let h = 0;
+    const nb: number[] = [];
+    const ne: number[] = [];
+    for (;;) {
+      // The next range by base: the held list's head or the lowest head among the runs.
+      let best = -1;
+      let bestBase = h < hb.length ? hb[h] : Infinity;
+      for (let r = 0; r < k; r++) {
+        if (pos[r] < runs[r + 1] && pb[pos[r]] < bestBase) {
+          best = r;
+          bestBase = pb[pos[r]];
+        }
+      }
+      if (bestBase === Infinity) break;
+      let end: number;
+      if (best < 0) end = he[h++];
+      else end = pe[pos[best]++];
+      // Overlapping and touching ranges merge.
+      const last = ne.length - 1;
+      if (last >= 0 && bestBase <= ne[last]) {
+        if (end > ne[last]) ne[last] = end;
+      } else {
+        nb.push(bestBase);
+        ne.push(end);
+      }
+    }
+    this.bases = nb;
+    this.ends = ne;
+    this.pendingBases = [];
+    this.pendingEnds = [];
+  }
+
+  /** normalize for input in many runs: the union from independently sorted starts and ends. */
+  private normalizeSorting(): void {
     // Union of intervals from independently sorted starts and ends: the covered set is where more intervals
     // have started than ended.
-    const starts = Float64Array.from([...this.bases, ...this.pendingBases]).sort();
-    const ends = Float64Array.from([...this.ends, ...this.pendingEnds]).sort();
+    const starts = Float64Array.from(this.bases.concat(this.pendingBases)).sort();
+    const ends = Float64Array.from(this.ends.concat(this.pendingEnds)).sort();
     const nb: number[] = [];
     const ne: number[] = [];
     let i = 0;
@@ -130,3 +189,6 @@ export class RangeSet {
     this.pendingEnds = [];
   }
 }
+
+/** Above this many ascending runs of pending ranges, normalize sorts instead of merging the runs. */
+const MAX_RUNS = 32;

@@ -67,13 +67,6 @@ export class BuddyAllocator {
   readonly allocsByOrder: number[] = new Array<number>(NR_PAGE_ORDERS).fill(0);
 
   private free = 0;
-  // Memmap columns, held directly for the hot paths.
-  private readonly flags: Uint16Array;
-  private readonly orders: Uint8Array;
-  private readonly refcounts: Int32Array;
-  private readonly privLo: Uint32Array;
-  private readonly privHi: Uint32Array;
-  private readonly headOffsets: Uint16Array;
   // Zone z = 2 * nodeSlot + (scratch ? 1 : 0); free area a = z * NR_PAGE_ORDERS + order.
   private readonly nodeSlots = new Int16Array(1024).fill(-1);
   private readonly rangeZone: Int32Array;
@@ -88,12 +81,6 @@ export class BuddyAllocator {
     private readonly memmap: Memmap,
     private readonly faults: FaultInjector,
   ) {
-    this.flags = memmap.flagBits;
-    this.orders = memmap.orders;
-    this.refcounts = memmap.refcounts;
-    this.privLo = memmap.privLo;
-    this.privHi = memmap.privHi;
-    this.headOffsets = memmap.headOffsets;
     ram.nodes.forEach((n, slot) => (this.nodeSlots[n] = slot));
     this.rangeZone = Int32Array.from(ram.ranges, (r) => 2 * this.nodeSlots[r.node]);
     this.nZones = 2 * ram.nodes.length;
@@ -192,14 +179,14 @@ export class BuddyAllocator {
   /** Allocates a folio: like allocPages, and for order > 0 marks the head (Head) and tails (Tail, offset). */
   folioAlloc(order: Order, opts?: AllocOptions): Folio {
     const pfn = this.allocPages(order, opts);
-    if (order > 0) this.makeCompound(this.memmap.index(pfn), order);
+    if (order > 0) this.memmap.markCompound(pfn, order);
     return new Folio(pfn, order);
   }
 
   /** Takes one more reference to `folio`. Throws EINVAL when it is not an allocated folio. */
   folioGet(folio: Folio): void {
-    const i = this.checkAllocated('folioGet', folio.pfn, folio.order, true);
-    this.refcounts[i]++;
+    const p = this.checkAllocated('folioGet', folio.pfn, folio.order, true);
+    this.memmap.setRefOf(p, this.memmap.refOf(p) + 1);
   }
 
   /** Drops one reference to `folio`; at zero clears its compound marks and frees it. Throws EINVAL like freePages. */
@@ -214,61 +201,55 @@ export class BuddyAllocator {
    * pfn or a block that is not inside one RAM range, and EBUSY when any page is free or in use.
    */
   adoptPages(pfn: Pfn | number, order: Order): Pfn {
-    const i = this.checkAdoptable('adoptPages', pfn, order);
-    this.refcounts[i] = 1;
-    this.orders[i] = order;
+    const p = this.checkAdoptable('adoptPages', pfn, order);
+    this.memmap.setRefOf(p, 1);
+    this.memmap.setOrderOf(p, order);
     return pfn as Pfn;
   }
 
   /** Like adoptPages, and marks the block as a compound page (kho_restore_folio). Returns the folio. */
   adoptFolio(pfn: Pfn | number, order: Order): Folio {
-    const i = this.checkAdoptable('adoptFolio', pfn, order);
-    this.refcounts[i] = 1;
-    this.orders[i] = order;
-    if (order > 0) this.makeCompound(i, order);
+    const p = this.checkAdoptable('adoptFolio', pfn, order);
+    this.memmap.setRefOf(p, 1);
+    this.memmap.setOrderOf(p, order);
+    if (order > 0) this.memmap.markCompound(p, order);
     return new Folio(pfn as Pfn, order);
   }
 
   /**
    * Hands `nrPages` pages from `startPfn` to the allocator (the kernel's memblock_free_all for one region): their
    * refcounts go to 0, Reserved is cleared, and they are freed as the largest naturally aligned blocks that cross
-   * neither a RAM range boundary nor a change of the Scratch flag, merging with free neighbours. Throws EINVAL,
-   * changing nothing, when the range is empty, not all RAM, or holds a page that is already free.
+   * neither a RAM range boundary nor a change of the Scratch flag, merging with free neighbours. The memmap is
+   * edited a pageblock at a time and the free lists a block at a time, so a TiB costs what its max-order blocks
+   * do. Throws EINVAL, changing nothing, when the range is empty, not all RAM, or holds a page that is already free.
    */
   freeRange(startPfn: number, nrPages: number): void {
     if (!Number.isSafeInteger(startPfn) || startPfn < 0 || !Number.isSafeInteger(nrPages) || nrPages < 1) {
       throw new KernelError(Errno.EINVAL, `freeRange: start pfn ${describePfn(startPfn)} and ${nrPages} pages is not a non-empty range`);
     }
+    const mm = this.memmap;
     const end = startPfn + nrPages;
     const what = `freeRange [${hex(startPfn)}-${hex(end - 1)}]`;
     for (let cur = startPfn; cur < end; ) {
-      const r = this.memmap.rangeOfPfn(cur);
+      const r = mm.rangeOfPfn(cur);
       if (r < 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(cur)} is not a page of RAM`);
-      cur = Math.min(end, this.memmap.rangeEndPfn(r));
+      cur = Math.min(end, mm.rangeEndPfn(r));
     }
     const first = this.freeHeadOf(startPfn);
     if (first >= 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(startPfn)} is already free (in the free block at ${hex(first)})`);
-    this.forEachRun(startPfn, end, (i0, n, p0) => {
-      for (let i = i0; i < i0 + n; i++) {
-        if (this.flags[i] & Buddy) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(p0 + i - i0)} is already free`);
-      }
-    });
-    this.forEachRun(startPfn, end, (i0, n) => {
-      this.refcounts.fill(0, i0, i0 + n);
-      for (let i = i0; i < i0 + n; i++) this.flags[i] &= ~Reserved;
-    });
+    const busy = mm.findFlag(startPfn, nrPages, Buddy);
+    if (busy >= 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(busy)} is already free`);
+    mm.clearRefcountsRange(startPfn, nrPages);
+    mm.updateFlagsRange(startPfn, nrPages, Reserved, 0);
     for (let cur = startPfn; cur < end; ) {
-      const r = this.memmap.rangeOfPfn(cur);
-      const segEnd = Math.min(end, this.memmap.rangeEndPfn(r));
-      let i = this.memmap.index(cur);
-      const scratch = this.flags[i] & Scratch;
+      const r = mm.rangeOfPfn(cur);
+      const segEnd = Math.min(end, mm.rangeEndPfn(r));
       // The run of pages with the same Scratch flag.
-      let runEnd = cur + 1;
-      for (i++; runEnd < segEnd && (this.flags[i] & Scratch) === scratch; i++) runEnd++;
+      const runEnd = mm.flagRunEnd(cur, segEnd, Scratch);
       while (cur < runEnd) {
         let k = MAX_PAGE_ORDER;
-        while (k > 0 && (cur % POW2[k] !== 0 || cur + POW2[k] > runEnd)) k--;
-        this.release(r, cur, this.memmap.index(cur), k);
+        while (k > 0 && ((cur & (POW2[k] - 1)) !== 0 || cur + POW2[k] > runEnd)) k--;
+        this.release(r, cur, k);
         cur += POW2[k];
       }
     }
@@ -282,7 +263,8 @@ export class BuddyAllocator {
    * block; no other page is marked Buddy; counts and order masks agree. Throws KernelBug on the first violation.
    */
   checkInvariants(): void {
-    const covered = new Uint8Array(this.memmap.nrPages);
+    const mm = this.memmap;
+    const blocks: Array<[number, number]> = [];
     let total = 0;
     for (let z = 0; z < this.nZones; z++) {
       let zoneTotal = 0;
@@ -292,32 +274,46 @@ export class BuddyAllocator {
         if (((this.zoneMask[z] >> k) & 1) !== (len > 0 ? 1 : 0)) bug(`zone ${z} order ${k}: mask bit disagrees with ${len} blocks`);
         for (let pos = 0; pos < len; pos++) {
           const p = this.areaStack[a][pos];
+          const n = POW2[k];
           const where = `free block ${hex(p)} (order ${k}, zone ${z})`;
-          const r = this.memmap.rangeOfPfn(p);
+          const r = mm.rangeOfPfn(p);
           if (r < 0) bug(`${where} is not RAM`);
-          if (p % POW2[k] !== 0) bug(`${where} is not aligned to its order`);
-          if (p + POW2[k] > this.memmap.rangeEndPfn(r)) bug(`${where} crosses the end of its RAM range`);
+          if (p % n !== 0) bug(`${where} is not aligned to its order`);
+          if (p + n > mm.rangeEndPfn(r)) bug(`${where} crosses the end of its RAM range`);
           if (this.rangeZone[r] !== (z & ~1)) bug(`${where} is on the wrong node's list`);
-          const i = this.memmap.index(p);
-          if (!(this.flags[i] & Buddy)) bug(`${where} is not marked Buddy`);
-          if (this.orders[i] !== k) bug(`${where} records order ${this.orders[i]}`);
-          if (this.privLo[i] !== pos) bug(`${where} records stack position ${this.privLo[i]}, is at ${pos}`);
-          for (let j = i; j < i + POW2[k]; j++) {
-            if (covered[j]) bug(`${where} overlaps another free block at ${hex(this.memmap.pfnAt(j))}`);
-            covered[j] = 1;
-            if (((this.flags[j] & Scratch) !== 0 ? 1 : 0) !== (z & 1)) bug(`${where}: page ${hex(this.memmap.pfnAt(j))} is in the wrong pool`);
-            if (this.refcounts[j] !== 0) bug(`${where}: page ${hex(this.memmap.pfnAt(j))} has refcount ${this.refcounts[j]}`);
-            if (j > i && this.flags[j] & Buddy) bug(`${where}: page ${hex(this.memmap.pfnAt(j))} inside it is marked Buddy`);
-          }
-          zoneTotal += POW2[k];
+          if (!(mm.flagsOf(p) & Buddy)) bug(`${where} is not marked Buddy`);
+          if (mm.orderOf(p) !== k) bug(`${where} records order ${mm.orderOf(p)}`);
+          if (mm.privLoOf(p) !== pos) bug(`${where} records stack position ${mm.privLoOf(p)}, is at ${pos}`);
+          const pool = mm.flagRunEnd(p, p + n, Scratch);
+          if (pool < p + n || ((mm.flagsOf(p) & Scratch) !== 0 ? 1 : 0) !== (z & 1)) bug(`${where}: page ${hex(pool < p + n ? pool : p)} is in the wrong pool`);
+          const held = mm.findReferenced(p, n, 0);
+          if (held >= 0) bug(`${where}: page ${hex(held)} has refcount ${mm.refOf(held)}`);
+          const inner = n > 1 ? mm.findFlag(p + 1, n - 1, Buddy) : -1;
+          if (inner >= 0) bug(`${where}: page ${hex(inner)} inside it is marked Buddy`);
+          blocks.push([p, n]);
+          zoneTotal += n;
         }
       }
       if (zoneTotal !== this.zoneFree[z]) bug(`zone ${z} counts ${this.zoneFree[z]} free pages, its lists hold ${zoneTotal}`);
       total += zoneTotal;
     }
     if (total !== this.free) bug(`the allocator counts ${this.free} free pages, its lists hold ${total}`);
-    for (let i = 0; i < this.memmap.nrPages; i++) {
-      if (this.flags[i] & Buddy && !covered[i]) bug(`page ${hex(this.memmap.pfnAt(i))} is marked Buddy but is on no free list`);
+    blocks.sort((x, y) => x[0] - y[0]);
+    for (let b = 1; b < blocks.length; b++) {
+      if (blocks[b][0] < blocks[b - 1][0] + blocks[b - 1][1]) bug(`free block ${hex(blocks[b][0])} overlaps the free block at ${hex(blocks[b - 1][0])}`);
+    }
+    // No page between the free blocks is marked Buddy.
+    let b = 0;
+    for (const range of this.ram.ranges) {
+      let cur = range.start / PAGE_SIZE;
+      const end = (range.start + range.size) / PAGE_SIZE;
+      while (cur < end) {
+        while (b < blocks.length && blocks[b][0] + blocks[b][1] <= cur) b++;
+        const gapEnd = b < blocks.length && blocks[b][0] < end ? blocks[b][0] : end;
+        const stray = gapEnd > cur ? mm.findFlag(cur, gapEnd - cur, Buddy) : -1;
+        if (stray >= 0) bug(`page ${hex(stray)} is marked Buddy but is on no free list`);
+        cur = b < blocks.length && blocks[b][0] < end ? blocks[b][0] + blocks[b][1] : end;
+      }
     }
   }
 
@@ -328,9 +324,7 @@ export class BuddyAllocator {
         const a = z * NR_PAGE_ORDERS + k;
         for (let pos = 0; pos < this.areaLen[a]; pos++) {
           const p = this.areaStack[a][pos];
-          const r = this.memmap.rangeOfPfn(p);
-          const i = this.memmap.index(p);
-          if (this.mergeableBuddy(r, p, i, k, this.flags[i] & Scratch) >= 0) return false;
+          if (this.mergeableBuddy(this.memmap.rangeOfPfn(p), p, k, this.memmap.flagsOf(p) & Scratch) >= 0) return false;
         }
       }
     }
@@ -372,29 +366,25 @@ export class BuddyAllocator {
   private takeFrom(z: number, order: number): number {
     const mask = this.zoneMask[z] >> order;
     if (mask === 0) return -1;
+    const mm = this.memmap;
     let k = order + 31 - Math.clz32(mask & -mask);
     const a = z * NR_PAGE_ORDERS + k;
     const pos = --this.areaLen[a];
     const p = this.areaStack[a][pos];
     if (pos === 0) this.zoneMask[z] &= ~(1 << k);
-    const i = this.memmap.index(p);
-    this.flags[i] &= ~Buddy;
     while (k > order) {
       k--;
-      this.push(z, k, p + POW2[k], i + POW2[k]);
+      this.push(z, k, p + POW2[k]);
     }
     const n = POW2[order];
     this.zoneFree[z] -= n;
     this.free -= n;
-    this.refcounts[i] = 1;
-    this.orders[i] = order;
-    this.privLo[i] = 0;
-    this.privHi[i] = 0;
+    mm.allocHead(p, order);
     return p;
   }
 
   /** Puts a free block on its list (counts are the caller's business). */
-  private push(z: number, k: number, p: number, i: number): void {
+  private push(z: number, k: number, p: number): void {
     const a = z * NR_PAGE_ORDERS + k;
     const pos = this.areaLen[a]++;
     let stack = this.areaStack[a];
@@ -404,159 +394,147 @@ export class BuddyAllocator {
       this.areaStack[a] = stack = bigger;
     }
     stack[pos] = p;
-    this.privLo[i] = pos;
-    this.flags[i] |= Buddy;
-    this.orders[i] = k;
+    this.memmap.listHead(p, k, pos);
     this.zoneMask[z] |= 1 << k;
   }
 
-  /** Takes the free block with descriptor index `i` off its list, in O(1). */
-  private remove(z: number, k: number, i: number): void {
+  /** Takes the free block at `p` off its list, in O(1). */
+  private remove(z: number, k: number, p: number): void {
+    const mm = this.memmap;
     const a = z * NR_PAGE_ORDERS + k;
-    const pos = this.privLo[i];
+    const pos = mm.privLoOf(p);
     const last = --this.areaLen[a];
     const stack = this.areaStack[a];
     if (pos !== last) {
       const moved = stack[last];
       stack[pos] = moved;
-      this.privLo[this.memmap.index(moved)] = pos;
+      mm.setPrivLoOf(moved, pos);
     }
     if (last === 0) this.zoneMask[z] &= ~(1 << k);
-    this.flags[i] &= ~Buddy;
-    this.privLo[i] = 0;
-    this.orders[i] = 0;
+    mm.unlistHead(p);
   }
 
-  /** The descriptor index of the free buddy that block (p, i, k) in range r can merge with, or -1. */
-  private mergeableBuddy(r: number, p: number, i: number, k: number, scratch: number): number {
+  /** The pfn of the free buddy that block (p, k) in range r can merge with, or -1. */
+  private mergeableBuddy(r: number, p: number, k: number, scratch: number): number {
     const size = POW2[k];
     const bp = (p / size) & 1 ? p - size : p + size;
     if (bp < this.memmap.rangeStartPfn(r) || bp + size > this.memmap.rangeEndPfn(r)) return -1;
-    const bi = i + bp - p;
-    const bf = this.flags[bi];
-    return bf & Buddy && this.orders[bi] === k && (bf & Scratch) === scratch ? bi : -1;
+    return this.memmap.isFreeHead(bp, k, scratch) ? bp : -1;
   }
 
-  /** Frees block (p, i) of order k in RAM range r: merges with free buddies, then lists it. */
-  private release(r: number, p: number, i: number, k: number): void {
-    const scratch = this.flags[i] & Scratch;
+  /** Frees block p of order k in RAM range r: merges with free buddies, then lists it. */
+  private release(r: number, p: number, k: number): void {
+    const scratch = this.memmap.flagsOf(p) & Scratch;
     const z = this.rangeZone[r] + (scratch ? 1 : 0);
     const n = POW2[k];
     while (k < MAX_PAGE_ORDER) {
-      const bi = this.mergeableBuddy(r, p, i, k, scratch);
-      if (bi < 0) break;
-      this.remove(z, k, bi);
-      if (bi < i) {
-        p -= POW2[k];
-        i = bi;
-      }
+      const bp = this.mergeableBuddy(r, p, k, scratch);
+      if (bp < 0) break;
+      this.remove(z, k, bp);
+      if (bp < p) p = bp;
       k++;
     }
-    this.push(z, k, p, i);
+    this.push(z, k, p);
     this.zoneFree[z] += n;
     this.free += n;
   }
 
-  /** The shared checks of freePages/folioGet/folioPut; returns the head's descriptor index. */
+  /** The shared checks of freePages/folioGet/folioPut; returns the head pfn. */
   private checkAllocated(what: string, pfn: number, order: number, folio: boolean): number {
     if (!(order >= 0 && order <= MAX_PAGE_ORDER) || order % 1 !== 0) {
       throw new KernelError(Errno.EINVAL, `${what}: order ${order} is not an integer in 0..${MAX_PAGE_ORDER}`);
     }
-    const r = this.memmap.rangeOfPfn(pfn);
+    const mm = this.memmap;
+    const r = mm.rangeOfPfn(pfn);
     if (r < 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${describePfn(pfn)} is not a page of RAM`);
-    if (pfn % POW2[order] !== 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is not aligned to order ${order}`);
-    const i = this.memmap.index(pfn);
-    const f = this.flags[i];
+    // A pfn of RAM is an integer: `&` tests its low bits (float `%` would be a slow call).
+    if ((pfn & (POW2[order] - 1)) !== 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is not aligned to order ${order}`);
+    const f = mm.flagsOf(pfn);
     if (f & Tail) {
-      throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is a tail page of the folio at ${hex(pfn - this.headOffsets[i])}`);
+      throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is a tail page of the folio at ${hex(pfn - mm.headOffOf(pfn))}`);
     }
-    if (f & Buddy || this.refcounts[i] <= 0) {
+    const ref = mm.refOf(pfn);
+    if (f & Buddy || ref <= 0) {
       const head = this.freeHeadOf(pfn);
-      const state = head >= 0 ? `is free (in the free block at ${hex(head)})` : `is not allocated (refcount ${this.refcounts[i]})`;
+      const state = head >= 0 ? `is free (in the free block at ${hex(head)})` : `is not allocated (refcount ${ref})`;
       throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} ${state}`);
     }
-    if (this.orders[i] !== order) {
-      throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} was allocated with order ${this.orders[i]}, not ${order}`);
+    const had = mm.orderOf(pfn);
+    if (had !== order) {
+      throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} was allocated with order ${had}, not ${order}`);
     }
     if (folio && order > 0 && !(f & Head)) {
       throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is an order-${order} block, not a folio (no Head mark)`);
     }
-    return i;
+    return pfn;
   }
 
   private put(what: string, pfn: number, order: number, folio: boolean): void {
-    const i = this.checkAllocated(what, pfn, order, folio);
-    if (--this.refcounts[i] > 0) return;
-    if (this.flags[i] & Head) this.clearCompound(i, order);
-    this.release(this.memmap.rangeOfPfn(pfn), pfn, i, order);
-  }
-
-  private makeCompound(i: number, order: number): void {
-    this.flags[i] = (this.flags[i] & ~Tail) | Head;
-    for (let j = 1; j < POW2[order]; j++) {
-      this.flags[i + j] = (this.flags[i + j] & ~Head) | Tail;
-      this.headOffsets[i + j] = j;
-    }
-  }
-
-  private clearCompound(i: number, order: number): void {
-    this.flags[i] &= ~Head;
-    for (let j = 1; j < POW2[order]; j++) {
-      this.flags[i + j] &= ~Tail;
-      this.headOffsets[i + j] = 0;
-    }
+    const p = this.checkAllocated(what, pfn, order, folio);
+    const mm = this.memmap;
+    const ref = mm.refOf(p) - 1;
+    mm.setRefOf(p, ref);
+    if (ref > 0) return;
+    if (mm.flagsOf(p) & Head) mm.clearCompound(p, order);
+    this.release(mm.rangeOfPfn(p), p, order);
   }
 
   private checkAdoptable(what: string, pfn: number, order: number): number {
     if (!(order >= 0 && order <= MAX_PAGE_ORDER) || order % 1 !== 0) {
       throw new KernelError(Errno.EINVAL, `${what}: order ${order} is not an integer in 0..${MAX_PAGE_ORDER}`);
     }
-    const r = this.memmap.rangeOfPfn(pfn);
+    const mm = this.memmap;
+    const r = mm.rangeOfPfn(pfn);
     if (r < 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${describePfn(pfn)} is not a page of RAM`);
-    if (pfn % POW2[order] !== 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is not aligned to order ${order}`);
-    if (pfn + POW2[order] > this.memmap.rangeEndPfn(r)) {
+    if ((pfn & (POW2[order] - 1)) !== 0) throw new KernelError(Errno.EINVAL, `${what}: pfn ${hex(pfn)} is not aligned to order ${order}`);
+    const n = POW2[order];
+    if (pfn + n > mm.rangeEndPfn(r)) {
       throw new KernelError(Errno.EINVAL, `${what}: the order-${order} block at ${hex(pfn)} runs past the end of its RAM range`);
     }
     const head = this.freeHeadOf(pfn);
     if (head >= 0) throw new KernelError(Errno.EBUSY, `${what}: pfn ${hex(pfn)} is free (in the free block at ${hex(head)})`);
-    const i = this.memmap.index(pfn);
-    for (let j = i; j < i + POW2[order]; j++) {
-      const f = this.flags[j];
-      const p = hex(pfn + j - i);
-      if (f & Buddy) throw new KernelError(Errno.EBUSY, `${what}: pfn ${p} is free`);
-      if (f & (Head | Tail) || (this.refcounts[j] > 0 && !(f & Reserved))) {
-        throw new KernelError(Errno.EBUSY, `${what}: pfn ${p} is in use (refcount ${this.refcounts[j]})`);
+    if (n <= 8) {
+      // A few pages (restoring 4 KiB pages one by one): one pass to check, one to clear.
+      for (let p = pfn; p < pfn + n; p++) {
+        const f = mm.flagsOf(p);
+        if (f & Buddy) throw new KernelError(Errno.EBUSY, `${what}: pfn ${hex(p)} is free`);
+        if (f & (Head | Tail) || (mm.refOf(p) > 0 && !(f & Reserved))) throw new KernelError(Errno.EBUSY, `${what}: pfn ${hex(p)} is in use (refcount ${mm.refOf(p)})`);
       }
+      for (let p = pfn; p < pfn + n; p++) {
+        const f = mm.flagsOf(p);
+        if (f & Reserved) mm.setFlagsOf(p, f & ~Reserved);
+        if (mm.refOf(p) !== 0) mm.setRefOf(p, 0);
+      }
+      return pfn;
     }
-    for (let j = i; j < i + POW2[order]; j++) {
-      this.flags[j] &= ~Reserved;
-      this.refcounts[j] = 0;
-    }
-    return i;
+    // The first page that is free or in use, as a page-by-page scan would meet it.
+    const free = mm.findFlag(pfn, n, Buddy);
+    const compound = mm.findFlag(pfn, n, Head | Tail);
+    const held = mm.findReferenced(pfn, n, Reserved);
+    const firstBusy = Math.min(...[compound, held].filter((x) => x >= 0), Infinity);
+    if (free >= 0 && free <= firstBusy) throw new KernelError(Errno.EBUSY, `${what}: pfn ${hex(free)} is free`);
+    if (firstBusy !== Infinity) throw new KernelError(Errno.EBUSY, `${what}: pfn ${hex(firstBusy)} is in use (refcount ${mm.refOf(firstBusy)})`);
+    mm.updateFlagsRange(pfn, n, Reserved, 0);
+    mm.clearRefcountsRange(pfn, n);
+    return pfn;
   }
 
   /** The head pfn of the free block holding `pfn`, or -1. */
   private freeHeadOf(pfn: number): number {
-    const r = this.memmap.rangeOfPfn(pfn);
+    const mm = this.memmap;
+    const r = mm.rangeOfPfn(pfn);
     if (r < 0) return -1;
-    const start = this.memmap.rangeStartPfn(r);
-    const i = this.memmap.index(pfn);
+    const start = mm.rangeStartPfn(r);
+    let last = -1;
     for (let k = 0; k <= MAX_PAGE_ORDER; k++) {
-      const off = pfn % POW2[k];
-      if (pfn - off < start) break;
-      const hi = i - off;
-      if (this.flags[hi] & Buddy && this.orders[hi] >= k) return pfn - off;
+      const hp = pfn - (pfn & (POW2[k] - 1));
+      if (hp < start) break;
+      // A head already looked at (with a smaller k, so a weaker order test) need not be looked at again.
+      if (hp === last) continue;
+      last = hp;
+      if (mm.flagsOf(hp) & Buddy && mm.orderOf(hp) >= k) return hp;
     }
     return -1;
-  }
-
-  /** Calls `fn(firstIndex, count, firstPfn)` for each RAM-range piece of [start, end) (all RAM, checked). */
-  private forEachRun(start: number, end: number, fn: (i0: number, n: number, p0: number) => void): void {
-    for (let cur = start; cur < end; ) {
-      const segEnd = Math.min(end, this.memmap.rangeEndPfn(this.memmap.rangeOfPfn(cur)));
-      fn(this.memmap.index(cur), segEnd - cur, cur);
-      cur = segEnd;
-    }
   }
 }
 

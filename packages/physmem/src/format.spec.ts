@@ -26,8 +26,8 @@ describe('describeMemory', () => {
         'RAM: 12.00 MiB in 2 ranges on 2 nodes',
         '  [mem 0x0000000000000000-0x00000000007fffff] node 0  8.00 MiB',
         '  [mem 0x0000010000000000-0x00000100003fffff] node 1  4.00 MiB',
-        '  backed: 1 pages written (4.00 KiB of host memory)',
-        'memmap: 3072 page descriptors x 17 bytes = 51.00 KiB',
+        '  backed: 1 pages written (4.00 KiB), in 2.00 MiB of host chunks',
+        'memmap: 3072 page frames, 2 sections present, 3 pageblocks with per-page descriptors: 46.50 KiB',
         'buddy: 3071 pages free (12.00 MiB), 1024 of them scratch',
         '  node 0: 2048 pages free',
         '  node 1: 1023 pages free',
@@ -44,7 +44,7 @@ describe('describeMemory', () => {
     expect(describeMemory(ram).split('\n')).toEqual([
       'RAM: 4.00 MiB in 1 range on 1 node',
       '  [mem 0x0000000000000000-0x00000000003fffff] node 0  4.00 MiB',
-      '  backed: 0 pages written (0 B of host memory)',
+      '  backed: 0 pages written (0 B), in 0 B of host chunks',
     ]);
   });
 });

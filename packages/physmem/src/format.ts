@@ -17,9 +17,11 @@ export function describeMemory(ram: PhysicalMemory, buddy?: BuddyAllocator, memm
   for (const r of ram.ranges) {
     lines.push(`  [mem ${pad(r.start)}-${pad(r.start + r.size - 1)}] node ${r.node}  ${formatBytes(r.size)}`);
   }
-  lines.push(`  backed: ${ram.populatedPfns().length} pages written (${formatBytes(ram.populatedBytes)} of host memory)`);
+  lines.push(`  backed: ${ram.populatedBytes / PAGE_SIZE} pages written (${formatBytes(ram.populatedBytes)}), in ${formatBytes(ram.hostBytes)} of host chunks`);
   if (memmap) {
-    lines.push(`memmap: ${memmap.nrPages} page descriptors x ${memmap.bytesPerPage} bytes = ${formatBytes(memmap.totalBytes)}`);
+    lines.push(
+      `memmap: ${memmap.nrPages} page frames, ${memmap.presentSections} sections present, ${memmap.splitPageblocks} pageblocks with per-page descriptors: ${formatBytes(memmap.totalBytes)}`,
+    );
   }
   if (buddy) {
     const free = buddy.nrFreePages;

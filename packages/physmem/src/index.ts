@@ -13,7 +13,18 @@ export {
   type PhysAddr,
   type Order,
 } from './abi';
-export { PhysicalMemory, MAX_PHYS_ADDR, describeRange, type RamRange, type MemoryLayout } from './memory';
+export {
+  PhysicalMemory,
+  MAX_PHYS_ADDR,
+  RAM_CHUNK_SIZE,
+  RAM_CHUNK_PAGES,
+  PAGE_WORDS,
+  LITTLE_ENDIAN_HOST,
+  describeRange,
+  type RamRange,
+  type MemoryLayout,
+} from './memory';
+export { bootHostBytes } from './host-cost';
 export { Memmap, PageFlag, describePfn } from './memmap';
 export { BuddyAllocator, Folio, type AllocOptions, type BuddyInfo } from './buddy';
 export {

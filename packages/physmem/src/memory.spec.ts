@@ -1,7 +1,8 @@
 import fc from 'fast-check';
 import { Errno, KernelError } from '@kho/kernel';
 import { PAGE_SIZE, pfn, pfnToPhys, physToPfn } from './abi';
-import { PhysicalMemory, type RamRange } from './memory';
+import { bootHostBytes } from './host-cost';
+import { LITTLE_ENDIAN_HOST, PAGE_WORDS, PhysicalMemory, type RamRange } from './memory';
 
 const GiB = 2 ** 30;
 const TiB = 2 ** 40;
@@ -220,5 +221,56 @@ describe('PhysicalMemory bytes', () => {
 
   it('rejects a u64 write of a fractional number', () => {
     expectKernelError(() => holeyRam().writeU64(0, 1.5), Errno.EINVAL, 'EINVAL: writeU64 at 0x0: 1.5 is not an integer');
+  });
+});
+
+describe('PhysicalMemory host budget', () => {
+  it('accepts 4 TiB and RAM above the 1 TiB line on an 8 GiB host, and refuses what it cannot hold', () => {
+    const host = { hostMemory: 8 * GiB };
+    expect(new PhysicalMemory({ ranges: [{ start: 0, size: 4 * TiB, node: 0 }] }, host).totalBytes).toBe(4 * TiB);
+    expect(new PhysicalMemory({ ranges: [{ start: 3 * TiB, size: TiB, node: 0 }] }, host).endAddr).toBe(4 * TiB);
+    expectKernelError(
+      () => new PhysicalMemory({ ranges: [{ start: 0, size: 200 * TiB, node: 0 }] }, host),
+      Errno.ENOMEM,
+      'ENOMEM: 200.00 TiB of RAM needs about 3.03 GiB of host memory per boot for its page descriptors and free lists; this host allows 2.00 GiB (a quarter of its 8.00 GiB)',
+    );
+  });
+
+  it('counts a section once when ranges share it, and a max-order block per 4 MiB', () => {
+    const oneGiB = bootHostBytes([{ start: 0, size: GiB }]);
+    expect(bootHostBytes([{ start: 0, size: GiB / 2 }, { start: GiB / 2, size: GiB / 2 }])).toBe(oneGiB);
+    expect(bootHostBytes([{ start: 0, size: 2 * GiB }])).toBe(2 * oneGiB);
+    expect(bootHostBytes([{ start: 0, size: TiB }]) / 2 ** 20).toBeLessThan(16); // about 15 MiB per TiB
+  });
+});
+
+describe('PhysicalMemory.pageWords', () => {
+  it('gives the chunk as words: reads see writes, a write populates only its page', () => {
+    const ram = holeyRam();
+    expect(ram.pageWords(10)[10 * PAGE_WORDS]).toBe(0);
+    expect(ram.populatedBytes).toBe(0);
+    ram.writeU32(10 * PAGE_SIZE + 4, 0xdeadbeef);
+    const w = ram.pageWords(10);
+    expect(w[10 * PAGE_WORDS + 1] >>> 0).toBe(0xdeadbeef);
+    const ww = ram.pageWords(11, true);
+    expect(ww).toBe(w); // one array for the whole chunk
+    ww[11 * PAGE_WORDS] = 0x1234;
+    expect(ram.readU32(11 * PAGE_SIZE)).toBe(0x1234);
+    expect(ram.populatedPfns()).toEqual([10, 11]);
+    expect(LITTLE_ENDIAN_HOST).toBe(true);
+  });
+
+  it('switches from the shared zeros to the chunk once the chunk is written', () => {
+    const ram = holeyRam();
+    const before = ram.pageWords(TiB / PAGE_SIZE + 3);
+    ram.writeU8(TiB + 3 * PAGE_SIZE, 9);
+    const after = ram.pageWords(TiB / PAGE_SIZE + 3);
+    expect(after).not.toBe(before);
+    expect(after[3 * PAGE_WORDS]).toBe(9);
+    expect(before[3 * PAGE_WORDS]).toBe(0);
+  });
+
+  it('throws EFAULT for a page that is not RAM', () => {
+    expectKernelError(() => holeyRam().pageWords(3 * 2 ** 18), Errno.EFAULT, 'EFAULT: physical access at 0xc0000000 (4096 bytes) is outside RAM');
   });
 });

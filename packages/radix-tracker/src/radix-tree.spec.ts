@@ -195,8 +195,12 @@ describe('RadixTracker caches (the last leaf per order, the tables of the last d
     ram.writeU64(5 * PAGE_SIZE + 8, 0x1234);
     ram.write(5 * PAGE_SIZE, new Uint8Array(PAGE_SIZE).fill(7));
     expect(ram.readU8(5 * PAGE_SIZE + 9)).toBe(7);
-    expect(ram.page(5)).toBe(bytes);
-    expect(ram.pageIfPresent(5)).toBe(bytes);
+    // Every view of the page is a view of the same bytes: same buffer, same offset.
+    for (const view of [ram.page(5), ram.pageIfPresent(5)!]) {
+      expect(view.buffer).toBe(bytes.buffer);
+      expect([view.byteOffset, view.length]).toEqual([bytes.byteOffset, PAGE_SIZE]);
+    }
+    expect(bytes[9]).toBe(7);
   });
 
   it('destroy() drops it: an add after destroy builds a new tree instead of writing into a freed page', () => {
@@ -230,6 +234,25 @@ describe('RadixTracker caches (the last leaf per order, the tables of the last d
       [0x5000, 3],
       [0x100, 0],
     ]);
+  });
+
+  it('the leaf cache forgets a leaf that a delete frees, even after the per-order cache moved on', () => {
+    const { tree, ram, buddy } = setup();
+    tree.add(0x100, 0);
+    tree.add(0x900000, 0); // another leaf: the per-order cache now names it, the leaf cache both
+    const [first] = referenceDecode(ram, tree.rootPhys).map(([, , leaf]) => leaf);
+    expect(tree.del(0x100, 0)).toBe(true); // empties the first leaf: reclaimed, its page freed
+    // The freed page comes back as someone else's, with bytes of its own.
+    const taken: number[] = [];
+    while (!taken.includes(first)) taken.push(buddy.allocPages(0) * PAGE_SIZE);
+    ram.fill(first, PAGE_SIZE, 0xa5);
+    tree.add(0x101, 0); // the freed leaf's range: a new path, never the freed page
+    expect(ram.read(first, PAGE_SIZE).every((b) => b === 0xa5)).toBe(true);
+    expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
+      [0x101, 0],
+      [0x900000, 0],
+    ]);
+    expect([tree.has(0x100, 0), tree.has(0x101, 0)]).toEqual([false, true]);
   });
 
   it('adds, lookups and deletes that cross leaf boundaries land in the right leaf', () => {

@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, hex } from '@kho/kernel';
-import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, describePfn, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, LITTLE_ENDIAN_HOST, PAGE_SIZE, PAGE_WORDS, PhysicalMemory, RAM_CHUNK_PAGES, describePfn, type Pfn } from '@kho/physmem';
 import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
 import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_MAX_ORDER, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from './abi';
 import { decodeKey, keyOrder } from './key';
@@ -13,6 +13,20 @@ const TWO_32 = 2 ** 32;
 const POW2: number[] = Array.from({ length: 64 }, (_, i) => 2 ** i);
 /** The cache's "no leaf": `key - NaN` is NaN, which fails every range test. */
 const NO_LEAF = new Int32Array(0);
+/** Entries of the leaf cache (a power of two): as many leaves as a 1 TiB span of order-0 pages has. */
+const LEAF_CACHE = 8192;
+
+if (!LITTLE_ENDIAN_HOST) throw new Error('radix tree: node pages are read as host-order words, which needs a little-endian host');
+
+/** First word of page `pfn` in its chunk's words (PhysicalMemory.pageWords). */
+function pageBase(pfn: number): number {
+  return (pfn & (RAM_CHUNK_PAGES - 1)) * PAGE_WORDS; // a pfn is a non-negative integer: `&` is exact, `%` slow
+}
+
+/** The u64 at word `at` of `w` (little-endian words), as a number: exact below 2^53, at least 2^53 above. */
+function u64At(w: Int32Array, at: number): number {
+  return (w[at + 1] >>> 0) * TWO_32 + (w[at] >>> 0);
+}
 const NR_ORDERS = KHO_RADIX_MAX_ORDER + 1;
 /** Keys covered by one table at level L (index L): 2^(9L + 15). */
 const TABLE_SPAN: number[] = Array.from({ length: KHO_TREE_MAX_DEPTH }, (_, level) => 2 ** (level * KHO_TABLE_SIZE_LOG2 + KHO_BITMAP_SIZE_LOG2));
@@ -32,12 +46,21 @@ export class RadixTracker implements Tracker {
   private root = 0;
   private nodes = 0;
   private blocks = 0;
-  // Per order, the leaf reached by the last lookup of that order: the first key it covers and a view of its page
-  // (PhysicalMemory never replaces a page's backing, so the view stays the page's bytes). Runs of adds, dels and
-  // lookups that are dense within each order, however the orders interleave, set their bits through it and skip
-  // the descent. Valid while the leaf is in the tree: destroy() and reclaim() free leaves, and both empty the cache.
+  // Per order, the leaf reached by the last lookup of that order: the first key it covers, the words of its chunk
+  // and where the leaf starts in them (PhysicalMemory never replaces a chunk's backing, so the words stay the
+  // page's bytes). Runs of adds, dels and lookups that are dense within each order, however the orders
+  // interleave, set their bits through it and skip the descent. Valid while the leaf is in the tree: destroy()
+  // and reclaim() free leaves, and both empty the cache.
   private readonly leafKey0 = new Float64Array(NR_ORDERS).fill(NaN);
   private readonly leafWords: Int32Array[] = Array.from({ length: NR_ORDERS }, () => NO_LEAF);
+  private readonly leafBase = new Int32Array(NR_ORDERS);
+  // A direct-mapped cache of leaves by leaf number (key / 32768, unique across orders), consulted when the
+  // per-order leaf misses: scattered blocks (a sparse workload revisits each of thousands of leaves) reach their
+  // leaf in a few loads instead of a descent. Entries name leaves in the tree: reclaim() drops the entry of the
+  // leaf it frees, destroy() all of them.
+  private readonly lcLeaf = new Float64Array(LEAF_CACHE).fill(NaN);
+  private readonly lcBase = new Int32Array(LEAF_CACHE);
+  private readonly lcWords: Int32Array[] = Array.from({ length: LEAF_CACHE }, () => NO_LEAF);
   // The tables met by the last descent, by level 1..4: the first key each covers and its phys. A descent starts
   // at the lowest one that covers its key, so scattered blocks skip the levels they share. Valid while those
   // tables are in the tree: destroy() and reclaim() free tables and forget them, as does a failed descent.
@@ -73,7 +96,7 @@ export class RadixTracker implements Tracker {
       bit = key - this.leafKey0[order];
     }
     const words = this.leafWords[order];
-    const i = bit >>> 5;
+    const i = this.leafBase[order] + (bit >>> 5);
     const mask = 1 << (bit & 31);
     const word = words[i];
     if ((word & mask) === 0) {
@@ -94,13 +117,14 @@ export class RadixTracker implements Tracker {
       bit = key - this.leafKey0[order];
     }
     const words = this.leafWords[order];
-    const i = bit >>> 5;
+    const base = this.leafBase[order];
+    const i = base + (bit >>> 5);
     const mask = 1 << (bit & 31);
     const word = words[i];
     if ((word & mask) === 0) return false;
     words[i] = word & ~mask;
     this.blocks--;
-    if (words[i] === 0 && isZero(words)) this.reclaim(key);
+    if (words[i] === 0 && isZero(words, base, base + WORDS_PER_LEAF)) this.reclaim(key);
     return true;
   }
 
@@ -112,7 +136,7 @@ export class RadixTracker implements Tracker {
       if (!this.loadLeaf(key, order, false)) return false;
       bit = key - this.leafKey0[order];
     }
-    return (this.leafWords[order][bit >>> 5] & (1 << (bit & 31))) !== 0;
+    return (this.leafWords[order][this.leafBase[order] + (bit >>> 5)] & (1 << (bit & 31))) !== 0;
   }
 
   walk(visit: BlockVisitor): void {
@@ -156,6 +180,8 @@ export class RadixTracker implements Tracker {
     this.leafKey0.fill(NaN);
     this.leafWords.fill(NO_LEAF);
     this.tableKey0.fill(NaN);
+    this.lcLeaf.fill(NaN);
+    this.lcWords.fill(NO_LEAF);
     if (this.root !== 0) this.freeTable(this.root, ROOT_LEVEL);
     this.root = 0;
     this.blocks = 0;
@@ -176,28 +202,89 @@ export class RadixTracker implements Tracker {
 
   /**
    * Makes the leaf holding `key`'s bit the cached leaf of `order` (the key's order). Returns false (that cache
-   * unchanged) when the path is missing and `alloc` is false. With `alloc`, a missing path is built; on ENOMEM
-   * the pages this call allocated are freed and the slot where the new branch began is cleared, so the tree is
-   * exactly as before.
+   * unchanged) when the path is missing and `alloc` is false. With `alloc`, a missing path is built (buildPath).
    */
   private loadLeaf(key: number, order: number, alloc: boolean): boolean {
     if (this.root === 0) {
       if (!alloc) return false;
       this.init();
     }
-    const hi = Math.floor(key / TWO_32); // below 2^21
-    const lo = key >>> 0;
-    // Start at the lowest table of the last descent that covers the key (the root covers every key).
+    const leaf = Math.floor(key / KHO_BITMAP_BITS);
+    const slot = leaf & (LEAF_CACHE - 1);
+    if (this.lcLeaf[slot] === leaf) {
+      this.leafWords[order] = this.lcWords[slot];
+      this.leafBase[order] = this.lcBase[slot];
+      this.leafKey0[order] = leaf * KHO_BITMAP_BITS;
+      return true;
+    }
+    // Then a walk of an existing path and nothing else: small enough to be inlined into add and has.
+    if (this.findLeaf(key, order)) return true;
+    if (!alloc) return false;
+    this.buildPath(key, order);
+    return true;
+  }
+
+  /** The lowest table of the last descent that covers `key` (level 1..4), or the root (level 5). */
+  private startLevel(key: number): number {
     let level = 1;
     while (level < ROOT_LEVEL && !(key - this.tableKey0[level] >= 0 && key - this.tableKey0[level] < TABLE_SPAN[level])) level++;
+    return level;
+  }
+
+  /** Descends to the leaf of `key` without allocating; caches it for `order` and returns true, or false at a gap. */
+  private findLeaf(key: number, order: number): boolean {
+    const hi = Math.floor(key / TWO_32); // below 2^21
+    const lo = key >>> 0;
+    let level = this.startLevel(key);
+    let node = level === ROOT_LEVEL ? this.root : this.tablePhys[level];
+    for (; level >= 1; level--) {
+      // Tables are read through their chunk's words: no view per node, no access check per entry (every node is
+      // a page this tracker took from the buddy allocator).
+      const table = node / PAGE_SIZE;
+      const child = u64At(this.ram.pageWords(table), pageBase(table) + tableIndexOf(hi, lo, level) * 2);
+      if (child === 0) return false;
+      node = child;
+      if (level > 1) {
+        this.tableKey0[level - 1] = Math.floor(key / TABLE_SPAN[level - 1]) * TABLE_SPAN[level - 1];
+        this.tablePhys[level - 1] = node;
+      }
+    }
+    this.cacheLeaf(node, key, lo, order);
+    return true;
+  }
+
+  private cacheLeaf(node: number, key: number, lo: number, order: number): void {
+    const page = node / PAGE_SIZE;
+    const words = this.ram.pageWords(page, true);
+    const base = pageBase(page);
+    const key0 = key - (lo & (KHO_BITMAP_BITS - 1));
+    this.leafWords[order] = words;
+    this.leafBase[order] = base;
+    this.leafKey0[order] = key0;
+    const leaf = key0 / KHO_BITMAP_BITS;
+    const slot = leaf & (LEAF_CACHE - 1);
+    this.lcLeaf[slot] = leaf;
+    this.lcWords[slot] = words;
+    this.lcBase[slot] = base;
+  }
+
+  /**
+   * Builds the missing part of `key`'s path and caches its leaf for `order`. On ENOMEM the pages this call
+   * allocated are freed and the slot where the new branch began is cleared, so the tree is exactly as before.
+   */
+  private buildPath(key: number, order: number): void {
+    const hi = Math.floor(key / TWO_32);
+    const lo = key >>> 0;
+    let level = this.startLevel(key);
     let node = level === ROOT_LEVEL ? this.root : this.tablePhys[level];
     let branchSlot = 0;
     let fresh: number[] | undefined;
     for (; level >= 1; level--) {
-      const slot = node + tableIndexOf(hi, lo, level) * 8;
-      let child = this.ram.readU64n(slot);
+      const index = tableIndexOf(hi, lo, level);
+      const table = node / PAGE_SIZE;
+      const at = pageBase(table) + index * 2;
+      let child = u64At(this.ram.pageWords(table), at);
       if (child === 0) {
-        if (!alloc) return false;
         try {
           child = this.allocNode();
         } catch (e) {
@@ -209,10 +296,12 @@ export class RadixTracker implements Tracker {
         }
         if (!fresh) {
           fresh = [];
-          branchSlot = slot;
+          branchSlot = node + index * 8;
         }
         fresh.push(child);
-        this.ram.writeU64(slot, child);
+        const words = this.ram.pageWords(table, true);
+        words[at] = child; // the low 32 bits (ToInt32)
+        words[at + 1] = Math.floor(child / TWO_32);
       }
       node = child;
       if (level > 1) {
@@ -220,10 +309,7 @@ export class RadixTracker implements Tracker {
         this.tablePhys[level - 1] = node;
       }
     }
-    const page = this.ram.page(node / PAGE_SIZE);
-    this.leafWords[order] = new Int32Array(page.buffer, page.byteOffset, WORDS_PER_LEAF);
-    this.leafKey0[order] = key - (lo & (KHO_BITMAP_BITS - 1));
-    return true;
+    this.cacheLeaf(node, key, lo, order);
   }
 
   /**
@@ -248,6 +334,11 @@ export class RadixTracker implements Tracker {
     this.leafKey0.fill(NaN);
     this.leafWords.fill(NO_LEAF);
     this.tableKey0.fill(NaN);
+    const leaf = Math.floor(key / KHO_BITMAP_BITS);
+    if (this.lcLeaf[leaf & (LEAF_CACHE - 1)] === leaf) {
+      this.lcLeaf[leaf & (LEAF_CACHE - 1)] = NaN;
+      this.lcWords[leaf & (LEAF_CACHE - 1)] = NO_LEAF;
+    }
     for (let level = 1; level <= ROOT_LEVEL; level++) {
       // the node below `level`'s entry is empty: unlink it and free it
       this.ram.writeU64(slots[level], 0);
@@ -259,14 +350,15 @@ export class RadixTracker implements Tracker {
   }
 
   private tableIsEmpty(table: number): boolean {
-    const page = this.ram.pageIfPresent(table / PAGE_SIZE);
-    if (!page) return true;
-    return isZero(new Int32Array(page.buffer, page.byteOffset, PAGE_SIZE / 4));
+    const base = pageBase(table / PAGE_SIZE);
+    return isZero(this.ram.pageWords(table / PAGE_SIZE), base, base + PAGE_WORDS);
   }
 
   private freeTable(table: number, level: number): void {
+    const words = this.ram.pageWords(table / PAGE_SIZE);
+    const base = pageBase(table / PAGE_SIZE);
     for (let i = 0; i < KHO_TABLE_ENTRIES; i++) {
-      const child = this.ram.readU64n(table + i * 8);
+      const child = u64At(words, base + i * 2);
       if (child === 0) continue;
       if (level === 1) this.freeNode(child);
       else this.freeTable(child, level - 1);
@@ -286,9 +378,12 @@ function walkTree(ram: PhysicalMemory, root: number, visit: BlockVisitor): boole
 
 function walkTable(ram: PhysicalMemory, table: number, level: number, keyPrefix: number, visit: BlockVisitor): boolean {
   const entries = level === ROOT_LEVEL ? KHO_ROOT_USABLE_ENTRIES : KHO_TABLE_ENTRIES;
+  const words = ram.pageWords(table / PAGE_SIZE);
+  const base = pageBase(table / PAGE_SIZE);
   for (let i = 0; i < entries; i++) {
-    const child = ram.readU64n(table + i * 8);
-    if (child === 0) continue;
+    // Two words at once: an empty entry costs one test.
+    if ((words[base + 2 * i] | words[base + 2 * i + 1]) === 0) continue;
+    const child = u64At(words, base + 2 * i);
     const prefix = keyPrefix * KHO_TABLE_ENTRIES + i;
     const stop = level === 1 ? walkLeaf(ram, child, prefix, visit) : walkTable(ram, child, level - 1, prefix, visit);
     if (stop) return true;
@@ -298,22 +393,25 @@ function walkTable(ram: PhysicalMemory, table: number, level: number, keyPrefix:
 
 /** Visits the set bits of one leaf a word at a time: empty words cost one load, each set bit one visit. */
 function walkLeaf(ram: PhysicalMemory, leaf: number, leafIndex: number, visit: BlockVisitor): boolean {
-  const page = ram.pageIfPresent((leaf / PAGE_SIZE) as Pfn);
-  if (!page) return false;
-  const words = new Int32Array(page.buffer, page.byteOffset, WORDS_PER_LEAF);
+  const words = ram.pageWords(leaf / PAGE_SIZE);
+  const at = pageBase(leaf / PAGE_SIZE);
   const firstKey = leafIndex * KHO_BITMAP_BITS;
   const order = keyOrder(firstKey);
   const base = decodeKey(firstKey)!.pfn;
   const step = POW2[order];
-  for (let w = 0; w < WORDS_PER_LEAF; w++) {
-    let bits = words[w];
-    if (bits === 0) continue;
-    const wordBase = base + w * 32 * step;
-    do {
-      const b = 31 - Math.clz32(bits & -bits);
-      bits &= bits - 1;
-      if (visit(wordBase + b * step, order) === true) return true;
-    } while (bits !== 0);
+  for (let w = 0; w < WORDS_PER_LEAF; w += 2) {
+    // Two words at once: a sparse leaf is mostly empty pairs.
+    if ((words[at + w] | words[at + w + 1]) === 0) continue;
+    for (let k = w; k < w + 2; k++) {
+      let bits = words[at + k];
+      if (bits === 0) continue;
+      const wordBase = base + k * 32 * step;
+      do {
+        const b = 31 - Math.clz32(bits & -bits);
+        bits &= bits - 1;
+        if (visit(wordBase + b * step, order) === true) return true;
+      } while (bits !== 0);
+    }
   }
   return false;
 }
@@ -358,8 +456,8 @@ export function treeNodePfns(ram: PhysicalMemory, root: number): number[] {
   return out;
 }
 
-function isZero(words: Int32Array): boolean {
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+function isZero(words: Int32Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (words[i] !== 0) return false;
   return true;
 }
 

@@ -1,7 +1,5 @@
-import { describeError } from '@kho/kernel';
-import type { Kernel } from '@kho/kernel';
+import { describeError, seededBytes, type Kernel } from '@kho/kernel';
 import { Memfd } from '@kho/memfd';
-import { SeededWords } from './data';
 
 /** The demo's memfd files: a dense one, a sparse one with holes, and a small text log. */
 export const DEMO_FILES = [
@@ -10,13 +8,11 @@ export const DEMO_FILES = [
   { name: 'boot.log', extents: [[0, 1000]] },
 ] as const;
 
+/** The bytes of one extent: the stream of a seed derived from the demo's seed, the file name and the offset. */
 function bytesFor(seed: number, name: string, offset: number, len: number): Uint8Array {
   let s = seed;
   for (const c of `${name}@${offset}`) s = (s * 31 + c.charCodeAt(0)) >>> 0;
-  const rng = new SeededWords(s);
-  const out = new Uint8Array(len);
-  for (let i = 0; i < len; i++) out[i] = rng.next() & 0xff;
-  return out;
+  return seededBytes(s, len);
 }
 
 /** Creates the demo files with seeded contents in `kernel` and marks them for preservation. Returns bytes written. */
@@ -63,8 +59,10 @@ export function verifyDemoFiles(kernel: Kernel, seed: number): DemoFilesCheck {
     const got = m.read(fd, 0, size);
     const want = new Uint8Array(size);
     for (const [off, len] of f.extents) want.set(bytesFor(seed, f.name, off, len), off);
-    const bad = want.findIndex((b, i) => got[i] !== b);
-    if (bad >= 0) problems.push(`${f.name}: byte ${bad} is ${got[bad]} (wanted ${want[bad]})`);
+    if (Buffer.compare(got, want) !== 0) {
+      const bad = want.findIndex((b, i) => got[i] !== b);
+      problems.push(`${f.name}: byte ${bad} is ${got[bad]} (wanted ${want[bad]})`);
+    }
     bytes += size;
     m.close(fd);
     m.unlink(f.name);

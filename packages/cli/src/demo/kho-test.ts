@@ -1,11 +1,24 @@
 import { inject, injectable, type DependencyContainer } from 'tsyringe';
-import { Errno, KernelError, KernelInfo, KernelLog, MachineBus, hex, registerPerBoot, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
+import {
+  Errno,
+  KernelError,
+  KernelInfo,
+  KernelLog,
+  MachineBus,
+  SeededByteStream,
+  hex,
+  registerPerBoot,
+  withUnwind,
+  type KernelModule,
+  type KernelPlugin,
+  type PluginReport,
+} from '@kho/kernel';
 import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { KState, describe, phys, u64, vmallocBuf } from '@kho/kstate';
 import { ReserveMem, type ReserveMemRegion } from '@kho/memblock';
 import { Vmalloc } from '@kho/vmalloc';
-import { CHECKSUM_SEED, SeededWords, checksumBlock, fillFolio } from './data';
+import { CHECKSUM_SEED, SeededWords, checksumBlock, fillAndChecksum } from './data';
 
 /** The self-test's kstate description id, and the reserve_mem region its log lives in. */
 export const KHO_TEST_ID = 'kho_test';
@@ -55,8 +68,17 @@ export interface KhoTestRestore {
   readonly checksumExpected: string;
   readonly checksumActual: string;
   readonly verified: boolean;
+  /** Milliseconds spent reading the folios' bytes for the checksum (the data work of the restore). */
+  readonly verifyMs: number;
   /** The log region's lines, as the previous kernels left them (when the region came back). */
   readonly log: readonly string[];
+}
+
+/** What generate made: folios, bytes, and the milliseconds of its data work (filling and checksumming). */
+export interface KhoTestGenerated {
+  readonly folios: number;
+  readonly bytes: number;
+  readonly dataMs: number;
 }
 
 /** The log: a u32 byte count, then UTF-8 lines. Appends a line; returns every line. */
@@ -112,9 +134,13 @@ export class KhoTest implements KernelPlugin {
    * in a vmalloc array and registers the state with kstate (saved at prepare). Unwinds everything on failure.
    * Publishes `progress` (step 'generate', bytes of `config.mem`) as it goes, when someone listens.
    */
-  generate(): { folios: number; bytes: number } {
+  generate(): KhoTestGenerated {
+    // Orders from a small generator; the bytes from the seed's stream, in list order.
     const rng = new SeededWords(this.config.seed);
+    const stream = new SeededByteStream(this.config.seed);
     let used = 0;
+    let dataMs = 0;
+    let h = CHECKSUM_SEED;
     withUnwind((u) => {
       while (used < this.config.mem) {
         const lo = this.config.minOrder ?? 0;
@@ -123,12 +149,14 @@ export class KhoTest implements KernelPlugin {
         while (order > 0 && PAGE_SIZE * 2 ** order > this.config.mem - used) order--;
         const folio = this.buddy.folioAlloc(order);
         u.push(() => this.buddy.folioPut(folio));
-        fillFolio(this.ram, folio, rng);
+        const t0 = performance.now();
+        h = fillAndChecksum(this.ram, folio, stream, h);
+        dataMs += performance.now() - t0;
         this.folios.push(folio);
         used += folio.size;
         this.bus.publish('progress', () => ({ generation: this.info.generation, step: 'generate', done: used, total: this.config.mem }));
       }
-      this.checksum = this.folios.reduce((h, f) => checksumBlock(this.ram, f.pfn, f.order, h), CHECKSUM_SEED);
+      this.checksum = h;
       if (this.folios.length === 0) return;
       const list = this.vmalloc.vmalloc(this.folios.length * 8);
       u.push(() => this.vmalloc.vfree(list));
@@ -144,7 +172,7 @@ export class KhoTest implements KernelPlugin {
       if (region) appendLog(this.ram, region.start, region.size, `generation ${this.info.generation}: ${this.folios.length} folios, checksum ${hex(this.checksum)}`);
     });
     this.log.info('kho-test', `generated ${this.folios.length} folios, ${used} bytes, checksum ${hex(this.checksum)}`);
-    return { folios: this.folios.length, bytes: used };
+    return { folios: this.folios.length, bytes: used, dataMs };
   }
 
   /** The folios generated in this boot. */
@@ -192,6 +220,7 @@ export class KhoTest implements KernelPlugin {
     let h = CHECKSUM_SEED;
     let bytes = 0;
     let ordersMatch = true;
+    let verifyMs = 0;
     for (let i = 0; i < nr; i++) {
       const entry = this.vmalloc.readU64n(list + i * 8);
       const order = entry % PAGE_SIZE;
@@ -199,13 +228,15 @@ export class KhoTest implements KernelPlugin {
       const folio = this.kho.restoreFolio(phys);
       this.restored.push(folio);
       if (folio.order !== order) ordersMatch = false;
+      const t0 = performance.now();
       h = checksumBlock(this.ram, folio.pfn, folio.order, h);
+      verifyMs += performance.now() - t0;
       bytes += folio.size;
     }
     const verified = ordersMatch && h === expected;
     const region = this.logRegion();
     const log = region && region.revived && region.start === state.logStart ? appendLog(this.ram, region.start, region.size, `generation ${this.info.generation}: restored ${nr} folios, ${verified ? 'verified' : 'FAILED'}`) : [];
-    this.lastRestore = { folios: nr, bytes, ordersMatch, checksumExpected: hex(expected), checksumActual: hex(h), verified, log };
+    this.lastRestore = { folios: nr, bytes, ordersMatch, checksumExpected: hex(expected), checksumActual: hex(h), verified, verifyMs, log };
     this.log.info('kho-test', `restored ${nr} folios (${bytes} bytes): ${verified ? 'verified' : 'VERIFICATION FAILED'}`);
     if (!verified) {
       throw new KernelError(Errno.EIO, `kho_test: checksum ${hex(h)} (wanted ${hex(expected)}), orders ${ordersMatch ? 'match' : 'differ'}`);

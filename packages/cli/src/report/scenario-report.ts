@@ -78,10 +78,10 @@ function generationVerified(g: GenerationResult): boolean {
 /** True when the next generation verified every workload this one handed over (or it handed none over). */
 function workloadsVerified(g: GenerationResult): boolean {
   const p = g.preserved;
-  const handed = p.vmalloc.areas + p.reserveMem.regions + p.kstate.objects + p.memfd.files > 0;
+  const handed = p.vmalloc.areas + p.reserveMem.regions + p.kstate.objects + p.memfd.files + p.guests.guests > 0;
   if (!handed) return true;
   const v = g.verifiedByNext;
-  return v !== undefined && v.vmalloc.verified && v.reserveMem.verified && v.kstate.verified && v.memfd.verified;
+  return v !== undefined && v.vmalloc.verified && v.reserveMem.verified && v.kstate.verified && v.memfd.verified && v.guests.verified;
 }
 
 /** One line per workload the generation handed over: what it handed over and what the next generation verified. */
@@ -106,6 +106,11 @@ function workloadChecks(g: GenerationResult): string[] {
   }
   if (p.memfd.files > 0) {
     out.push(`memfd: ${p.memfd.files} files (${p.memfd.bytes} bytes); ${next} verified ${v?.memfd.files ?? 0} files with their holes: ${result(v?.memfd.verified)}`);
+  }
+  if (p.guests.guests > 0) {
+    out.push(
+      `guests: ${p.guests.guests} guests, ${p.guests.folios} folios (${p.guests.bytes} bytes, never filled); ${next} restored ${v?.guests.folios ?? 0} folios, compared ${v?.guests.stamps ?? 0} stamps, found nothing else written: ${result(v?.guests.verified)}`,
+    );
   }
   return out;
 }

@@ -1,4 +1,4 @@
-import { Errno, KernelError, formatSizeExact, isKernelError, type KernelModule, type PhaseEndEvent, type PluginDisabledEvent, describeError } from '@kho/kernel';
+import { BOOT_PHASES, Errno, KernelError, formatSizeExact, isKernelError, type KernelModule, type PhaseEndEvent, type PluginDisabledEvent, describeError } from '@kho/kernel';
 import { PhysicalMemory } from '@kho/physmem';
 import { Kho, Tracker } from '@kho/kho-core';
 import { KhoTest } from '../demo/kho-test';
@@ -8,6 +8,7 @@ import { regionsOf, type Scenario } from './schema';
 import { ScenarioWorkload, scenarioWorkloadModule, type ScenarioWorkloadConfig, type WorkloadCheck, type WorkloadPreserved, type WorkloadRestore } from './workload';
 import { testFileModule } from '@kho/liveupdate/testing';
 import { makeLuo, prepareWithInjection, verifyLuo, type LuoMade, type LuoVerified } from './luo';
+import { GuestMemory, guestMemoryModule, type GuestsCheck, type GuestsPreserved } from './guests';
 
 /** What the next kernel verified of a generation's workloads (counts are of items verified). */
 export interface WorkloadsVerified {
@@ -16,13 +17,15 @@ export interface WorkloadsVerified {
   /** Objects restored by key and verified field by field; the fields kstate's RestoreReports list. */
   readonly kstate: { readonly objects: number; readonly fieldsRestored: number; readonly fieldsDefaulted: number; readonly verified: boolean };
   readonly memfd: { readonly files: number; readonly bytes: number; readonly verified: boolean };
+  /** Guests restored folio by folio, their stamps compared, their memory otherwise unwritten. */
+  readonly guests: { readonly guests: number; readonly folios: number; readonly bytes: number; readonly stamps: number; readonly verified: boolean };
 }
 
 /** What one generation did and what its successor found. */
 export interface GenerationResult {
   readonly generation: number;
   /** The self-test's folios, the tracker's figures at the jump, and what each workload handed over. */
-  readonly preserved: { folios: number; bytes: number; blocks: number; trackerPages: number } & WorkloadPreserved;
+  readonly preserved: { folios: number; bytes: number; blocks: number; trackerPages: number } & WorkloadPreserved & { guests: GuestsPreserved };
   /** Filled in when the next generation has restored this one's folios. */
   restoredByNext: { folios: number; bytes: number; verified: boolean } | undefined;
   /** Filled in when the next generation has verified this one's workloads. */
@@ -67,10 +70,17 @@ function workloadConfig(s: Scenario, gen: number): ScenarioWorkloadConfig {
 }
 
 function imageFor(s: Scenario, gen: number, extra: ScenarioOptions['modules']): KernelModule[] {
-  const f = s.generations[gen - 1]?.preserve.folios;
+  const p = s.generations[gen - 1]?.preserve;
+  const f = p?.folios;
   const image = kernelImage({ mem: f?.total ?? 0, seed: s.seed + gen - 1, minOrder: f?.minOrder, maxOrder: f?.maxOrder }, { tracker: s.tracker });
-  // LUO scenarios inject failures through the test file handler of @kho/liveupdate/testing.
-  return [...image, scenarioWorkloadModule(workloadConfig(s, gen)), ...(usesLuo(s) ? [testFileModule()] : []), ...(extra?.(gen) ?? [])];
+  return [
+    ...image,
+    scenarioWorkloadModule(workloadConfig(s, gen)),
+    guestMemoryModule({ generation: gen, seed: (s.seed + gen - 1) >>> 0, guests: p?.guests ?? [] }),
+    // LUO scenarios inject failures through the test file handler of @kho/liveupdate/testing.
+    ...(usesLuo(s) ? [testFileModule()] : []),
+    ...(extra?.(gen) ?? []),
+  ];
 }
 
 /** True when a generation of `s` has LUO steps: then every kernel of the chain runs with liveupdate=on. */
@@ -95,12 +105,13 @@ const NOTHING: WorkloadPreserved = {
   kstate: { objects: 0, bytes: 0 },
   memfd: { files: 0, bytes: 0 },
 };
+const NO_GUESTS: GuestsPreserved = { guests: 0, folios: 0, bytes: 0 };
 
 /**
  * Compares what generation `gen - 1` handed over (`sent`) with what generation `gen` verified (`got`, from the
  * handover state alone), pushing an error for every workload that does not verify.
  */
-function checkWorkloads(gen: number, sent: WorkloadPreserved, got: WorkloadRestore | undefined, errors: string[]): WorkloadsVerified {
+function checkWorkloads(gen: number, sent: WorkloadPreserved & { guests: GuestsPreserved }, got: WorkloadRestore | undefined, guests: GuestsCheck | undefined, errors: string[]): WorkloadsVerified {
   const prev = gen - 1;
   const one = (count: number, label: string, check: WorkloadCheck | undefined): boolean => {
     if (!check) {
@@ -122,6 +133,13 @@ function checkWorkloads(gen: number, sent: WorkloadPreserved, got: WorkloadResto
       verified: one(sent.kstate.objects, 'kstate objects', got?.kstate),
     },
     memfd: { files: got?.memfd.verified ?? 0, bytes: got?.memfd.bytes ?? 0, verified: one(sent.memfd.files, 'memfd files', got?.memfd) },
+    guests: {
+      guests: guests?.verified ?? 0,
+      folios: guests?.folios ?? 0,
+      bytes: guests?.bytes ?? 0,
+      stamps: guests?.stamps ?? 0,
+      verified: one(sent.guests.guests, 'guests', guests) && (guests?.folios ?? 0) === sent.guests.folios,
+    },
   };
 }
 
@@ -187,7 +205,9 @@ export function runScenario(s: Scenario, opts: ScenarioOptions = {}): ScenarioRe
       const r = test.lastRestore;
       prev.restoredByNext = r ? { folios: r.folios, bytes: r.bytes, verified: r.verified } : undefined;
       if (prev.preserved.folios > 0 && !r?.verified) genErrors.push(`generation ${gen} could not verify generation ${gen - 1}'s folios`);
-      prev.verifiedByNext = checkWorkloads(gen, prev.preserved, k.get(ScenarioWorkload).lastRestore, genErrors);
+      const guests = k.get(GuestMemory).lastRestore;
+      if (guests && guests.folios !== prev.preserved.guests.folios) genErrors.push(`generation ${gen} restored ${guests.folios} guest folios (generation ${gen - 1} handed over ${prev.preserved.guests.folios})`);
+      prev.verifiedByNext = checkWorkloads(gen, prev.preserved, k.get(ScenarioWorkload).lastRestore, guests, genErrors);
       if (usesLuo(s)) {
         const v = time(ms, 'luo-verify', () => verifyLuo(k, s.generations[gen - 1]?.luo, gen, genErrors));
         if (prev.luo) {
@@ -197,6 +217,9 @@ export function runScenario(s: Scenario, opts: ScenarioOptions = {}): ScenarioRe
         }
       }
       const finish = time(ms, 'finish', () => k.finish());
+      // The live update's other half, with the one that started it: the next kernel's restore and finish.
+      prev.ms['next.restore'] = ms.restore;
+      prev.ms['next.finish'] = ms.finish;
       for (const [name, o] of Object.entries(finish.plugins)) if (!o.ok) genErrors.push(`generation ${gen} finish ${name}: ${o.error}`);
       const unrestored = Number(finish.plugins.kho?.report?.unrestoredBlocks ?? 0);
       if (unrestored > 0) genErrors.push(`generation ${gen}: ${unrestored} preserved blocks were never restored`);
@@ -217,9 +240,11 @@ export function runScenario(s: Scenario, opts: ScenarioOptions = {}): ScenarioRe
     let made = NOTHING;
     let luoMade: LuoMade | undefined;
     const luoCfg = s.generations[gen - 1].luo;
+    let guests = NO_GUESTS;
     try {
       if (spec) gened = time(ms, 'generate', () => test.generate());
       made = time(ms, 'workloads', () => k.get(ScenarioWorkload).generate());
+      if (s.generations[gen - 1].preserve.guests?.length) guests = time(ms, 'guests', () => k.get(GuestMemory).generate());
       if (luoCfg) luoMade = time(ms, 'luo', () => makeLuo(k, luoCfg, gen, (s.seed + gen - 1) >>> 0, genErrors));
     } catch (e) {
       if (isKernelError(e, Errno.ENOMEM)) {
@@ -233,13 +258,13 @@ export function runScenario(s: Scenario, opts: ScenarioOptions = {}): ScenarioRe
     } catch (e) {
       genErrors.push(`generation ${gen}: ${describeError(e, { errno: true })}`);
       errors.push(...genErrors);
-      results.push({ generation: gen, preserved: { ...gened, blocks: 0, trackerPages: 0, ...made }, restoredByNext: undefined, verifiedByNext: undefined, luo: luoMade, ms, errors: genErrors, ...(freePages ? { freePages } : {}) });
+      results.push({ generation: gen, preserved: { ...gened, blocks: 0, trackerPages: 0, ...made, guests }, restoredByNext: undefined, verifiedByNext: undefined, luo: luoMade, ms, errors: genErrors, ...(freePages ? { freePages } : {}) });
       break;
     }
     const stats = k.get<Tracker>(Tracker).stats();
     results.push({
       generation: gen,
-      preserved: { ...gened, blocks: stats.blocks, trackerPages: stats.metadataPages, ...made },
+      preserved: { ...gened, blocks: stats.blocks, trackerPages: stats.metadataPages, ...made, guests },
       restoredByNext: undefined,
       verifiedByNext: undefined,
       luo: luoMade,
@@ -249,6 +274,9 @@ export function runScenario(s: Scenario, opts: ScenarioOptions = {}): ScenarioRe
     });
     errors.push(...genErrors);
     kernel = time(ms, 'kexec', () => k.kexec({ image: imageFor(s, gen + 1, opts.modules), cmdline: cmdlineOf(s, gen + 1) }));
+    // The next kernel's boot, inside the kexec: its boot phases as heard on the bus (the incoming walk is in boot:early and boot:mm).
+    const next = phases.get(gen + 1) ?? {};
+    ms['kexec.boot'] = Math.round(BOOT_PHASES.reduce((n, p) => n + (next[p] ?? 0), 0) * 1000) / 1000;
   }
   const freePagesAtEnd = kernel.isDead ? -1 : idlePages(kernel);
   const cold = machineFor({ ranges: machine.device(PhysicalMemory).ranges });

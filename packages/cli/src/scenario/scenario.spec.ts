@@ -98,7 +98,10 @@ describe('kho run --report', () => {
 });
 
 describe('the examples in examples/', () => {
-  const files = readdirSync(EXAMPLES).filter((f) => /\.(ya?ml|json)$/.test(f));
+  // vm-host.yaml holds 784 GiB of guest memory on a 1 TiB machine: a benchmark (kho bench --only host/vm-host,
+  // about half a minute), not a test; guests.spec.ts reads it and runs the same shape small.
+  const BENCH_SCALE = ['vm-host.yaml'];
+  const files = readdirSync(EXAMPLES).filter((f) => /\.(ya?ml|json)$/.test(f) && !BENCH_SCALE.includes(f));
   it('exist', () => expect(files.length).toBeGreaterThanOrEqual(3));
   it.each(files)('%s runs and verifies', (f) => {
     const r = cli('run', join(EXAMPLES, f), '--json');

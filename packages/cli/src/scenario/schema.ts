@@ -9,6 +9,7 @@ import { KHO_TEST_LOG_REGION } from '../demo/kho-test';
 import { TRACKER_KINDS } from '../system';
 import { WORKLOAD_OBJECTS_MAX, WORKLOAD_PAYLOAD_MAX } from './workload';
 import { LuoGenerationSchema } from './luo';
+import { GUESTS_MAX } from './guests';
 
 /** A size: bytes as a number, or a string with a K, M, G or T suffix as on a kernel command line. */
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx) => {
@@ -88,9 +89,25 @@ const memfdFile = z
   })
   .strict();
 
+/** Guest memory: `size` bytes of folios of `order`, preserved one by one but never filled (see scenario/guests.ts). */
+const guest = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,32}$/, { message: 'must be 1..32 characters of [A-Za-z0-9_.-]' }),
+    size: pageMultiple.refine((n) => n > 0, { message: 'must be above 0' }),
+    /** Folio order: 9 for a guest backed by 2 MiB pages, 0 for 4 KiB pages. */
+    order: order.default(0),
+  })
+  .strict()
+  // (only for a valid order: zod still runs this refinement when the order itself was refused)
+  .refine((g) => !(Number.isInteger(g.order) && g.order >= 0 && g.order <= MAX_PAGE_ORDER) || g.size % (PAGE_SIZE * 2 ** g.order) === 0, {
+    message: 'must be a whole number of folios (4 KiB × 2^order each)',
+    path: ['size'],
+  });
+
 const preserve = z
   .object({
     folios: folios.optional(),
+    guests: z.array(guest).max(GUESTS_MAX).superRefine(uniqueNames('guest')).optional(),
     vmalloc: z.array(vmallocArea).max(64).optional(),
     reserveMem: z.array(reserveMemRegion).max(RESERVE_MEM_MAX).superRefine(uniqueNames('region')).optional(),
     kstate: kstateObjects.optional(),

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { KernelError, KernelInfo, KernelPlugin, type KernelModule } from '@kho/kernel';
+import { KernelError } from '@kho/kernel';
 import type { DependencyContainer } from 'tsyringe';
 import { BuddyAllocator, FaultInjector, PhysicalMemory } from '@kho/physmem';
 import { KState } from '@kho/kstate';
@@ -10,6 +10,7 @@ import { kernelImage, machineFor } from '../system';
 import { parseScenario, type Scenario } from './schema';
 import { cmdlineOf, runScenario } from './run';
 import { SeededBytes, ScenarioWorkload, scenarioWorkloadModule } from './workload';
+import { inKernel } from './in-kernel';
 
 const MiB = 2 ** 20;
 
@@ -125,26 +126,6 @@ function scenario(body: string): Scenario {
 }
 
 /** Every plugin of a scenario kernel: a test plugin that runs after them all. */
-const ALL_PLUGINS = ['physmem', 'memblock', 'kho', 'kho-slab', 'reserve_mem', 'kstate', 'memfd', 'kho-test', 'scenario-workload'];
-
-/**
- * A test plugin acting inside each kernel of a scenario, after every other plugin: at `serialize` (the last
- * moment before the jump) or at `bootLate` (after the next kernel booted, before restore). It resolves what it
- * touches from its boot's container, as a test may.
- */
-function inKernel(when: 'serialize' | 'bootLate', act: (c: DependencyContainer, generation: number) => void): (gen: number) => KernelModule[] {
-  return () => [
-    {
-      name: 'test-hook',
-      register(c) {
-        c.register(KernelPlugin, {
-          useFactory: (dc) => ({ name: 'test-hook', afterIfPresent: ALL_PLUGINS, [when]: () => act(dc, dc.resolve(KernelInfo).generation) }),
-        });
-      },
-    },
-  ];
-}
-
 /** The byte at `addr` of RAM flipped; returns the old and new values as the error messages write them. */
 function flip(read: () => number, write: (b: number) => void): { was: string; now: string } {
   const b = read();
@@ -291,6 +272,7 @@ describe('a workload that does not verify is reported', () => {
       reserveMem: { regions: 0, bytes: 0, verified: false },
       kstate: { objects: 0, fieldsRestored: 0, fieldsDefaulted: 0, verified: false },
       memfd: { files: 0, bytes: 0, verified: false },
+      guests: { guests: 0, folios: 0, bytes: 0, stamps: 0, verified: true }, // none were handed over
     });
     // a kho=off kernel reserves nothing it was handed: its free pages are a cold kho=off boot's
     expect(r.freePagesAtEnd).toBe(r.freePagesColdBoot);

@@ -1,7 +1,8 @@
 /**
- * The benchmark harness: a bench file calls {@link defineBench} for each benchmark; the runner
- * (tools/scripts/bench.ts, `npm run bench`) loads every package's bench files, filters them by `--only PREFIX`
- * and prints one JSON object per line: `{"bench":"<package>/<name>","value":<number>,"unit":"<unit>",...}`.
+ * The benchmark harness: a bench file calls {@link defineBench} for each benchmark; the runner (`kho bench`,
+ * `npm run bench`) loads every package's bench files, filters them by `--only PREFIX`, runs each N times and
+ * prints one JSON object per line: `{"bench":"<package>/<name>","value":<number>,"unit":"<unit>",...}`, with
+ * the spread over the runs and, for a benchmark with targets, whether it met them.
  */
 export interface BenchResult {
   readonly value: number;
@@ -12,22 +13,44 @@ export interface BenchResult {
 export interface BenchContext {
   /** True for the short CI run (`--quick`): use smaller sizes, same code paths. */
   readonly quick: boolean;
+  /** Which run this is (0-based) when the runner repeats a benchmark to report its spread. */
+  readonly run: number;
+}
+
+/**
+ * One checkable target: the result's `field` (default `value`) must be at most `max` and/or at least `min`.
+ * Checked on the median over the runs.
+ */
+export interface BenchTarget {
+  readonly field?: string;
+  readonly max?: number;
+  readonly min?: number;
 }
 
 export interface BenchDefinition {
   /** `<package>/<name>`, e.g. `physmem/alloc-free-order0`. */
   readonly name: string;
-  /** A target the result is measured against, printed with it (never asserted in tests). */
+  /** The target in words, printed with the result; a benchmark with one must give `targets` to check it by. */
   readonly target?: string;
+  /** The checks behind `target`: the line passes when every one holds (never asserted in tests). */
+  readonly targets?: readonly BenchTarget[];
+  /** Which way `value` improves, for comparisons with a baseline (default: from the first target, else none). */
+  readonly better?: 'lower' | 'higher';
+  /** At most this many runs however many are asked for (for benchmarks that take minutes). */
+  readonly maxRuns?: number;
   run(ctx: BenchContext): BenchResult | BenchResult[];
 }
 
 const registry: BenchDefinition[] = [];
 
-/** Registers a benchmark. Returns its definition. */
+/** Registers a benchmark. Returns its definition. Throws for a bad name, a duplicate, or a target with no checks. */
 export function defineBench(def: BenchDefinition): BenchDefinition {
   if (!/^[a-z0-9-]+\/[a-z0-9/.-]+$/.test(def.name)) throw new Error(`benchmark name '${def.name}' is not '<package>/<name>'`);
   if (registry.some((b) => b.name === def.name)) throw new Error(`benchmark '${def.name}' is defined twice`);
+  if (def.target !== undefined && !(def.targets && def.targets.length > 0)) throw new Error(`benchmark '${def.name}' has a target but no targets to check it by`);
+  for (const t of def.targets ?? []) {
+    if (t.max === undefined && t.min === undefined) throw new Error(`benchmark '${def.name}': a target needs max or min`);
+  }
   registry.push(def);
   return def;
 }
@@ -35,6 +58,13 @@ export function defineBench(def: BenchDefinition): BenchDefinition {
 /** Every registered benchmark, in registration order. */
 export function registeredBenches(): readonly BenchDefinition[] {
   return registry;
+}
+
+/** Which way a definition's `value` improves: its own `better`, else the direction of its first target on `value`. */
+export function betterOf(def: BenchDefinition): 'lower' | 'higher' | undefined {
+  if (def.better) return def.better;
+  const t = def.targets?.find((x) => (x.field ?? 'value') === 'value');
+  return t ? (t.max !== undefined ? 'lower' : 'higher') : undefined;
 }
 
 /** Runs `fn` repeatedly for at least `minMs` (and at least once); returns nanoseconds per call of `fn`'s unit of work. */
@@ -60,3 +90,5 @@ export function seededRandom(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+export { nativeReference, runNative, type NativeRun } from './native';

@@ -1,0 +1,87 @@
+import fc from 'fast-check';
+import { SeededByteStream, crc32, crc32Portable, crc32Zeros, seededBytes } from './random';
+
+const hexOf = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+describe('SeededByteStream', () => {
+  // Pinned (the values were computed independently, in Python, from the description): a change here changes
+  // every byte the demo writes and its checksums.
+  it.each([
+    [0, 'fb175b324787b6f5da441b01609644b8'],
+    [1, '0d6836b8179c16dbdd5475c2afae79eb'],
+  ])('gives the pinned first bytes for seed %d', (seed, want) => {
+    expect(hexOf(seededBytes(seed, 16))).toBe(want);
+  });
+
+  it('gives the same bytes however the stream is cut into calls (property)', () => {
+    const whole = seededBytes(7, 4096);
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 300 }), { maxLength: 40 }), (cuts) => {
+        const s = new SeededByteStream(7);
+        const out = new Uint8Array(4096);
+        let at = 0;
+        for (const n of cuts) {
+          const len = Math.min(n, out.length - at);
+          s.fill(out.subarray(at, at + len));
+          at += len;
+        }
+        s.fill(out.subarray(at));
+        return s.position === 4096 && hexOf(out) === hexOf(whole);
+      }),
+    );
+  });
+
+  it('fills views at any byte offset, and skip() lands where fill() would', () => {
+    const want = seededBytes(3, 1000);
+    const buf = new Uint8Array(1003);
+    new SeededByteStream(3).fill(buf.subarray(3));
+    expect(hexOf(buf.subarray(3))).toBe(hexOf(want));
+    const s = new SeededByteStream(3);
+    s.skip(333);
+    expect(hexOf(s.next(667))).toBe(hexOf(want.subarray(333)));
+  });
+
+  it('gives different streams for different seeds, and bytes that look random', () => {
+    const a = seededBytes(1, 1 << 16);
+    const b = seededBytes(2, 1 << 16);
+    let same = 0;
+    const counts = new Array<number>(256).fill(0);
+    for (let i = 0; i < a.length; i++) {
+      if (a[i] === b[i]) same++;
+      counts[a[i]]++;
+    }
+    expect(same).toBeLessThan(a.length / 128);
+    // Every byte value within 25% of its expected count (256 per value).
+    expect(Math.min(...counts)).toBeGreaterThan(192);
+    expect(Math.max(...counts)).toBeLessThan(320);
+  });
+
+  it.each([-1, 2 ** 32, 1.5, NaN])('refuses seed %p', (seed) => {
+    expect(() => new SeededByteStream(seed)).toThrow(RangeError);
+  });
+});
+
+describe('crc32', () => {
+  it('is the zlib CRC-32 (check value of "123456789")', () => {
+    const text = new TextEncoder().encode('123456789');
+    expect(crc32(text)).toBe(0xcbf43926);
+    expect(crc32Portable(text)).toBe(0xcbf43926);
+  });
+
+  it('chains over pieces, and agrees with the portable version (property)', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 600 }), fc.integer({ min: 0, max: 600 }), (bytes, cut) => {
+        const k = Math.min(cut, bytes.length);
+        const whole = crc32(bytes);
+        return crc32(bytes.subarray(k), crc32(bytes.subarray(0, k))) === whole && crc32Portable(bytes) === whole;
+      }),
+    );
+  });
+
+  it('continues over zeros without a buffer of them', () => {
+    const head = seededBytes(9, 100);
+    const zeros = new Uint8Array(200_000);
+    expect(crc32Zeros(200_000, crc32(head))).toBe(crc32(zeros, crc32(head)));
+    expect(crc32Zeros(0, 5)).toBe(5);
+  });
+});
