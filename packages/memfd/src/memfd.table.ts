@@ -17,7 +17,7 @@ import {
   MEMFD_VERSION,
   MemfdFileLayout,
   MemfdFileStruct,
-  MemfdFolioStruct,
+  MemfdFolioLayout,
   MemfdHeaderLayout,
   MemfdHeaderStruct,
 } from './abi';
@@ -66,6 +66,7 @@ export function encodeMemfdTable(files: readonly MemfdTableFile[]): Uint8Array {
   const nrFolios = files.reduce((n, f) => n + f.folios.length, 0);
   const size = memfdTableSize(files.length, nrFolios);
   const out = new Uint8Array(size);
+  const v = new DataView(out.buffer);
   MemfdHeaderStruct.encodeInto(out, 0, { magic: MEMFD_MAGIC, version: MEMFD_VERSION, nr_files: files.length, nr_folios: nrFolios, table_size: size, crc32: 0 });
   const foliosAt = MEMFD_HEADER_SIZE + files.length * MEMFD_FILE_SIZE;
   let next = 0;
@@ -74,8 +75,11 @@ export function encodeMemfdTable(files: readonly MemfdTableFile[]): Uint8Array {
     const name = utf8.encode(f.name);
     if (name.length > MEMFD_NAME_MAX) throw new KernelError(Errno.EINVAL, `memfd: name '${f.name}' is ${name.length} bytes (at most ${MEMFD_NAME_MAX})`);
     MemfdFileStruct.encodeInto(out, at, { name: f.name, size: BigInt(f.size), first_folio: next, nr_folios: f.folios.length });
+    // One entry per folio (up to MEMFD_MAX_FOLIOS): written in place at MemfdFolioStruct's offsets.
     for (const folio of f.folios) {
-      MemfdFolioStruct.encodeInto(out, foliosAt + next * MEMFD_FOLIO_SIZE, { offset: BigInt(folio.offset), phys_order: BigInt(folio.phys) | BigInt(folio.order) });
+      const fa = foliosAt + next * MEMFD_FOLIO_SIZE;
+      v.setBigUint64(fa + MemfdFolioLayout.offset, BigInt(folio.offset), true);
+      v.setBigUint64(fa + MemfdFolioLayout.phys_order, BigInt(folio.phys) | BigInt(folio.order), true);
       next++;
     }
   });
@@ -151,7 +155,9 @@ export function decodeMemfdTable(block: Uint8Array): MemfdTableFile[] {
     for (let j = 0; j < count; j++) {
       const fa = foliosAt + (first + j) * MEMFD_FOLIO_SIZE;
       const what = `file '${name}' folio ${j}`;
-      const { offset: offsetBig, phys_order: physOrder } = MemfdFolioStruct.decode(block, fa);
+      // One entry per folio: read in place at MemfdFolioStruct's offsets.
+      const offsetBig = v.getBigUint64(fa + MemfdFolioLayout.offset, true);
+      const physOrder = v.getBigUint64(fa + MemfdFolioLayout.phys_order, true);
       const low = Number(physOrder & 0xfffn);
       if ((low & MEMFD_RESERVED_MASK) !== 0) throw invalid(`${what}: reserved bits of phys_order ${hex(physOrder)} are set`);
       const order = low & MEMFD_ORDER_MASK;
