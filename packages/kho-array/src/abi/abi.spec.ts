@@ -147,7 +147,7 @@ describe('the declared layouts (@kho/struct)', () => {
     checkGolden(KaBlockHeaderStruct, { header: { flags: 0, num_entries: 3, pos_increment: 93 } }, '06 40 17 00 00 00 00 00');
     expect([KA_V1_NUM_ENTRIES_SHIFT, KA_V1_POS_INCREMENT_SHIFT, KA_V1_NUM_ENTRIES_BITS, KA_V1_POS_INCREMENT_BITS]).toEqual([1, 14, 13, 50]);
     fc.assert(
-      fc.property(fc.boolean(), fc.integer({ min: 0, max: KA_V1_MAX_ENTRIES }), fc.integer({ min: 0, max: KA_V1_MAX_POS_INCREMENT }), (absolute, numEntries, posIncrement) => {
+      fc.property(fc.boolean(), fc.nat({ max: KA_V1_MAX_ENTRIES }), fc.nat({ max: KA_V1_MAX_POS_INCREMENT }), (absolute, numEntries, posIncrement) => {
         const word = encodeKaBlockHeader({ absolute, numEntries, posIncrement });
         const bytes = new Uint8Array(new BigUint64Array([word]).buffer);
         expect(bytes).toEqual(KaBlockHeaderStruct.encode({ header: { flags: absolute ? 1 : 0, num_entries: numEntries, pos_increment: posIncrement } }));

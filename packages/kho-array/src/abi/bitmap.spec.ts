@@ -108,7 +108,11 @@ describe('the declared layouts (@kho/struct)', () => {
   });
 
   it('struct khoser_mem_bitmap_ptr_karr: golden bytes; its decode refuses a reserved field that is not 0', () => {
-    checkGolden(KhoserMemBitmapPtrStruct, { phys_start: 0x4000000000n, order: 9, bitmap: 0x1234000n }, '00 00 00 00 40 00 00 00 | 09 00 00 00 | 00 00 00 00 | 00 40 23 01 00 00 00 00');
+    checkGolden(
+      KhoserMemBitmapPtrStruct,
+      { phys_start: 0x4000000000n, order: 9, bitmap: 0x1234000n },
+      '00 00 00 00 40 00 00 00 | 09 00 00 00 | 00 00 00 00 | 00 40 23 01 00 00 00 00',
+    );
     const bad = encodeKhoserMemBitmapPtr({ physStart: 0n, order: 0, reserved: 1, bitmap: 0n });
     expect(() => KhoserMemBitmapPtrStruct.decode(bad)).toThrow('EINVAL: khoser_mem_bitmap_ptr_karr.reserved byte 0 is 0x1 (wanted 0: reserved)');
   });
@@ -120,7 +124,8 @@ describe('the declared layouts (@kho/struct)', () => {
 
 describe('docs/abi/kho.md is the contract: its section 7 tables are the declared layouts', () => {
   const doc = readFileSync(join(__dirname, '../../../../docs/abi/kho.md'), 'utf8');
-  it.each([KhoserMemChunkHdrStruct, KhoserChunkEntryStruct, KhoserMemChunkStruct, KhoserMemBitmapPtrStruct].map((l) => [l.name, l] as const))('struct %s', (_name, layout) => {
+  const layouts = [KhoserMemChunkHdrStruct, KhoserChunkEntryStruct, KhoserMemChunkStruct, KhoserMemBitmapPtrStruct];
+  it.each(layouts.map((l) => [l.name, l] as const))('struct %s', (_name, layout) => {
     expect(doc).toContain(`layout: struct ${layout.name}\n${layoutTable(layout)}\n`);
   });
 });

@@ -147,8 +147,8 @@ export const KA_V0_MAX_STARTPOS = ((2n ** 64n - 1n - (V0_SLOTS - 1n)) / V0_SLOTS
  * `used` bytes of blocks, back to back.
  *
  * A block is a header u64 ({@link KaBlockHeaderStruct}: `flags:1 (bit 0) | num_entries:13 (bits 1..13) |
- * pos_increment:50 (bits 14..63)`), then, when flags = 1, a u64 holding the block's absolute first position, then `num_entries` (at least 1)
- * entries at consecutive positions. A block's first position is
+ * pos_increment:50 (bits 14..63)`), then, when flags = 1, a u64 holding the block's absolute first position,
+ * then `num_entries` (at least 1) entries at consecutive positions. A block's first position is
  * - for the first block of a page: `first_pos` (its flags and pos_increment are 0);
  * - otherwise, with flags = 0: the previous block's last position + pos_increment (at least 1);
  * - otherwise (flags = 1, written when the distance does not fit in 50 bits; pos_increment is then 0): the
