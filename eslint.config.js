@@ -5,8 +5,8 @@ const nx = require('@nx/eslint-plugin');
 
 const layers = [
   'layer:0', // kernel
-  'layer:1', // struct, fdt, image: codecs of byte formats, usable alone
-  'layer:2', // physmem
+  'layer:1', // struct, image: codecs of byte formats, usable alone
+  'layer:2', // physmem; fdt (a byte-format codec whose fixed layouts are declared with struct)
   'layer:3', // kho-core
   'layer:4', // memblock, radix-tracker, kho-block: what a KHO kernel needs to boot, so every layer above can boot one in tests
   'layer:5', // kho-array, vmalloc

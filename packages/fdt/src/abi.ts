@@ -12,13 +12,21 @@
  * KHO property VALUES are the writer's bytes: KHO stores native-endian (little-endian) u64 values in them
  * (upstream does the same), which is a choice about the bytes of a value, not about the blob's structure.
  *
- * Imports nothing from the implementation.
+ * The three fixed layouts (header, reservation entry, property header) are declared once with `@kho/struct`
+ * (`FdtHeaderStruct`, …); `FDT_HEADER`, `FDT_RESERVE_ENTRY` and `FDT_PROP_HEADER` are their fields' offsets and
+ * sizes. Imports nothing from the implementation.
  */
+import { be32, be64, struct, type Fields, type Layout } from '@kho/struct';
 
 /** A field of a fixed layout: byte offset and size. Every FDT field is a big-endian unsigned integer. */
 export interface FdtField {
   readonly offset: number;
   readonly size: 4 | 8;
+}
+
+/** Each field's offset and size, from a layout's declaration. */
+function fieldsOf<F extends Fields>(layout: Layout<F>): { readonly [K in keyof F]: FdtField } {
+  return Object.fromEntries(layout.table.map((f) => [f.name, { offset: f.offset, size: f.size as 4 | 8 }])) as { [K in keyof F]: FdtField };
 }
 
 /** `fdt_header.magic`. */
@@ -46,31 +54,32 @@ export const FDT_MAX_DEPTH = 32;
 export const FDT_MAX_NAME_LEN = 31;
 
 /** `struct fdt_header`, 40 bytes for version 17 (`size_dt_struct` is absent before v17). */
-export const FDT_HEADER = {
-  magic: { offset: 0, size: 4 },
-  totalsize: { offset: 4, size: 4 },
-  off_dt_struct: { offset: 8, size: 4 },
-  off_dt_strings: { offset: 12, size: 4 },
-  off_mem_rsvmap: { offset: 16, size: 4 },
-  version: { offset: 20, size: 4 },
-  last_comp_version: { offset: 24, size: 4 },
-  boot_cpuid_phys: { offset: 28, size: 4 },
-  size_dt_strings: { offset: 32, size: 4 },
-  size_dt_struct: { offset: 36, size: 4 },
-} as const satisfies Record<string, FdtField>;
-export const FDT_HEADER_SIZE = 40;
+export const FdtHeaderStruct = struct(
+  'fdt_header',
+  {
+    magic: be32(),
+    totalsize: be32(),
+    off_dt_struct: be32(),
+    off_dt_strings: be32(),
+    off_mem_rsvmap: be32(),
+    version: be32(),
+    last_comp_version: be32(),
+    boot_cpuid_phys: be32(),
+    size_dt_strings: be32(),
+    size_dt_struct: be32(),
+  },
+  40,
+);
+export const FDT_HEADER = fieldsOf(FdtHeaderStruct);
+export const FDT_HEADER_SIZE = FdtHeaderStruct.size;
 
 /** `struct fdt_reserve_entry`, 16 bytes, 8-byte aligned; a list ended by an all-zero entry. */
-export const FDT_RESERVE_ENTRY = {
-  address: { offset: 0, size: 8 },
-  size: { offset: 8, size: 8 },
-} as const satisfies Record<string, FdtField>;
-export const FDT_RESERVE_ENTRY_SIZE = 16;
+export const FdtReserveEntryStruct = struct('fdt_reserve_entry', { address: be64(), size: be64() }, 16);
+export const FDT_RESERVE_ENTRY = fieldsOf(FdtReserveEntryStruct);
+export const FDT_RESERVE_ENTRY_SIZE = FdtReserveEntryStruct.size;
 export const FDT_RESERVE_ALIGN = 8;
 
 /** `struct fdt_property` after its FDT_PROP token: value length, then the name's offset in the strings block. */
-export const FDT_PROP_HEADER = {
-  len: { offset: 0, size: 4 },
-  nameoff: { offset: 4, size: 4 },
-} as const satisfies Record<string, FdtField>;
-export const FDT_PROP_HEADER_SIZE = 8;
+export const FdtPropHeaderStruct = struct('fdt_property', { len: be32(), nameoff: be32() }, 8);
+export const FDT_PROP_HEADER = fieldsOf(FdtPropHeaderStruct);
+export const FDT_PROP_HEADER_SIZE = FdtPropHeaderStruct.size;

@@ -11,12 +11,14 @@ import {
   FDT_MAX_NAME_LEN,
   FDT_NOP,
   FDT_PROP,
-  FDT_PROP_HEADER,
   FDT_PROP_HEADER_SIZE,
   FDT_RESERVE_ALIGN,
   FDT_RESERVE_ENTRY_SIZE,
   FDT_TAGSIZE,
   FDT_VERSION,
+  FdtHeaderStruct,
+  FdtPropHeaderStruct,
+  FdtReserveEntryStruct,
 } from './abi';
 import { FdtNode, isValidNodeName, isValidPropName } from './node';
 
@@ -69,7 +71,9 @@ export function decodeFdt(bytes: Uint8Array, opts: DecodeFdtOptions = {}): FdtNo
     throw bad(`buffer of ${bytes.length} bytes is shorter than the header`, 0, `at least ${FDT_HEADER_SIZE} bytes`);
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const h = (f: keyof typeof FDT_HEADER): number => view.getUint32(FDT_HEADER[f].offset);
+  // Every header field is a plain be32 (decoding cannot fail); they are checked below in a set order, magic first.
+  const hd = FdtHeaderStruct.decode(bytes);
+  const h = (f: keyof typeof FDT_HEADER): number => hd[f];
 
   const magic = h('magic');
   if (magic !== FDT_MAGIC) throw bad(`bad magic ${hex(magic)}`, FDT_HEADER.magic.offset, hex(FDT_MAGIC));
@@ -98,7 +102,8 @@ export function decodeFdt(bytes: Uint8Array, opts: DecodeFdtOptions = {}): FdtNo
       `an 8-aligned offset in ${hex(FDT_HEADER_SIZE)}..${hex(total - FDT_RESERVE_ENTRY_SIZE)}`,
     );
   }
-  if (bytes.subarray(offRsv, offRsv + FDT_RESERVE_ENTRY_SIZE).some((b) => b !== 0)) {
+  const rsv = FdtReserveEntryStruct.decode(bytes, offRsv);
+  if (rsv.address !== 0 || rsv.size !== 0) {
     throw bad('memory reservation entry 0 is not empty', offRsv, 'an empty reservation map (KHO reserves nothing there)');
   }
 
@@ -176,8 +181,7 @@ export function decodeFdt(bytes: Uint8Array, opts: DecodeFdtOptions = {}): FdtNo
       case FDT_PROP: {
         if (!top) throw bad('property outside any node', at, 'properties inside a node');
         if (p + FDT_PROP_HEADER_SIZE > structEnd) throw bad('property header runs past the structure block', at, `${FDT_PROP_HEADER_SIZE} bytes after FDT_PROP`);
-        const len = view.getUint32(p + FDT_PROP_HEADER.len.offset);
-        const nameoff = view.getUint32(p + FDT_PROP_HEADER.nameoff.offset);
+        const { len, nameoff } = FdtPropHeaderStruct.decode(bytes, p);
         const valueAt = p + FDT_PROP_HEADER_SIZE;
         if (len > structEnd - valueAt) {
           throw bad(`property value of ${len} bytes runs past the structure block`, at, `at most ${structEnd - valueAt} bytes`);

@@ -3,18 +3,18 @@ import {
   FDT_BEGIN_NODE,
   FDT_END,
   FDT_END_NODE,
-  FDT_HEADER,
   FDT_HEADER_SIZE,
   FDT_LAST_COMP_VERSION,
   FDT_MAGIC,
   FDT_MAX_DEPTH,
   FDT_PROP,
-  FDT_PROP_HEADER,
   FDT_PROP_HEADER_SIZE,
   FDT_RESERVE_ALIGN,
   FDT_RESERVE_ENTRY_SIZE,
   FDT_TAGSIZE,
   FDT_VERSION,
+  FdtHeaderStruct,
+  FdtPropHeaderStruct,
 } from './abi';
 import { FdtNode, checkNodeName, checkPropName } from './node';
 
@@ -123,7 +123,7 @@ export function encodeFdt(root: FdtNode, opts: EncodeFdtOptions = {}): Uint8Arra
 
   const out = new Uint8Array(totalSize ?? l.size);
   const view = new DataView(out.buffer);
-  const header: Record<keyof typeof FDT_HEADER, number> = {
+  FdtHeaderStruct.encodeInto(out, 0, {
     magic: FDT_MAGIC,
     totalsize: out.length,
     off_dt_struct: l.offStruct,
@@ -134,10 +134,7 @@ export function encodeFdt(root: FdtNode, opts: EncodeFdtOptions = {}): Uint8Arra
     boot_cpuid_phys: bootCpuid,
     size_dt_strings: l.sizeStrings,
     size_dt_struct: l.sizeStruct,
-  };
-  for (const [field, value] of Object.entries(header) as Array<[keyof typeof FDT_HEADER, number]>) {
-    view.setUint32(FDT_HEADER[field].offset, value);
-  }
+  });
   // The reservation block is one all-zero entry: the buffer is already zero there.
 
   let p = l.offStruct;
@@ -154,8 +151,7 @@ export function encodeFdt(root: FdtNode, opts: EncodeFdtOptions = {}): Uint8Arra
     p += align(node.name.length + 1, FDT_TAGSIZE);
     for (const [name, value] of node.props) {
       token(FDT_PROP);
-      view.setUint32(p + FDT_PROP_HEADER.len.offset, value.length);
-      view.setUint32(p + FDT_PROP_HEADER.nameoff.offset, l.strings.get(name)!);
+      FdtPropHeaderStruct.encodeInto(out, p, { len: value.length, nameoff: l.strings.get(name)! });
       p += FDT_PROP_HEADER_SIZE;
       out.set(value, p);
       p += align(value.length, FDT_TAGSIZE);

@@ -18,6 +18,9 @@ export {
   FDT_RESERVE_ALIGN,
   FDT_PROP_HEADER,
   FDT_PROP_HEADER_SIZE,
+  FdtHeaderStruct,
+  FdtReserveEntryStruct,
+  FdtPropHeaderStruct,
   type FdtField,
 } from './abi';
 export { FdtNode, isValidNodeName, isValidPropName, checkNodeName, checkPropName } from './node';

@@ -8,12 +8,16 @@ import {
   KA_V1_HEADER_SIZE,
   KA_V1_MAX_ENTRIES,
   KA_V1_MAX_POS_INCREMENT,
+  KA_V1_NUM_ENTRIES_SHIFT,
+  KA_V1_POS_INCREMENT_SHIFT,
   KHO_ARRAY_DEFAULT_VERSION,
   KHO_ARRAY_DESC_SIZE,
   KHO_ARRAY_MAGIC,
   KHO_ARRAY_VERSION_0,
   KHO_ARRAY_VERSION_1,
   KHO_ARRAY_VERSIONS,
+  KaPageV0Layout,
+  KaPageV1Layout,
   decodeKhoArrayDescriptor,
   encodeKhoArrayDescriptor,
 } from './abi';
@@ -45,19 +49,50 @@ const MODES: readonly string[] = ['read', 'write', 'restore'];
 const WORDS = PAGE_SIZE / 4;
 /** The "no page yet" view. */
 const NO_PAGE = new Uint32Array(0);
-/** u64 index of the first v1 block (after the 24-byte header). */
+// The cursor reads and writes pages in place through u32 views, at the offsets of the declared layouts (./abi):
+// u32 indices of the page header's fields, u64 indices of the first entry or block, and the block header's bit
+// positions, copied into module constants for the hot paths.
+/** u32 index of `next` (the same offset in both versions). */
+const W_NEXT = KaPageV1Layout.next / 4;
+/** u32 index of v0's `startpos` and v1's `first_pos` (the same offset). */
+const W_POS = KaPageV1Layout.firstPos / 4;
+/** u32 index of the word holding v1's `nr_blocks` (low half) and `used` (high half). */
+const W_COUNTS = KaPageV1Layout.nrBlocks / 4;
+/** Shift of `used` in that word, plus 3: the cursor counts used space in u64 words (bytes = words << 3). */
+const USED_WORDS_SHIFT = 8 * (KaPageV1Layout.used - KaPageV1Layout.nrBlocks) + 3;
+/** u32 index of v1's reserved field. */
+const W_RESERVED = KaPageV1Layout.reserved / 4;
+/** u64 index of the first v1 block (after the header). */
 const V1_BLOCKS = KA_V1_HEADER_SIZE / 8;
 /** u64 index of entries[0] of a v0 page (after next and startpos). */
-const V0_ENTRIES = 2;
+const V0_ENTRIES = KaPageV0Layout.entries / 8;
 const V0_LAST_SLOT = KA_V0_NR_ENTRIES - 1;
 /** u64 words in a page. */
 const PAGE_U64 = PAGE_SIZE / 8;
-const TWO_18 = 2 ** 18;
+/** A block header's `num_entries` starts at bit NUM_SHIFT, its `pos_increment` at bit INC_SHIFT of the low word. */
+const NUM_SHIFT = KA_V1_NUM_ENTRIES_SHIFT;
+const INC_SHIFT = KA_V1_POS_INCREMENT_SHIFT;
+const MAX_NUM = KA_V1_MAX_ENTRIES;
+/** `pos_increment` = (low word >>> INC_SHIFT) + high word * HI_INC, and low word bits from INC_SHIFT = inc * LO_INC. */
+const HI_INC = 2 ** (32 - INC_SHIFT);
+const LO_INC = 2 ** INC_SHIFT;
 /** `hiK` of a block that is not v1's tail block: above every slot index (a small integer, for the compiler). */
 const NO_HI_K = 0x3fffffff;
 
 // Typed-array views of RAM pages assume a little-endian host (x86, arm64): the u64 fields are little-endian.
 if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new KernelBug('kho-array needs a little-endian host');
+// And the word indices above assume the layouts they were taken from.
+if (
+  KaPageV0Layout.next !== KaPageV1Layout.next ||
+  KaPageV0Layout.startpos !== KaPageV1Layout.firstPos ||
+  KaPageV1Layout.nrBlocks % 4 !== 0 ||
+  KaPageV1Layout.used !== KaPageV1Layout.nrBlocks + 2 ||
+  KaPageV1Layout.reserved % 4 !== 0 ||
+  KA_V1_HEADER_SIZE % 8 !== 0 ||
+  INC_SHIFT >= 32
+) {
+  throw new KernelBug('kho-array: the page layouts no longer match the cursor\'s word indices');
+}
 
 function fail(errno: Errno, message: string): KernelError {
   return new KernelError(errno, `kho array: ${message}`);
@@ -453,7 +488,7 @@ export class KhoArray {
       return true;
     }
     const w = this.cWords;
-    const next = fromWords(w[0], w[1]);
+    const next = fromWords(w[W_NEXT], w[W_NEXT + 1]);
     if (next === 0) {
       this.tail = true;
       if (this.mode === 'write' && this.version === KHO_ARRAY_VERSION_1) this.hiK = this.lastStoredK();
@@ -515,8 +550,8 @@ export class KhoArray {
   /** Points the `next` field of the page at `phys` to `to`. */
   private link(phys: number, to: number): void {
     const w = this.view(phys);
-    w[0] = to >>> 0;
-    w[1] = (to - (to >>> 0)) / TWO_32;
+    w[W_NEXT] = to >>> 0;
+    w[W_NEXT + 1] = (to - (to >>> 0)) / TWO_32;
   }
 
   /**
@@ -543,7 +578,7 @@ export class KhoArray {
   /** Makes the (checked) page at `phys` the cursor page after checking its header. */
   private enterPageV0(phys: number): void {
     const w = this.view(phys);
-    const start = fromWords(w[2], w[3]);
+    const start = fromWords(w[W_POS], w[W_POS + 1]);
     if (typeof start === 'number' ? start % KA_V0_NR_ENTRIES !== 0 : start % BigInt(KA_V0_NR_ENTRIES) !== 0n) {
       throw badPage(phys, `startpos ${String(start)} is not a multiple of ${KA_V0_NR_ENTRIES}`);
     }
@@ -572,8 +607,8 @@ export class KhoArray {
     }
     const phys = this.allocPage();
     const w = this.view(phys);
-    w[2] = loWord(start);
-    w[3] = hiWord(start);
+    w[W_POS] = loWord(start);
+    w[W_POS + 1] = hiWord(start);
     let prev: number;
     let tail = true;
     if (this.cPhys === 0) {
@@ -584,8 +619,8 @@ export class KhoArray {
       // will reach again
       tail = false;
       this.seen.delete(this.cPhys);
-      w[0] = this.cPhys >>> 0;
-      w[1] = (this.cPhys - (this.cPhys >>> 0)) / TWO_32;
+      w[W_NEXT] = this.cPhys >>> 0;
+      w[W_NEXT + 1] = (this.cPhys - (this.cPhys >>> 0)) / TWO_32;
       if (this.cPrev === 0) this.first = phys;
       else this.link(this.cPrev, phys);
       prev = this.cPrev;
@@ -607,10 +642,10 @@ export class KhoArray {
   /** Makes the (checked) page at `phys` the cursor page, on its first block, after checking its header. */
   private enterPageV1(phys: number): void {
     const w = this.view(phys);
-    const firstPos = fromWords(w[2], w[3]);
-    const nrBlocks = w[4] & 0xffff;
-    const used = w[4] >>> 16;
-    if (w[5] !== 0) throw badPage(phys, `reserved field is ${hex(w[5])} (wanted 0)`);
+    const firstPos = fromWords(w[W_POS], w[W_POS + 1]);
+    const nrBlocks = w[W_COUNTS] & 0xffff;
+    const used = w[W_COUNTS] >>> 16;
+    if (w[W_RESERVED] !== 0) throw badPage(phys, `reserved field is ${hex(w[W_RESERVED])} (wanted 0)`);
     if (used % 8 !== 0 || used < 16 || used > KA_V1_BLOCK_SPACE) {
       throw badPage(phys, `used is ${used} bytes (wanted a multiple of 8 in 16..${KA_V1_BLOCK_SPACE})`);
     }
@@ -620,15 +655,15 @@ export class KhoArray {
     }
     const lo = w[2 * V1_BLOCKS];
     const hi = w[2 * V1_BLOCKS + 1];
-    if ((lo & 1) !== 0 || lo >>> 14 !== 0 || hi !== 0) {
-      throw badPage(phys, `block 0 has flags ${lo & 1} and pos_increment ${(lo >>> 14) + hi * TWO_18} (wanted 0 and 0: it starts at first_pos)`);
+    if ((lo & 1) !== 0 || lo >>> INC_SHIFT !== 0 || hi !== 0) {
+      throw badPage(phys, `block 0 has flags ${lo & 1} and pos_increment ${(lo >>> INC_SHIFT) + hi * HI_INC} (wanted 0 and 0: it starts at first_pos)`);
     }
     this.cPhys = phys;
     this.cWords = w;
     this.cUsedW = used / 8;
     this.cNrBlocks = nrBlocks;
     this.cBlock = 0;
-    this.checkBlockV1(V1_BLOCKS, V1_BLOCKS + 1, (lo >>> 1) & KA_V1_MAX_ENTRIES, firstPos);
+    this.checkBlockV1(V1_BLOCKS, V1_BLOCKS + 1, (lo >>> NUM_SHIFT) & MAX_NUM, firstPos);
   }
 
   /** Moves the cursor to the next block of the cursor page, checking its header first. */
@@ -643,8 +678,8 @@ export class KhoArray {
     }
     const lo = w[2 * hdr];
     const hi = w[2 * hdr + 1];
-    const num = (lo >>> 1) & KA_V1_MAX_ENTRIES;
-    const inc = (lo >>> 14) + hi * TWO_18;
+    const num = (lo >>> NUM_SHIFT) & MAX_NUM;
+    const inc = (lo >>> INC_SHIFT) + hi * HI_INC;
     let start: U64 | undefined;
     let ent: number;
     if ((lo & 1) !== 0) {
@@ -706,9 +741,9 @@ export class KhoArray {
     const num = Math.max(1, (this.hiK >> 1) - this.bEnt + 1);
     const last = addSmall(this.bStart, num - 1)!;
     if (num !== this.bNum) {
-      w[2 * this.bHdr] = (w[2 * this.bHdr] & ~(KA_V1_MAX_ENTRIES << 1)) | (num << 1);
+      w[2 * this.bHdr] = (w[2 * this.bHdr] & ~(MAX_NUM << NUM_SHIFT)) | (num << NUM_SHIFT);
       this.cUsedW = this.bEnt + num - V1_BLOCKS;
-      w[4] = this.cNrBlocks | (this.cUsedW << 19); // nr_blocks | (used bytes << 16)
+      w[W_COUNTS] = this.cNrBlocks | (this.cUsedW << USED_WORDS_SHIFT); // nr_blocks | used bytes
     }
     const top = V1_BLOCKS + this.cUsedW; // u64 index of the first free word
     const inc = sub(p, last);
@@ -721,20 +756,20 @@ export class KhoArray {
     const ent = top + need - 1;
     const slots = reservedSlots(p, PAGE_U64 - ent);
     if (absolute) {
-      w[2 * top] = 1 | (slots << 1); // flags 1, num_entries, pos_increment 0
+      w[2 * top] = 1 | (slots << NUM_SHIFT); // flags 1, num_entries, pos_increment 0
       w[2 * top + 1] = 0;
       w[2 * top + 2] = loWord(p);
       w[2 * top + 3] = hiWord(p);
     } else {
       const d = inc as number;
-      w[2 * top] = (slots << 1) + (d % TWO_18) * 16384; // num_entries, pos_increment's low 18 bits at bit 14
-      w[2 * top + 1] = Math.floor(d / TWO_18);
+      w[2 * top] = (slots << NUM_SHIFT) + (d % HI_INC) * LO_INC; // num_entries, pos_increment's low bits
+      w[2 * top + 1] = Math.floor(d / HI_INC);
     }
     w[2 * ent] = lo;
     w[2 * ent + 1] = hi;
     this.cNrBlocks++;
     this.cUsedW = ent + slots - V1_BLOCKS;
-    w[4] = this.cNrBlocks | (this.cUsedW << 19);
+    w[W_COUNTS] = this.cNrBlocks | (this.cUsedW << USED_WORDS_SHIFT);
     this.cBlock = this.cNrBlocks - 1;
     this.setBlock(top, ent, slots, p, addSmall(p, slots - 1)!);
     this.hiK = this.k = 2 * ent;
@@ -747,10 +782,10 @@ export class KhoArray {
     const w = this.view(phys);
     const ent = V1_BLOCKS + 1;
     const slots = reservedSlots(p, PAGE_U64 - ent);
-    w[2] = loWord(p);
-    w[3] = hiWord(p);
-    w[4] = 1 | ((1 + slots) << 19); // nr_blocks 1, used bytes << 16
-    w[2 * V1_BLOCKS] = slots << 1; // block header: flags 0, num_entries, pos_increment 0
+    w[W_POS] = loWord(p);
+    w[W_POS + 1] = hiWord(p);
+    w[W_COUNTS] = 1 | ((1 + slots) << USED_WORDS_SHIFT); // nr_blocks 1, used bytes
+    w[2 * V1_BLOCKS] = slots << NUM_SHIFT; // block header: flags 0, num_entries, pos_increment 0
     w[2 * ent] = lo;
     w[2 * ent + 1] = hi;
     if (this.cPhys === 0) this.first = phys;

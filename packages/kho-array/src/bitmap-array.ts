@@ -7,7 +7,6 @@ import {
   KHO_V1_KARR_ARRAY_VERSION,
   KHO_V1_KARR_COMPATIBLE,
   KhoserMemBitmapPtrLayout,
-  encodeKhoserMemBitmapPtr,
 } from './abi';
 import { createKhoArray, openKhoArray, type KhoArrayContext } from './array';
 import { BitmapMapChecker, BitmapTracker, readIncomingBitmaps, type BitmapRef, type IncomingBitmapBlocks, type ParsedBitmapMap, type SerialisedForm } from './bitmap-tracker';
@@ -68,7 +67,10 @@ export function writeBitmapArray(ctx: KhoArrayContext, bitmaps: readonly BitmapR
         records.push(page);
       }
       const rec = page + slot * KHOSER_MEM_BITMAP_PTR_SIZE;
-      ram.write(rec, encodeKhoserMemBitmapPtr({ physStart: b.physStart, order: b.order, reserved: 0, bitmap: BigInt(b.bitmap) }));
+      // A record per bitmap, written in place at its declared offsets (the page is zeroed: reserved stays 0).
+      ram.writeU64(rec + KhoserMemBitmapPtrLayout.physStart, b.physStart);
+      ram.writeU32(rec + KhoserMemBitmapPtrLayout.order, b.order);
+      ram.writeU64(rec + KhoserMemBitmapPtrLayout.bitmap, b.bitmap);
       array.seek(i);
       array.set(rec); // ENOMEM: the array is unchanged, and destroyed by the unwind
     });

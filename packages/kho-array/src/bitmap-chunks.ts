@@ -8,7 +8,6 @@ import {
   KHO_V1_COMPATIBLE,
   KhoserChunkEntryLayout,
   KhoserMemChunkHdrLayout,
-  encodeKhoserChunkEntry,
   encodeKhoserChunkHdr,
 } from './abi';
 import { BitmapMapChecker, BitmapTracker, readIncomingBitmaps, type BitmapRef, type IncomingBitmapBlocks, type ParsedBitmapMap, type SerialisedForm } from './bitmap-tracker';
@@ -65,7 +64,10 @@ export function writeBitmapChunks(ram: PhysicalMemory, buddy: BuddyAllocator, bi
     };
     for (const b of bitmaps) {
       if (b.order !== curOrder || n === KHOSER_BITMAP_SIZE) newChunk(b.order);
-      ram.write(cur + KHOSER_MEM_CHUNK_HDR_SIZE + n * KHOSER_CHUNK_ENTRY_SIZE, encodeKhoserChunkEntry({ physStart: b.physStart, bitmap: BigInt(b.bitmap) }));
+      // An entry per bitmap, written in place at its declared offsets (the chunk page is zeroed).
+      const entry = cur + KHOSER_MEM_CHUNK_HDR_SIZE + n * KHOSER_CHUNK_ENTRY_SIZE;
+      ram.writeU64(entry + KhoserChunkEntryLayout.physStart, b.physStart);
+      ram.writeU64(entry + KhoserChunkEntryLayout.bitmap, b.bitmap);
       ram.writeU32(cur + KhoserMemChunkHdrLayout.numElms, ++n);
     }
     if (out.length === 0) newChunk(0);

@@ -1,6 +1,7 @@
 import { hex } from '@kho/kernel';
 import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem';
-import { KSTATE_LIMITS, KSTATE_PRESENT, KSTATE_VMALLOC_SIZE } from './abi';
+import { KHO_VMALLOC_SIZE, decodeKhoVmalloc } from '@kho/vmalloc/abi';
+import { KSTATE_LIMITS, KSTATE_PRESENT, KStateFolioStruct, KStatePhysRangeStruct } from './abi';
 import { SCALAR_SIZE, idKey, showId, type DescId, type ScalarKind } from './model';
 import { readKey, writtenFields, type DescSchema, type FieldSchema } from './schema';
 import { ByteReader } from './wire';
@@ -194,9 +195,7 @@ function decodeFixed(r: ByteReader, f: FieldSchema): unknown {
       return r.bytes(f.size);
     case 'folio': {
       const at = r.pos;
-      const phys = r.u64n();
-      const order = r.u32();
-      const flags = r.u32();
+      const { phys, order, flags } = r.struct(KStateFolioStruct);
       if (flags === 0) {
         if (phys !== 0 || order !== 0) r.fail(`folio '${f.name}' is absent but has phys or order set`);
         return null;
@@ -210,21 +209,17 @@ function decodeFixed(r: ByteReader, f: FieldSchema): unknown {
       return new FolioRef(phys, order);
     }
     case 'vmalloc': {
-      const desc = r.bytes(KSTATE_VMALLOC_SIZE);
-      const v = new DataView(desc.buffer);
-      const lo = v.getUint32(0, true);
-      const hi = v.getUint32(4, true);
-      const first = hi >= 0x200000 ? Infinity : hi * 2 ** 32 + lo;
+      const desc = r.bytes(KHO_VMALLOC_SIZE);
+      const { first, totalPages, flags, order } = decodeKhoVmalloc(desc);
       if (first === 0) {
         if (desc.some((b) => b !== 0)) r.fail(`vmalloc '${f.name}' has no first chunk but other fields set`);
         return null;
       }
       if (!(first < MAX_PHYS) || first % PAGE_SIZE !== 0) r.fail(`vmalloc '${f.name}' first chunk is not a page below 2^50`);
-      return new VmallocRef(desc, first, v.getUint32(8, true), v.getUint16(12, true), v.getUint16(14, true));
+      return new VmallocRef(desc, first, totalPages, flags, order);
     }
     case 'physRange': {
-      const start = r.u64n();
-      const size = r.u64n();
+      const { start, size } = r.struct(KStatePhysRangeStruct);
       if (size === 0) {
         if (start !== 0) r.fail(`physRange '${f.name}' has size 0 but start ${hex(start)}`);
         return null;

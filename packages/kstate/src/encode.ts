@@ -1,6 +1,7 @@
 import { Errno, KernelError, isKernelError, describeError, KernelBug } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
-import { KSTATE_LIMITS, KSTATE_PRESENT, KSTATE_RECORD_HEADER_SIZE, KSTATE_VMALLOC_SIZE, KStateRecordLayout, KStateRecordType } from './abi';
+import { KHO_VMALLOC_SIZE } from '@kho/vmalloc/abi';
+import { KSTATE_LIMITS, KSTATE_PRESENT, KSTATE_RECORD_HEADER_SIZE, KStateEndStruct, KStateFolioStruct, KStatePhysRangeStruct, KStateRecordLayout, KStateRecordType } from './abi';
 import { crc32c } from '@kho/kernel';
 import { idKey, showId, showInstance, type Description, type Field, type InstanceId } from './model';
 import { descSchema, writeKey, writeSchemaBody } from './schema';
@@ -75,8 +76,7 @@ export function encodeStream(regs: Iterable<Registration>, mem: MemorySaver, ini
   const enc = new RecordEncoder(w, mem);
   for (const r of list) enc.section(r.desc, r.instance, r.obj);
   const mark = beginRecord(w, KStateRecordType.END);
-  w.u32(byId.size);
-  w.u32(list.length);
+  w.struct(KStateEndStruct, { nr_schemas: byId.size, nr_sections: list.length });
   endRecord(w, mark);
   if (w.pos > KSTATE_LIMITS.maxStreamBytes) throw new KernelError(Errno.E2BIG, `kstate: the stream needs ${w.pos} bytes (at most ${KSTATE_LIMITS.maxStreamBytes})`);
   return { bytes: w.finish(), schemas: byId.size, sections: list.length };
@@ -252,30 +252,28 @@ export class RecordEncoder {
 
   private folio(f: Field, v: unknown, path: string): void {
     const w = this.w;
-    if (v === null || v === undefined) return w.zeros(16);
+    if (v === null || v === undefined) return w.zeros(KStateFolioStruct.size);
     const folio = v as { pfn?: unknown; order?: unknown; phys?: unknown };
     if (typeof folio !== 'object' || typeof folio.pfn !== 'number' || typeof folio.order !== 'number' || typeof folio.phys !== 'number') {
       this.fail(path + f.name, `is ${describeJs(v)} (wanted a Folio or null)`);
     }
     const ff = folio as { pfn: number; order: number; phys: number };
     this.mem.folio(ff, `${this.where}: field '${path}${f.name}'`);
-    w.u64(ff.phys);
-    w.u32(ff.order);
-    w.u32(KSTATE_PRESENT);
+    w.struct(KStateFolioStruct, { phys: ff.phys, order: ff.order, flags: KSTATE_PRESENT });
   }
 
   private vmalloc(f: Field, v: unknown, path: string): void {
     const w = this.w;
-    if (v === null || v === undefined || v === 0) return w.zeros(KSTATE_VMALLOC_SIZE);
+    if (v === null || v === undefined || v === 0) return w.zeros(KHO_VMALLOC_SIZE);
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) this.fail(path + f.name, `is ${describeJs(v)} (wanted a vmalloc address, 0 or null)`);
     const desc = this.mem.vmalloc(v, `${this.where}: field '${path}${f.name}'`);
-    if (desc.length !== KSTATE_VMALLOC_SIZE) throw new KernelBug(`kstate: preserveVmalloc returned ${desc.length} bytes`);
+    if (desc.length !== KHO_VMALLOC_SIZE) throw new KernelBug(`kstate: preserveVmalloc returned ${desc.length} bytes`);
     w.bytes(desc);
   }
 
   private physRange(f: Field, v: unknown, path: string): void {
     const w = this.w;
-    if (v === null || v === undefined) return w.zeros(16);
+    if (v === null || v === undefined) return w.zeros(KStatePhysRangeStruct.size);
     const r = v as { start?: unknown; size?: unknown };
     const { start, size } = r;
     if (
@@ -296,11 +294,10 @@ export class RecordEncoder {
     const n = size as number;
     if (n === 0) {
       if (s !== 0) this.fail(path + f.name, `is an empty range at ${s} (an empty range is written as none: use null or start 0)`);
-      return w.zeros(16);
+      return w.zeros(KStatePhysRangeStruct.size);
     }
     this.mem.physRange(s, n, `${this.where}: field '${path}${f.name}'`);
-    w.u64(s);
-    w.u64(n);
+    w.struct(KStatePhysRangeStruct, { start: s, size: n });
   }
 
   private bad(f: Field, path: string, v: unknown): never {

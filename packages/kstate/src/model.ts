@@ -1,5 +1,6 @@
 import { Errno, KernelError, hex } from '@kho/kernel';
-import { KSTATE_FOLIO_SIZE, KSTATE_LIMITS, KSTATE_PHYS_RANGE_SIZE, KSTATE_VMALLOC_SIZE } from './abi';
+import { KHO_VMALLOC_SIZE } from '@kho/vmalloc/abi';
+import { KSTATE_FOLIO_SIZE, KSTATE_LIMITS, KSTATE_PHYS_RANGE_SIZE } from './abi';
 import { crc32c } from '@kho/kernel';
 import { utf8Bytes, type FieldReader, type FieldWriter } from './wire';
 
@@ -186,7 +187,7 @@ export function array<N extends string, O extends object = object>(name: N, elem
 export const folio = <N extends string>(name: N, opts: VersionOptions = {}): Field<N> => field(name, 'folio', KSTATE_FOLIO_SIZE, opts);
 
 /** A vmalloc buffer (its address, or 0/null): preserved with preserveVmalloc, saved as its 16-byte kho_vmalloc descriptor. */
-export const vmallocBuf = <N extends string>(name: N, opts: VersionOptions = {}): Field<N> => field(name, 'vmalloc', KSTATE_VMALLOC_SIZE, opts);
+export const vmallocBuf = <N extends string>(name: N, opts: VersionOptions = {}): Field<N> => field(name, 'vmalloc', KHO_VMALLOC_SIZE, opts);
 
 /** A physical range `{ start, size }` (page-aligned, or null): its pages are preserved and restored with the KHO page split. */
 export const physRange = <N extends string>(name: N, opts: VersionOptions = {}): Field<N> => field(name, 'physRange', KSTATE_PHYS_RANGE_SIZE, opts);

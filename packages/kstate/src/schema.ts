@@ -5,11 +5,11 @@ import {
   KSTATE_FOLIO_SIZE,
   KSTATE_LIMITS,
   KSTATE_PHYS_RANGE_SIZE,
-  KSTATE_VMALLOC_SIZE,
   KStateKeyTag,
   KStateKind,
 } from './abi';
 import { crc32c } from '@kho/kernel';
+import { KHO_VMALLOC_SIZE } from '@kho/vmalloc/abi';
 import { SCALAR_SIZE, idKey, isScalarKind, showId, type DescId, type Description, type FieldKind, type InstanceId, type ScalarKind } from './model';
 import { utf8Bytes, type ByteReader, type ByteWriter } from './wire';
 
@@ -194,7 +194,7 @@ function expectedSize(f: FieldSchema): number | string {
     case 'folio':
       return KSTATE_FOLIO_SIZE;
     case 'vmalloc':
-      return KSTATE_VMALLOC_SIZE;
+      return KHO_VMALLOC_SIZE;
     case 'physRange':
       return KSTATE_PHYS_RANGE_SIZE;
     default:

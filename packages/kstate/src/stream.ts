@@ -8,9 +8,11 @@ import {
   KSTATE_RECORD_HEADER_SIZE,
   KSTATE_SEGMENT_CRC_SPAN,
   KSTATE_SEGMENT_HEADER_SIZE,
+  KStateEndStruct,
   KStateRecordLayout,
   KStateRecordType,
   KStateSegmentLayout,
+  KStateSegmentStruct,
 } from './abi';
 import { crc32c } from '@kho/kernel';
 import { decodeRecord, type DecodedRecord } from './decode';
@@ -72,19 +74,21 @@ interface SegmentHeader {
 
 /** The 48 bytes of a segment header, CRC included. */
 export function encodeSegmentHeader(h: SegmentHeader): Uint8Array {
-  const out = new Uint8Array(KSTATE_SEGMENT_HEADER_SIZE);
-  const v = new DataView(out.buffer);
-  const L = KStateSegmentLayout;
-  v.setUint32(L.magic, KSTATE_MAGIC, true);
-  v.setUint16(L.version, KSTATE_FORMAT_VERSION, true);
-  v.setUint16(L.header_size, KSTATE_SEGMENT_HEADER_SIZE, true);
-  v.setUint32(L.index, h.index, true);
-  v.setUint32(L.nr_segments, h.nrSegments, true);
-  v.setBigUint64(L.next, BigInt(h.next), true);
-  v.setBigUint64(L.total_len, BigInt(h.totalLen), true);
-  v.setUint32(L.payload_len, h.payloadLen, true);
-  v.setUint8(L.order, h.order);
-  v.setUint32(L.header_crc, crc32c(out, 0, KSTATE_SEGMENT_CRC_SPAN), true);
+  const value = {
+    magic: KSTATE_MAGIC,
+    version: KSTATE_FORMAT_VERSION,
+    header_size: KSTATE_SEGMENT_HEADER_SIZE,
+    index: h.index,
+    nr_segments: h.nrSegments,
+    next: h.next,
+    total_len: BigInt(h.totalLen),
+    payload_len: h.payloadLen,
+    order: h.order,
+    header_crc: 0,
+  };
+  const out = KStateSegmentStruct.encode(value);
+  value.header_crc = crc32c(out, 0, KSTATE_SEGMENT_CRC_SPAN);
+  KStateSegmentStruct.encodeInto(out, 0, value);
   return out;
 }
 
@@ -152,7 +156,9 @@ export function readSegments(ram: RamReader, rootPhys: number): { bytes: Uint8Ar
     if (seen.has(p)) refuse(`${what} is reached twice (a cycle)`);
     seen.add(p);
     const h = ram.read(p, KSTATE_SEGMENT_HEADER_SIZE);
-    const v = new DataView(h.buffer);
+    // Magic first, then version, size, checksum and reserved bytes, each with its own message, before the
+    // header is decoded as a whole (which then cannot fail).
+    const v = new DataView(h.buffer, h.byteOffset, h.byteLength);
     const magic = v.getUint32(L.magic, true);
     if (magic !== KSTATE_MAGIC) refuse(`${what}: magic ${hex(magic)} (wanted ${hex(KSTATE_MAGIC)} 'KSTA')`);
     const version = v.getUint16(L.version, true);
@@ -163,11 +169,11 @@ export function readSegments(ram: RamReader, rootPhys: number): { bytes: Uint8Ar
     const want = crc32c(h, 0, KSTATE_SEGMENT_CRC_SPAN);
     if (crc !== want) refuse(`${what}: header checksum ${hex(crc)} (computed ${hex(want)})`);
     for (let b = L.reserved; b < L.header_crc; b++) if (h[b] !== 0) refuse(`${what}: reserved byte ${b} is ${h[b]} (wanted 0)`);
-    const index = v.getUint32(L.index, true);
+    const hd = KStateSegmentStruct.decode(h);
+    const index = hd.index;
     if (index !== i) refuse(`${what}: index ${index} (wanted ${i})`);
-    const nrSegments = v.getUint32(L.nr_segments, true);
-    const totalHi = v.getUint32(L.total_len + 4, true);
-    const totalLen = totalHi * 2 ** 32 + v.getUint32(L.total_len, true);
+    const nrSegments = hd.nr_segments;
+    const totalLen = Number(hd.total_len);
     if (i === 0) {
       if (nrSegments < 1 || nrSegments > KSTATE_LIMITS.maxSegments) refuse(`${what}: ${nrSegments} segments (wanted 1..${KSTATE_LIMITS.maxSegments})`);
       if (totalLen < KSTATE_RECORD_HEADER_SIZE || totalLen > KSTATE_LIMITS.maxStreamBytes || totalLen > nrSegments * segmentCapacity(MAX_PAGE_ORDER)) {
@@ -178,19 +184,18 @@ export function readSegments(ram: RamReader, rootPhys: number): { bytes: Uint8Ar
     } else if (nrSegments !== nr || totalLen !== total) {
       refuse(`${what}: says ${nrSegments} segments and ${totalLen} bytes (the root says ${nr} and ${total})`);
     }
-    const order = v.getUint8(L.order);
+    const order = hd.order;
     if (order > MAX_PAGE_ORDER) refuse(`${what}: order ${order} (wanted 0..${MAX_PAGE_ORDER})`);
     const size = PAGE_SIZE * 2 ** order;
     if (p % size !== 0 || !ram.isRam(p, size)) refuse(`${what}: a block of order ${order} there is not aligned RAM`);
-    const payload = v.getUint32(L.payload_len, true);
+    const payload = hd.payload_len;
     if (payload === 0 || payload > segmentCapacity(order) || got + payload > total) {
       refuse(`${what}: payload ${payload} bytes (wanted 1..${Math.min(segmentCapacity(order), total - got)})`);
     }
     chunks.push(ram.read(p + KSTATE_SEGMENT_HEADER_SIZE, payload));
     segments.push({ phys: p, order, payload });
     got += payload;
-    const nextHi = v.getUint32(L.next + 4, true);
-    const next = nextHi >= 0x200000 ? Infinity : nextHi * 2 ** 32 + v.getUint32(L.next, true);
+    const next = hd.next;
     if (i + 1 === nr) {
       if (next !== 0) refuse(`${what}: the last segment points at ${showPhys(next)}`);
       if (got !== total) refuse(`${what}: segments hold ${got} bytes (the root says ${total})`);
@@ -317,7 +322,9 @@ export function parseStream(bytes: Uint8Array, segments: readonly Segment[] = []
     const at = pos;
     if (bytes.length - pos < KSTATE_RECORD_HEADER_SIZE) refuse(`record at byte ${at}: truncated header (the stream has no END record)`);
     const type = bytes[pos + KStateRecordLayout.type];
-    if (bytes[pos + 1] !== 0 || bytes[pos + 2] !== 0 || bytes[pos + 3] !== 0) refuse(`record at byte ${at}: reserved header bytes are not 0`);
+    if (bytes[pos + KStateRecordLayout.reserved0] !== 0 || view.getUint16(pos + KStateRecordLayout.reserved1, true) !== 0) {
+      refuse(`record at byte ${at}: reserved header bytes are not 0`);
+    }
     const len = view.getUint32(pos + KStateRecordLayout.body_len, true);
     const bodyStart = pos + KSTATE_RECORD_HEADER_SIZE;
     if (len > bytes.length - bodyStart) refuse(`record at byte ${at}: body of ${len} bytes runs past the stream's end (${bytes.length - bodyStart} left)`);
@@ -344,8 +351,7 @@ export function parseStream(bytes: Uint8Array, segments: readonly Segment[] = []
     } else if (type === KStateRecordType.END) {
       schemas ??= validateSchemas(schemaList, 'stream');
       if (len !== KSTATE_END_BODY_SIZE) refuse(`END record at byte ${at}: body of ${len} bytes (wanted ${KSTATE_END_BODY_SIZE})`);
-      const nSchemas = view.getUint32(bodyStart, true);
-      const nSections = view.getUint32(bodyStart + 4, true);
+      const { nr_schemas: nSchemas, nr_sections: nSections } = KStateEndStruct.decode(bytes, bodyStart);
       if (nSchemas !== schemaList.length || nSections !== sections.length) {
         refuse(`END record at byte ${at}: counts ${nSchemas} schemas and ${nSections} sections (the stream holds ${schemaList.length} and ${sections.length})`);
       }

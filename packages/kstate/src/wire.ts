@@ -1,4 +1,5 @@
 import { Errno, KernelError } from '@kho/kernel';
+import type { Fields, Layout, StructValue } from '@kho/struct';
 
 const TWO_32 = 2 ** 32;
 const utf8 = new TextEncoder();
@@ -118,6 +119,13 @@ export class ByteWriter implements FieldWriter {
     this.pos += b.length;
   }
 
+  /** A fixed-size struct, as its layout encodes it. Throws EINVAL (from the layout) for a value that does not fit. */
+  struct<F extends Fields>(layout: Layout<F>, value: StructValue<F>): void {
+    this.ensure(layout.size);
+    layout.encodeInto(this.buf, this.pos, value);
+    this.pos += layout.size;
+  }
+
   /** `n` zero bytes. */
   zeros(n: number): void {
     this.ensure(n);
@@ -229,6 +237,22 @@ export class ByteReader implements FieldReader {
   u8(): number {
     this.need(1);
     return this.bytes_[this.pos++];
+  }
+
+  /**
+   * A fixed-size struct, decoded by its layout. When it does not fit before `end`, fails at the first field that
+   * does not, as reading its fields one by one would.
+   */
+  struct<F extends Fields>(layout: Layout<F>): StructValue<F> {
+    if (layout.size > this.end - this.pos) {
+      for (const f of layout.table) {
+        this.need(f.size);
+        this.pos += f.size;
+      }
+    }
+    const v = layout.decode(this.bytes_, this.pos);
+    this.pos += layout.size;
+    return v;
   }
 
   u16(): number {

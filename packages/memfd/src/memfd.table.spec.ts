@@ -11,9 +11,13 @@ import {
   MEMFD_NAME_FIELD,
   MEMFD_TABLE_MAX_SIZE,
   MemfdFileLayout,
+  MemfdFileStruct,
   MemfdFolioLayout,
+  MemfdFolioStruct,
   MemfdHeaderLayout,
+  MemfdHeaderStruct,
 } from './abi';
+import { checkGolden, hexBytes } from '@kho/struct/testing';
 import { decodeMemfdTable, encodeMemfdTable, memfdTableChecksum, memfdTableSize, sealMemfdTable, type MemfdTableFile } from './memfd.table';
 
 const MiB = 2 ** 20;
@@ -172,5 +176,33 @@ describe('the memfd table, version 1', () => {
     expect(() => encodeMemfdTable([{ name: 'x'.repeat(64), size: 0, folios: [] }])).toThrow(
       `EINVAL: memfd: name '${'x'.repeat(64)}' is 64 bytes (at most 63)`,
     );
+  });
+});
+
+describe('the kho-lab-memfd-v1 layouts, declared once with @kho/struct', () => {
+  it('struct memfd_header: golden bytes (reserved fields zero and refused when not)', () => {
+    const header = { magic: MEMFD_MAGIC, version: 1, nr_files: 2, nr_folios: 3, table_size: 240, crc32: 0xdeadbeef };
+    checkGolden(MemfdHeaderStruct, header, '4d 45 4d 46 | 01 00 | 00 00 | 02 00 00 00 | 03 00 00 00 | f0 00 00 00 | ef be ad de | 00 00 00 00 00 00 00 00');
+    const bad = MemfdHeaderStruct.encode(header);
+    bad[MemfdHeaderLayout.reserved0] = 1;
+    expect(() => MemfdHeaderStruct.decode(bad)).toThrow('EINVAL: memfd_header.reserved0 byte 0 is 0x1 (wanted 0: reserved)');
+  });
+
+  it('struct memfd_file: golden bytes', () => {
+    const golden = new Uint8Array(80);
+    golden.set(hexBytes('e2 82 ac 31'), 0); // '€1', NUL-padded
+    golden.set(hexBytes('00 00 00 40 00 00 00 00 | 05 00 00 00 | 02 00 00 00'), 64);
+    checkGolden(MemfdFileStruct, { name: '€1', size: 2n ** 30n, first_folio: 5, nr_folios: 2 }, golden);
+  });
+
+  it('struct memfd_folio: golden bytes (phys | order in one u64)', () => {
+    checkGolden(MemfdFolioStruct, { offset: 0x20_0000n, phys_order: 0x12_3440_0000n | 9n }, '00 00 20 00 00 00 00 00 | 09 00 40 34 12 00 00 00');
+  });
+
+  it('the table is those structs back to back', () => {
+    const bytes = encodeMemfdTable(SAMPLE);
+    expect(MemfdHeaderStruct.decode(bytes)).toEqual({ magic: MEMFD_MAGIC, version: 1, nr_files: 2, nr_folios: 2, table_size: 224, crc32: 0 });
+    expect(MemfdFileStruct.decode(bytes, FILE1)).toEqual({ name: 'b', size: 0n, first_folio: 2, nr_folios: 0 });
+    expect(MemfdFolioStruct.decode(bytes, FOLIO1)).toEqual({ offset: BigInt(5 * PAGE_SIZE), phys_order: BigInt(9 * MiB) });
   });
 });

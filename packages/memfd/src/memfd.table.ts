@@ -16,8 +16,10 @@ import {
   MEMFD_TABLE_MAX_SIZE,
   MEMFD_VERSION,
   MemfdFileLayout,
+  MemfdFileStruct,
   MemfdFolioLayout,
   MemfdHeaderLayout,
+  MemfdHeaderStruct,
 } from './abi';
 import { crc32 } from './crc32';
 
@@ -65,21 +67,15 @@ export function encodeMemfdTable(files: readonly MemfdTableFile[]): Uint8Array {
   const size = memfdTableSize(files.length, nrFolios);
   const out = new Uint8Array(size);
   const v = new DataView(out.buffer);
-  v.setUint32(MemfdHeaderLayout.magic, MEMFD_MAGIC, true);
-  v.setUint16(MemfdHeaderLayout.version, MEMFD_VERSION, true);
-  v.setUint32(MemfdHeaderLayout.nr_files, files.length, true);
-  v.setUint32(MemfdHeaderLayout.nr_folios, nrFolios, true);
-  v.setUint32(MemfdHeaderLayout.table_size, size, true);
+  MemfdHeaderStruct.encodeInto(out, 0, { magic: MEMFD_MAGIC, version: MEMFD_VERSION, nr_files: files.length, nr_folios: nrFolios, table_size: size, crc32: 0 });
   const foliosAt = MEMFD_HEADER_SIZE + files.length * MEMFD_FILE_SIZE;
   let next = 0;
   files.forEach((f, i) => {
     const at = MEMFD_HEADER_SIZE + i * MEMFD_FILE_SIZE;
     const name = utf8.encode(f.name);
     if (name.length > MEMFD_NAME_MAX) throw new KernelError(Errno.EINVAL, `memfd: name '${f.name}' is ${name.length} bytes (at most ${MEMFD_NAME_MAX})`);
-    out.set(name, at + MemfdFileLayout.name);
-    v.setBigUint64(at + MemfdFileLayout.size, BigInt(f.size), true);
-    v.setUint32(at + MemfdFileLayout.first_folio, next, true);
-    v.setUint32(at + MemfdFileLayout.nr_folios, f.folios.length, true);
+    MemfdFileStruct.encodeInto(out, at, { name: f.name, size: BigInt(f.size), first_folio: next, nr_folios: f.folios.length });
+    // One entry per folio (up to MEMFD_MAX_FOLIOS): written in place at MemfdFolioStruct's offsets.
     for (const folio of f.folios) {
       const fa = foliosAt + next * MEMFD_FOLIO_SIZE;
       v.setBigUint64(fa + MemfdFolioLayout.offset, BigInt(folio.offset), true);
@@ -117,6 +113,8 @@ function invalid(message: string): KernelError {
  */
 export function decodeMemfdTable(block: Uint8Array): MemfdTableFile[] {
   if (block.length < MEMFD_HEADER_SIZE) throw invalid(`table block is ${block.length} bytes (wanted at least ${MEMFD_HEADER_SIZE})`);
+  // Magic, then version, then the reserved fields are checked in that order, each with its own message, before
+  // the header is decoded as a whole (which then cannot fail).
   const v = new DataView(block.buffer, block.byteOffset, block.length);
   const magic = v.getUint32(MemfdHeaderLayout.magic, true);
   if (magic !== MEMFD_MAGIC) throw invalid(`table magic ${hex(magic)} (wanted ${hex(MEMFD_MAGIC)})`);
@@ -127,15 +125,12 @@ export function decodeMemfdTable(block: Uint8Array): MemfdTableFile[] {
   const reserved0 = v.getUint16(MemfdHeaderLayout.reserved0, true);
   const reserved1 = v.getBigUint64(MemfdHeaderLayout.reserved1, true);
   if (reserved0 !== 0 || reserved1 !== 0n) throw invalid(`reserved header fields are ${hex(reserved0)}, ${hex(reserved1)} (wanted 0)`);
-  const nrFiles = v.getUint32(MemfdHeaderLayout.nr_files, true);
-  const nrFolios = v.getUint32(MemfdHeaderLayout.nr_folios, true);
+  const { nr_files: nrFiles, nr_folios: nrFolios, table_size: size, crc32: stored } = MemfdHeaderStruct.decode(block);
   if (nrFiles > MEMFD_MAX_FILES) throw invalid(`table has ${nrFiles} files (at most ${MEMFD_MAX_FILES})`);
   if (nrFolios > MEMFD_MAX_FOLIOS) throw invalid(`table has ${nrFolios} folios (at most ${MEMFD_MAX_FOLIOS})`);
-  const size = v.getUint32(MemfdHeaderLayout.table_size, true);
   const want = MEMFD_HEADER_SIZE + nrFiles * MEMFD_FILE_SIZE + nrFolios * MEMFD_FOLIO_SIZE;
   if (size !== want) throw invalid(`table_size ${size} (wanted ${want} for ${nrFiles} files and ${nrFolios} folios)`);
   if (size > block.length) throw invalid(`table_size ${size} runs past its block of ${block.length} bytes`);
-  const stored = v.getUint32(MemfdHeaderLayout.crc32, true);
   const actual = crc32(block, MEMFD_HEADER_SIZE, size);
   if (stored !== actual) throw invalid(`table crc32 is ${hex(stored)} but its bytes give ${hex(actual)} (not sealed at serialize, or damaged)`);
 
@@ -146,14 +141,13 @@ export function decodeMemfdTable(block: Uint8Array): MemfdTableFile[] {
   let next = 0;
   for (let i = 0; i < nrFiles; i++) {
     const at = MEMFD_HEADER_SIZE + i * MEMFD_FILE_SIZE;
+    // The name's own checks (and messages) come first; then the entry decodes without failing.
     const name = decodeName(block.subarray(at + MemfdFileLayout.name, at + MemfdFileLayout.name + MEMFD_NAME_FIELD), i);
     if (names.has(name)) throw invalid(`file ${i}: name '${name}' appears twice`);
     names.add(name);
-    const sizeBig = v.getBigUint64(at + MemfdFileLayout.size, true);
+    const { size: sizeBig, first_folio: first, nr_folios: count } = MemfdFileStruct.decode(block, at);
     if (sizeBig > BigInt(MEMFD_MAX_FILE_SIZE)) throw invalid(`file '${name}': size ${sizeBig} (at most ${MEMFD_MAX_FILE_SIZE})`);
     const fileSize = Number(sizeBig);
-    const first = v.getUint32(at + MemfdFileLayout.first_folio, true);
-    const count = v.getUint32(at + MemfdFileLayout.nr_folios, true);
     if (first !== next) throw invalid(`file '${name}': first_folio ${first} (wanted ${next}: the folio runs tile the array in order)`);
     if (first + count > nrFolios) throw invalid(`file '${name}': folios ${first}..${first + count - 1} run past the ${nrFolios} folio entries`);
     const folios: MemfdTableFolio[] = [];
@@ -161,6 +155,7 @@ export function decodeMemfdTable(block: Uint8Array): MemfdTableFile[] {
     for (let j = 0; j < count; j++) {
       const fa = foliosAt + (first + j) * MEMFD_FOLIO_SIZE;
       const what = `file '${name}' folio ${j}`;
+      // One entry per folio: read in place at MemfdFolioStruct's offsets.
       const offsetBig = v.getBigUint64(fa + MemfdFolioLayout.offset, true);
       const physOrder = v.getBigUint64(fa + MemfdFolioLayout.phys_order, true);
       const low = Number(physOrder & 0xfffn);

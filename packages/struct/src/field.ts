@@ -23,6 +23,7 @@ export interface Field<T> {
 export type ValueOf<F> = F extends Field<infer T> ? T : never;
 
 const TWO_32 = 2 ** 32;
+const TWO_64N = 1n << 64n;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const utf8Encoder = new TextEncoder();
 
@@ -92,7 +93,7 @@ export function u64big(): Field<bigint> {
     size: 8,
     hidden: false,
     write(view, at, value, path) {
-      if (typeof value !== 'bigint' || value < 0n || value >= 1n << 64n) throw misfit(path, value, 'a bigint in 0..2^64-1');
+      if (typeof value !== 'bigint' || value < 0n || value >= TWO_64N) throw misfit(path, value, 'a bigint in 0..2^64-1');
       view.setBigUint64(at, value, true);
     },
     read(view, at) {

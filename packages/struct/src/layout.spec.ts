@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { Errno, KernelBug, KernelError } from '@kho/kernel';
 import { array, be32, be64, bits64, bytes, char, pad, reserved, u16, u32, u64, u64big, u8 } from './field';
 import { nested, struct } from './layout';
-import { layoutTable } from './table';
+import { layoutTable, offsetTable } from './table';
 import { checkGolden, hexBytes, toHex } from './testing';
 
 const Desc = struct('kho_vmalloc', { first: u64(), total_pages: u32(), flags: u16(), order: u16() }, 16);
@@ -22,6 +22,11 @@ describe('struct', () => {
 
   it('refuses a declaration whose fields disagree with its declared size (at load time)', () => {
     expect(() => struct('bad', { a: u32() }, 8)).toThrow(new KernelBug('layout bad: its fields take 4 bytes, but it is declared as 8'));
+  });
+
+  it('gives every offset, reserved and padding fields included, as a plain object', () => {
+    expect(offsetTable(Desc)).toEqual({ first: 0, total_pages: 8, flags: 12, order: 14 });
+    expect(offsetTable(Named)).toEqual({ name: 0, rsv: 8, pad: 12, token: 16 });
   });
 
   it('refuses an offset lookup of a field it does not have', () => {

@@ -20,6 +20,15 @@ export interface FieldInfo {
   readonly hidden: boolean;
 }
 
+/** A field as encode and decode walk it. */
+interface Slot {
+  readonly key: string;
+  readonly field: Field<unknown>;
+  readonly offset: number;
+  readonly path: string;
+  readonly hidden: boolean;
+}
+
 /** Something physical memory can be read from (PhysicalMemory is one). */
 export interface ByteSource {
   read(addr: number, len: number): Uint8Array;
@@ -41,6 +50,8 @@ export class Layout<F extends Fields> {
   /** Every field with its offset, in order (the layout's table). */
   readonly table: readonly FieldInfo[];
   private readonly offsets: Record<string, number>;
+  /** The fields in order with what encode and decode need, prepared once (names for messages included). */
+  private readonly slots: readonly Slot[];
 
   constructor(
     /** The C name of the struct (`kho_vmalloc`); errors and tables use it. */
@@ -62,6 +73,7 @@ export class Layout<F extends Fields> {
     this.size = off;
     this.table = table;
     this.offsets = offsets;
+    this.slots = table.map((info) => ({ key: info.name, field: fields[info.name], offset: info.offset, path: `${name}.${info.name}`, hidden: info.hidden }));
   }
 
   /** Byte offset of `field` in the struct. Throws KernelBug for a name the layout does not have. */
@@ -83,7 +95,11 @@ export class Layout<F extends Fields> {
     this.checkRoom(target.length, offset, 'encode');
     const view = new DataView(target.buffer, target.byteOffset + offset, this.size);
     const v = value as Record<string, unknown>;
-    for (const info of this.table) this.fields[info.name].write(view, info.offset, v[info.name], `${this.name}.${info.name}`);
+    const slots = this.slots;
+    for (let i = 0; i < slots.length; i++) {
+      const s = slots[i];
+      s.field.write(view, s.offset, v[s.key], s.path);
+    }
   }
 
   /**
@@ -94,9 +110,11 @@ export class Layout<F extends Fields> {
     this.checkRoom(bytes.length, offset, 'decode');
     const view = new DataView(bytes.buffer, bytes.byteOffset + offset, this.size);
     const out: Record<string, unknown> = {};
-    for (const info of this.table) {
-      const v = this.fields[info.name].read(view, info.offset, `${this.name}.${info.name}`);
-      if (!info.hidden) out[info.name] = v;
+    const slots = this.slots;
+    for (let i = 0; i < slots.length; i++) {
+      const s = slots[i];
+      const v = s.field.read(view, s.offset, s.path);
+      if (!s.hidden) out[s.key] = v;
     }
     return out as StructValue<F>;
   }

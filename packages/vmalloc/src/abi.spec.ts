@@ -1,8 +1,17 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import fc from 'fast-check';
+import { PAGE_SIZE } from '@kho/physmem/abi';
+import { layoutTable } from '@kho/struct';
+import { checkGolden, hexBytes } from '@kho/struct/testing';
 import {
   KHO_VMALLOC_CHUNK_ENTRIES,
   KHO_VMALLOC_CHUNK_SIZE,
   KHO_VMALLOC_SIZE,
+  KhoVmallocChunkLayout,
+  KhoVmallocChunkStruct,
+  KhoVmallocLayout,
+  KhoVmallocStruct,
   decodeKhoVmalloc,
   decodeKhoVmallocChunk,
   encodeKhoVmalloc,
@@ -114,5 +123,35 @@ describe('chunk page (golden bytes)', () => {
       ),
       { numRuns: 50 },
     );
+  });
+});
+
+describe('the declared layouts', () => {
+  it('have the sizes and offsets of upstream (a change here is a new format)', () => {
+    expect([KhoVmallocStruct.size, KHO_VMALLOC_SIZE]).toEqual([16, 16]);
+    expect(KhoVmallocLayout).toEqual({ first: 0, total_pages: 8, flags: 12, order: 14 });
+    expect([KhoVmallocChunkStruct.size, KHO_VMALLOC_CHUNK_SIZE, KHO_VMALLOC_CHUNK_ENTRIES]).toEqual([PAGE_SIZE, 4096, 511]);
+    expect(KhoVmallocChunkLayout).toEqual({ next: 0, phys: 8 });
+  });
+
+  it('struct kho_vmalloc: golden bytes', () => {
+    checkGolden(KhoVmallocStruct, { first: 0x12_3456_7000, total_pages: 1023, flags: 3, order: 9 }, '00 70 56 34 12 00 00 00 | ff 03 00 00 | 03 00 | 09 00');
+  });
+
+  it('struct kho_vmalloc_chunk: golden bytes (next, then 511 entries, the unused ones 0)', () => {
+    const phys = new Array<number>(KHO_VMALLOC_CHUNK_ENTRIES).fill(0);
+    phys[0] = 0x5000;
+    phys[510] = 0x1_0000_7000;
+    const golden = new Uint8Array(PAGE_SIZE);
+    golden.set(hexBytes('00 d0 bc 0a 00 00 00 00 | 00 50 00 00 00 00 00 00'), 0);
+    golden.set(hexBytes('00 70 00 00 01 00 00 00'), 4088);
+    checkGolden(KhoVmallocChunkStruct, { next: 0x0abc_d000, phys }, golden);
+  });
+});
+
+describe('docs/abi/kho.md is the contract: its section 6 tables are the declared layouts', () => {
+  const doc = readFileSync(join(__dirname, '../../../docs/abi/kho.md'), 'utf8');
+  it.each([KhoVmallocStruct, KhoVmallocChunkStruct].map((l) => [l.name, l] as const))('struct %s', (_name, layout) => {
+    expect(doc).toContain(`layout: struct ${layout.name}\n${layoutTable(layout)}\n`);
   });
 });

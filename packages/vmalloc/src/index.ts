@@ -7,6 +7,8 @@ export {
   KHO_VMALLOC_FLAGS_MASK,
   KHO_VMALLOC_CHUNK_SIZE,
   KHO_VMALLOC_CHUNK_ENTRIES,
+  KhoVmallocStruct,
+  KhoVmallocChunkStruct,
   KhoVmallocLayout,
   KhoVmallocChunkLayout,
   encodeKhoVmalloc,

@@ -1,3 +1,9 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { PAGE_SIZE } from '@kho/physmem/abi';
+import { layoutTable } from '@kho/struct';
+import { checkGolden, hexBytes } from '@kho/struct/testing';
 import {
   KA_V0_MAX_STARTPOS,
   KA_V0_NR_ENTRIES,
@@ -5,12 +11,20 @@ import {
   KA_V1_HEADER_SIZE,
   KA_V1_MAX_ENTRIES,
   KA_V1_MAX_POS_INCREMENT,
+  KA_V1_NUM_ENTRIES_BITS,
+  KA_V1_NUM_ENTRIES_SHIFT,
+  KA_V1_POS_INCREMENT_BITS,
+  KA_V1_POS_INCREMENT_SHIFT,
   KHO_ARRAY_DESC_SIZE,
   KHO_ARRAY_MAGIC,
   KHO_ARRAY_PAGE_SIZE,
+  KaBlockHeaderStruct,
   KaPageV0Layout,
+  KaPageV0Struct,
   KaPageV1Layout,
+  KaPageV1Struct,
   KhoArrayLayout,
+  KhoArrayStruct,
   decodeKaBlockHeader,
   decodeKhoArrayDescriptor,
   encodeKaBlockHeader,
@@ -98,5 +112,53 @@ describe('entries', () => {
     [0x1006n, false],
   ])('entry %s is well formed: %s', (entry, ok) => {
     expect(isValidEntry(entry)).toBe(ok);
+  });
+});
+
+describe('the declared layouts (@kho/struct)', () => {
+  it('struct kho_array: golden bytes; its decode refuses a reserved field that is not 0', () => {
+    checkGolden(KhoArrayStruct, { magic: KHO_ARRAY_MAGIC, version: 1, first: 0xfedcba9876543000n }, '52 52 41 4b | 01 00 | 00 00 | 00 30 54 76 98 ba dc fe');
+    expect(encodeKhoArrayDescriptor(1, 0xfedcba9876543000n)).toEqual(hexBytes('52 52 41 4b 01 00 00 00 00 30 54 76 98 ba dc fe'));
+    const bad = hexBytes('52 52 41 4b 01 00 00 01 00 00 00 00 00 00 00 00');
+    expect(() => KhoArrayStruct.decode(bad)).toThrow('EINVAL: kho_array.reserved byte 1 is 0x1 (wanted 0: reserved)');
+  });
+
+  it('struct kho_array_page (version 0): one page, 510 entries after next and startpos', () => {
+    expect([KaPageV0Struct.size, KA_V0_NR_ENTRIES]).toEqual([PAGE_SIZE, (PAGE_SIZE - 16) / 8]);
+    const entries = new Array<bigint>(KA_V0_NR_ENTRIES).fill(0n);
+    entries[0] = 0x1000n;
+    entries[509] = 2n ** 64n - 1n;
+    const golden = new Uint8Array(PAGE_SIZE);
+    golden.set(hexBytes('00 50 34 12 00 00 00 00 | fe 01 00 00 00 00 00 00 | 00 10 00 00 00 00 00 00'));
+    golden.fill(0xff, PAGE_SIZE - 8);
+    checkGolden(KaPageV0Struct, { next: 0x12345000n, startpos: 510n, entries }, golden);
+  });
+
+  it('struct kho_array_page_v1: golden bytes of the 24-byte header', () => {
+    checkGolden(
+      KaPageV1Struct,
+      { next: 0x12345000n, first_pos: 2n ** 63n, nr_blocks: 2, used: 4072 },
+      '00 50 34 12 00 00 00 00 | 00 00 00 00 00 00 00 80 | 02 00 | e8 0f | 00 00 00 00',
+    );
+    expect(KaPageV1Struct.size + KA_V1_BLOCK_SPACE).toBe(PAGE_SIZE);
+  });
+
+  it('struct kho_array_block_header: the bit fields the cursor reads, as encodeKaBlockHeader writes them', () => {
+    checkGolden(KaBlockHeaderStruct, { header: { flags: 0, num_entries: 3, pos_increment: 93 } }, '06 40 17 00 00 00 00 00');
+    expect([KA_V1_NUM_ENTRIES_SHIFT, KA_V1_POS_INCREMENT_SHIFT, KA_V1_NUM_ENTRIES_BITS, KA_V1_POS_INCREMENT_BITS]).toEqual([1, 14, 13, 50]);
+    fc.assert(
+      fc.property(fc.boolean(), fc.nat({ max: KA_V1_MAX_ENTRIES }), fc.nat({ max: KA_V1_MAX_POS_INCREMENT }), (absolute, numEntries, posIncrement) => {
+        const word = encodeKaBlockHeader({ absolute, numEntries, posIncrement });
+        const bytes = new Uint8Array(new BigUint64Array([word]).buffer);
+        expect(bytes).toEqual(KaBlockHeaderStruct.encode({ header: { flags: absolute ? 1 : 0, num_entries: numEntries, pos_increment: posIncrement } }));
+      }),
+    );
+  });
+});
+
+describe('docs/abi/kho.md is the contract: its section 9 tables are the declared layouts', () => {
+  const doc = readFileSync(join(__dirname, '../../../../docs/abi/kho.md'), 'utf8');
+  it.each([KhoArrayStruct, KaPageV0Struct, KaPageV1Struct, KaBlockHeaderStruct].map((l) => [l.name, l] as const))('struct %s', (_name, layout) => {
+    expect(doc).toContain(`layout: struct ${layout.name}\n${layoutTable(layout)}\n`);
   });
 });

@@ -1,3 +1,8 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { PAGE_SIZE } from '@kho/physmem/abi';
+import { layoutTable } from '@kho/struct';
+import { checkGolden, hexBytes } from '@kho/struct/testing';
 import {
   KHOSER_BITMAP_PTRS_PER_PAGE,
   KHOSER_BITMAP_SIZE,
@@ -8,8 +13,12 @@ import {
   KHO_V1_KARR_ARRAY_VERSION,
   KHO_V1_KARR_COMPATIBLE,
   KhoserChunkEntryLayout,
+  KhoserChunkEntryStruct,
   KhoserMemBitmapPtrLayout,
+  KhoserMemBitmapPtrStruct,
   KhoserMemChunkHdrLayout,
+  KhoserMemChunkHdrStruct,
+  KhoserMemChunkStruct,
   PRESERVE_BITS,
   bitmapCoverageLog2,
   bitmapPhysStart,
@@ -79,5 +88,44 @@ describe('the kho-v1 bitmap contracts', () => {
       reserved: 1,
       bitmap: 0n,
     });
+  });
+});
+
+describe('the declared layouts (@kho/struct)', () => {
+  it('struct khoser_mem_chunk_hdr and khoser_mem_bitmap_ptr: golden bytes', () => {
+    checkGolden(KhoserMemChunkHdrStruct, { next: 0x12345000n, order: 9, num_elms: 255 }, '00 50 34 12 00 00 00 00 | 09 00 00 00 | ff 00 00 00');
+    checkGolden(KhoserChunkEntryStruct, { phys_start: 2n ** 40n, bitmap: 0x3c00000n }, '00 00 00 00 00 01 00 00 | 00 00 c0 03 00 00 00 00');
+  });
+
+  it('struct khoser_mem_chunk: a header and (PAGE_SIZE - 16) / 16 entries fill one page', () => {
+    expect([KhoserMemChunkStruct.size, KHOSER_BITMAP_SIZE]).toEqual([PAGE_SIZE, (PAGE_SIZE - 16) / 16]);
+    const bitmaps = Array.from({ length: KHOSER_BITMAP_SIZE }, () => ({ phys_start: 0n, bitmap: 0n }));
+    bitmaps[254] = { phys_start: 0x8000000n, bitmap: 0x5000n };
+    const golden = new Uint8Array(PAGE_SIZE);
+    golden.set(hexBytes('00 00 00 00 00 00 00 00 | 00 00 00 00 | 01 00 00 00'));
+    golden.set(hexBytes('00 00 00 08 00 00 00 00 | 00 50 00 00 00 00 00 00'), PAGE_SIZE - 16);
+    checkGolden(KhoserMemChunkStruct, { hdr: { next: 0n, order: 0, num_elms: 1 }, bitmaps }, golden);
+  });
+
+  it('struct khoser_mem_bitmap_ptr_karr: golden bytes; its decode refuses a reserved field that is not 0', () => {
+    checkGolden(
+      KhoserMemBitmapPtrStruct,
+      { phys_start: 0x4000000000n, order: 9, bitmap: 0x1234000n },
+      '00 00 00 00 40 00 00 00 | 09 00 00 00 | 00 00 00 00 | 00 40 23 01 00 00 00 00',
+    );
+    const bad = encodeKhoserMemBitmapPtr({ physStart: 0n, order: 0, reserved: 1, bitmap: 0n });
+    expect(() => KhoserMemBitmapPtrStruct.decode(bad)).toThrow('EINVAL: khoser_mem_bitmap_ptr_karr.reserved byte 0 is 0x1 (wanted 0: reserved)');
+  });
+
+  it('PRESERVE_BITS is PAGE_SIZE * 8, as upstream', () => {
+    expect(PRESERVE_BITS).toBe(PAGE_SIZE * 8);
+  });
+});
+
+describe('docs/abi/kho.md is the contract: its section 7 tables are the declared layouts', () => {
+  const doc = readFileSync(join(__dirname, '../../../../docs/abi/kho.md'), 'utf8');
+  const layouts = [KhoserMemChunkHdrStruct, KhoserChunkEntryStruct, KhoserMemChunkStruct, KhoserMemBitmapPtrStruct];
+  it.each(layouts.map((l) => [l.name, l] as const))('struct %s', (_name, layout) => {
+    expect(doc).toContain(`layout: struct ${layout.name}\n${layoutTable(layout)}\n`);
   });
 });

@@ -5,7 +5,9 @@
  * list, with Linux 6.16's kho-v1): change nothing here without a new root compatible string. This file imports
  * nothing from the implementation.
  *
- * Conventions: little-endian; a physical pointer is a u64 phys, 0 = none; pages are 4096 bytes, order 0.
+ * Conventions: little-endian; a physical pointer is a u64 phys, 0 = none; pages are PAGE_SIZE (4096) bytes,
+ * order 0. The layouts are declared once with `@kho/struct` (the `*Struct` constants); the `*Layout` objects are
+ * their field offsets, for the code that reads them in place.
  *
  * - A bitmap is one page of PRESERVE_BITS (32768) bits. Bitmap `i` of order `o` covers the blocks of 2^o pages
  *   from `phys_start = (i * 32768) << (12 + o)`: bit `b` set means the block at `phys_start + (b << (12 + o))`
@@ -13,6 +15,9 @@
  * - Neither the bitmaps nor their serialised form is preserved: the next kernel reads them while it allocates
  *   from scratch memory only, and afterwards they are ordinary free memory.
  */
+
+import { MAX_PAGE_ORDER, PAGE_SHIFT, PAGE_SIZE } from '@kho/physmem/abi';
+import { array, nested, reserved, struct, u32, u64big } from '@kho/struct';
 
 /** Root compatible when `preserved-memory-map` points at a chunk list (upstream kho-v1). */
 export const KHO_V1_COMPATIBLE = 'kho-v1';
@@ -23,17 +28,17 @@ export const KHO_V1_COMPATIBLE = 'kho-v1';
  */
 export const KHO_V1_KARR_COMPATIBLE = 'kho-v1-karr';
 
-/** Bits in one bitmap page (upstream `PRESERVE_BITS`, 512 * 64). */
-export const PRESERVE_BITS = 32768;
-export const PRESERVE_BITS_LOG2 = 15;
-/** Bytes in a page (spec conventions; repeated here so the contract stands alone). */
-export const KHO_V1_PAGE_SIZE = 4096;
-/** Largest order a recorded block may have (spec conventions: MAX_PAGE_ORDER). */
-export const KHO_V1_MAX_ORDER = 10;
+/** Bits in one bitmap page (upstream `PRESERVE_BITS`, PAGE_SIZE * 8). */
+export const PRESERVE_BITS = PAGE_SIZE * 8;
+export const PRESERVE_BITS_LOG2 = PAGE_SHIFT + 3;
+/** Bytes in a page. */
+export const KHO_V1_PAGE_SIZE = PAGE_SIZE;
+/** Largest order a recorded block may have (MAX_PAGE_ORDER). */
+export const KHO_V1_MAX_ORDER = MAX_PAGE_ORDER;
 
-/** log2 of the bytes a bitmap of `order` covers: 15 + 12 + order. `phys_start` is a multiple of 2^this. */
+/** log2 of the bytes a bitmap of `order` covers: 15 + PAGE_SHIFT + order. `phys_start` is a multiple of 2^this. */
 export function bitmapCoverageLog2(order: number): number {
-  return PRESERVE_BITS_LOG2 + 12 + order;
+  return PRESERVE_BITS_LOG2 + PAGE_SHIFT + order;
 }
 
 /** `phys_start` of bitmap `index` of `order`: `(index * 32768) << (12 + order)`, exact (a bigint). */
@@ -43,29 +48,45 @@ export function bitmapPhysStart(order: number, index: number | bigint): bigint {
 
 // ------------------------------------------------------------------------------------------------ chunk list
 
-/**
- * Chunk header (upstream `struct khoser_mem_chunk_hdr`, 16 bytes):
- *
- * | off | size | field |
- * |---|---|---|
- * | 0 | 8 | next: phys of the next chunk, 0 = last |
- * | 8 | 4 | order: the order of every bitmap of this chunk, 0..10 |
- * | 12 | 4 | num_elms: entries used, 0..KHOSER_BITMAP_SIZE |
- */
-export const KhoserMemChunkHdrLayout = { next: 0, order: 8, numElms: 12 } as const;
-export const KHOSER_MEM_CHUNK_HDR_SIZE = 16;
+/** Chunk header (upstream `struct khoser_mem_chunk_hdr`, 16 bytes). */
+export const KhoserMemChunkHdrStruct = struct(
+  'khoser_mem_chunk_hdr',
+  {
+    /** Phys of the next chunk, 0 = last. */
+    next: u64big(),
+    /** The order of every bitmap of this chunk, 0..10. */
+    order: u32(),
+    /** Entries used, 0..KHOSER_BITMAP_SIZE. */
+    num_elms: u32(),
+  },
+  16,
+);
+/** Field offsets of a chunk header (from {@link KhoserMemChunkHdrStruct}). */
+export const KhoserMemChunkHdrLayout = {
+  next: KhoserMemChunkHdrStruct.offsetOf('next'),
+  order: KhoserMemChunkHdrStruct.offsetOf('order'),
+  numElms: KhoserMemChunkHdrStruct.offsetOf('num_elms'),
+} as const;
+export const KHOSER_MEM_CHUNK_HDR_SIZE = KhoserMemChunkHdrStruct.size;
 
-/**
- * Chunk entry (upstream `struct khoser_mem_bitmap_ptr`, 16 bytes):
- *
- * | off | size | field |
- * |---|---|---|
- * | 0 | 8 | phys_start: first byte the bitmap covers, a multiple of 128 MiB << order |
- * | 8 | 8 | bitmap: phys of the bitmap page |
- */
-export const KhoserChunkEntryLayout = { physStart: 0, bitmap: 8 } as const;
-export const KHOSER_CHUNK_ENTRY_SIZE = 16;
-/** Entries in a one-page chunk, after its header: (4096 - 16) / 16 = 255 (upstream `KHOSER_BITMAP_SIZE`). */
+/** Chunk entry (upstream `struct khoser_mem_bitmap_ptr`, 16 bytes). */
+export const KhoserChunkEntryStruct = struct(
+  'khoser_mem_bitmap_ptr',
+  {
+    /** First byte the bitmap covers, a multiple of 128 MiB << order. */
+    phys_start: u64big(),
+    /** Phys of the bitmap page. */
+    bitmap: u64big(),
+  },
+  16,
+);
+/** Field offsets of a chunk entry (from {@link KhoserChunkEntryStruct}). */
+export const KhoserChunkEntryLayout = {
+  physStart: KhoserChunkEntryStruct.offsetOf('phys_start'),
+  bitmap: KhoserChunkEntryStruct.offsetOf('bitmap'),
+} as const;
+export const KHOSER_CHUNK_ENTRY_SIZE = KhoserChunkEntryStruct.size;
+/** Entries in a one-page chunk, after its header (upstream `KHOSER_BITMAP_SIZE`): (PAGE_SIZE - 16) / 16 = 255. */
 export const KHOSER_BITMAP_SIZE = (KHO_V1_PAGE_SIZE - KHOSER_MEM_CHUNK_HDR_SIZE) / KHOSER_CHUNK_ENTRY_SIZE;
 
 /**
@@ -74,30 +95,28 @@ export const KHOSER_BITMAP_SIZE = (KHO_V1_PAGE_SIZE - KHOSER_MEM_CHUNK_HDR_SIZE)
  * every order and every KHOSER_BITMAP_SIZE entries; the project's writer lists orders ascending, and bitmaps
  * by ascending `phys_start` within an order. A map with no bitmap at all is one chunk with `num_elms` 0.
  */
+export const KhoserMemChunkStruct = struct(
+  'khoser_mem_chunk',
+  { hdr: nested(KhoserMemChunkHdrStruct), bitmaps: array(nested(KhoserChunkEntryStruct), KHOSER_BITMAP_SIZE) },
+  KHO_V1_PAGE_SIZE,
+);
+
+/** A chunk header's fields. */
 export interface KhoserMemChunkHdr {
   readonly next: bigint;
   readonly order: number;
   readonly numElms: number;
 }
 
-/** Encodes a chunk header (16 bytes). */
+/** Encodes a chunk header (16 bytes). Throws EINVAL for a field that does not fit. */
 export function encodeKhoserChunkHdr(h: KhoserMemChunkHdr): Uint8Array {
-  const out = new Uint8Array(KHOSER_MEM_CHUNK_HDR_SIZE);
-  const v = new DataView(out.buffer);
-  v.setBigUint64(KhoserMemChunkHdrLayout.next, h.next, true);
-  v.setUint32(KhoserMemChunkHdrLayout.order, h.order, true);
-  v.setUint32(KhoserMemChunkHdrLayout.numElms, h.numElms, true);
-  return out;
+  return KhoserMemChunkHdrStruct.encode({ next: h.next, order: h.order, num_elms: h.numElms });
 }
 
 /** Decodes the chunk header at the start of `bytes` (at least 16) without checking it. */
 export function decodeKhoserChunkHdr(bytes: Uint8Array): KhoserMemChunkHdr {
-  const v = new DataView(bytes.buffer, bytes.byteOffset, KHOSER_MEM_CHUNK_HDR_SIZE);
-  return {
-    next: v.getBigUint64(KhoserMemChunkHdrLayout.next, true),
-    order: v.getUint32(KhoserMemChunkHdrLayout.order, true),
-    numElms: v.getUint32(KhoserMemChunkHdrLayout.numElms, true),
-  };
+  const h = KhoserMemChunkHdrStruct.decode(bytes);
+  return { next: h.next, order: h.order, numElms: h.num_elms };
 }
 
 /** A chunk entry's fields. */
@@ -106,33 +125,23 @@ export interface KhoserChunkEntry {
   readonly bitmap: bigint;
 }
 
-/** Encodes a chunk entry (16 bytes). */
+/** Encodes a chunk entry (16 bytes). Throws EINVAL for a field that does not fit. */
 export function encodeKhoserChunkEntry(e: KhoserChunkEntry): Uint8Array {
-  const out = new Uint8Array(KHOSER_CHUNK_ENTRY_SIZE);
-  const v = new DataView(out.buffer);
-  v.setBigUint64(KhoserChunkEntryLayout.physStart, e.physStart, true);
-  v.setBigUint64(KhoserChunkEntryLayout.bitmap, e.bitmap, true);
-  return out;
+  return KhoserChunkEntryStruct.encode({ phys_start: e.physStart, bitmap: e.bitmap });
 }
 
 /** Decodes the chunk entry at the start of `bytes` (at least 16) without checking it. */
 export function decodeKhoserChunkEntry(bytes: Uint8Array): KhoserChunkEntry {
-  const v = new DataView(bytes.buffer, bytes.byteOffset, KHOSER_CHUNK_ENTRY_SIZE);
-  return { physStart: v.getBigUint64(KhoserChunkEntryLayout.physStart, true), bitmap: v.getBigUint64(KhoserChunkEntryLayout.bitmap, true) };
+  const e = KhoserChunkEntryStruct.decode(bytes);
+  return { physStart: e.phys_start, bitmap: e.bitmap };
 }
 
 // ------------------------------------------------------------------------------------------------ KHO-array form
 
 /**
- * Bitmap record of the KHO-array form (the RFC's `struct khoser_mem_bitmap_ptr`, which carries its order,
- * 24 bytes, 8-byte aligned, never crossing a page boundary):
- *
- * | off | size | field |
- * |---|---|---|
- * | 0 | 8 | phys_start: first byte the bitmap covers, a multiple of 128 MiB << order |
- * | 8 | 4 | order: 0..10 |
- * | 12 | 4 | reserved: 0, checked on read |
- * | 16 | 8 | bitmap: phys of the bitmap page |
+ * Bitmap record of the KHO-array form (the RFC's `struct khoser_mem_bitmap_ptr`, which carries its order; named
+ * `khoser_mem_bitmap_ptr_karr` here to tell it from kho-v1's chunk entry): 24 bytes, 8-byte aligned, never
+ * crossing a page boundary.
  *
  * `preserved-memory-map` is the phys of a 16-byte `struct kho_array` descriptor (section 9) at the start of a
  * page; every non-empty entry of that array is a physical pointer to one record. The project's writer uses
@@ -140,9 +149,28 @@ export function decodeKhoserChunkEntry(bytes: Uint8Array): KhoserChunkEntry {
  * version), puts record i at position i, lists orders ascending and `phys_start` ascending within an order, and
  * packs records {@link KHOSER_BITMAP_PTRS_PER_PAGE} to a page.
  */
-export const KhoserMemBitmapPtrLayout = { physStart: 0, order: 8, reserved: 12, bitmap: 16 } as const;
-export const KHOSER_MEM_BITMAP_PTR_SIZE = 24;
-/** Records the project's writer packs into a page: floor(4096 / 24) = 170. */
+export const KhoserMemBitmapPtrStruct = struct(
+  'khoser_mem_bitmap_ptr_karr',
+  {
+    /** First byte the bitmap covers, a multiple of 128 MiB << order. */
+    phys_start: u64big(),
+    /** 0..10. */
+    order: u32(),
+    reserved: reserved(4),
+    /** Phys of the bitmap page. */
+    bitmap: u64big(),
+  },
+  24,
+);
+/** Field offsets of a bitmap record (from {@link KhoserMemBitmapPtrStruct}). */
+export const KhoserMemBitmapPtrLayout = {
+  physStart: KhoserMemBitmapPtrStruct.offsetOf('phys_start'),
+  order: KhoserMemBitmapPtrStruct.offsetOf('order'),
+  reserved: KhoserMemBitmapPtrStruct.offsetOf('reserved'),
+  bitmap: KhoserMemBitmapPtrStruct.offsetOf('bitmap'),
+} as const;
+export const KHOSER_MEM_BITMAP_PTR_SIZE = KhoserMemBitmapPtrStruct.size;
+/** Records the project's writer packs into a page: floor(PAGE_SIZE / 24) = 170. */
 export const KHOSER_BITMAP_PTRS_PER_PAGE = Math.floor(KHO_V1_PAGE_SIZE / KHOSER_MEM_BITMAP_PTR_SIZE);
 /** The KHO array version the project's writer uses for the kho-v1-karr map. */
 export const KHO_V1_KARR_ARRAY_VERSION = 1;
@@ -155,18 +183,20 @@ export interface KhoserMemBitmapPtr {
   readonly bitmap: bigint;
 }
 
-/** Encodes a bitmap record (24 bytes). */
+/**
+ * Encodes a bitmap record (24 bytes). `reserved` is written as given (the project's writer gives 0), so that a
+ * reader's check of it can be exercised. Throws EINVAL for a field that does not fit.
+ */
 export function encodeKhoserMemBitmapPtr(r: KhoserMemBitmapPtr): Uint8Array {
-  const out = new Uint8Array(KHOSER_MEM_BITMAP_PTR_SIZE);
-  const v = new DataView(out.buffer);
-  v.setBigUint64(KhoserMemBitmapPtrLayout.physStart, r.physStart, true);
-  v.setUint32(KhoserMemBitmapPtrLayout.order, r.order, true);
-  v.setUint32(KhoserMemBitmapPtrLayout.reserved, r.reserved, true);
-  v.setBigUint64(KhoserMemBitmapPtrLayout.bitmap, r.bitmap, true);
+  const out = KhoserMemBitmapPtrStruct.encode({ phys_start: r.physStart, order: r.order, bitmap: r.bitmap });
+  new DataView(out.buffer).setUint32(KhoserMemBitmapPtrLayout.reserved, r.reserved, true);
   return out;
 }
 
-/** Decodes the bitmap record at the start of `bytes` (at least 24) without checking it. */
+/**
+ * Decodes the bitmap record at the start of `bytes` (at least 24) without checking it: the reserved field is read
+ * as it is (the reader refuses it after the order, with its own message), at its declared offset.
+ */
 export function decodeKhoserMemBitmapPtr(bytes: Uint8Array): KhoserMemBitmapPtr {
   const v = new DataView(bytes.buffer, bytes.byteOffset, KHOSER_MEM_BITMAP_PTR_SIZE);
   return {

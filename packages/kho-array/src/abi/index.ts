@@ -11,10 +11,14 @@
  *
  * Conventions: little-endian; a physical pointer is a u64 phys, 0 = none; pages are PAGE_SIZE (4096) bytes,
  * page-aligned, order 0. A position is any u64 (0..2^64-1); positions strictly increase along the page chain.
+ * The layouts are declared once with `@kho/struct` (the `*Struct` constants); the `*Layout` objects are their
+ * field offsets, for the code that reads pages in place.
  */
+import { PAGE_SIZE } from '@kho/physmem/abi';
+import { array, bits64, offsetTable, reserved, struct, u16, u32, u64big } from '@kho/struct';
 
-/** Bytes in a page (spec conventions; repeated here so the contract stands alone). */
-export const KHO_ARRAY_PAGE_SIZE = 4096;
+/** Bytes in a page. */
+export const KHO_ARRAY_PAGE_SIZE = PAGE_SIZE;
 
 // ------------------------------------------------------------------------------------------------ descriptor
 
@@ -30,20 +34,25 @@ export const KHO_ARRAY_DEFAULT_VERSION = KHO_ARRAY_VERSION_1;
 export const KHO_ARRAY_VERSIONS: readonly number[] = [KHO_ARRAY_VERSION_0, KHO_ARRAY_VERSION_1];
 
 /**
- * `struct kho_array` (packed, 16 bytes):
- *
- * | off | size | field |
- * |---|---|---|
- * | 0 | 4 | magic: KHO_ARRAY_MAGIC |
- * | 4 | 2 | version: the page layout (0 or 1) |
- * | 6 | 2 | reserved: 0, checked on read |
- * | 8 | 8 | first: phys of the first page, 0 = empty array |
- *
- * The descriptor is the caller's to place (inside its own preserved blob, or an FDT property); the array's pages
- * are the array's.
+ * `struct kho_array` (packed, 16 bytes). The descriptor is the caller's to place (inside its own preserved blob,
+ * or an FDT property); the array's pages are the array's.
  */
-export const KhoArrayLayout = { magic: 0, version: 4, reserved: 6, first: 8 } as const;
-export const KHO_ARRAY_DESC_SIZE = 16;
+export const KhoArrayStruct = struct(
+  'kho_array',
+  {
+    /** KHO_ARRAY_MAGIC. */
+    magic: u32(),
+    /** The page layout (0 or 1). */
+    version: u16(),
+    reserved: reserved(2),
+    /** Phys of the first page, 0 = empty array. */
+    first: u64big(),
+  },
+  16,
+);
+/** Field offsets of `struct kho_array` (from {@link KhoArrayStruct}). */
+export const KhoArrayLayout = offsetTable(KhoArrayStruct);
+export const KHO_ARRAY_DESC_SIZE = KhoArrayStruct.size;
 
 /** The fields of a descriptor, as read (nothing checked). `first` is exact: a bigint. */
 export interface KhoArrayDescriptor {
@@ -53,18 +62,19 @@ export interface KhoArrayDescriptor {
   readonly first: bigint;
 }
 
-/** Encodes `struct kho_array` for `version` and `first` (phys of the first page, 0 = empty). Returns 16 bytes. */
+/**
+ * Encodes `struct kho_array` for `version` and `first` (phys of the first page, 0 = empty). Returns 16 bytes.
+ * Throws EINVAL for a version that is not a u16 or a `first` that is not a u64.
+ */
 export function encodeKhoArrayDescriptor(version: number, first: number | bigint): Uint8Array {
-  const out = new Uint8Array(KHO_ARRAY_DESC_SIZE);
-  const v = new DataView(out.buffer);
-  v.setUint32(KhoArrayLayout.magic, KHO_ARRAY_MAGIC, true);
-  v.setUint16(KhoArrayLayout.version, version, true);
-  v.setUint16(KhoArrayLayout.reserved, 0, true);
-  v.setBigUint64(KhoArrayLayout.first, BigInt(first), true);
-  return out;
+  return KhoArrayStruct.encode({ magic: KHO_ARRAY_MAGIC, version, first: BigInt(first) });
 }
 
-/** Decodes the 16 bytes of `struct kho_array` at the start of `bytes` (which must hold at least 16) without checking them. */
+/**
+ * Decodes the 16 bytes of `struct kho_array` at the start of `bytes` (which must hold at least 16) without checking
+ * them: the reader checks magic and version (EOPNOTSUPP) before the reserved field (EINVAL), so this reads the
+ * fields at their declared offsets, the reserved one included, rather than through `KhoArrayStruct.decode`.
+ */
 export function decodeKhoArrayDescriptor(bytes: Uint8Array): KhoArrayDescriptor {
   const v = new DataView(bytes.buffer, bytes.byteOffset, KHO_ARRAY_DESC_SIZE);
   return {
@@ -105,41 +115,40 @@ export function isValidEntry(entry: bigint): boolean {
 
 // ------------------------------------------------------------------------------------------------ version 0
 
+/** Entries in a version-0 page (the RFC's KA_PAGE_NR_ENTRIES): (PAGE_SIZE - 16) / 8, after `next` and `startpos`. */
+export const KA_V0_NR_ENTRIES = (KHO_ARRAY_PAGE_SIZE - 16) / 8;
 /**
- * Version 0 page (the RFC's `struct kho_array_page`), 4096 bytes:
- *
- * | off | size | field |
- * |---|---|---|
- * | 0 | 8 | next: phys of the next page, 0 = last |
- * | 8 | 8 | startpos: position of entries[0], a multiple of 510 |
- * | 16 | 4080 | entries[510]: entry i has position startpos + i |
- *
- * Pages are chained in strictly increasing `startpos`. Holes between pages cost nothing; holes inside a page cost
- * 8 bytes per position. Every slot of a page has a u64 position: startpos + 509 <= 2^64 - 1.
+ * Version 0 page (the RFC's `struct kho_array_page`), one page. Pages are chained in strictly increasing
+ * `startpos`. Holes between pages cost nothing; holes inside a page cost 8 bytes per position. Every slot of a
+ * page has a u64 position: startpos + 509 <= 2^64 - 1.
  */
-export const KaPageV0Layout = { next: 0, startpos: 8, entries: 16 } as const;
-/** Entries in a version-0 page. */
-export const KA_V0_NR_ENTRIES = 510;
+export const KaPageV0Struct = struct(
+  'kho_array_page',
+  {
+    /** Phys of the next page, 0 = last. */
+    next: u64big(),
+    /** Position of entries[0], a multiple of 510. */
+    startpos: u64big(),
+    /** Entry i has position startpos + i. */
+    entries: array(u64big(), KA_V0_NR_ENTRIES),
+  },
+  KHO_ARRAY_PAGE_SIZE,
+);
+/** Field offsets of a version-0 page (from {@link KaPageV0Struct}). */
+export const KaPageV0Layout = offsetTable(KaPageV0Struct);
 /** The largest `startpos` a version-0 page may have (so that its last slot is still a u64 position). */
-export const KA_V0_MAX_STARTPOS = ((2n ** 64n - 1n - 509n) / 510n) * 510n;
+const V0_SLOTS = BigInt(KA_V0_NR_ENTRIES);
+export const KA_V0_MAX_STARTPOS = ((2n ** 64n - 1n - (V0_SLOTS - 1n)) / V0_SLOTS) * V0_SLOTS;
 
 // ------------------------------------------------------------------------------------------------ version 1
 
 /**
- * Version 1 page (the project's sparse format), 4096 bytes:
+ * Version 1 page (the project's sparse format), 4096 bytes: a 24-byte header ({@link KaPageV1Struct}), then
+ * `used` bytes of blocks, back to back.
  *
- * | off | size | field |
- * |---|---|---|
- * | 0 | 8 | next: phys of the next page, 0 = last |
- * | 8 | 8 | first_pos: position of the first entry of the page's first block |
- * | 16 | 2 | nr_blocks: blocks in the page, at least 1 |
- * | 18 | 2 | used: bytes of blocks after the header, a multiple of 8 in 16..4072 |
- * | 20 | 4 | reserved: 0 |
- * | 24 | used | blocks, back to back |
- *
- * A block is a header u64, `flags:1 (bit 0) | num_entries:13 (bits 1..13) | pos_increment:50 (bits 14..63)`,
- * then, when flags = 1, a u64 holding the block's absolute first position, then `num_entries` (at least 1)
- * entries at consecutive positions. A block's first position is
+ * A block is a header u64 ({@link KaBlockHeaderStruct}: `flags:1 (bit 0) | num_entries:13 (bits 1..13) |
+ * pos_increment:50 (bits 14..63)`), then, when flags = 1, a u64 holding the block's absolute first position,
+ * then `num_entries` (at least 1) entries at consecutive positions. A block's first position is
  * - for the first block of a page: `first_pos` (its flags and pos_increment are 0);
  * - otherwise, with flags = 0: the previous block's last position + pos_increment (at least 1);
  * - otherwise (flags = 1, written when the distance does not fit in 50 bits; pos_increment is then 0): the
@@ -156,18 +165,45 @@ export const KA_V0_MAX_STARTPOS = ((2n ** 64n - 1n - 509n) / 510n) * 510n;
  * block keeps at most one empty slot between two entries, and a larger gap trims it after its last entry and
  * starts a new block.
  */
-export const KaPageV1Layout = { next: 0, firstPos: 8, nrBlocks: 16, used: 18, reserved: 20, blocks: 24 } as const;
+export const KaPageV1Struct = struct(
+  'kho_array_page_v1',
+  {
+    /** Phys of the next page, 0 = last. */
+    next: u64big(),
+    /** Position of the first entry of the page's first block. */
+    first_pos: u64big(),
+    /** Blocks in the page, at least 1. */
+    nr_blocks: u16(),
+    /** Bytes of blocks after the header, a multiple of 8 in 16..KA_V1_BLOCK_SPACE. */
+    used: u16(),
+    reserved: reserved(4),
+  },
+  24,
+);
+/** Field offsets of a version-1 page header, and where its blocks start (from {@link KaPageV1Struct}). */
+export const KaPageV1Layout = {
+  next: KaPageV1Struct.offsetOf('next'),
+  firstPos: KaPageV1Struct.offsetOf('first_pos'),
+  nrBlocks: KaPageV1Struct.offsetOf('nr_blocks'),
+  used: KaPageV1Struct.offsetOf('used'),
+  reserved: KaPageV1Struct.offsetOf('reserved'),
+  blocks: KaPageV1Struct.size,
+} as const;
 /** Bytes of a version-1 page header. */
-export const KA_V1_HEADER_SIZE = 24;
+export const KA_V1_HEADER_SIZE = KaPageV1Struct.size;
 /** Bytes a version-1 page has for blocks. */
 export const KA_V1_BLOCK_SPACE = KHO_ARRAY_PAGE_SIZE - KA_V1_HEADER_SIZE;
-/** Bits and limits of a block header. */
+/** The bit fields of a block header, lowest first. */
+const KA_V1_BLOCK_BITS = { flags: 1, num_entries: 13, pos_increment: 50 } as const;
+/** A version-1 block header: one little-endian u64 of bit fields. */
+export const KaBlockHeaderStruct = struct('kho_array_block_header', { header: bits64(KA_V1_BLOCK_BITS) }, 8);
+/** Bits and limits of a block header (from {@link KaBlockHeaderStruct}'s bit fields). */
 export const KA_V1_FLAG_ABSOLUTE = 1;
-export const KA_V1_NUM_ENTRIES_SHIFT = 1;
-export const KA_V1_NUM_ENTRIES_BITS = 13;
+export const KA_V1_NUM_ENTRIES_SHIFT = KA_V1_BLOCK_BITS.flags;
+export const KA_V1_NUM_ENTRIES_BITS = KA_V1_BLOCK_BITS.num_entries;
 export const KA_V1_MAX_ENTRIES = 2 ** KA_V1_NUM_ENTRIES_BITS - 1;
-export const KA_V1_POS_INCREMENT_SHIFT = 14;
-export const KA_V1_POS_INCREMENT_BITS = 50;
+export const KA_V1_POS_INCREMENT_SHIFT = KA_V1_NUM_ENTRIES_SHIFT + KA_V1_NUM_ENTRIES_BITS;
+export const KA_V1_POS_INCREMENT_BITS = KA_V1_BLOCK_BITS.pos_increment;
 /** The largest pos_increment a header holds; a larger distance takes the absolute form. */
 export const KA_V1_MAX_POS_INCREMENT = 2 ** KA_V1_POS_INCREMENT_BITS - 1;
 

@@ -9,26 +9,10 @@
  *
  * - Subtree `kho-slab` of the root FDT; its `preserved-data` is the phys of a one-page FDT (itself preserved):
  *   `/ { compatible = "kho-slab-v1"; slab-table = <u64 LE phys of the first table page>; }`.
- * - Table page (one preserved page of order 0), little-endian:
- *
- *   | off | size | field |
- *   |---|---|---|
- *   | 0 | 4 | magic = 0x4b534c42 ('KSLB') |
- *   | 4 | 2 | version = 1 |
- *   | 6 | 2 | nr_entries: 1..51 (a page is never empty: an emptied page leaves the chain) |
- *   | 8 | 8 | next: phys of the next table page, 0 for the last |
- *   | 16 + 80 i | 80 | entry i, for i < nr_entries; every byte after the last entry is zero |
- *
- * - Entry (80 bytes):
- *
- *   | off | size | field |
- *   |---|---|---|
- *   | 0 | 8 | phys: the slab's block (or the large kmalloc's), aligned to PAGE_SIZE << order |
- *   | 8 | 4 | object_size: a kmalloc cache's object size (8 .. 8192); 0 for a large kmalloc |
- *   | 12 | 1 | order: 0..10, the block's order (the slab's own, which may differ from the next kernel's cache) |
- *   | 13 | 1 | kind: 1 = slab, 2 = large kmalloc (the whole block is one object) |
- *   | 14 | 2 | nr_preserved: number of bits set in the bitmap (at least 1) |
- *   | 16 | 64 | bitmap: 512 bits as 8 u64 LE words; bit i set = object i (at phys + i * object_size) is preserved. A slab holds floor((PAGE_SIZE << order) / object_size) objects; no bit at or above that count may be set. A large kmalloc has exactly bit 0. |
+ * - Table page (one preserved page of order 0), little-endian: a 16-byte header ({@link KhoSlabHeaderStruct}),
+ *   then `nr_entries` entries of 80 bytes ({@link KhoSlabEntryStruct}); every byte after the last entry is zero.
+ *   A page is never empty: an emptied page leaves the chain. The fields are declared, with what each holds, in
+ *   those two structs.
  *
  * Limits: at most {@link KHO_SLAB_MAX_OBJECTS} objects per slab (kmalloc-8 on one page), {@link KHO_SLAB_ENTRIES_PER_PAGE}
  * entries per page, {@link KHO_SLAB_MAX_TABLE_PAGES} table pages, so {@link KHO_SLAB_MAX_SLABS} preserved slabs.
@@ -39,6 +23,9 @@
  * nr_preserved, or (checked by the implementation) a block that is not a preserved block of that order, an
  * object size that is not one of its kmalloc caches, overlapping blocks, and a chain that loops or is too long.
  */
+
+import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem/abi';
+import { bytes, offsetTable, struct, u16, u32, u64big, u8 } from '@kho/struct';
 
 /** Name of the subtree in the root FDT. */
 export const KHO_SLAB_SUBTREE = 'kho-slab';
@@ -51,22 +38,60 @@ export const PROP_SLAB_TABLE = 'slab-table';
 export const KHO_SLAB_TABLE_MAGIC = 0x4b534c42;
 export const KHO_SLAB_TABLE_VERSION = 1;
 
-/** Table page header (16 bytes). */
-export const KHO_SLAB_HEADER_SIZE = 16;
-export const KhoSlabHeaderLayout = { magic: 0, version: 4, nr_entries: 6, next: 8 } as const;
+/** `struct kho_slab_table_header`, the first 16 bytes of a table page. */
+export const KhoSlabHeaderStruct = struct(
+  'kho_slab_table_header',
+  {
+    /** KHO_SLAB_TABLE_MAGIC ('KSLB'). */
+    magic: u32(),
+    /** KHO_SLAB_TABLE_VERSION. */
+    version: u16(),
+    /** 1..KHO_SLAB_ENTRIES_PER_PAGE. */
+    nr_entries: u16(),
+    /** Phys of the next table page, 0 for the last. */
+    next: u64big(),
+  },
+  16,
+);
+export const KHO_SLAB_HEADER_SIZE = KhoSlabHeaderStruct.size;
+/** Field offsets of a table page header (from {@link KhoSlabHeaderStruct}). */
+export const KhoSlabHeaderLayout = offsetTable(KhoSlabHeaderStruct);
 
-/** Table entry (80 bytes). */
-export const KHO_SLAB_ENTRY_SIZE = 80;
-export const KhoSlabEntryLayout = { phys: 0, object_size: 8, order: 12, kind: 13, nr_preserved: 14, bitmap: 16 } as const;
-export const KHO_SLAB_BITMAP_BYTES = 64;
+/** `struct kho_slab_entry`, one preserved slab or large kmalloc (80 bytes). */
+export const KhoSlabEntryStruct = struct(
+  'kho_slab_entry',
+  {
+    /** The slab's block (or the large kmalloc's), aligned to PAGE_SIZE << order. */
+    phys: u64big(),
+    /** A kmalloc cache's object size (8 .. 8192); 0 for a large kmalloc. */
+    object_size: u32(),
+    /** 0..10: the block's order (the slab's own, which may differ from the next kernel's cache). */
+    order: u8(),
+    /** KHO_SLAB_KIND_SLAB or KHO_SLAB_KIND_LARGE (the whole block is one object). */
+    kind: u8(),
+    /** Bits set in the bitmap (at least 1). */
+    nr_preserved: u16(),
+    /**
+     * 512 bits (8 u64 LE words, so bit i is bit i % 8 of byte i / 8): bit i set = object i (at phys + i *
+     * object_size) is preserved. A slab holds floor((PAGE_SIZE << order) / object_size) objects and no bit at or
+     * above that count may be set; a large kmalloc has exactly bit 0.
+     */
+    bitmap: bytes(64),
+  },
+  80,
+);
+export const KHO_SLAB_ENTRY_SIZE = KhoSlabEntryStruct.size;
+/** Field offsets of an entry (from {@link KhoSlabEntryStruct}). */
+export const KhoSlabEntryLayout = offsetTable(KhoSlabEntryStruct);
+export const KHO_SLAB_BITMAP_BYTES = KhoSlabEntryStruct.fields.bitmap.size;
 
 /** Page size of the format (PAGE_SIZE of the machine, spec conventions). */
-export const KHO_SLAB_PAGE_SIZE = 4096;
+export const KHO_SLAB_PAGE_SIZE = PAGE_SIZE;
 /** The largest block order of an entry (MAX_PAGE_ORDER). */
-export const KHO_SLAB_MAX_ORDER = 10;
+export const KHO_SLAB_MAX_ORDER = MAX_PAGE_ORDER;
 /** Bits in an entry's bitmap: the most objects a preserved slab may hold. */
 export const KHO_SLAB_MAX_OBJECTS = KHO_SLAB_BITMAP_BYTES * 8;
-/** Entries in one table page: (4096 - 16) / 80. */
+/** Entries in one table page: (PAGE_SIZE - 16) / 80. */
 export const KHO_SLAB_ENTRIES_PER_PAGE = Math.floor((KHO_SLAB_PAGE_SIZE - KHO_SLAB_HEADER_SIZE) / KHO_SLAB_ENTRY_SIZE);
 /** Table pages a chain may have. */
 export const KHO_SLAB_MAX_TABLE_PAGES = 1024;
@@ -101,26 +126,21 @@ export function slabObjectCount(order: number, objectSize: number): number {
 
 /** Encodes a table page header. */
 export function encodeSlabTableHeader(nrEntries: number, next: number): Uint8Array {
-  const out = new Uint8Array(KHO_SLAB_HEADER_SIZE);
-  const v = new DataView(out.buffer);
-  v.setUint32(KhoSlabHeaderLayout.magic, KHO_SLAB_TABLE_MAGIC, true);
-  v.setUint16(KhoSlabHeaderLayout.version, KHO_SLAB_TABLE_VERSION, true);
-  v.setUint16(KhoSlabHeaderLayout.nr_entries, nrEntries, true);
-  v.setBigUint64(KhoSlabHeaderLayout.next, BigInt(next), true);
-  return out;
+  return KhoSlabHeaderStruct.encode({ magic: KHO_SLAB_TABLE_MAGIC, version: KHO_SLAB_TABLE_VERSION, nr_entries: nrEntries, next: BigInt(next) });
 }
 
 /** Encodes an entry (the caller gives valid values: indices below KHO_SLAB_MAX_OBJECTS, no duplicates). */
 export function encodeSlabTableEntry(e: KhoSlabEntry): Uint8Array {
-  const out = new Uint8Array(KHO_SLAB_ENTRY_SIZE);
-  const v = new DataView(out.buffer);
-  v.setBigUint64(KhoSlabEntryLayout.phys, BigInt(e.phys), true);
-  v.setUint32(KhoSlabEntryLayout.object_size, e.objectSize, true);
-  v.setUint8(KhoSlabEntryLayout.order, e.order);
-  v.setUint8(KhoSlabEntryLayout.kind, e.kind === 'slab' ? KHO_SLAB_KIND_SLAB : KHO_SLAB_KIND_LARGE);
-  v.setUint16(KhoSlabEntryLayout.nr_preserved, e.preserved.length, true);
-  for (const i of e.preserved) out[KhoSlabEntryLayout.bitmap + (i >> 3)] |= 1 << (i & 7);
-  return out;
+  const bitmap = new Uint8Array(KHO_SLAB_BITMAP_BYTES);
+  for (const i of e.preserved) bitmap[i >> 3] |= 1 << (i & 7);
+  return KhoSlabEntryStruct.encode({
+    phys: BigInt(e.phys),
+    object_size: e.objectSize,
+    order: e.order,
+    kind: e.kind === 'slab' ? KHO_SLAB_KIND_SLAB : KHO_SLAB_KIND_LARGE,
+    nr_preserved: e.preserved.length,
+    bitmap,
+  });
 }
 
 /** Encodes a whole table page (header, entries, zeros). */
@@ -137,14 +157,11 @@ export function encodeSlabTablePage(page: KhoSlabTablePage): Uint8Array {
  */
 export function decodeSlabTablePage(bytes: Uint8Array): KhoSlabTablePage | string {
   if (bytes.length !== KHO_SLAB_PAGE_SIZE) return `table page is ${bytes.length} bytes (wanted ${KHO_SLAB_PAGE_SIZE})`;
-  const v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const magic = v.getUint32(KhoSlabHeaderLayout.magic, true);
+  // The header's fields are read as they are and checked in order (magic first) below; decoding cannot fail.
+  const { magic, version, nr_entries: nr, next } = KhoSlabHeaderStruct.decode(bytes);
   if (magic !== KHO_SLAB_TABLE_MAGIC) return `magic 0x${magic.toString(16)} (wanted 0x${KHO_SLAB_TABLE_MAGIC.toString(16)})`;
-  const version = v.getUint16(KhoSlabHeaderLayout.version, true);
   if (version !== KHO_SLAB_TABLE_VERSION) return `version ${version} (wanted ${KHO_SLAB_TABLE_VERSION})`;
-  const nr = v.getUint16(KhoSlabHeaderLayout.nr_entries, true);
   if (nr < 1 || nr > KHO_SLAB_ENTRIES_PER_PAGE) return `nr_entries ${nr} (wanted 1..${KHO_SLAB_ENTRIES_PER_PAGE})`;
-  const next = v.getBigUint64(KhoSlabHeaderLayout.next, true);
   if (next >= 2n ** 53n) return `next 0x${next.toString(16)} is beyond any RAM`;
   const end = KHO_SLAB_HEADER_SIZE + nr * KHO_SLAB_ENTRY_SIZE;
   for (let off = end; off < KHO_SLAB_PAGE_SIZE; off++) {
@@ -152,20 +169,15 @@ export function decodeSlabTablePage(bytes: Uint8Array): KhoSlabTablePage | strin
   }
   const entries: KhoSlabEntry[] = [];
   for (let i = 0; i < nr; i++) {
-    const e = decodeEntry(bytes, v, KHO_SLAB_HEADER_SIZE + i * KHO_SLAB_ENTRY_SIZE);
+    const e = decodeEntry(bytes, KHO_SLAB_HEADER_SIZE + i * KHO_SLAB_ENTRY_SIZE);
     if (typeof e === 'string') return `entry ${i}: ${e}`;
     entries.push(e);
   }
   return { next: Number(next), entries };
 }
 
-function decodeEntry(bytes: Uint8Array, v: DataView, at: number): KhoSlabEntry | string {
-  const L = KhoSlabEntryLayout;
-  const phys64 = v.getBigUint64(at + L.phys, true);
-  const objectSize = v.getUint32(at + L.object_size, true);
-  const order = v.getUint8(at + L.order);
-  const kindCode = v.getUint8(at + L.kind);
-  const nrPreserved = v.getUint16(at + L.nr_preserved, true);
+function decodeEntry(bytes: Uint8Array, at: number): KhoSlabEntry | string {
+  const { phys: phys64, object_size: objectSize, order, kind: kindCode, nr_preserved: nrPreserved, bitmap } = KhoSlabEntryStruct.decode(bytes, at);
   if (kindCode !== KHO_SLAB_KIND_SLAB && kindCode !== KHO_SLAB_KIND_LARGE) {
     return `kind ${kindCode} (wanted ${KHO_SLAB_KIND_SLAB} slab or ${KHO_SLAB_KIND_LARGE} large)`;
   }
@@ -176,7 +188,7 @@ function decodeEntry(bytes: Uint8Array, v: DataView, at: number): KhoSlabEntry |
   if (phys % blockSize !== 0) return `phys 0x${phys.toString(16)} is not aligned to its order ${order}`;
   const preserved: number[] = [];
   for (let b = 0; b < KHO_SLAB_BITMAP_BYTES; b++) {
-    const byte = bytes[at + L.bitmap + b];
+    const byte = bitmap[b];
     for (let k = 0; k < 8; k++) if (byte & (1 << k)) preserved.push(b * 8 + k);
   }
   if (kindCode === KHO_SLAB_KIND_LARGE) {

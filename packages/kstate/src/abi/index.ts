@@ -9,21 +9,8 @@
  * 2^53. Strings are UTF-8 (valid UTF-8 required), prefixed by their byte length as a uleb.
  *
  * 1. Segments. The stream lives in one or more segments; each is a preserved block of 2^order pages
- *    (order 0..10) starting with a 48-byte header (KStateSegmentLayout):
- *
- *    | off | size | field |
- *    |---|---|---|
- *    | 0 | 4 | magic KSTATE_MAGIC ('KSTA') |
- *    | 4 | 2 | version = KSTATE_FORMAT_VERSION |
- *    | 6 | 2 | header_size = 48 |
- *    | 8 | 4 | index: 0 for the root, +1 for each following segment |
- *    | 12 | 4 | nr_segments (the same in every segment) |
- *    | 16 | 8 | next: phys of the next segment, 0 in the last |
- *    | 24 | 8 | total_len: bytes of the logical stream (the same in every segment) |
- *    | 32 | 4 | payload_len: bytes of the logical stream held by this segment (after its header) |
- *    | 36 | 1 | order of this segment's block |
- *    | 37 | 7 | reserved, 0 |
- *    | 44 | 4 | header_crc: CRC32C of bytes 0..43 |
+ *    (order 0..10) starting with a 48-byte header, `struct kstate_segment` ({@link KStateSegmentStruct}: its
+ *    fields and what each holds are declared there).
  *
  *    The root segment is what the `kstate` subtree of the root FDT points at (`preserved-data`); it may lie at
  *    phys 0, no other segment can (next = 0 ends the chain), so a writer puts a block at 0 first. A reader checks
@@ -31,9 +18,8 @@
  *    segment reached twice or overlapping another, and requires the payload lengths to add up to total_len.
  *
  * 2. Records. The logical stream (the segments' payloads, concatenated in index order) is a sequence of
- *    records, each a 12-byte header (KStateRecordLayout: type u8, reserved u8 = 0, reserved u16 = 0,
- *    body_len u32, crc u32 = CRC32C of header bytes 0..7 followed by the body) and its body. Every SCHEMA
- *    record comes first, then every SECTION record, then exactly one END record, which ends at total_len.
+ *    records, each a 12-byte header (`struct kstate_record`, {@link KStateRecordStruct}) and its body. Every
+ *    SCHEMA record comes first, then every SECTION record, then exactly one END record, which ends at total_len.
  *
  * 3. Keys (KStateKeyTag). A description id is UINT (uleb) or STRING (uleb length 1..255, UTF-8). An instance
  *    id is UINT, STRING, or NAMED: u32 hash (CRC32C of the UTF-8 name) then the name as a STRING is; a reader
@@ -55,13 +41,15 @@
  *    - str[N]: N bytes of UTF-8, zero-padded (no NUL inside); bytes[N]: N bytes;
  *    - struct: `uleb len`, `record`; ptr: `u8 present` (0 or 1), then if present `uleb len`, `record`;
  *    - array: `uleb count`, then count fixed-size scalars, or count times `uleb len`, `record`;
- *    - folio: `u64 phys`, `u32 order`, `u32 flags` (bit 0 KSTATE_PRESENT; all 16 bytes 0: no folio);
- *    - vmalloc: the 16-byte `struct kho_vmalloc` (first = 0: no buffer);
- *    - physRange: `u64 start`, `u64 size` (all 0: no range; pages preserved with the KHO page split);
+ *    - folio: `struct kstate_folio` ({@link KStateFolioStruct}; all 16 bytes 0: no folio);
+ *    - vmalloc: the 16-byte `struct kho_vmalloc` of `@kho/vmalloc/abi` (first = 0: no buffer);
+ *    - physRange: `struct kstate_phys_range` ({@link KStatePhysRangeStruct}; all 0: no range; pages preserved
+ *      with the KHO page split);
  *    - custom: `uleb len`, then the bytes the writer's save callback produced.
  *
- * 6. END body (8 bytes): `u32 nr_schemas`, `u32 nr_sections`, equal to the records before it.
+ * 6. END body: `struct kstate_end` ({@link KStateEndStruct}), its counts equal to the records before it.
  */
+import { offsetTable, reserved, struct, u16, u32, u64, u64big, u8 } from '@kho/struct';
 
 /** 'KSTA' as a little-endian u32: the first four bytes of every segment. */
 export const KSTATE_MAGIC = 0x4154534b;
@@ -70,34 +58,70 @@ export const KSTATE_FORMAT_VERSION = 1;
 /** Name of the root FDT subtree whose `preserved-data` is the phys of the root segment. */
 export const KSTATE_SUBTREE = 'kstate';
 
+/**
+ * `struct kstate_segment`, the header of every segment (48 bytes). A reader checks magic, then version, then
+ * everything else.
+ */
+export const KStateSegmentStruct = struct(
+  'kstate_segment',
+  {
+    /** KSTATE_MAGIC ('KSTA'). */
+    magic: u32(),
+    /** KSTATE_FORMAT_VERSION. */
+    version: u16(),
+    /** 48, the size of this header. */
+    header_size: u16(),
+    /** 0 for the root, +1 for each following segment. */
+    index: u32(),
+    /** The same in every segment. */
+    nr_segments: u32(),
+    /** Phys of the next segment, 0 in the last. */
+    next: u64(),
+    /** Bytes of the logical stream, the same in every segment (a bigint: a reader names a bad value exactly). */
+    total_len: u64big(),
+    /** Bytes of the logical stream this segment holds, after its header. */
+    payload_len: u32(),
+    /** Order of this segment's block. */
+    order: u8(),
+    reserved: reserved(7),
+    /** CRC32C of the header's bytes before this field. */
+    header_crc: u32(),
+  },
+  48,
+);
 /** Bytes of a segment header. */
-export const KSTATE_SEGMENT_HEADER_SIZE = 48;
-/** Field offsets of a segment header. */
-export const KStateSegmentLayout = {
-  magic: 0,
-  version: 4,
-  header_size: 6,
-  index: 8,
-  nr_segments: 12,
-  next: 16,
-  total_len: 24,
-  payload_len: 32,
-  order: 36,
-  reserved: 37,
-  header_crc: 44,
-} as const;
-/** Bytes of the segment header covered by header_crc. */
-export const KSTATE_SEGMENT_CRC_SPAN = 44;
+export const KSTATE_SEGMENT_HEADER_SIZE = KStateSegmentStruct.size;
+/** Field offsets of a segment header (from {@link KStateSegmentStruct}). */
+export const KStateSegmentLayout = offsetTable(KStateSegmentStruct);
+/** Bytes of the segment header covered by header_crc: everything before it. */
+export const KSTATE_SEGMENT_CRC_SPAN = KStateSegmentLayout.header_crc;
 
+/** `struct kstate_record`, the header of every record (12 bytes); its body follows. */
+export const KStateRecordStruct = struct(
+  'kstate_record',
+  {
+    /** KStateRecordType. */
+    type: u8(),
+    reserved0: reserved(1),
+    reserved1: reserved(2),
+    /** Bytes of the body. */
+    body_len: u32(),
+    /** CRC32C of the header's bytes before this field, followed by the body. */
+    crc: u32(),
+  },
+  12,
+);
 /** Bytes of a record header. */
-export const KSTATE_RECORD_HEADER_SIZE = 12;
-/** Field offsets of a record header. */
-export const KStateRecordLayout = { type: 0, reserved0: 1, reserved1: 2, body_len: 4, crc: 8 } as const;
+export const KSTATE_RECORD_HEADER_SIZE = KStateRecordStruct.size;
+/** Field offsets of a record header (from {@link KStateRecordStruct}). */
+export const KStateRecordLayout = offsetTable(KStateRecordStruct);
 
 /** Record types. */
 export const KStateRecordType = { SCHEMA: 1, SECTION: 2, END: 3 } as const;
+/** `struct kstate_end`, the END record's body: how many SCHEMA and SECTION records come before it. */
+export const KStateEndStruct = struct('kstate_end', { nr_schemas: u32(), nr_sections: u32() }, 8);
 /** Bytes of the END record's body. */
-export const KSTATE_END_BODY_SIZE = 8;
+export const KSTATE_END_BODY_SIZE = KStateEndStruct.size;
 
 /** Key tags. */
 export const KStateKeyTag = { UINT: 1, STRING: 2, NAMED: 3 } as const;
@@ -132,10 +156,17 @@ export const KSTATE_FIELD_HAS_UNTIL = 0x2;
 /** Folio flag: a folio is present (phys 0 is a valid address, so presence is a flag). */
 export const KSTATE_PRESENT = 0x1;
 
-/** Bytes of a folio value (phys u64, order u32, flags u32), a vmalloc value and a physRange value. */
-export const KSTATE_FOLIO_SIZE = 16;
-export const KSTATE_VMALLOC_SIZE = 16;
-export const KSTATE_PHYS_RANGE_SIZE = 16;
+/** `struct kstate_folio`, a folio value: its phys, its order and KSTATE_PRESENT in flags (all 0: no folio). */
+export const KStateFolioStruct = struct('kstate_folio', { phys: u64(), order: u32(), flags: u32() }, 16);
+/** Bytes of a folio value. */
+export const KSTATE_FOLIO_SIZE = KStateFolioStruct.size;
+/**
+ * `struct kstate_phys_range`, a physRange value: a page-aligned range preserved as pages (all 0: no range). A
+ * vmalloc value is `struct kho_vmalloc`, declared by `@kho/vmalloc/abi`.
+ */
+export const KStatePhysRangeStruct = struct('kstate_phys_range', { start: u64(), size: u64() }, 16);
+/** Bytes of a physRange value. */
+export const KSTATE_PHYS_RANGE_SIZE = KStatePhysRangeStruct.size;
 
 /** Bounds every reader enforces (a writer never exceeds them). */
 export const KSTATE_LIMITS = {

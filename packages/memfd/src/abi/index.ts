@@ -18,7 +18,8 @@
  * the bytes [MEMFD_HEADER_SIZE, table_size). The outgoing kernel writes the table at `prepare` with crc32 = 0 and
  * writes crc32 at `serialize`: a table whose checksum does not match was never sealed, or was damaged.
  */
-import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem';
+import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem/abi';
+import { char, offsetTable, reserved, struct, u32, u16, u64big } from '@kho/struct';
 
 /** Node name of the subtree in the root FDT. */
 export const MEMFD_SUBTREE = 'memfd';
@@ -29,39 +30,44 @@ export const MEMFD_VERSION = 1;
 /** The name of this format (the example plugin's own; not upstream's LUO memfd, whose handler is `memfd-v2`). */
 export const MEMFD_COMPATIBLE = 'kho-lab-memfd-v1';
 
-/**
- * Header (32 bytes): magic u32, version u16, reserved0 u16, nr_files u32, nr_folios u32, table_size u32,
- * crc32 u32, reserved1 u64.
- */
-export const MEMFD_HEADER_SIZE = 32;
-export const MemfdHeaderLayout = {
-  magic: 0,
-  version: 4,
-  reserved0: 6,
-  nr_files: 8,
-  nr_folios: 12,
-  table_size: 16,
-  crc32: 20,
-  reserved1: 24,
-} as const;
+/** Header (32 bytes). */
+export const MemfdHeaderStruct = struct(
+  'memfd_header',
+  {
+    magic: u32(),
+    version: u16(),
+    reserved0: reserved(2),
+    nr_files: u32(),
+    nr_folios: u32(),
+    table_size: u32(),
+    crc32: u32(),
+    reserved1: reserved(8),
+  },
+  32,
+);
+export const MEMFD_HEADER_SIZE = MemfdHeaderStruct.size;
+export const MemfdHeaderLayout = offsetTable(MemfdHeaderStruct);
 
 /**
- * File entry (80 bytes): name[64] (UTF-8, 1..MEMFD_NAME_MAX bytes, NUL-terminated, zero after the NUL), size u64
- * (bytes), first_folio u32, nr_folios u32 (the file's folio entries, ascending by offset).
+ * File entry (80 bytes): name (UTF-8, 1..MEMFD_NAME_MAX bytes, NUL-terminated, zero after the NUL), size in
+ * bytes, then the file's folio entries (ascending by offset): first_folio and nr_folios.
  */
-export const MEMFD_FILE_SIZE = 80;
-export const MemfdFileLayout = { name: 0, size: 64, first_folio: 72, nr_folios: 76 } as const;
+export const MemfdFileStruct = struct('memfd_file', { name: char(64), size: u64big(), first_folio: u32(), nr_folios: u32() }, 80);
+export const MEMFD_FILE_SIZE = MemfdFileStruct.size;
+export const MemfdFileLayout = offsetTable(MemfdFileStruct);
 /** Bytes of the name field; a name holds at most MEMFD_NAME_MAX bytes and its terminating NUL. */
-export const MEMFD_NAME_FIELD = 64;
+export const MEMFD_NAME_FIELD = MemfdFileStruct.fields.name.size;
 export const MEMFD_NAME_MAX = MEMFD_NAME_FIELD - 1;
 
 /**
- * Folio entry (16 bytes): offset u64 (byte offset of the folio in its file: a multiple of the folio's size,
- * below the file size), phys_order u64 (`phys | order`: phys is aligned to the folio's size, so its low 12 bits
- * are free; bits 0..3 hold the order, 0..MEMFD_MAX_FOLIO_ORDER; bits 4..11 are reserved, zero).
+ * Folio entry (16 bytes): offset (byte offset of the folio in its file: a multiple of the folio's size, below the
+ * file size), phys_order (`phys | order`: phys is aligned to the folio's size, so its low 12 bits are free; bits
+ * 0..3 hold the order, 0..MEMFD_MAX_FOLIO_ORDER; bits 4..11 are reserved, zero). Both are read as bigints: a
+ * reader compares them before they become numbers.
  */
-export const MEMFD_FOLIO_SIZE = 16;
-export const MemfdFolioLayout = { offset: 0, phys_order: 8 } as const;
+export const MemfdFolioStruct = struct('memfd_folio', { offset: u64big(), phys_order: u64big() }, 16);
+export const MEMFD_FOLIO_SIZE = MemfdFolioStruct.size;
+export const MemfdFolioLayout = offsetTable(MemfdFolioStruct);
 /** Mask of the order bits and of the reserved bits in phys_order. */
 export const MEMFD_ORDER_MASK = 0xf;
 export const MEMFD_RESERVED_MASK = 0xff0;

@@ -5,20 +5,22 @@
  * a new layout needs a new subtree or compatible string in whatever blob carries the descriptor). Imports
  * nothing from the implementation.
  *
- * - `struct kho_vmalloc` (16 bytes, little-endian): `first` u64 (phys of the first chunk page), `total_pages`
- *   u32, `flags` u16 (KHO_VMALLOC_*), `order` u16 (every block holds 2^order pages).
- * - chunk page (4096 bytes): `next` u64 (phys of the next chunk, 0 = last) then `phys[511]` u64, the phys of the
- *   head page of each block in virtual-address order; the list ends at the first 0 or after 511 entries.
- *
  * Naming note: upstream's header calls the number of entries of a chunk KHO_VMALLOC_SIZE; in this project
  * KHO_VMALLOC_SIZE is the size of the descriptor and the entry count is KHO_VMALLOC_CHUNK_ENTRIES.
  */
 import { Errno, KernelError } from '@kho/kernel';
+import { PAGE_SIZE } from '@kho/physmem/abi';
+import { array, offsetTable, struct, u16, u32, u64, type Field } from '@kho/struct';
 
+/**
+ * `struct kho_vmalloc` (16 bytes): `first` is the phys of the first chunk page, `flags` holds KHO_VMALLOC_*, and
+ * every block of the area holds 2^`order` pages. The caller hands these 16 bytes over inside its own blob.
+ */
+export const KhoVmallocStruct = struct('kho_vmalloc', { first: u64(), total_pages: u32(), flags: u16(), order: u16() }, 16);
 /** Bytes of `struct kho_vmalloc`. */
-export const KHO_VMALLOC_SIZE = 16;
-/** Field offsets of `struct kho_vmalloc`. */
-export const KhoVmallocLayout = { first: 0, total_pages: 8, flags: 12, order: 14 } as const;
+export const KHO_VMALLOC_SIZE = KhoVmallocStruct.size;
+/** Field offsets of `struct kho_vmalloc` (from {@link KhoVmallocStruct}). */
+export const KhoVmallocLayout = offsetTable(KhoVmallocStruct);
 
 /** The area was vmalloc'ed (VM_ALLOC). */
 export const KHO_VMALLOC_ALLOC = 0x1;
@@ -28,11 +30,17 @@ export const KHO_VMALLOC_HUGE_VMAP = 0x2;
 export const KHO_VMALLOC_FLAGS_MASK = KHO_VMALLOC_ALLOC | KHO_VMALLOC_HUGE_VMAP;
 
 /** Bytes of a chunk: one page. */
-export const KHO_VMALLOC_CHUNK_SIZE = 4096;
-/** Block entries in a chunk page after its `next` pointer: (4096 - 8) / 8. */
-export const KHO_VMALLOC_CHUNK_ENTRIES = 511;
-/** Field offsets of a chunk page: `next`, then `phys[511]`. */
-export const KhoVmallocChunkLayout = { next: 0, phys: 8 } as const;
+export const KHO_VMALLOC_CHUNK_SIZE = PAGE_SIZE;
+/** Block entries in a chunk page after its 8-byte `next` pointer (upstream's KHO_VMALLOC_SIZE): (PAGE_SIZE - 8) / 8 = 511. */
+export const KHO_VMALLOC_CHUNK_ENTRIES = (PAGE_SIZE - 8) / 8;
+/**
+ * A chunk page (upstream `struct kho_vmalloc_chunk`, one page): `next` is the phys of the next chunk, 0 in the
+ * last; `phys` holds the phys of the head page of each block, in virtual-address order, and the list ends at the
+ * first 0 or after the last entry.
+ */
+export const KhoVmallocChunkStruct = struct('kho_vmalloc_chunk', { next: u64(), phys: array(u64(), KHO_VMALLOC_CHUNK_ENTRIES) }, KHO_VMALLOC_CHUNK_SIZE);
+/** Field offsets of a chunk page: `next`, then `phys[511]` (from {@link KhoVmallocChunkStruct}). */
+export const KhoVmallocChunkLayout = offsetTable(KhoVmallocChunkStruct);
 
 /** `struct kho_vmalloc` as numbers. `first` at or above 2^53 decodes as Infinity, so every range check refuses it. */
 export interface KhoVmallocDesc {
@@ -48,21 +56,14 @@ export interface KhoVmallocChunk {
   phys: number[];
 }
 
-const TWO_32 = 2 ** 32;
-
 /** Encodes `struct kho_vmalloc`. Throws EINVAL for a field that does not fit its width. */
 export function encodeKhoVmalloc(d: KhoVmallocDesc): Uint8Array {
-  checkField('first', d.first, Number.MAX_SAFE_INTEGER);
-  checkField('total_pages', d.totalPages, 0xffffffff);
-  checkField('flags', d.flags, 0xffff);
-  checkField('order', d.order, 0xffff);
-  const out = new Uint8Array(KHO_VMALLOC_SIZE);
-  const v = new DataView(out.buffer);
-  setU64(v, KhoVmallocLayout.first, d.first);
-  v.setUint32(KhoVmallocLayout.total_pages, d.totalPages, true);
-  v.setUint16(KhoVmallocLayout.flags, d.flags, true);
-  v.setUint16(KhoVmallocLayout.order, d.order, true);
-  return out;
+  const f = KhoVmallocStruct.fields;
+  checkField('first', d.first, maxOf(f.first));
+  checkField('total_pages', d.totalPages, maxOf(f.total_pages));
+  checkField('flags', d.flags, maxOf(f.flags));
+  checkField('order', d.order, maxOf(f.order));
+  return KhoVmallocStruct.encode({ first: d.first, total_pages: d.totalPages, flags: d.flags, order: d.order });
 }
 
 /**
@@ -71,13 +72,8 @@ export function encodeKhoVmalloc(d: KhoVmallocDesc): Uint8Array {
  */
 export function decodeKhoVmalloc(b: Uint8Array): KhoVmallocDesc {
   if (b.length !== KHO_VMALLOC_SIZE) throw new KernelError(Errno.EINVAL, `kho_vmalloc is ${b.length} bytes (wanted ${KHO_VMALLOC_SIZE})`);
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  return {
-    first: getU64(v, KhoVmallocLayout.first),
-    totalPages: v.getUint32(KhoVmallocLayout.total_pages, true),
-    flags: v.getUint16(KhoVmallocLayout.flags, true),
-    order: v.getUint16(KhoVmallocLayout.order, true),
-  };
+  const d = KhoVmallocStruct.decode(b);
+  return { first: d.first, totalPages: d.total_pages, flags: d.flags, order: d.order };
 }
 
 /**
@@ -88,16 +84,15 @@ export function encodeKhoVmallocChunk(c: KhoVmallocChunk): Uint8Array {
   if (c.phys.length > KHO_VMALLOC_CHUNK_ENTRIES) {
     throw new KernelError(Errno.EINVAL, `kho_vmalloc chunk: ${c.phys.length} entries (wanted at most ${KHO_VMALLOC_CHUNK_ENTRIES})`);
   }
-  checkField('chunk next', c.next, Number.MAX_SAFE_INTEGER);
-  const out = new Uint8Array(KHO_VMALLOC_CHUNK_SIZE);
-  const v = new DataView(out.buffer);
-  setU64(v, KhoVmallocChunkLayout.next, c.next);
+  const max = maxOf(KhoVmallocChunkStruct.fields.next);
+  checkField('chunk next', c.next, max);
+  const phys = new Array<number>(KHO_VMALLOC_CHUNK_ENTRIES).fill(0);
   c.phys.forEach((p, i) => {
-    checkField(`chunk entry ${i}`, p, Number.MAX_SAFE_INTEGER);
+    checkField(`chunk entry ${i}`, p, max);
     if (p === 0) throw new KernelError(Errno.EINVAL, `kho_vmalloc chunk: entry ${i} is 0 (0 ends the list)`);
-    setU64(v, KhoVmallocChunkLayout.phys + 8 * i, p);
+    phys[i] = p;
   });
-  return out;
+  return KhoVmallocChunkStruct.encode({ next: c.next, phys });
 }
 
 /**
@@ -108,29 +103,18 @@ export function decodeKhoVmallocChunk(b: Uint8Array): KhoVmallocChunk {
   if (b.length !== KHO_VMALLOC_CHUNK_SIZE) {
     throw new KernelError(Errno.EINVAL, `kho_vmalloc chunk is ${b.length} bytes (wanted ${KHO_VMALLOC_CHUNK_SIZE})`);
   }
-  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  const phys: number[] = [];
-  for (let i = 0; i < KHO_VMALLOC_CHUNK_ENTRIES; i++) {
-    const p = getU64(v, KhoVmallocChunkLayout.phys + 8 * i);
-    if (p === 0) break;
-    phys.push(p);
-  }
-  return { next: getU64(v, KhoVmallocChunkLayout.next), phys };
+  const { next, phys } = KhoVmallocChunkStruct.decode(b);
+  const end = phys.indexOf(0);
+  return { next, phys: end < 0 ? phys : phys.slice(0, end) };
+}
+
+/** The largest value a field holds as a number: its width, or 2^53 - 1 for a u64. */
+function maxOf(f: Field<number>): number {
+  return f.size >= 8 ? Number.MAX_SAFE_INTEGER : 2 ** (8 * f.size) - 1;
 }
 
 function checkField(name: string, value: number, max: number): void {
   if (!Number.isSafeInteger(value) || value < 0 || value > max) {
     throw new KernelError(Errno.EINVAL, `kho_vmalloc: ${name} ${value} does not fit (wanted an integer in 0..${max})`);
   }
-}
-
-function setU64(v: DataView, off: number, x: number): void {
-  v.setUint32(off, x % TWO_32, true);
-  v.setUint32(off + 4, Math.floor(x / TWO_32), true);
-}
-
-function getU64(v: DataView, off: number): number {
-  const hi = v.getUint32(off + 4, true);
-  // 2^21 * 2^32 = 2^53: anything from there on is not exact as a number.
-  return hi >= 2 ** 21 ? Infinity : hi * TWO_32 + v.getUint32(off, true);
 }
