@@ -8,8 +8,12 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 cd "$root"
-npm pack --silent --pack-destination "$scratch" -w @kho/kernel -w @kho/fdt -w @kho/image -w @kho/physmem -w @kho/kho-core -w @kho/memblock \
-  -w @kho/radix-tracker -w @kho/kho-array -w @kho/vmalloc -w @kho/kstate -w @kho/memfd -w @kho/cli >/dev/null
+# every publishable workspace package (a new package is packed without editing this list)
+workspaces=()
+for pj in packages/*/package.json; do
+  if node -e "process.exit(require('./$pj').private ? 1 : 0)"; then workspaces+=(-w "$(node -p "require('./$pj').name")"); fi
+done
+npm pack --silent --pack-destination "$scratch" "${workspaces[@]}" >/dev/null
 cd "$scratch"
 npm init -y >/dev/null
 npm install --prefer-offline --no-audit --no-fund --loglevel=error ./*.tgz

@@ -26,8 +26,7 @@ function node(args: readonly string[], script?: string): { out: Record<string, u
   const r = spawnSync(process.execPath, argv, {
     encoding: 'utf8',
     maxBuffer: 64 * MiB,
-    // bin/kho.js starts its own loader: it must not believe it already runs under one (as this process does).
-    env: { ...process.env, KHO_FROM_SOURCE: script ? process.env.KHO_FROM_SOURCE : undefined, SWC_NODE_PROJECT: join(ROOT, 'tsconfig.base.json') },
+    env: { ...process.env, SWC_NODE_PROJECT: join(ROOT, 'tsconfig.base.json') },
   });
   const wallMs = performance.now() - t0;
   if (r.error) throw new Error(`${args[0]}: ${r.error.message}`);
