@@ -1,3 +1,4 @@
+import fc from 'fast-check';
 import { Errno, KernelError, hex } from '@kho/kernel';
 import { encodeFdt, type FdtNode } from '@kho/fdt';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
@@ -155,5 +156,24 @@ describe('validateHandover: the map itself must make sense', () => {
     expect(containingBlock(index, 0x3000)).toBeUndefined();
     expect(containingBlock(index, 0x2)).toBeUndefined();
     expect(containingBlock(index, 0x10)).toEqual([0x10, 0]);
+  });
+
+  it('sorts blocks that arrive as ascending runs (one per order, as a radix walk yields them) and as random input alike', () => {
+    // disjoint blocks of random orders at random aligned places, visited in runs of one order each, then shuffled
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.integer({ min: 0, max: 4095 }), { maxLength: 300 }), fc.integer({ min: 0, max: 3 }), fc.boolean(), (slots, spread, shuffle) => {
+        const blocks = slots.map((slot, i) => [slot * 16, (i * 7 + spread) % 5] as [number, number]); // order <= 4 fits a 16-page slot
+        const byOrder = [...blocks].sort((a, b) => b[1] - a[1] || a[0] - b[0]);
+        const input = shuffle ? fc.sample(fc.shuffledSubarray(byOrder, { minLength: byOrder.length }), { numRuns: 1, seed: slots.length })[0] : byOrder;
+        const index = indexBlocks(input.map((b) => b[0]), input.map((b) => b[1]));
+        const want = [...blocks].sort((a, b) => a[0] - b[0]);
+        expect([...index.starts]).toEqual(want.map((b) => b[0]));
+        expect([...index.orders]).toEqual(want.map((b) => b[1]));
+      }),
+      { numRuns: 200 },
+    );
+    // many short runs fall back to the native sort
+    const pfns = Array.from({ length: 1000 }, (_, i) => (i % 2 ? 1000 - i : i) * 2);
+    expect([...indexBlocks(pfns, pfns.map(() => 0)).starts]).toEqual([...pfns].sort((a, b) => a - b));
   });
 });

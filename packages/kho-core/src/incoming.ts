@@ -150,7 +150,7 @@ export function indexBlocks(pfns: readonly number[], orders: readonly number[]):
   // pfn * 64 + order is exact (pfns are below 2^38) and sorts by pfn, then order: one native numeric sort.
   const keys = new Float64Array(pfns.length);
   for (let i = 0; i < pfns.length; i++) keys[i] = pfns[i] * 64 + orders[i];
-  keys.sort();
+  sortKeys(keys);
   const starts = new Float64Array(keys.length);
   const ords = new Uint8Array(keys.length);
   let end = -1;
@@ -168,6 +168,50 @@ export function indexBlocks(pfns: readonly number[], orders: readonly number[]):
     end = start + 2 ** order;
   }
   return { starts, orders: ords };
+}
+
+/** Most walks find few ascending runs (a radix walk: one per order): merging them beats a sort from scratch. */
+const MAX_MERGED_RUNS = 64;
+
+/**
+ * Sorts `keys` ascending in place. A natural merge sort when they arrive as a few ascending runs (the radix tree
+ * yields each order's blocks in address order), a native sort otherwise.
+ */
+function sortKeys(keys: Float64Array): void {
+  const bounds = [0];
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i] < keys[i - 1]) {
+      bounds.push(i);
+      if (bounds.length > MAX_MERGED_RUNS) {
+        keys.sort();
+        return;
+      }
+    }
+  }
+  if (bounds.length === 1) return;
+  bounds.push(keys.length);
+  let src: Float64Array = keys;
+  let dst: Float64Array = new Float64Array(keys.length);
+  let runs = bounds;
+  while (runs.length > 2) {
+    const next = [0];
+    for (let r = 0; r + 1 < runs.length; r += 2) {
+      const lo = runs[r];
+      const mid = runs[r + 1];
+      const hi = r + 2 < runs.length ? runs[r + 2] : mid;
+      let i = lo;
+      let j = mid;
+      let o = lo;
+      while (i < mid && j < hi) dst[o++] = src[i] <= src[j] ? src[i++] : src[j++];
+      while (i < mid) dst[o++] = src[i++];
+      while (j < hi) dst[o++] = src[j++];
+      next.push(hi);
+    }
+    if (next[next.length - 1] !== keys.length) next.push(keys.length);
+    [src, dst] = [dst, src];
+    runs = next;
+  }
+  if (src !== keys) keys.set(src);
 }
 
 /** The preserved block that holds page `pfn` ([its first pfn, its order]), or undefined. */
