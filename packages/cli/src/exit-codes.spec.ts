@@ -81,6 +81,12 @@ const ROWS: Array<[string, () => string[], number, RegExp | string]> = [
   ['--mem above half of --ram', () => ['demo', '--ram', '256M', '--mem', '200M'], 2, 'kho: --mem 200M is more than half of --ram 256M (wanted at most 128M: scratch and the kernel need the rest)'],
   ['unknown option', () => ['demo', '--frob'], 2, "kho: unknown option '--frob' for kho demo (wanted one listed by kho demo --help)"],
   ['unknown option, close to a real one', () => ['demo', '--seeds', '3'], 2, "kho: unknown option '--seeds' for kho demo (wanted --seed)"],
+  [
+    'kho kexec with a generation the tracker cannot write',
+    () => ['kexec', '--ram', '256M', '--mem', '2M', '--cmdline', 'kho_abi=v1', '--image', join(dir, 'v1.kho')],
+    2,
+    "kho: the first kernel cannot run KHO: kho_abi=v1 (kho-v1) carries the bitmap-chunks map, but this kernel's tracker is radix (wanted one of v2, v3, v4, v4-composite); KHO disabled",
+  ],
   ['unknown command', () => ['frobnicate'], 2, "kho: unknown command 'frobnicate' (wanted one of demo, kexec, boot, run, bench, fuzz, inspect, explore, compat; see kho --help)"],
   ['a bad size', () => ['demo', '--mem', '12Q'], 2, "kho: --mem: '12Q' is not a size (wanted a number with an optional K, M, G, T or P suffix)"],
   ['a bad integer', () => ['demo', '--seed', 'x'], 2, "kho: --seed 'x' (wanted an integer 0..4294967295)"],

@@ -123,7 +123,10 @@ export function runFirstHalf(opts: DemoOptions, machine?: Machine, observe?: Obs
   if (!kho.isEnabled()) {
     if (!k1.cmdline.getBool('kho', true)) throw new KernelError(Errno.EINVAL, `the command line '${cmdline}' has kho=off: nothing can be preserved (wanted kho=on, or no kho=)`);
     const why = k1.log.filter('error', 'kho')[0]?.message ?? 'KHO disabled itself';
-    throw new KernelError(Errno.EINVAL, `the first kernel cannot run KHO: ${why} (wanted more RAM, or smaller scratch areas with kho_scratch= on the command line)`);
+    // the kernel's own reason says what it wanted when it knows (a kho_abi its tracker cannot write); otherwise
+    // KHO gave up placing its scratch areas
+    const wanted = /\(wanted [^)]*\)/.test(why) ? '' : ' (wanted more RAM, or smaller scratch areas with kho_scratch= on the command line)';
+    throw new KernelError(Errno.EINVAL, `the first kernel cannot run KHO: ${why}${wanted}`);
   }
   const test = k1.get(KhoTest);
   const gen = time(ms, 'generate', () => test.generate());
