@@ -2,6 +2,8 @@ import { BootParams, Errno, KernelError, type Kernel } from '@kho/kernel';
 import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { KHO_KEXEC_METADATA_SUBTREE, Kho, type ScratchArea } from '@kho/kho-core';
 import { Memblock } from '@kho/memblock';
+import { Liveupdate, Vfs, luoCreateSession, luoOpenDevice, luoPreserveFd, luoRetrieveFd, luoRetrieveSession, luoSessionFinish } from '@kho/liveupdate';
+import { MemfdFs } from '@kho/memfd';
 import { KhoTest } from './demo/kho-test';
 import { DEFAULT_DEMO, coldBootFreePages, runDemo, runFirstHalf, type DemoOptions } from './demo/run';
 import { kernelImage, machineFor, idlePages } from './system';
@@ -191,6 +193,52 @@ describe('kexec variants', () => {
     const k2 = k1.liveUpdate();
     expect(k2.restore().ok).toBe(true);
     expect(k2.get(KhoTest).lastRestore?.verified).toBe(true);
+  });
+});
+
+describe('an allocation failing while the next kernel sets up its own handover (KHO, kexec-metadata, LUO)', () => {
+  // Every allocation of the next kernel's boot that precedes a working outgoing side fails once in turn. Whatever
+  // fails, what the previous kernel handed over is restored: the self-test's folios, the memfd files, the LUO
+  // session. Only the new kernel's ability to preserve is lost, and it says why.
+  it('never costs the incoming handover', () => {
+    const cmdline = 'kho_scratch=16M,16M,16M liveupdate=on';
+    const image = kernelImage({ mem: 256 * 1024, seed: 5, maxOrder: 3 });
+    let outgoingFailures = 0;
+    for (let n = 1; n <= 40; n++) {
+      const machine = machineFor({ ram: 128 * MiB });
+      const k1 = machine.boot({ image, cmdline });
+      k1.get(KhoTest).generate();
+      const p = k1.get(Vfs).spawn('vmm');
+      const memfd = k1.get(MemfdFs).memfdCreate(p, 'guest');
+      p.pwrite(memfd, 0, Uint8Array.of(1, 2, 3));
+      luoPreserveFd(p, luoCreateSession(p, luoOpenDevice(p), 's'), memfd, 7);
+      const k2 = k1.liveUpdate({ cmdline: `${cmdline} fail_page_alloc=${n},100,1` });
+      expect([...k2.disabled.keys()]).toEqual([]);
+      const kho = k2.get(Kho);
+      expect(kho.isKhoBoot()).toBe(true);
+      const luo = k2.get(Liveupdate);
+      const failed = kho.stats().outgoingError ?? luo.status().outgoingError;
+      expect(k2.restore().ok).toBe(true);
+      expect(k2.get(KhoTest).lastRestore?.verified).toBe(true);
+      const q = k2.get(Vfs).spawn('vmm');
+      const dev = luoOpenDevice(q);
+      const s = luoRetrieveSession(q, dev, 's');
+      expect(q.pread(luoRetrieveFd(q, s, 7), 0, 3)).toEqual(Uint8Array.of(1, 2, 3));
+      luoSessionFinish(q, s);
+      if (failed) {
+        outgoingFailures++;
+        expect(failed).toMatch(/ENOMEM: .*injected failure/);
+        // the kernel says why it cannot preserve, and preserves nothing
+        expect(() => luoCreateSession(q, dev, 'new')).toThrow(/^EOPNOTSUPP: CREATE_SESSION: /);
+        if (!kho.isEnabled()) expect(() => kho.allocPreserve(8)).toThrow(/^EOPNOTSUPP: preserve: KHO is not initialised \(its outgoing side could not be set up: ENOMEM: /);
+      }
+      q.exit();
+      const fin = k2.finish();
+      expect(fin.ok).toBe(true);
+      expect(fin.plugins.kho.report).toMatchObject({ unrestoredBlocks: 0 });
+      if (!failed) break; // the outgoing side came up: every allocation before it has been failed once
+    }
+    expect(outgoingFailures).toBeGreaterThan(5);
   });
 });
 

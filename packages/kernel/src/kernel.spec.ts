@@ -145,6 +145,18 @@ describe('live update', () => {
     expect(() => act(kernel)).toThrow(message);
   });
 
+  it('a kexec at any moment jumps while prepared: only the kexec handlers run, nothing is cancelled', () => {
+    const { machine, kernel, journal } = bootWith([recorder('a'), recorder('b')]);
+    kernel.prepare();
+    journal.length = 0;
+    const next = machine.kexec(kernel, { anyMoment: true });
+    expect(journal).toEqual(['a:kexec', 'b:kexec', 'a:boot:early', 'b:boot:early', 'a:boot:late', 'b:boot:late']);
+    expect(kernel.isDead).toBe(true);
+    expect(next.generation).toBe(2);
+    // a dead kernel cannot jump, at any moment or not
+    expect(() => kernel.leave(undefined, true)).toThrow("EBUSY: kexec: the live update is 'dead' (wanted 'serialized', or no update at all)");
+  });
+
   it('restore reports per plugin and never throws', () => {
     const { kernel } = bootWith([recorder('a'), recorder('b', { failIn: Phase.Restore })]);
     const report = kernel.restore();

@@ -43,6 +43,12 @@ export interface PhaseReport {
 export interface KexecOptions {
   readonly image?: readonly KernelModule[];
   readonly cmdline?: string;
+  /**
+   * Jump whatever the live update's state: in the middle of prepare or serialize, or with an operation half done
+   * (a kexec at any moment after KHO init, which finalize-free KHO must survive: the tracker is the handover).
+   * Only the `kexec` handlers run; nothing is prepared, serialized or cancelled first.
+   */
+  readonly anyMoment?: boolean;
 }
 
 interface Live {
@@ -210,11 +216,12 @@ export class Kernel {
   }
 
   /**
-   * @internal the machine's side of the jump: checks the state, runs the `kexec` handlers (failures are logged;
-   * the jump happens regardless), publishes the memory picture of the moment, and returns the boot parameters.
+   * @internal the machine's side of the jump: checks the state (any live state with `anyMoment`), runs the `kexec`
+   * handlers (failures are logged; the jump happens regardless), publishes the memory picture of the moment, and
+   * returns the boot parameters.
    */
-  leave(cmdline?: string): BootParams {
-    if (this.stateValue !== 'running' && this.stateValue !== 'serialized') {
+  leave(cmdline?: string, anyMoment = false): BootParams {
+    if (this.stateValue === 'dead' || (!anyMoment && this.stateValue !== 'running' && this.stateValue !== 'serialized')) {
       throw new KernelError(Errno.EBUSY, `kexec: the live update is '${this.stateValue}' (wanted 'serialized', or no update at all)`);
     }
     const live = this.alive();

@@ -83,17 +83,18 @@ export class Machine {
    * next kernel with only the boot parameters (see {@link Kernel.kexec} for the rules). Returns the new kernel.
    */
   kexec(kernel: Kernel, opts: KexecOptions = {}): Kernel {
-    const params = this.jump(kernel, opts.cmdline);
+    const params = this.jump(kernel, opts.cmdline, { anyMoment: opts.anyMoment });
     return this.start(opts.image ?? kernel.image, params, 'handover');
   }
 
   /**
    * The transition without the landing: the machine is left halted with its RAM, and the returned boot
-   * parameters are for {@link bootFrom} (later, or in another process through an image).
+   * parameters are for {@link bootFrom} (later, or in another process through an image). With `anyMoment` the
+   * jump happens whatever the live update's state (see {@link KexecOptions.anyMoment}).
    */
-  jump(kernel: Kernel, cmdline?: string): BootParams {
+  jump(kernel: Kernel, cmdline?: string, how: { readonly anyMoment?: boolean } = {}): BootParams {
     if (this.running !== kernel) throw new KernelError(Errno.EINVAL, `kexec: generation ${kernel.generation} is not the kernel running on this machine`);
-    const params = kernel.leave(cmdline);
+    const params = kernel.leave(cmdline, how.anyMoment === true);
     this.bus.emit('kexec', { from: kernel.generation, to: kernel.generation + 1, cmdline: params.cmdline });
     this.running = undefined;
     kernel.dispose('kexec');

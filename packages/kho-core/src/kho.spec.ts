@@ -47,6 +47,25 @@ describe('Kho: the outgoing side in one kernel', () => {
     expect(() => kho.allocPreserve(1)).toThrow(new KernelError(Errno.EOPNOTSUPP, 'preserve: KHO is not initialised'));
   });
 
+  it('an allocation failing while boot:late builds the outgoing side leaves KHO up, preserving nothing, saying why', () => {
+    // fail each boot allocation in turn until one boot gets through (the first ones place the scratch areas here)
+    let failed = 0;
+    for (let n = 1; n <= 40; n++) {
+      const { k, kho, tracker, buddy } = boot({ cmdline: `fail_page_alloc=${n},100,1` });
+      const why = kho.stats().outgoingError;
+      if (kho.isEnabled()) break;
+      if (!why) continue;
+      failed++;
+      expect(k.disabled.size).toBe(0);
+      expect(kho.isEnabled()).toBe(false);
+      expect(why).toMatch(/^ENOMEM: .*injected failure/);
+      expect(tracker.blocks.size).toBe(0); // what succeeded was undone
+      expect(() => kho.preserveFolio(buddy.folioAlloc(0))).toThrow(`EOPNOTSUPP: preserve: KHO is not initialised (its outgoing side could not be set up: ${why})`);
+      expect(k.log.filter('error', 'kho').map((l) => l.message)).toEqual([`cannot set up the outgoing handover (${why}): this kernel preserves nothing`]);
+    }
+    expect(failed).toBeGreaterThanOrEqual(2);
+  });
+
   it('kho=off: the API answers EOPNOTSUPP', () => {
     const { kho, buddy } = boot({ cmdline: 'kho=off' });
     expect(kho.isEnabled()).toBe(false);

@@ -17,6 +17,8 @@ export interface KhoStats {
   readonly enabled: boolean;
   readonly khoBoot: boolean;
   readonly revivalError?: string;
+  /** Why this kernel cannot preserve anything: its outgoing side failed at boot (an allocation). */
+  readonly outgoingError?: string;
   /** The root compatible this kernel writes. */
   readonly compatible?: string;
   /** The root compatible of the handover this kernel booted from. */
@@ -94,6 +96,7 @@ export class Kho {
       enabled: this.isEnabled(),
       khoBoot: this.isKhoBoot(),
       revivalError: s.revivalError,
+      ...(s.outgoingError ? { outgoingError: s.outgoingError } : {}),
       compatible: s.generation?.compatible,
       incomingCompatible: inc?.generation.compatible,
       kexecCount: s.incomingKexecCount,
@@ -298,13 +301,18 @@ export class Kho {
 
   private requireRoot(what: string): FdtNode {
     if (!this.state.enabled) throw new KernelError(Errno.EOPNOTSUPP, `${what}: KHO is disabled (kho=off)`);
-    if (!this.state.root) throw new KernelError(Errno.EOPNOTSUPP, `${what}: KHO is not initialised`);
+    if (!this.state.root) throw new KernelError(Errno.EOPNOTSUPP, `${what}: KHO is not initialised${this.outgoingFailure()}`);
     return this.state.root;
+  }
+
+  /** `` (the outgoing side could not be set up: …)`` when boot:late failed to build it, else nothing. */
+  private outgoingFailure(): string {
+    return this.state.outgoingError ? ` (its outgoing side could not be set up: ${this.state.outgoingError})` : '';
   }
 
   private preserveBlock(pfn: number, order: number): void {
     if (!this.state.enabled) throw new KernelError(Errno.EOPNOTSUPP, 'preserve: KHO is disabled (kho=off)');
-    if (!this.state.root) throw new KernelError(Errno.EOPNOTSUPP, 'preserve: KHO is not initialised');
+    if (!this.state.root) throw new KernelError(Errno.EOPNOTSUPP, `preserve: KHO is not initialised${this.outgoingFailure()}`);
     const phys = pfn * PAGE_SIZE;
     const size = PAGE_SIZE * 2 ** order;
     if (!this.ram.spansRam(phys, size)) throw new KernelError(Errno.EINVAL, `preserve: block ${hex(phys)} order ${order} is not RAM`);

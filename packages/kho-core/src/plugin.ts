@@ -1,5 +1,5 @@
 import { inject, injectable } from 'tsyringe';
-import { BootParams, CommandLine, Errno, KernelError, KernelLog, NextBootParams, describeError, formatBytes, hex, type KernelPlugin, type PluginReport } from '@kho/kernel';
+import { BootParams, CommandLine, Errno, KernelError, KernelInfo, KernelLog, MachineBus, NextBootParams, Phase, describeError, formatBytes, hex, type KernelPlugin, type PluginReport } from '@kho/kernel';
 import { BuddyAllocator, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import {
   KHO_FDT_SIZE,
@@ -45,6 +45,8 @@ export class KhoPlugin implements KernelPlugin {
     private readonly next: NextBootParams,
     @inject(EarlyAllocator) private readonly early: EarlyAllocator,
     @inject(Tracker) private readonly tracker: Tracker,
+    private readonly info: KernelInfo,
+    private readonly bus: MachineBus,
   ) {}
 
   /** Spec section 1, steps 1 to 3: validate everything the previous kernel left, then scratch-only mode. */
@@ -111,13 +113,30 @@ export class KhoPlugin implements KernelPlugin {
 
   /**
    * The outgoing side: the tracker root, the root FDT (preserved itself), kho_data for the next kernel, and from
-   * kho-v3 on the kexec-metadata subtree (after reading the previous kernel's). A failure leaves KHO disabled.
+   * kho-v3 on the kexec-metadata subtree (after reading the previous kernel's). When it cannot be built (an
+   * allocation fails), this kernel preserves nothing (the API says EOPNOTSUPP with the reason, the next kexec
+   * hands over nothing) but the plugin stays up: on a KHO boot the incoming handover, validated and reserved
+   * already, is restored and finished as usual. Throws only when there are no scratch areas (a cold boot that
+   * could not place them: KHO stays disabled).
    */
   bootLate(): void {
     const s = this.state;
     if (!s.enabled || !s.generation) return;
     if (s.scratch.length === 0) throw new KernelError(Errno.ENOMEM, 'KHO has no scratch areas; it stays disabled');
-    const g = s.generation;
+    try {
+      this.setupOutgoing();
+    } catch (e) {
+      s.outgoingError = describeError(e, { errno: true });
+      const incoming = s.incoming ? '; the incoming handover is still restored' : '';
+      this.log.error('kho', `cannot set up the outgoing handover (${s.outgoingError}): this kernel preserves nothing${incoming}`);
+      this.bus.emit('plugin:error', { generation: this.info.generation, phase: Phase.BootLate, plugin: 'kho', reason: s.outgoingError, error: e });
+    }
+  }
+
+  /** bootLate's outgoing side; on failure every step that succeeded is undone (nothing stays allocated or preserved). */
+  private setupOutgoing(): void {
+    const s = this.state;
+    const g = s.generation!;
     const mapPhys = this.tracker.init();
     s.initialMap = mapPhys;
     const fdt = this.buddy.folioAlloc(0);

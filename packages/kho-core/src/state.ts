@@ -22,6 +22,8 @@ export class KhoState {
   incoming: IncomingHandover | undefined;
   /** Why the incoming handover was refused (the boot went on cold). */
   revivalError: string | undefined;
+  /** Why the outgoing side could not be set up at boot:late (this kernel then preserves nothing). */
+  outgoingError: string | undefined;
   /** This kernel's scratch areas: placed on a cold boot, inherited on a KHO boot. */
   scratch: ScratchArea[] = [];
   /** The outgoing root FDT, edited in memory and written to its page after every change. */

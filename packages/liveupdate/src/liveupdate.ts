@@ -81,6 +81,8 @@ export interface LiveupdateStatus {
   readonly liveupdateNum: number;
   /** Why the first open failed (every open then fails with EIO). */
   readonly deserializeError?: string;
+  /** Why no session can be created in this boot (incoming ones are still retrieved). */
+  readonly outgoingError?: string;
   readonly frozen: boolean;
   readonly handlers: readonly string[];
   readonly flbs: ReadonlyArray<{ compatible: string; outgoing: number; incoming: number; refused?: string }>;
@@ -124,6 +126,8 @@ export class Liveupdate implements KernelPlugin {
   private serialized: Array<{ session: LuoSession; ser: number }> | undefined;
   /** Session releases that came while frozen: upstream blocks them on the lock; they run if the update is cancelled. */
   private deferred: LuoSession[] = [];
+  /** Why this boot cannot create sessions (KHO cannot preserve, or the outgoing state failed): incoming ones only. */
+  private outgoingError: string | undefined;
 
   constructor(
     private readonly kho: Kho,
@@ -148,7 +152,7 @@ export class Liveupdate implements KernelPlugin {
   // ------------------------------------------------------------------------------------ lifecycle
 
   bootLate(): void {
-    if (!this.kho.isEnabled()) {
+    if (!this.kho.isEnabled() && !this.kho.isKhoBoot()) {
       if (this.enabled) this.log.warn('luo', 'Disabling liveupdate because KHO is disabled');
       this.enabled = false;
       return;
@@ -162,12 +166,25 @@ export class Liveupdate implements KernelPlugin {
       return;
     }
     if (!this.enabled) return;
-    try {
-      this.format.setupOutgoing(this.incomingNum + 1);
-    } catch (e) {
-      this.enabled = false;
-      this.log.error('luo', `failed to prepare LUO state: ${describeError(e, { errno: true })}; live update disabled`);
-      return;
+    // Nothing new can be preserved when KHO cannot preserve or the outgoing state cannot be allocated; the
+    // sessions the previous kernel handed over are still retrieved (upstream disables live update altogether and
+    // loses them): the device stays, CREATE_SESSION says why it cannot.
+    if (!this.kho.isEnabled()) {
+      this.outgoingError = `KHO cannot preserve in this boot (${this.kho.stats().outgoingError ?? 'disabled'})`;
+    } else {
+      try {
+        this.format.setupOutgoing(this.incomingNum + 1);
+      } catch (e) {
+        this.outgoingError = `the outgoing LUO state could not be set up (${describeError(e, { errno: true })})`;
+      }
+    }
+    if (this.outgoingError !== undefined) {
+      if (!this.incoming) {
+        this.enabled = false;
+        this.log.error('luo', `${this.outgoingError}; live update disabled`);
+        return;
+      }
+      this.log.error('luo', `${this.outgoingError}: the incoming sessions can be retrieved, no new one can be created`);
     }
     for (const h of this.contributed) {
       try {
@@ -182,7 +199,7 @@ export class Liveupdate implements KernelPlugin {
 
   /** The kexec's `liveupdate_reboot()`: freeze and serialise every outgoing session, then the FLBs. */
   prepare(): void {
-    if (!this.enabled) return;
+    if (!this.enabled || this.outgoingError !== undefined) return;
     this.serializeSessions();
   }
 
@@ -315,6 +332,7 @@ export class Liveupdate implements KernelPlugin {
       panic: this.panicReason,
       liveupdateNum: this.incomingNum + 1,
       deserializeError: this.deserializeError?.message,
+      ...(this.outgoingError !== undefined ? { outgoingError: this.outgoingError } : {}),
       frozen: this.frozen,
       handlers: this.handlerList.map((h) => h.compatible),
       flbs: this.flbRegistry.states.map((s) => ({ compatible: s.flb.compatible, outgoing: s.outgoing.count, incoming: s.incoming.count, refused: s.incoming.refused })),
@@ -415,6 +433,7 @@ export class Liveupdate implements KernelPlugin {
       throw new KernelError(Errno.EINVAL, `CREATE_SESSION: the name is ${len === 0 ? 'empty' : `${LIVEUPDATE_SESSION_NAME_LENGTH} bytes without a NUL`} (wanted 1..${LIVEUPDATE_SESSION_NAME_LENGTH - 1} bytes and a NUL)`);
     }
     const name = decodeName(raw.subarray(0, len), 'CREATE_SESSION');
+    if (this.outgoingError !== undefined) throw new KernelError(Errno.EOPNOTSUPP, `CREATE_SESSION: ${this.outgoingError}`);
     this.checkUnfrozen('CREATE_SESSION');
     // 7.2 grows the records first and does not shrink them on EEXIST (spec section 8, item 9): kept as upstream.
     this.format.sessions.grow(this.outgoing.length + 1);

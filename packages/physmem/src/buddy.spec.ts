@@ -276,6 +276,23 @@ describe('fault injection', () => {
     buddy.checkInvariants();
   });
 
+  it('onCall sees every allocation before the decision; what it throws leaves the allocator untouched', () => {
+    const { buddy, faults } = rig();
+    const seen: number[] = [];
+    faults.onCall = (n) => {
+      seen.push(n);
+      if (n === 2) throw new Error('stopped at allocation 2');
+    };
+    buddy.allocPages(0);
+    const before = snapshot(buddy);
+    expect(() => buddy.allocPages(3)).toThrow('stopped at allocation 2');
+    expect(snapshot(buddy)).toEqual(before);
+    faults.reset();
+    buddy.allocPages(0);
+    expect(seen).toEqual([1, 2, 1]);
+    buddy.checkInvariants();
+  });
+
   it('fails the same calls for the same seed, with the allocator unchanged by each failure', () => {
     const run = (): boolean[] => {
       const { buddy, faults } = rig();

@@ -25,6 +25,12 @@ export class FaultInjector {
   calls = 0;
   /** Failures injected since this boot (or the last reset). */
   injected = 0;
+  /**
+   * Called at the start of every page allocation, before the fault decision, with the call's number since this
+   * boot (or the last reset): for tools that stop a path at a given allocation (the kexec-at-any-moment sweep).
+   * What it throws leaves the allocator's state untouched and reaches the allocation's caller. Kept by `reset`.
+   */
+  onCall: ((call: number) => void) | undefined;
 
   private armed = false;
   private base = 0;
@@ -85,6 +91,7 @@ export class FaultInjector {
   /** Counts one call; returns true when this call must fail. */
   shouldFail(): boolean {
     this.calls++;
+    this.onCall?.(this.calls);
     if (!this.armed) return false;
     if (this.timesLeft <= 0) return false;
     const n = this.calls - this.base;
