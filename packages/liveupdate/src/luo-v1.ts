@@ -1,4 +1,4 @@
-import { Errno, KernelError, hex, withUnwind, type KernelLog } from '@kho/kernel';
+import { Errno, KernelError, describeError, hex, withUnwind, type KernelLog } from '@kho/kernel';
 import { PAGE_SIZE, type PhysicalMemory } from '@kho/physmem';
 import type { Kho } from '@kho/kho-core';
 import type { KhoBlocks } from '@kho/kho-block';
@@ -136,7 +136,7 @@ export class LuoV1Format implements LuoFormat {
     try {
       fdt = decodeFdt(this.ram.read(phys, LUO_V1_FDT_SIZE));
     } catch (e) {
-      throw new KernelError(Errno.EINVAL, `LUO FDT at ${hex(phys)} is not a valid FDT: ${e instanceof Error ? e.message : String(e)}`);
+      throw new KernelError(Errno.EINVAL, `LUO FDT at ${hex(phys)} is not a valid FDT: ${describeError(e, { errno: true })}`);
     }
     if (!hasCompatible(fdt, LUO_V1_COMPATIBLE)) throw new KernelError(Errno.EINVAL, `FDT '${LUO_KHO_ENTRY_NAME}' is incompatible with '${LUO_V1_COMPATIBLE}'`);
     const num = u64Prop(fdt, LUO_V1_PROP_LIVEUPDATE_NUM, `Unable to get live update number '${LUO_V1_PROP_LIVEUPDATE_NUM}'`, Errno.EINVAL);

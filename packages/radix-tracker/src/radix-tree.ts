@@ -1,5 +1,5 @@
 import { injectable } from 'tsyringe';
-import { Errno, KernelError, KernelLog, hex } from '@kho/kernel';
+import { Errno, KernelBug, KernelError, KernelLog, hex } from '@kho/kernel';
 import { BuddyAllocator, LITTLE_ENDIAN_HOST, PAGE_SIZE, PAGE_WORDS, PhysicalMemory, RAM_CHUNK_PAGES, describePfn, type Pfn } from '@kho/physmem';
 import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
 import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_MAX_ORDER, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from './abi';
@@ -16,7 +16,7 @@ const NO_LEAF = new Int32Array(0);
 /** Entries of the leaf cache (a power of two): as many leaves as a 1 TiB span of order-0 pages has. */
 const LEAF_CACHE = 8192;
 
-if (!LITTLE_ENDIAN_HOST) throw new Error('radix tree: node pages are read as host-order words, which needs a little-endian host');
+if (!LITTLE_ENDIAN_HOST) throw new KernelBug('radix tree: node pages are read as host-order words, which needs a little-endian host');
 
 /** First word of page `pfn` in its chunk's words (PhysicalMemory.pageWords). */
 function pageBase(pfn: number): number {
