@@ -142,7 +142,7 @@ export function parseBitmapArray(ram: PhysicalMemory, mapPhys: number): ParsedBi
     const reserved = ram.readU32(rec + KhoserMemBitmapPtrLayout.reserved);
     if (order > MAX_PAGE_ORDER) throw c.fail(`${where} has order ${order} (wanted 0..${MAX_PAGE_ORDER})`);
     if (reserved !== 0) throw c.fail(`${where} has reserved ${hex(reserved)} (wanted 0)`);
-    c.bitmap(order, ram.readU64(rec + KhoserMemBitmapPtrLayout.physStart), ram.readU64(rec + KhoserMemBitmapPtrLayout.bitmap), where);
+    c.bitmap(order, ram.readU64n(rec + KhoserMemBitmapPtrLayout.physStart), ram.readU64n(rec + KhoserMemBitmapPtrLayout.bitmap), where);
   }
   return c.result();
 }

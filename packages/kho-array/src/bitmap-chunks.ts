@@ -104,9 +104,9 @@ export function parseBitmapChunks(ram: PhysicalMemory, mapPhys: number): ParsedB
     if (num > KHOSER_BITMAP_SIZE) throw c.fail(`chunk ${hex(chunk)} has num_elms ${num} (wanted at most ${KHOSER_BITMAP_SIZE})`);
     for (let i = 0; i < num; i++) {
       const entry = chunk + KHOSER_MEM_CHUNK_HDR_SIZE + i * KHOSER_CHUNK_ENTRY_SIZE;
-      c.bitmap(order, ram.readU64(entry + KhoserChunkEntryLayout.physStart), ram.readU64(entry + KhoserChunkEntryLayout.bitmap), `chunk ${hex(chunk)} entry ${i}`);
+      c.bitmap(order, ram.readU64n(entry + KhoserChunkEntryLayout.physStart), ram.readU64n(entry + KhoserChunkEntryLayout.bitmap), `chunk ${hex(chunk)} entry ${i}`);
     }
-    next = ram.readU64(chunk + KhoserMemChunkHdrLayout.next);
+    next = ram.readU64n(chunk + KhoserMemChunkHdrLayout.next);
     from = `next of chunk ${hex(chunk)}`;
   }
   return c.result();

@@ -237,7 +237,7 @@ export class KhoBlockSet {
   }
 
   private readU64(phys: number): number {
-    const v = this.backend.ram.readU64n(phys);
+    const v = this.backend.ram.readU64(phys);
     return v >= 2 ** 53 ? Infinity : v;
   }
 }

@@ -102,6 +102,6 @@ describe('ByteReader.struct', () => {
     const r = new ByteReader(bytes, 0, left, 'test');
     expect(() => r.struct(KStateFolioStruct)).toThrow(message);
     const byField = new ByteReader(bytes, 0, left, 'test');
-    expect(() => (byField.u64n(), byField.u32(), byField.u32())).toThrow(message);
+    expect(() => (byField.u64(), byField.u32(), byField.u32())).toThrow(message);
   });
 });

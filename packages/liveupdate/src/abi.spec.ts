@@ -134,9 +134,9 @@ function handover(cmdline = 'liveupdate=on'): Handover {
   const ser = s.luo.outgoingRoot;
   const params = s.k.jump();
   const ram = s.ram;
-  const sessionBlock = ram.readU64n(ser + 16);
+  const sessionBlock = ram.readU64(ser + 16);
   const sessions = [sessionBlock + 16, sessionBlock + 96];
-  return { machine: s.machine, params, ram, ser, sessionBlock, sessions, fileBlocks: sessions.map((e) => ram.readU64n(e + 64)) };
+  return { machine: s.machine, params, ram, ser, sessionBlock, sessions, fileBlocks: sessions.map((e) => ram.readU64(e + 64)) };
 }
 
 function land(h: Handover) {
@@ -235,7 +235,7 @@ describe('FLB records', () => {
   it('an FLB count that does not match its dependent files refuses that FLB; the sessions stay retrievable', () => {
     const h = handover();
     // Hand-make an FLB entry naming the test FLB with count 5 (the sessions hold 3 files of its handler).
-    const flbPage = h.ram.readU64n(h.ser + 24);
+    const flbPage = h.ram.readU64(h.ser + 24);
     LuoFlbHeaderSer.write(h.ram, flbPage, { pgcnt: 1, count: 1 });
     LuoFlbSer.write(h.ram, flbPage + 16, { name: 'test-flb-v1', data: 0, count: 5 });
     const n = land(h);
@@ -255,7 +255,7 @@ describe('FLB records', () => {
   it('an FLB page with pgcnt 2 or a count past 63 is refused (no incoming FLB data); sessions are fine', () => {
     for (const damage of [(p: number, r: Handover['ram']) => r.writeU64(p, 2), (p: number, r: Handover['ram']) => r.writeU64(p + 8, 64)]) {
       const h = handover();
-      damage(h.ram.readU64n(h.ser + 24), h.ram);
+      damage(h.ram.readU64(h.ser + 24), h.ram);
       const n = land(h);
       const dev = luoOpenDevice(n.proc);
       expect(n.k.log.filter('error', 'luo')[0].message).toMatch(/^refusing the incoming FLB page: EINVAL: FLB page 0x[0-9a-f]+: (pgcnt 2 \(wanted 1\)|count 64 \(wanted at most 63\))$/);

@@ -32,7 +32,7 @@ describe('luo-v1 (the 6.19-era FDT form, luo_abi=luo-v1)', () => {
     s.k.prepare();
     const fdt = decodeFdt(s.ram.read(s.luo.outgoingRoot, PAGE_SIZE));
     const area = Number(fdt.child('luo-session')!.getU64LE('luo-session-header'));
-    expect(s.ram.readU64n(area)).toBe(2);
+    expect(s.ram.readU64(area)).toBe(2);
     const rec = LuoSessionSer.read(s.ram, area + 8);
     expect(rec).toMatchObject({ name: 'a', count: 2 });
     expect(LuoSessionSer.read(s.ram, area + 88)).toEqual({ name: 'empty', files: 0, count: 0 });

@@ -327,7 +327,7 @@ export class RadixTracker implements Tracker {
     for (let level = ROOT_LEVEL; level >= 1; level--) {
       const slot = node + tableIndexOf(hi, lo, level) * 8;
       slots[level] = slot;
-      node = this.ram.readU64n(slot);
+      node = this.ram.readU64(slot);
       if (node === 0) return; // nothing to reclaim (cannot happen right after a del)
       nodes[level - 1] = node;
     }
@@ -446,7 +446,7 @@ export function treeNodePfns(ram: PhysicalMemory, root: number): number[] {
     out.push(table / PAGE_SIZE);
     const entries = level === ROOT_LEVEL ? KHO_ROOT_USABLE_ENTRIES : KHO_TABLE_ENTRIES;
     for (let i = 0; i < entries; i++) {
-      const child = ram.readU64n(table + i * 8);
+      const child = ram.readU64(table + i * 8);
       if (child === 0) continue;
       if (level === 1) out.push(child / PAGE_SIZE);
       else visit(child, level - 1);
@@ -506,14 +506,14 @@ export function validateIncomingTree(ram: PhysicalMemory, mapPhys: number): Inco
   };
   checkNode(mapPhys, 'root');
   for (let i = KHO_ROOT_USABLE_ENTRIES; i < KHO_TABLE_ENTRIES; i++) {
-    if (ram.readU64n(mapPhys + i * 8) !== 0) {
+    if (ram.readU64(mapPhys + i * 8) !== 0) {
       throw new KernelError(Errno.EINVAL, `radix tree: root entry ${i} is not empty (keys are below 2^53, so only entries 0..3 are usable)`);
     }
   }
   const visitTable = (table: number, level: number, prefix: number): void => {
     const entries = level === ROOT_LEVEL ? KHO_ROOT_USABLE_ENTRIES : KHO_TABLE_ENTRIES;
     for (let i = 0; i < entries; i++) {
-      const child = ram.readU64n(table + i * 8);
+      const child = ram.readU64(table + i * 8);
       if (child === 0) continue;
       const childPrefix = prefix * KHO_TABLE_ENTRIES + i;
       checkNode(child, `level-${level - 1} node (entry ${i} of ${hex(table)})`);

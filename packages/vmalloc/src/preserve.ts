@@ -206,7 +206,7 @@ export class KhoVmalloc {
 
   /** The u64 at `phys` as a number; Infinity at or above 2^53 (not exact), so every range check refuses it. */
   private readPtr(phys: number): number {
-    const v = this.ram.readU64n(phys);
+    const v = this.ram.readU64(phys);
     return v >= 2 ** 53 ? Infinity : v;
   }
 

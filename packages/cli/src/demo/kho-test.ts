@@ -222,7 +222,7 @@ export class KhoTest implements KernelPlugin {
     let ordersMatch = true;
     let verifyMs = 0;
     for (let i = 0; i < nr; i++) {
-      const entry = this.vmalloc.readU64n(list + i * 8);
+      const entry = this.vmalloc.readU64(list + i * 8);
       const order = entry % PAGE_SIZE;
       const phys = entry - order;
       const folio = this.kho.restoreFolio(phys);

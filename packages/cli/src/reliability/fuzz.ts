@@ -169,7 +169,7 @@ export function fuzzHandovers(opts: FuzzOptions): FuzzResult {
       if (mutation !== 'random-word') {
         const pointers: number[] = [];
         for (let o = 0; o < PAGE_SIZE; o += 8) {
-          const v = ram.readU64n(pagePhys + o);
+          const v = ram.readU64(pagePhys + o);
           if (v !== 0 && v % PAGE_SIZE === 0 && ram.isRam(v, PAGE_SIZE)) pointers.push(o);
         }
         if (pointers.length) off = pointers[int(pointers.length)];

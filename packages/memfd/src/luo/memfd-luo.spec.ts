@@ -211,7 +211,7 @@ describe('a damaged memfd record: that RETRIEVE_FD fails, nothing unpreserved is
   function firstEntry(b: Booted, rec: number): number {
     // the array's first chunk lists its page; the first entry is at the start of that page
     const first = MemfdLuoSer.read(b.ram, rec).folios.first;
-    return b.ram.readU64n(first + 8);
+    return b.ram.readU64(first + 8);
   }
 
   it.each<[string, (b: Booted, rec: number) => void, Errno, RegExp]>([
@@ -244,7 +244,7 @@ describe('a damaged memfd record: that RETRIEVE_FD fails, nothing unpreserved is
     expect(st.frozen).toBe(true);
     // rewrite the file record's data field in the handover: find it through the live LUO state
     const ser = old.luo.outgoingRoot;
-    const fileBlock = old.ram.readU64n(old.ram.readU64n(ser + 16) + 16 + 64);
+    const fileBlock = old.ram.readU64(old.ram.readU64(ser + 16) + 16 + 64);
     old.ram.writeU64(fileBlock + 16 + 48, 2 ** 40);
     const b = viewAfter(old);
     const sfd = luoRetrieveSession(b.proc, luoOpenDevice(b.proc), 'm');
