@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { Errno, KernelError, type Kernel } from '@kho/kernel';
+import { Errno, KernelError, seededBytes, type Kernel } from '@kho/kernel';
 import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PageFlag, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
 import { Kho, khoModule } from '@kho/kho-core';
 // Test-only dependencies (package.json devDependencies): a full KHO kernel needs an early allocator and a tracker.
@@ -46,17 +46,9 @@ function svc(k: Kernel): Svc {
   return { vm: k.get(Vmalloc), kv: k.get(KhoVmalloc), kho: k.get(Kho), ram: k.get(PhysicalMemory), buddy: k.get(BuddyAllocator), memmap: k.get(Memmap) };
 }
 
-/** Deterministic bytes (xorshift32: no Math.imul, which is slow under jest). */
+/** Deterministic bytes: the workspace's seeded stream. */
 function randomBytes(n: number, seed: number): Uint8Array {
-  const words = new Uint32Array(Math.ceil(n / 4));
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x >>> 0;
-  }
-  return new Uint8Array(words.buffer, 0, n);
+  return seededBytes(seed >>> 0, n);
 }
 
 /** Stores descriptors in a preserved blob, adds it as subtree SUBTREE, and kexecs. Returns the next kernel. */
