@@ -8,7 +8,7 @@ import { radixTrackerModule } from '@kho/radix-tracker';
 import {
   KHO_VMALLOC_ALLOC,
   KHO_VMALLOC_HUGE_VMAP,
-  KhoVmallocChunkLayout,
+  KhoVmallocChunkStruct,
   decodeKhoVmalloc,
   encodeKhoVmalloc,
   encodeKhoVmallocChunk,
@@ -72,7 +72,7 @@ function takeOver(k2: Kernel, count = 1): Uint8Array[] {
 /** Phys of every chunk of a descriptor, following `next` (for a descriptor this boot wrote). */
 function chunksOf(ram: PhysicalMemory, desc: Uint8Array): number[] {
   const out: number[] = [];
-  for (let c = decodeKhoVmalloc(desc).first; c !== 0; c = ram.readU64(c + KhoVmallocChunkLayout.next)) out.push(c);
+  for (let c = decodeKhoVmalloc(desc).first; c !== 0; c = ram.readU64(c + KhoVmallocChunkStruct.offsetOf('next'))) out.push(c);
   return out;
 }
 
