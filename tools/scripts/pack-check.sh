@@ -30,7 +30,7 @@ const before = buddy.nrFreePages;
 const folio = buddy.folioAlloc(3);
 machine.device(PhysicalMemory).writeU64(folio.phys, 0x1234n);
 const k2 = k1.kexec();
-if (machine.device(PhysicalMemory).readU64(folio.phys) !== 0x1234n) throw new Error('RAM did not survive kexec');
+if (machine.device(PhysicalMemory).readU64n(folio.phys) !== 0x1234n) throw new Error('RAM did not survive kexec');
 if (k2.get(BuddyAllocator).nrFreePages !== before) throw new Error('new kernel did not start with a fresh allocator');
 try { k2.get(BuddyAllocator).allocPages(11); throw new Error('order 11 was accepted'); }
 catch (e) { if (!(e instanceof KernelError)) throw e; }

@@ -126,7 +126,7 @@ describe('hostile kho-v1 images: kho boot refuses revival (exit 1, one reason), 
   const hex = (n: number): string => `0x${n.toString(16)}`;
   const lastChunk = (ram: PhysicalMemory, map: number): number => {
     let c = map;
-    while (ram.readU64n(c) !== 0) c = ram.readU64n(c);
+    while (ram.readU64(c) !== 0) c = ram.readU64(c);
     return c;
   };
 
@@ -155,7 +155,7 @@ describe('hostile kho-v1 images: kho boot refuses revival (exit 1, one reason), 
       'a bitmap pointer not page-aligned',
       'bitmap-chunks',
       (ram, map) => {
-        const bm = ram.readU64n(map + 24) + 0x40;
+        const bm = ram.readU64(map + 24) + 0x40;
         ram.writeU64(map + 24, bm);
         return `bitmap chunks: chunk ${hex(map)} entry 0: bitmap ${hex(bm)} is not page-aligned`;
       },
@@ -174,7 +174,7 @@ describe('hostile kho-v1 images: kho boot refuses revival (exit 1, one reason), 
       'bitmap-array',
       (ram, map) => {
         const page = parseBitmapArray(ram, map).pfns[1] * PAGE_SIZE;
-        const entry = ram.readU64n(page + 40) + 4; // entry 1, low bits 100: neither a pointer nor a tagged value
+        const entry = ram.readU64(page + 40) + 4; // entry 1, low bits 100: neither a pointer nor a tagged value
         ram.writeU64(page + 40, entry);
         return `bitmap array: kho array: entry ${hex(entry)} at position 1 (page ${hex(page)}) is neither a tagged value nor an 8-byte-aligned pointer`;
       },

@@ -42,4 +42,4 @@ export {
 export { parseSize, formatBytes, formatSizeExact, hex } from './units';
 export { seededRandom } from './bench/index';
 export { crc32c } from './crc32c';
-export { SeededByteStream, seededBytes, crc32, crc32Zeros, crc32Portable } from './random';
+export { SeededByteStream, SeededWords, seededBytes, crc32, crc32Zeros, crc32Portable } from './random';

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { SeededByteStream, crc32, crc32Portable, crc32Zeros, seededBytes } from './random';
+import { SeededByteStream, SeededWords, crc32, crc32Portable, crc32Zeros, seededBytes } from './random';
 
 const hexOf = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -58,6 +58,29 @@ describe('SeededByteStream', () => {
 
   it.each([-1, 2 ** 32, 1.5, NaN])('refuses seed %p', (seed) => {
     expect(() => new SeededByteStream(seed)).toThrow(RangeError);
+  });
+});
+
+describe('SeededWords', () => {
+  // Pinned (computed independently, in Python, from the description): the demo's folio orders come from here.
+  it.each([
+    [1, [0x51086638, 0xe426533f, 0xe67527ff]],
+    [42, [0x51a10331, 0x49246192, 0x67de2039]],
+    [0xffffffff, [0x510fa606, 0x1c29a8c1, 0x0f021779]],
+  ])('gives the pinned first words for seed %d', (seed, want) => {
+    const w = new SeededWords(seed);
+    expect([w.next(), w.next(), w.next()]).toEqual(want);
+  });
+
+  it('draws floats in [0, 1) from the same words', () => {
+    const a = new SeededWords(7);
+    const b = new SeededWords(7);
+    for (let i = 0; i < 1000; i++) {
+      const f = a.float();
+      expect(f).toBeGreaterThanOrEqual(0);
+      expect(f).toBeLessThan(1);
+      expect(f).toBe(b.next() / 2 ** 32);
+    }
   });
 });
 

@@ -135,6 +135,34 @@ export function seededBytes(seed: number, len: number): Uint8Array {
   return new SeededByteStream(seed).next(len);
 }
 
+/**
+ * Seeded 32-bit words for small draws (a folio's order, a choice), not for data (that is SeededByteStream's job):
+ * one xorshift32 chain (the same 13/17/5 triple) started from `seed ^ 0x9e3779b9`. Its sequence is fixed: the
+ * demo's folio orders, and the memory-map picture drawn from them, depend on it.
+ */
+export class SeededWords {
+  private state: number;
+
+  constructor(seed: number) {
+    this.state = (seed ^ 0x9e3779b9) >>> 0 || 1; // never 0, xorshift's fixed point
+  }
+
+  /** The next word, an unsigned 32-bit integer. */
+  next(): number {
+    let x = this.state;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    this.state = x >>> 0;
+    return this.state;
+  }
+
+  /** The next word as a float in [0, 1). */
+  float(): number {
+    return this.next() / 4294967296;
+  }
+}
+
 // ------------------------------------------------------------------------------------------ checksum
 
 const CRC_TABLE = (() => {

@@ -53,7 +53,7 @@ describe('golden pages (hand-computed bytes)', () => {
     a.set(0x8);
     const [p0, p1] = a.pagePhys();
     expect(pageBytes(m, p1)).toBe(pageHex([[8, 'fc03000000000000'], [16 + 7 * 8, '0800000000000000']]));
-    expect(m.ram.readU64n(p0)).toBe(p1);
+    expect(m.ram.readU64(p0)).toBe(p1);
     expect(a.firstPhys).toBe(p0);
   });
 
@@ -111,10 +111,10 @@ describe('golden pages (hand-computed bytes)', () => {
       a.set(2 * i + 1);
     }
     const [p0, p1] = a.pagePhys();
-    expect(m.ram.readU64n(p0)).toBe(p1); // next
+    expect(m.ram.readU64(p0)).toBe(p1); // next
     // first_pos 0; nr_blocks 1, used 4072; block 0: num_entries 508 (0x3f8 = 508 << 1); entries[0] = 1
     expect(pageBytes(m, p0).slice(16, 80)).toBe('0000000000000000 0100e80f00000000 f803000000000000 0100000000000000'.replace(/ /g, ''));
-    expect(m.ram.readU64n(p1 + 8)).toBe(508); // the next page's first_pos
+    expect(m.ram.readU64(p1 + 8)).toBe(508); // the next page's first_pos
     expect(a.nrPages).toBe(2);
   });
 
@@ -281,7 +281,7 @@ describe('the iterator', () => {
     ]);
     const p = Number(a.firstPhys);
     expect(m.ram.readU16(p + 16)).toBe(2); // nr_blocks
-    expect(Number(m.ram.readU64(p + 24) >> 1n) & 0x1fff).toBe(3); // block 0: slots 0, 1 (empty), 2
+    expect(Number(m.ram.readU64n(p + 24) >> 1n) & 0x1fff).toBe(3); // block 0: slots 0, 1 (empty), 2
   });
 
   it.each([0, 1])('v%d: readAll and a reader do not move the iterator', (version) => {

@@ -13,11 +13,11 @@ import {
   KHO_ARRAY_DEFAULT_VERSION,
   KHO_ARRAY_DESC_SIZE,
   KHO_ARRAY_MAGIC,
+  KHO_ARRAY_VERSIONS,
   KHO_ARRAY_VERSION_0,
   KHO_ARRAY_VERSION_1,
-  KHO_ARRAY_VERSIONS,
-  KaPageV0Layout,
-  KaPageV1Layout,
+  KaPageV0Struct,
+  KaPageV1Struct,
   decodeKhoArrayDescriptor,
   encodeKhoArrayDescriptor,
 } from './abi';
@@ -53,19 +53,19 @@ const NO_PAGE = new Uint32Array(0);
 // u32 indices of the page header's fields, u64 indices of the first entry or block, and the block header's bit
 // positions, copied into module constants for the hot paths.
 /** u32 index of `next` (the same offset in both versions). */
-const W_NEXT = KaPageV1Layout.next / 4;
+const W_NEXT = KaPageV1Struct.offsetOf('next') / 4;
 /** u32 index of v0's `startpos` and v1's `first_pos` (the same offset). */
-const W_POS = KaPageV1Layout.firstPos / 4;
+const W_POS = KaPageV1Struct.offsetOf('first_pos') / 4;
 /** u32 index of the word holding v1's `nr_blocks` (low half) and `used` (high half). */
-const W_COUNTS = KaPageV1Layout.nrBlocks / 4;
+const W_COUNTS = KaPageV1Struct.offsetOf('nr_blocks') / 4;
 /** Shift of `used` in that word, plus 3: the cursor counts used space in u64 words (bytes = words << 3). */
-const USED_WORDS_SHIFT = 8 * (KaPageV1Layout.used - KaPageV1Layout.nrBlocks) + 3;
+const USED_WORDS_SHIFT = 8 * (KaPageV1Struct.offsetOf('used') - KaPageV1Struct.offsetOf('nr_blocks')) + 3;
 /** u32 index of v1's reserved field. */
-const W_RESERVED = KaPageV1Layout.reserved / 4;
+const W_RESERVED = KaPageV1Struct.offsetOf('reserved') / 4;
 /** u64 index of the first v1 block (after the header). */
 const V1_BLOCKS = KA_V1_HEADER_SIZE / 8;
 /** u64 index of entries[0] of a v0 page (after next and startpos). */
-const V0_ENTRIES = KaPageV0Layout.entries / 8;
+const V0_ENTRIES = KaPageV0Struct.offsetOf('entries') / 8;
 const V0_LAST_SLOT = KA_V0_NR_ENTRIES - 1;
 /** u64 words in a page. */
 const PAGE_U64 = PAGE_SIZE / 8;
@@ -83,11 +83,11 @@ const NO_HI_K = 0x3fffffff;
 if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new KernelBug('kho-array needs a little-endian host');
 // And the word indices above assume the layouts they were taken from.
 if (
-  KaPageV0Layout.next !== KaPageV1Layout.next ||
-  KaPageV0Layout.startpos !== KaPageV1Layout.firstPos ||
-  KaPageV1Layout.nrBlocks % 4 !== 0 ||
-  KaPageV1Layout.used !== KaPageV1Layout.nrBlocks + 2 ||
-  KaPageV1Layout.reserved % 4 !== 0 ||
+  KaPageV0Struct.offsetOf('next') !== KaPageV1Struct.offsetOf('next') ||
+  KaPageV0Struct.offsetOf('startpos') !== KaPageV1Struct.offsetOf('first_pos') ||
+  KaPageV1Struct.offsetOf('nr_blocks') % 4 !== 0 ||
+  KaPageV1Struct.offsetOf('used') !== KaPageV1Struct.offsetOf('nr_blocks') + 2 ||
+  KaPageV1Struct.offsetOf('reserved') % 4 !== 0 ||
   KA_V1_HEADER_SIZE % 8 !== 0 ||
   INC_SHIFT >= 32
 ) {

@@ -32,7 +32,7 @@ function built() {
   for (const [p, o] of BASE) m.tracker.add(p, o);
   const map = m.tracker.serialize();
   const first = Number(decodeKhoArrayDescriptor(m.ram.read(map, 16)).first);
-  const records = m.ram.readU64n(first + 32); // the first entry (v1 page: 24-byte header, block header, entries)
+  const records = m.ram.readU64(first + 32); // the first entry (v1 page: 24-byte header, block header, entries)
   const pfns = m.tracker.metadataPfns();
   const bitmaps = pfns.slice(3).map((p) => p * PAGE_SIZE);
   return { ...m, map, first, records, bitmaps, pfns };

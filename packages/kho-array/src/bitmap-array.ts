@@ -1,16 +1,20 @@
 import { injectable } from 'tsyringe';
 import { KernelBug, KernelError, KernelLog, hex, withUnwind } from '@kho/kernel';
 import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
+import { offsetTable } from '@kho/struct';
 import {
   KHOSER_BITMAP_PTRS_PER_PAGE,
   KHOSER_MEM_BITMAP_PTR_SIZE,
   KHO_V1_KARR_ARRAY_VERSION,
   KHO_V1_KARR_COMPATIBLE,
-  KhoserMemBitmapPtrLayout,
+  KhoserMemBitmapPtrStruct,
 } from './abi';
 import { createKhoArray, openKhoArray, type KhoArrayContext } from './array';
 import { BitmapMapChecker, BitmapTracker, readIncomingBitmaps, type BitmapRef, type IncomingBitmapBlocks, type ParsedBitmapMap, type SerialisedForm } from './bitmap-tracker';
 import type { U64 } from './u64';
+
+/** Field offsets of a bitmap record, read and written in place. */
+const REC = offsetTable(KhoserMemBitmapPtrStruct);
 
 const LABEL = 'bitmap array';
 
@@ -68,9 +72,9 @@ export function writeBitmapArray(ctx: KhoArrayContext, bitmaps: readonly BitmapR
       }
       const rec = page + slot * KHOSER_MEM_BITMAP_PTR_SIZE;
       // A record per bitmap, written in place at its declared offsets (the page is zeroed: reserved stays 0).
-      ram.writeU64(rec + KhoserMemBitmapPtrLayout.physStart, b.physStart);
-      ram.writeU32(rec + KhoserMemBitmapPtrLayout.order, b.order);
-      ram.writeU64(rec + KhoserMemBitmapPtrLayout.bitmap, b.bitmap);
+      ram.writeU64(rec + REC.phys_start, b.physStart);
+      ram.writeU32(rec + REC.order, b.order);
+      ram.writeU64(rec + REC.bitmap, b.bitmap);
       array.seek(i);
       array.set(rec); // ENOMEM: the array is unchanged, and destroyed by the unwind
     });
@@ -138,11 +142,11 @@ export function parseBitmapArray(ram: PhysicalMemory, mapPhys: number): ParsedBi
     const where = `record ${hex(rec)} (position ${String(pos)})`;
     if (records.has(rec)) throw c.fail(`${where} is reached twice`);
     records.add(rec);
-    const order = ram.readU32(rec + KhoserMemBitmapPtrLayout.order);
-    const reserved = ram.readU32(rec + KhoserMemBitmapPtrLayout.reserved);
+    const order = ram.readU32(rec + REC.order);
+    const reserved = ram.readU32(rec + REC.reserved);
     if (order > MAX_PAGE_ORDER) throw c.fail(`${where} has order ${order} (wanted 0..${MAX_PAGE_ORDER})`);
     if (reserved !== 0) throw c.fail(`${where} has reserved ${hex(reserved)} (wanted 0)`);
-    c.bitmap(order, ram.readU64(rec + KhoserMemBitmapPtrLayout.physStart), ram.readU64(rec + KhoserMemBitmapPtrLayout.bitmap), where);
+    c.bitmap(order, ram.readU64n(rec + REC.phys_start), ram.readU64n(rec + REC.bitmap), where);
   }
   return c.result();
 }

@@ -30,7 +30,7 @@ function built() {
   const m = bitmapTestMachine('chunks', BASE);
   for (const [p, o] of BASE) m.tracker.add(p, o);
   const map = m.tracker.serialize();
-  const chunk1 = m.ram.readU64n(map);
+  const chunk1 = m.ram.readU64(map);
   const bitmaps = m.tracker.metadataPfns().filter((p) => p !== map / PAGE_SIZE && p !== chunk1 / PAGE_SIZE).map((p) => p * PAGE_SIZE);
   return { ...m, map, chunks: [map, chunk1], bitmaps };
 }
@@ -66,7 +66,7 @@ describe('the kho-v1 chunk list in RAM', () => {
     for (const [p, o] of blocks) m.tracker.add(p, o);
     const map = m.tracker.serialize();
     const counts: number[] = [];
-    for (let c = map; c !== 0; c = m.ram.readU64n(c)) counts.push(m.ram.readU32(c + 12));
+    for (let c = map; c !== 0; c = m.ram.readU64(c)) counts.push(m.ram.readU32(c + 12));
     expect(counts).toEqual([255, 255, 2]);
     expect(readIncomingBitmapChunks(m.ram, map).pfns).toEqual(blocks.map(([p]) => p));
   });

@@ -1,16 +1,23 @@
 import { injectable } from 'tsyringe';
 import { KernelLog, hex, withUnwind } from '@kho/kernel';
 import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
+import { offsetTable } from '@kho/struct';
 import {
   KHOSER_BITMAP_SIZE,
   KHOSER_CHUNK_ENTRY_SIZE,
   KHOSER_MEM_CHUNK_HDR_SIZE,
   KHO_V1_COMPATIBLE,
-  KhoserChunkEntryLayout,
-  KhoserMemChunkHdrLayout,
+  KhoserChunkEntryStruct,
+  KhoserMemChunkHdrStruct,
   encodeKhoserChunkHdr,
 } from './abi';
 import { BitmapMapChecker, BitmapTracker, readIncomingBitmaps, type BitmapRef, type IncomingBitmapBlocks, type ParsedBitmapMap, type SerialisedForm } from './bitmap-tracker';
+
+/** Field offsets of a chunk entry, read and written in place. */
+const ENTRY = offsetTable(KhoserChunkEntryStruct);
+
+/** Field offsets of a chunk header, read and written in place. */
+const HDR = offsetTable(KhoserMemChunkHdrStruct);
 
 const LABEL = 'bitmap chunks';
 
@@ -56,7 +63,7 @@ export function writeBitmapChunks(ram: PhysicalMemory, buddy: BuddyAllocator, bi
       const phys = pfn * PAGE_SIZE;
       ram.fill(phys, PAGE_SIZE, 0);
       ram.write(phys, encodeKhoserChunkHdr({ next: 0n, order, numElms: 0 }));
-      if (cur !== 0) ram.writeU64(cur + KhoserMemChunkHdrLayout.next, phys);
+      if (cur !== 0) ram.writeU64(cur + HDR.next, phys);
       out.push(phys);
       cur = phys;
       curOrder = order;
@@ -66,9 +73,9 @@ export function writeBitmapChunks(ram: PhysicalMemory, buddy: BuddyAllocator, bi
       if (b.order !== curOrder || n === KHOSER_BITMAP_SIZE) newChunk(b.order);
       // An entry per bitmap, written in place at its declared offsets (the chunk page is zeroed).
       const entry = cur + KHOSER_MEM_CHUNK_HDR_SIZE + n * KHOSER_CHUNK_ENTRY_SIZE;
-      ram.writeU64(entry + KhoserChunkEntryLayout.physStart, b.physStart);
-      ram.writeU64(entry + KhoserChunkEntryLayout.bitmap, b.bitmap);
-      ram.writeU32(cur + KhoserMemChunkHdrLayout.numElms, ++n);
+      ram.writeU64(entry + ENTRY.phys_start, b.physStart);
+      ram.writeU64(entry + ENTRY.bitmap, b.bitmap);
+      ram.writeU32(cur + HDR.num_elms, ++n);
     }
     if (out.length === 0) newChunk(0);
     return out;
@@ -98,15 +105,15 @@ export function parseBitmapChunks(ram: PhysicalMemory, mapPhys: number): ParsedB
   let from = 'preserved-memory-map';
   while (next !== 0n) {
     const chunk = c.page(next, 'chunk', from);
-    const order = ram.readU32(chunk + KhoserMemChunkHdrLayout.order);
-    const num = ram.readU32(chunk + KhoserMemChunkHdrLayout.numElms);
+    const order = ram.readU32(chunk + HDR.order);
+    const num = ram.readU32(chunk + HDR.num_elms);
     if (order > MAX_PAGE_ORDER) throw c.fail(`chunk ${hex(chunk)} has order ${order} (wanted 0..${MAX_PAGE_ORDER})`);
     if (num > KHOSER_BITMAP_SIZE) throw c.fail(`chunk ${hex(chunk)} has num_elms ${num} (wanted at most ${KHOSER_BITMAP_SIZE})`);
     for (let i = 0; i < num; i++) {
       const entry = chunk + KHOSER_MEM_CHUNK_HDR_SIZE + i * KHOSER_CHUNK_ENTRY_SIZE;
-      c.bitmap(order, ram.readU64(entry + KhoserChunkEntryLayout.physStart), ram.readU64(entry + KhoserChunkEntryLayout.bitmap), `chunk ${hex(chunk)} entry ${i}`);
+      c.bitmap(order, ram.readU64n(entry + ENTRY.phys_start), ram.readU64n(entry + ENTRY.bitmap), `chunk ${hex(chunk)} entry ${i}`);
     }
-    next = ram.readU64(chunk + KhoserMemChunkHdrLayout.next);
+    next = ram.readU64n(chunk + HDR.next);
     from = `next of chunk ${hex(chunk)}`;
   }
   return c.result();

@@ -257,7 +257,7 @@ describe('a hostile kho-v1 handover is refused at boot with a clear reason, and 
       'bitmap-chunks',
       (ram, map) => {
         let last = map;
-        while (ram.readU64n(last) !== 0) last = ram.readU64n(last);
+        while (ram.readU64(last) !== 0) last = ram.readU64(last);
         ram.writeU64(last, 0x40_0000_0000);
         return `bitmap chunks: chunk 0x4000000000 (next of chunk ${hex(last)}) is outside RAM`;
       },
@@ -266,9 +266,9 @@ describe('a hostile kho-v1 handover is refused at boot with a clear reason, and 
       'a cycle of chunks',
       'bitmap-chunks',
       (ram, map) => {
-        const second = ram.readU64n(map);
-        ram.writeU64(ram.readU64n(second), second);
-        return `bitmap chunks: chunk ${hex(second)} (next of chunk ${hex(ram.readU64n(second))}) is reached twice (a cycle or a shared page)`;
+        const second = ram.readU64(map);
+        ram.writeU64(ram.readU64(second), second);
+        return `bitmap chunks: chunk ${hex(second)} (next of chunk ${hex(ram.readU64(second))}) is reached twice (a cycle or a shared page)`;
       },
     ],
     ['num_elms 256', 'bitmap-chunks', (ram, map) => (ram.writeU32(map + 12, 256), `bitmap chunks: chunk ${hex(map)} has num_elms 256 (wanted at most 255)`)],
@@ -277,7 +277,7 @@ describe('a hostile kho-v1 handover is refused at boot with a clear reason, and 
       'a bitmap pointer not page-aligned',
       'bitmap-chunks',
       (ram, map) => {
-        const bm = ram.readU64n(map + 24);
+        const bm = ram.readU64(map + 24);
         ram.writeU64(map + 24, bm + 0x10);
         return `bitmap chunks: chunk ${hex(map)} entry 0: bitmap ${hex(bm + 0x10)} is not page-aligned`;
       },
@@ -296,7 +296,7 @@ describe('a hostile kho-v1 handover is refused at boot with a clear reason, and 
       'bitmap-array',
       (ram, _map, pfns) => {
         const slot = pfns[1] * PAGE_SIZE + 32; // entry 0 of the array page
-        const bad = ram.readU64n(slot) + 2;
+        const bad = ram.readU64(slot) + 2;
         ram.writeU64(slot, bad);
         return `kho array: entry ${hex(bad)} at position 0 (page ${hex(pfns[1] * PAGE_SIZE)}) is neither a tagged value nor an 8-byte-aligned pointer`;
       },

@@ -1,6 +1,6 @@
 import { Errno, KernelError, hex } from '@kho/kernel';
 import { PAGE_SIZE, type PhysicalMemory } from '@kho/physmem';
-import { KHO_BLOCK_ENTRY_BYTES, KHO_BLOCK_HEADER_SIZE, KHO_BLOCK_SIZE, KHO_MAX_BLOCKS, KhoBlockHeader, entriesPerBlock } from './abi';
+import { KHO_BLOCK_ENTRY_BYTES, KHO_BLOCK_HEADER_SIZE, KHO_BLOCK_SIZE, KHO_MAX_BLOCKS, KhoBlockHeaderStruct, entriesPerBlock } from './abi';
 
 /**
  * What a block set needs from KHO: preserved pages to write (outgoing) and a way to give back the pages the
@@ -18,8 +18,8 @@ export interface KhoBlockBackend {
   isIncomingPage(phys: number): boolean;
 }
 
-const OFF_NEXT = KhoBlockHeader.offsetOf('next');
-const OFF_COUNT = KhoBlockHeader.offsetOf('count');
+const OFF_NEXT = KhoBlockHeaderStruct.offsetOf('next');
+const OFF_COUNT = KhoBlockHeaderStruct.offsetOf('count');
 
 /**
  * An ordered set of linked 4 KiB blocks of fixed-size entries (upstream `struct kho_block_set`). Outgoing sets
@@ -237,7 +237,7 @@ export class KhoBlockSet {
   }
 
   private readU64(phys: number): number {
-    const v = this.backend.ram.readU64n(phys);
+    const v = this.backend.ram.readU64(phys);
     return v >= 2 ** 53 ? Infinity : v;
   }
 }

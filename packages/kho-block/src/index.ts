@@ -6,7 +6,7 @@ export {
   KHO_BLOCK_ENTRY_BYTES,
   KHO_MAX_BLOCKS,
   KHO_BLOCK_COMPATIBLE,
-  KhoBlockHeader,
+  KhoBlockHeaderStruct,
   entriesPerBlock,
 } from './abi';
 export { KhoBlockSet, KhoBlockIterator, type KhoBlockBackend } from './block-set';

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { layoutTable } from '@kho/struct';
 import { KHO_DATA_SIZE as IMAGE_KHO_DATA_SIZE } from '@kho/image';
 import fc from 'fast-check';
-import { KHO_DATA_SIZE, KhoDataLayout, KhoKexecMetadataLayout, KhoScratchLayout, decodeKhoData, decodeScratchArray, encodeKhoData, encodeScratchArray } from './abi';
+import { KHO_DATA_SIZE, KhoDataStruct, KhoKexecMetadataStruct, KhoScratchStruct, decodeKhoData, decodeScratchArray, encodeKhoData, encodeScratchArray } from './abi';
 
 describe('struct kho_data (golden bytes)', () => {
   it('is 32 little-endian bytes: fdt_addr, fdt_size, scratch_addr, scratch_size', () => {
@@ -34,7 +34,7 @@ describe('struct kho_data (golden bytes)', () => {
 
 describe('docs/abi/kho.md is the contract: its layout tables are the declared layouts', () => {
   const doc = readFileSync(join(__dirname, '../../../docs/abi/kho.md'), 'utf8');
-  it.each([KhoDataLayout, KhoScratchLayout, KhoKexecMetadataLayout])('%s', (layout) => {
+  it.each([KhoDataStruct, KhoScratchStruct, KhoKexecMetadataStruct])('%s', (layout) => {
     expect(doc).toContain(`layout: struct ${layout.name}\n${layoutTable(layout)}\n`);
   });
 });

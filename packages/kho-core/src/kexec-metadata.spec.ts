@@ -1,21 +1,21 @@
 import { Errno, KernelError } from '@kho/kernel';
 import { PhysicalMemory } from '@kho/physmem';
 import { checkGolden } from '@kho/struct/testing';
-import { KhoKexecMetadataLayout } from './abi';
+import { KhoKexecMetadataStruct } from './abi';
 import { readKexecMetadata, writeKexecMetadata } from './kexec-metadata';
 
 const ram = (): PhysicalMemory => new PhysicalMemory({ ranges: [{ start: 0, size: 2 ** 20, node: 0 }] });
 
 describe('struct kho_kexec_metadata (golden bytes)', () => {
   it('is 73 packed bytes: version, previous_release[65], kexec_count', () => {
-    expect(KhoKexecMetadataLayout.size).toBe(73);
-    expect(KhoKexecMetadataLayout.table.map((f) => [f.name, f.offset, f.size])).toEqual([
+    expect(KhoKexecMetadataStruct.size).toBe(73);
+    expect(KhoKexecMetadataStruct.table.map((f) => [f.name, f.offset, f.size])).toEqual([
       ['version', 0, 4],
       ['previous_release', 4, 65],
       ['kexec_count', 69, 4],
     ]);
     // the spec's golden example: release "7.2.0", count 2
-    checkGolden(KhoKexecMetadataLayout, { version: 1, previous_release: '7.2.0', kexec_count: 2 }, `01 00 00 00 37 2e 32 2e 30 ${'00 '.repeat(60)} 02 00 00 00`);
+    checkGolden(KhoKexecMetadataStruct, { version: 1, previous_release: '7.2.0', kexec_count: 2 }, `01 00 00 00 37 2e 32 2e 30 ${'00 '.repeat(60)} 02 00 00 00`);
   });
 });
 

@@ -1,6 +1,6 @@
 import { Errno, KernelError, hex } from '@kho/kernel';
 import type { PhysicalMemory } from '@kho/physmem';
-import { KHO_KEXEC_METADATA_VERSION, KhoKexecMetadataLayout, NEW_UTS_LEN } from './abi';
+import { KHO_KEXEC_METADATA_VERSION, KhoKexecMetadataStruct, NEW_UTS_LEN } from './abi';
 
 /** What a kexec-metadata blob says: the release that wrote it and how many kexecs since the last cold boot. */
 export interface KexecMetadata {
@@ -21,15 +21,15 @@ export function readKexecMetadata(ram: PhysicalMemory, phys: number, size: numbe
   if (version !== KHO_KEXEC_METADATA_VERSION) {
     throw new KernelError(Errno.EINVAL, `kexec-metadata version ${version} not supported (expected ${KHO_KEXEC_METADATA_VERSION})`);
   }
-  if (size < KhoKexecMetadataLayout.size) {
-    throw new KernelError(Errno.EINVAL, `kexec-metadata blob too small for v1 (${size} < ${KhoKexecMetadataLayout.size})`);
+  if (size < KhoKexecMetadataStruct.size) {
+    throw new KernelError(Errno.EINVAL, `kexec-metadata blob too small for v1 (${size} < ${KhoKexecMetadataStruct.size})`);
   }
-  if (!ram.isRam(phys, KhoKexecMetadataLayout.size)) throw new KernelError(Errno.EINVAL, `kexec-metadata blob runs outside RAM`);
-  const m = KhoKexecMetadataLayout.read(ram, phys);
+  if (!ram.isRam(phys, KhoKexecMetadataStruct.size)) throw new KernelError(Errno.EINVAL, `kexec-metadata blob runs outside RAM`);
+  const m = KhoKexecMetadataStruct.read(ram, phys);
   return { previousRelease: m.previous_release.slice(0, NEW_UTS_LEN), kexecCount: m.kexec_count };
 }
 
 /** Writes a version-1 kexec-metadata blob at `phys`: this kernel's release and its kexec count. */
 export function writeKexecMetadata(ram: PhysicalMemory, phys: number, m: KexecMetadata): void {
-  KhoKexecMetadataLayout.write(ram, phys, { version: KHO_KEXEC_METADATA_VERSION, previous_release: m.previousRelease, kexec_count: m.kexecCount });
+  KhoKexecMetadataStruct.write(ram, phys, { version: KHO_KEXEC_METADATA_VERSION, previous_release: m.previousRelease, kexec_count: m.kexecCount });
 }

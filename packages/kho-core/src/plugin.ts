@@ -6,7 +6,7 @@ import {
   KHO_KEXEC_METADATA_SUBTREE,
   KHO_SCRATCH_DEFAULT_PERCENT,
   KHO_SCRATCH_ENTRY_SIZE,
-  KhoKexecMetadataLayout,
+  KhoKexecMetadataStruct,
   PROP_PRESERVED_MEMORY_MAP,
   PROP_PRESERVED_MEMORY_MAP_CRC,
   SETUP_KHO,
@@ -259,10 +259,10 @@ export class KhoPlugin implements KernelPlugin {
         if (!(e instanceof KernelError && e.errno === Errno.ENOENT)) this.log.warn('kho', describeError(e));
       }
     }
-    const phys = this.kho.allocPreserve(KhoKexecMetadataLayout.size);
+    const phys = this.kho.allocPreserve(KhoKexecMetadataStruct.size);
     try {
       writeKexecMetadata(this.ram, phys, { previousRelease: s.generation!.release, kexecCount: s.incomingKexecCount + 1 });
-      this.kho.addSubtree(KHO_KEXEC_METADATA_SUBTREE, phys, KhoKexecMetadataLayout.size);
+      this.kho.addSubtree(KHO_KEXEC_METADATA_SUBTREE, phys, KhoKexecMetadataStruct.size);
     } catch (e) {
       this.kho.unpreserveFree(phys);
       throw e;

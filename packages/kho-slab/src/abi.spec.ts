@@ -1,13 +1,12 @@
 import { PAGE_SIZE } from '@kho/physmem/abi';
 import { checkGolden, hexBytes } from '@kho/struct/testing';
+import { offsetTable } from '@kho/struct';
 import {
   KHO_SLAB_BITMAP_BYTES,
   KHO_SLAB_ENTRIES_PER_PAGE,
   KHO_SLAB_KIND_SLAB,
   KHO_SLAB_TABLE_MAGIC,
-  KhoSlabEntryLayout,
   KhoSlabEntryStruct,
-  KhoSlabHeaderLayout,
   KhoSlabHeaderStruct,
   encodeSlabTableEntry,
   encodeSlabTableHeader,
@@ -16,8 +15,8 @@ import {
 describe('the kho-slab table layouts, declared once', () => {
   it('have the sizes and offsets of kho-slab-v1 (a change here is a new compatible)', () => {
     expect([KhoSlabHeaderStruct.size, KhoSlabEntryStruct.size, KHO_SLAB_BITMAP_BYTES]).toEqual([16, 80, 64]);
-    expect(KhoSlabHeaderLayout).toEqual({ magic: 0, version: 4, nr_entries: 6, next: 8 });
-    expect(KhoSlabEntryLayout).toEqual({ phys: 0, object_size: 8, order: 12, kind: 13, nr_preserved: 14, bitmap: 16 });
+    expect(offsetTable(KhoSlabHeaderStruct)).toEqual({ magic: 0, version: 4, nr_entries: 6, next: 8 });
+    expect(offsetTable(KhoSlabEntryStruct)).toEqual({ phys: 0, object_size: 8, order: 12, kind: 13, nr_preserved: 14, bitmap: 16 });
     expect(KHO_SLAB_ENTRIES_PER_PAGE).toBe((PAGE_SIZE - 16) / 80);
   });
 

@@ -1,6 +1,7 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, formatBytes, hex, isKernelError, withUnwind, type KernelPlugin, type PluginReport, type Unwind, describeError } from '@kho/kernel';
 import { Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, Slab, kmallocCacheName, type Pfn } from '@kho/physmem';
+import { offsetTable } from '@kho/struct';
 import {
   KHO_SLAB_COMPATIBLE,
   KHO_SLAB_ENTRIES_PER_PAGE,
@@ -9,7 +10,7 @@ import {
   KHO_SLAB_MAX_SLABS,
   KHO_SLAB_MAX_TABLE_PAGES,
   KHO_SLAB_SUBTREE,
-  KhoSlabEntryLayout,
+  KhoSlabEntryStruct,
   PROP_SLAB_TABLE,
   decodeSlabTablePage,
   encodeSlabTableEntry,
@@ -19,6 +20,9 @@ import {
 } from './abi';
 import { FdtNode, decodeFdt, encodeFdt } from '@kho/fdt';
 import { Kho } from '@kho/kho-core';
+
+/** Field offsets of a slab entry, updated in place per object. */
+const ENTRY = offsetTable(KhoSlabEntryStruct);
 
 /** What {@link KhoSlab.stats} reports. */
 export interface KhoSlabStats {
@@ -404,11 +408,11 @@ export class KhoSlab implements KernelPlugin {
   /** Rewrites one bit of an entry's bitmap (as the host mirror has it) and its count. */
   private writeBit(s: OutSlab, index: number): void {
     const at = s.page.phys + KHO_SLAB_HEADER_SIZE + s.slot * KHO_SLAB_ENTRY_SIZE;
-    const byteAt = at + KhoSlabEntryLayout.bitmap + (index >> 3);
+    const byteAt = at + ENTRY.bitmap + (index >> 3);
     const bit = 1 << (index & 7);
     const byte = this.ram.readU8(byteAt);
     this.ram.writeU8(byteAt, s.preserved.has(index) ? byte | bit : byte & ~bit);
-    this.ram.writeU16(at + KhoSlabEntryLayout.nr_preserved, s.preserved.size);
+    this.ram.writeU16(at + ENTRY.nr_preserved, s.preserved.size);
   }
 
   /** Rewrites the header of page `i` (count and link to the next page); nothing for i < 0. */

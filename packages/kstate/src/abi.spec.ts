@@ -1,6 +1,7 @@
 import { KhoVmallocStruct } from '@kho/vmalloc/abi';
 import { checkGolden } from '@kho/struct/testing';
 import { crc32c } from '@kho/kernel';
+import { offsetTable } from '@kho/struct';
 import {
   KSTATE_END_BODY_SIZE,
   KSTATE_FOLIO_SIZE,
@@ -12,9 +13,7 @@ import {
   KStateEndStruct,
   KStateFolioStruct,
   KStatePhysRangeStruct,
-  KStateRecordLayout,
   KStateRecordStruct,
-  KStateSegmentLayout,
   KStateSegmentStruct,
 } from './abi';
 import * as abi from './abi';
@@ -26,7 +25,7 @@ import { ByteReader } from './wire';
 describe('the stream layouts, declared once', () => {
   it('have the sizes and offsets of format version 1 (a change here is a new KSTATE_FORMAT_VERSION)', () => {
     expect([KSTATE_SEGMENT_HEADER_SIZE, KSTATE_RECORD_HEADER_SIZE, KSTATE_END_BODY_SIZE, KSTATE_FOLIO_SIZE, KSTATE_PHYS_RANGE_SIZE]).toEqual([48, 12, 8, 16, 16]);
-    expect(KStateSegmentLayout).toEqual({
+    expect(offsetTable(KStateSegmentStruct)).toEqual({
       magic: 0,
       version: 4,
       header_size: 6,
@@ -40,7 +39,7 @@ describe('the stream layouts, declared once', () => {
       header_crc: 44,
     });
     expect(KSTATE_SEGMENT_CRC_SPAN).toBe(44);
-    expect(KStateRecordLayout).toEqual({ type: 0, reserved0: 1, reserved1: 2, body_len: 4, crc: 8 });
+    expect(offsetTable(KStateRecordStruct)).toEqual({ type: 0, reserved0: 1, reserved1: 2, body_len: 4, crc: 8 });
   });
 
   it('struct kstate_segment: golden bytes, and encodeSegmentHeader writes them with the CRC of bytes 0..43', () => {
@@ -74,7 +73,7 @@ describe('the stream layouts, declared once', () => {
 
   it('a record header with a reserved byte set does not decode', () => {
     const b = KStateRecordStruct.encode({ type: 1, body_len: 0, crc: 0 });
-    b[KStateRecordLayout.reserved1 + 1] = 1;
+    b[KStateRecordStruct.offsetOf('reserved1') + 1] = 1;
     expect(() => KStateRecordStruct.decode(b)).toThrow('EINVAL: kstate_record.reserved1 byte 1 is 0x1 (wanted 0: reserved)');
   });
 
@@ -102,6 +101,6 @@ describe('ByteReader.struct', () => {
     const r = new ByteReader(bytes, 0, left, 'test');
     expect(() => r.struct(KStateFolioStruct)).toThrow(message);
     const byField = new ByteReader(bytes, 0, left, 'test');
-    expect(() => (byField.u64n(), byField.u32(), byField.u32())).toThrow(message);
+    expect(() => (byField.u64(), byField.u32(), byField.u32())).toThrow(message);
   });
 });

@@ -161,7 +161,7 @@ function decodeFixed(r: ByteReader, f: FieldSchema): unknown {
     case 'u32':
       return r.u32();
     case 'u64':
-      return r.u64();
+      return r.u64n();
     case 'i8':
       return r.i8();
     case 'i16':
@@ -176,7 +176,7 @@ function decodeFixed(r: ByteReader, f: FieldSchema): unknown {
       return b === 1;
     }
     case 'phys': {
-      const p = r.u64n();
+      const p = r.u64();
       if (p > Number.MAX_SAFE_INTEGER) r.fail(`phys '${f.name}' is at or above 2^53`);
       return p;
     }

@@ -1,11 +1,15 @@
 import { Errno, KernelError, isKernelError, describeError, KernelBug } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
 import { KHO_VMALLOC_SIZE } from '@kho/vmalloc/abi';
-import { KSTATE_LIMITS, KSTATE_PRESENT, KSTATE_RECORD_HEADER_SIZE, KStateEndStruct, KStateFolioStruct, KStatePhysRangeStruct, KStateRecordLayout, KStateRecordType } from './abi';
+import { offsetTable } from '@kho/struct';
+import { KSTATE_LIMITS, KSTATE_PRESENT, KSTATE_RECORD_HEADER_SIZE, KStateEndStruct, KStateFolioStruct, KStatePhysRangeStruct, KStateRecordStruct, KStateRecordType } from './abi';
 import { crc32c } from '@kho/kernel';
 import { idKey, showId, showInstance, type Description, type Field, type InstanceId } from './model';
 import { descSchema, writeKey, writeSchemaBody } from './schema';
 import { ByteWriter } from './wire';
+
+/** Field offsets of a record header, patched in place once its body is written. */
+const RECORD = offsetTable(KStateRecordStruct);
 
 /**
  * What the encoder calls for fields that own memory: preserve it (the implementation records the undo) and
@@ -44,9 +48,9 @@ export function beginRecord(w: ByteWriter, type: number): number {
 /** Ends a record begun at `mark`: fills in its body length and its CRC32C (header bytes 0..7, then the body). */
 export function endRecord(w: ByteWriter, mark: number): void {
   const bodyStart = mark + KSTATE_RECORD_HEADER_SIZE;
-  w.view.setUint32(mark + KStateRecordLayout.body_len, w.pos - bodyStart, true);
-  const crc = crc32c(w.buf, bodyStart, w.pos, crc32c(w.buf, mark, mark + KStateRecordLayout.crc));
-  w.view.setUint32(mark + KStateRecordLayout.crc, crc, true);
+  w.view.setUint32(mark + RECORD.body_len, w.pos - bodyStart, true);
+  const crc = crc32c(w.buf, bodyStart, w.pos, crc32c(w.buf, mark, mark + RECORD.crc));
+  w.view.setUint32(mark + RECORD.crc, crc, true);
 }
 
 /**

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { Errno, KernelError, Unwind } from '@kho/kernel';
 import { PhysicalMemory } from '@kho/physmem';
-import { KSTATE_RECORD_HEADER_SIZE, KSTATE_SEGMENT_HEADER_SIZE, KStateRecordType, KStateSegmentLayout } from './abi';
+import { KSTATE_RECORD_HEADER_SIZE, KSTATE_SEGMENT_HEADER_SIZE, KStateRecordType, KStateSegmentStruct } from './abi';
 import { crc32c } from '@kho/kernel';
 import { beginRecord, encodeStream, endRecord, type MemorySaver, type Registration } from './encode';
 import { array, bool, bytes, describeState, i16, i32, i64, i8, phys, ptr, str, struct, u16, u32, u64, u8, type Description } from './model';
@@ -53,7 +53,7 @@ describe('layouts', () => {
   it('pins the segment header and the record header', () => {
     expect(KSTATE_SEGMENT_HEADER_SIZE).toBe(48);
     expect(KSTATE_RECORD_HEADER_SIZE).toBe(12);
-    expect(KStateSegmentLayout.header_crc + 4).toBe(KSTATE_SEGMENT_HEADER_SIZE);
+    expect(KStateSegmentStruct.offsetOf('header_crc') + 4).toBe(KSTATE_SEGMENT_HEADER_SIZE);
     const h = encodeSegmentHeader({ index: 1, nrSegments: 2, next: 0x1234000, totalLen: 5000, payloadLen: 952, order: 0 });
     expect(Buffer.from(h).toString('hex')).toBe(
       '4b535441' + '0100' + '3000' + '01000000' + '02000000' + '0040230100000000' + '8813000000000000' + 'b8030000' + '00' + '00000000000000' + Buffer.from(h.subarray(44)).toString('hex'),

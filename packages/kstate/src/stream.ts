@@ -1,5 +1,6 @@
 import { Errno, KernelError, hex, type Unwind } from '@kho/kernel';
 import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem';
+import { offsetTable } from '@kho/struct';
 import {
   KSTATE_END_BODY_SIZE,
   KSTATE_FORMAT_VERSION,
@@ -9,9 +10,8 @@ import {
   KSTATE_SEGMENT_CRC_SPAN,
   KSTATE_SEGMENT_HEADER_SIZE,
   KStateEndStruct,
-  KStateRecordLayout,
+  KStateRecordStruct,
   KStateRecordType,
-  KStateSegmentLayout,
   KStateSegmentStruct,
 } from './abi';
 import { crc32c } from '@kho/kernel';
@@ -19,6 +19,11 @@ import { decodeRecord, type DecodedRecord } from './decode';
 import { idKey, instanceKey, showId, showInstance, type DescId, type InstanceId } from './model';
 import { readKey, readSchemaBody, validateSchemas, type DescSchema } from './schema';
 import { ByteReader } from './wire';
+
+/** Field offsets of a record header, read in place per record. */
+const RECORD = offsetTable(KStateRecordStruct);
+/** Field offsets of a segment header, checked one by one before it is decoded. */
+const SEGMENT = offsetTable(KStateSegmentStruct);
 
 /** What reading a stream needs of RAM (PhysicalMemory has it). */
 export interface RamReader {
@@ -142,7 +147,7 @@ function refuse(why: string, errno = Errno.EINVAL): never {
  * KernelError: EOPNOTSUPP for an unknown format version, EINVAL for anything else.
  */
 export function readSegments(ram: RamReader, rootPhys: number): { bytes: Uint8Array; segments: Segment[] } {
-  const L = KStateSegmentLayout;
+  const L = SEGMENT;
   const segments: Segment[] = [];
   const chunks: Uint8Array[] = [];
   const seen = new Set<number>();
@@ -321,16 +326,16 @@ export function parseStream(bytes: Uint8Array, segments: readonly Segment[] = []
   for (;;) {
     const at = pos;
     if (bytes.length - pos < KSTATE_RECORD_HEADER_SIZE) refuse(`record at byte ${at}: truncated header (the stream has no END record)`);
-    const type = bytes[pos + KStateRecordLayout.type];
-    if (bytes[pos + KStateRecordLayout.reserved0] !== 0 || view.getUint16(pos + KStateRecordLayout.reserved1, true) !== 0) {
+    const type = bytes[pos + RECORD.type];
+    if (bytes[pos + RECORD.reserved0] !== 0 || view.getUint16(pos + RECORD.reserved1, true) !== 0) {
       refuse(`record at byte ${at}: reserved header bytes are not 0`);
     }
-    const len = view.getUint32(pos + KStateRecordLayout.body_len, true);
+    const len = view.getUint32(pos + RECORD.body_len, true);
     const bodyStart = pos + KSTATE_RECORD_HEADER_SIZE;
     if (len > bytes.length - bodyStart) refuse(`record at byte ${at}: body of ${len} bytes runs past the stream's end (${bytes.length - bodyStart} left)`);
     const end = bodyStart + len;
-    const crc = view.getUint32(pos + KStateRecordLayout.crc, true);
-    const want = crc32c(bytes, bodyStart, end, crc32c(bytes, pos, pos + KStateRecordLayout.crc));
+    const crc = view.getUint32(pos + RECORD.crc, true);
+    const want = crc32c(bytes, bodyStart, end, crc32c(bytes, pos, pos + RECORD.crc));
     if (crc !== want) refuse(`record at byte ${at}: checksum ${hex(crc)} (computed ${hex(want)}); the stream is corrupt`);
     pos = end;
     if (type === KStateRecordType.SCHEMA) {

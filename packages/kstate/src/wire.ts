@@ -46,7 +46,10 @@ export interface FieldReader {
   u8(): number;
   u16(): number;
   u32(): number;
-  u64(): bigint;
+  /** A u64 as a number: exact below 2^53; anything larger comes back as Infinity, so range checks refuse it. */
+  u64(): number;
+  /** A u64 as a bigint, every value exact. */
+  u64n(): bigint;
   bytes(n: number): Uint8Array;
   uleb(): number;
   string(): string;
@@ -269,20 +272,21 @@ export class ByteReader implements FieldReader {
     return v;
   }
 
-  u64(): bigint {
-    this.need(8);
-    const v = this.view.getBigUint64(this.pos, true);
-    this.pos += 8;
-    return v;
-  }
-
   /** A u64 as a number: exact below 2^53; anything larger comes back as Infinity, so range checks refuse it. */
-  u64n(): number {
+  u64(): number {
     this.need(8);
     const lo = this.view.getUint32(this.pos, true);
     const hi = this.view.getUint32(this.pos + 4, true);
     this.pos += 8;
     return hi >= 0x200000 ? Infinity : hi * TWO_32 + lo;
+  }
+
+  /** A u64 as a bigint, every value exact. */
+  u64n(): bigint {
+    this.need(8);
+    const v = this.view.getBigUint64(this.pos, true);
+    this.pos += 8;
+    return v;
   }
 
   i8(): number {

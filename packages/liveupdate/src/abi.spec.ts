@@ -1,6 +1,6 @@
 import { Errno } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
-import { KhoBlockHeader } from '@kho/kho-block';
+import { KhoBlockHeaderStruct } from '@kho/kho-block';
 import { decodeFdt, encodeFdt } from '@kho/fdt';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,18 +11,18 @@ import {
   LUO_FLB_MAX,
   LUO_V1_FILE_MAX,
   LUO_V1_SESSION_MAX,
-  LuoFileSer,
-  LuoFlbHeaderSer,
-  LuoFlbSer,
-  LuoSer,
-  LuoSessionSer,
-  LuoV1SessionHeaderSer,
-  LiveupdateCreateSession,
-  LiveupdateRetrieveSession,
-  LiveupdateSessionFinish,
-  LiveupdateSessionGetName,
-  LiveupdateSessionPreserveFd,
-  LiveupdateSessionRetrieveFd,
+  LuoFileSerStruct,
+  LuoFlbHeaderSerStruct,
+  LuoFlbSerStruct,
+  LuoSerStruct,
+  LuoSessionSerStruct,
+  LuoV1SessionHeaderSerStruct,
+  LiveupdateCreateSessionStruct,
+  LiveupdateRetrieveSessionStruct,
+  LiveupdateSessionFinishStruct,
+  LiveupdateSessionGetNameStruct,
+  LiveupdateSessionPreserveFdStruct,
+  LiveupdateSessionRetrieveFdStruct,
 } from './abi';
 import { errnoOf, luoCreateSession, luoOpenDevice, luoPreserveFd, luoRetrieveFd, luoRetrieveSession } from './client';
 import { bootLuo, luoImage, view } from './luo-test-kit';
@@ -31,19 +31,19 @@ import { createTestFile } from './testing';
 describe('docs/abi/luo.md is the contract: its layout tables are the declared layouts', () => {
   const doc = readFileSync(join(__dirname, '../../../docs/abi/luo.md'), 'utf8');
   it.each([
-    KhoBlockHeader,
-    LuoSer,
-    LuoSessionSer,
-    LuoFileSer,
-    LuoFlbHeaderSer,
-    LuoFlbSer,
-    LuoV1SessionHeaderSer,
-    LiveupdateCreateSession,
-    LiveupdateRetrieveSession,
-    LiveupdateSessionPreserveFd,
-    LiveupdateSessionRetrieveFd,
-    LiveupdateSessionFinish,
-    LiveupdateSessionGetName,
+    KhoBlockHeaderStruct,
+    LuoSerStruct,
+    LuoSessionSerStruct,
+    LuoFileSerStruct,
+    LuoFlbHeaderSerStruct,
+    LuoFlbSerStruct,
+    LuoV1SessionHeaderSerStruct,
+    LiveupdateCreateSessionStruct,
+    LiveupdateRetrieveSessionStruct,
+    LiveupdateSessionPreserveFdStruct,
+    LiveupdateSessionRetrieveFdStruct,
+    LiveupdateSessionFinishStruct,
+    LiveupdateSessionGetNameStruct,
   ])('%s', (layout) => {
     expect(doc).toContain(`layout: struct ${layout.name}\n${layoutTable(layout)}\n`);
   });
@@ -52,24 +52,24 @@ describe('docs/abi/luo.md is the contract: its layout tables are the declared la
 describe('luo-v5 records (golden image of spec section 5.12)', () => {
   it('luo_ser: "luo-v5", number 1, sessions 0x12345000, FLB page 0x12346000', () => {
     checkGolden(
-      LuoSer,
+      LuoSerStruct,
       { compatible: LUO_ABI_COMPATIBLE, liveupdate_num: 1, sessions_pa: 0x12345000, flbs_pa: 0x12346000 },
       `6c 75 6f 2d 76 35 00 00 | 01 00 00 00 00 00 00 00 | 00 50 34 12 00 00 00 00 | 00 60 34 12 00 00 00 00`,
     );
   });
 
   it('the session block: header {next 0, count 1}, entry "s1" with files 0x12347000 and count 1', () => {
-    checkGolden(KhoBlockHeader, { next: 0, count: 1 }, '00'.repeat(8) + '01' + '00'.repeat(7));
-    checkGolden(LuoSessionSer, { name: 's1', files: 0x12347000, count: 1 }, `73 31 ${'00 '.repeat(62)} 00 70 34 12 00 00 00 00 | 01 00 00 00 00 00 00 00`);
+    checkGolden(KhoBlockHeaderStruct, { next: 0, count: 1 }, '00'.repeat(8) + '01' + '00'.repeat(7));
+    checkGolden(LuoSessionSerStruct, { name: 's1', files: 0x12347000, count: 1 }, `73 31 ${'00 '.repeat(62)} 00 70 34 12 00 00 00 00 | 01 00 00 00 00 00 00 00`);
   });
 
   it('the file block entry: "memfd-v2", data 0x12348000, token 0x1a', () => {
-    checkGolden(LuoFileSer, { compatible: 'memfd-v2', data: 0x12348000, token: 0x1an }, `${[...'memfd-v2'].map((c) => c.charCodeAt(0).toString(16)).join(' ')} ${'00 '.repeat(40)} 00 80 34 12 00 00 00 00 | 1a 00 00 00 00 00 00 00`);
+    checkGolden(LuoFileSerStruct, { compatible: 'memfd-v2', data: 0x12348000, token: 0x1an }, `${[...'memfd-v2'].map((c) => c.charCodeAt(0).toString(16)).join(' ')} ${'00 '.repeat(40)} 00 80 34 12 00 00 00 00 | 1a 00 00 00 00 00 00 00`);
   });
 
   it('the FLB page header {pgcnt 1, count 0}; an FLB entry; 63 entries fit', () => {
-    checkGolden(LuoFlbHeaderSer, { pgcnt: 1, count: 0 }, '01' + '00'.repeat(15));
-    checkGolden(LuoFlbSer, { name: 'iommu-v1', data: 0x1000, count: 3 }, `${[...'iommu-v1'].map((c) => c.charCodeAt(0).toString(16)).join(' ')} ${'00 '.repeat(40)} 00 10 00 00 00 00 00 00 | 03 ${'00 '.repeat(7)}`);
+    checkGolden(LuoFlbHeaderSerStruct, { pgcnt: 1, count: 0 }, '01' + '00'.repeat(15));
+    checkGolden(LuoFlbSerStruct, { name: 'iommu-v1', data: 0x1000, count: 3 }, `${[...'iommu-v1'].map((c) => c.charCodeAt(0).toString(16)).join(' ')} ${'00 '.repeat(40)} 00 10 00 00 00 00 00 00 | 03 ${'00 '.repeat(7)}`);
     expect(LUO_FLB_MAX).toBe(63);
     expect([LUO_V1_SESSION_MAX, LUO_V1_FILE_MAX]).toEqual([819, 128]);
   });
@@ -83,18 +83,18 @@ describe('luo-v5 records (golden image of spec section 5.12)', () => {
     s.k.serialize();
     const ram = s.ram;
     const root = s.luo.outgoingRoot;
-    const ser = LuoSer.read(ram, root);
+    const ser = LuoSerStruct.read(ram, root);
     expect(ser).toEqual({ compatible: 'luo-v5', liveupdate_num: 1, sessions_pa: expect.any(Number), flbs_pa: expect.any(Number) });
     const blk = ser.sessions_pa;
-    const sess = LuoSessionSer.read(ram, blk + 16);
-    expect(KhoBlockHeader.read(ram, blk)).toEqual({ next: 0, count: 1 });
+    const sess = LuoSessionSerStruct.read(ram, blk + 16);
+    expect(KhoBlockHeaderStruct.read(ram, blk)).toEqual({ next: 0, count: 1 });
     // the rest of the session block is zero
     expect(ram.read(blk + 16 + 80, PAGE_SIZE - 96).every((b) => b === 0)).toBe(true);
     expect(sess).toEqual({ name: 's1', files: expect.any(Number), count: 1 });
-    expect(KhoBlockHeader.read(ram, sess.files)).toEqual({ next: 0, count: 1 });
-    const file = LuoFileSer.read(ram, sess.files + 16);
+    expect(KhoBlockHeaderStruct.read(ram, sess.files)).toEqual({ next: 0, count: 1 });
+    const file = LuoFileSerStruct.read(ram, sess.files + 16);
     expect(file).toEqual({ compatible: 'test-file-v1', data: expect.any(Number), token: 0x1an });
-    expect(LuoFlbHeaderSer.read(ram, ser.flbs_pa)).toEqual({ pgcnt: 1, count: 0 });
+    expect(LuoFlbHeaderSerStruct.read(ram, ser.flbs_pa)).toEqual({ pgcnt: 1, count: 0 });
     // every page above is a preserved order-0 block
     const params = s.k.jump();
     const n = view(s.machine.bootFrom(params, { image: luoImage() }));
@@ -102,7 +102,7 @@ describe('luo-v5 records (golden image of spec section 5.12)', () => {
   });
 
   it('checkGolden catches a moved field (the test can fail)', () => {
-    expect(() => checkGolden(LuoSer, { compatible: 'luo-v5', liveupdate_num: 2, sessions_pa: 0, flbs_pa: 0 }, hexBytes('6c 75 6f 2d 76 35 00 00' + ' 01' + ' 00'.repeat(23)))).toThrow(/field liveupdate_num/);
+    expect(() => checkGolden(LuoSerStruct, { compatible: 'luo-v5', liveupdate_num: 2, sessions_pa: 0, flbs_pa: 0 }, hexBytes('6c 75 6f 2d 76 35 00 00' + ' 01' + ' 00'.repeat(23)))).toThrow(/field liveupdate_num/);
   });
 });
 
@@ -134,9 +134,9 @@ function handover(cmdline = 'liveupdate=on'): Handover {
   const ser = s.luo.outgoingRoot;
   const params = s.k.jump();
   const ram = s.ram;
-  const sessionBlock = ram.readU64n(ser + 16);
+  const sessionBlock = ram.readU64(ser + 16);
   const sessions = [sessionBlock + 16, sessionBlock + 96];
-  return { machine: s.machine, params, ram, ser, sessionBlock, sessions, fileBlocks: sessions.map((e) => ram.readU64n(e + 64)) };
+  return { machine: s.machine, params, ram, ser, sessionBlock, sessions, fileBlocks: sessions.map((e) => ram.readU64(e + 64)) };
 }
 
 function land(h: Handover) {
@@ -235,9 +235,9 @@ describe('FLB records', () => {
   it('an FLB count that does not match its dependent files refuses that FLB; the sessions stay retrievable', () => {
     const h = handover();
     // Hand-make an FLB entry naming the test FLB with count 5 (the sessions hold 3 files of its handler).
-    const flbPage = h.ram.readU64n(h.ser + 24);
-    LuoFlbHeaderSer.write(h.ram, flbPage, { pgcnt: 1, count: 1 });
-    LuoFlbSer.write(h.ram, flbPage + 16, { name: 'test-flb-v1', data: 0, count: 5 });
+    const flbPage = h.ram.readU64(h.ser + 24);
+    LuoFlbHeaderSerStruct.write(h.ram, flbPage, { pgcnt: 1, count: 1 });
+    LuoFlbSerStruct.write(h.ram, flbPage + 16, { name: 'test-flb-v1', data: 0, count: 5 });
     const n = land(h);
     const { TestFlb } = jest.requireActual('./testing') as typeof import('./testing');
     const flb = new TestFlb(n.kho, n.ram);
@@ -255,7 +255,7 @@ describe('FLB records', () => {
   it('an FLB page with pgcnt 2 or a count past 63 is refused (no incoming FLB data); sessions are fine', () => {
     for (const damage of [(p: number, r: Handover['ram']) => r.writeU64(p, 2), (p: number, r: Handover['ram']) => r.writeU64(p + 8, 64)]) {
       const h = handover();
-      damage(h.ram.readU64n(h.ser + 24), h.ram);
+      damage(h.ram.readU64(h.ser + 24), h.ram);
       const n = land(h);
       const dev = luoOpenDevice(n.proc);
       expect(n.k.log.filter('error', 'luo')[0].message).toMatch(/^refusing the incoming FLB page: EINVAL: FLB page 0x[0-9a-f]+: (pgcnt 2 \(wanted 1\)|count 64 \(wanted at most 63\))$/);

@@ -7,12 +7,12 @@ import {
   LIVEUPDATE_SESSION_NAME_LENGTH,
   LIVEUPDATE_SESSION_PRESERVE_FD,
   LIVEUPDATE_SESSION_RETRIEVE_FD,
-  LiveupdateCreateSession,
-  LiveupdateRetrieveSession,
-  LiveupdateSessionFinish,
-  LiveupdateSessionGetName,
-  LiveupdateSessionPreserveFd,
-  LiveupdateSessionRetrieveFd,
+  LiveupdateCreateSessionStruct,
+  LiveupdateRetrieveSessionStruct,
+  LiveupdateSessionFinishStruct,
+  LiveupdateSessionGetNameStruct,
+  LiveupdateSessionPreserveFdStruct,
+  LiveupdateSessionRetrieveFdStruct,
   u32ToFd,
 } from './abi';
 import { LIVEUPDATE_DEV } from './liveupdate';
@@ -39,41 +39,41 @@ export function luoOpenDevice(proc: Process): number {
 
 /** LIVEUPDATE_IOCTL_CREATE_SESSION. Returns the session fd. */
 export function luoCreateSession(proc: Process, devFd: number, name: string): number {
-  const arg = LiveupdateCreateSession.encode({ size: LiveupdateCreateSession.size, fd: 0, name: nameBytes(name) });
+  const arg = LiveupdateCreateSessionStruct.encode({ size: LiveupdateCreateSessionStruct.size, fd: 0, name: nameBytes(name) });
   proc.ioctl(devFd, LIVEUPDATE_IOCTL_CREATE_SESSION, arg);
-  return u32ToFd(LiveupdateCreateSession.decode(arg).fd);
+  return u32ToFd(LiveupdateCreateSessionStruct.decode(arg).fd);
 }
 
 /** LIVEUPDATE_IOCTL_RETRIEVE_SESSION. Returns the session fd. */
 export function luoRetrieveSession(proc: Process, devFd: number, name: string): number {
-  const arg = LiveupdateRetrieveSession.encode({ size: LiveupdateRetrieveSession.size, fd: 0, name: nameBytes(name) });
+  const arg = LiveupdateRetrieveSessionStruct.encode({ size: LiveupdateRetrieveSessionStruct.size, fd: 0, name: nameBytes(name) });
   proc.ioctl(devFd, LIVEUPDATE_IOCTL_RETRIEVE_SESSION, arg);
-  return u32ToFd(LiveupdateRetrieveSession.decode(arg).fd);
+  return u32ToFd(LiveupdateRetrieveSessionStruct.decode(arg).fd);
 }
 
 /** LIVEUPDATE_SESSION_PRESERVE_FD. */
 export function luoPreserveFd(proc: Process, sessionFd: number, fd: number, token: bigint | number): void {
-  const arg = LiveupdateSessionPreserveFd.encode({ size: LiveupdateSessionPreserveFd.size, fd: fd >>> 0, token: BigInt(token) });
+  const arg = LiveupdateSessionPreserveFdStruct.encode({ size: LiveupdateSessionPreserveFdStruct.size, fd: fd >>> 0, token: BigInt(token) });
   proc.ioctl(sessionFd, LIVEUPDATE_SESSION_PRESERVE_FD, arg);
 }
 
 /** LIVEUPDATE_SESSION_RETRIEVE_FD. Returns the new fd. */
 export function luoRetrieveFd(proc: Process, sessionFd: number, token: bigint | number): number {
-  const arg = LiveupdateSessionRetrieveFd.encode({ size: LiveupdateSessionRetrieveFd.size, fd: 0, token: BigInt(token) });
+  const arg = LiveupdateSessionRetrieveFdStruct.encode({ size: LiveupdateSessionRetrieveFdStruct.size, fd: 0, token: BigInt(token) });
   proc.ioctl(sessionFd, LIVEUPDATE_SESSION_RETRIEVE_FD, arg);
-  return u32ToFd(LiveupdateSessionRetrieveFd.decode(arg).fd);
+  return u32ToFd(LiveupdateSessionRetrieveFdStruct.decode(arg).fd);
 }
 
 /** LIVEUPDATE_SESSION_FINISH. */
 export function luoSessionFinish(proc: Process, sessionFd: number): void {
-  proc.ioctl(sessionFd, LIVEUPDATE_SESSION_FINISH, LiveupdateSessionFinish.encode({ size: LiveupdateSessionFinish.size }));
+  proc.ioctl(sessionFd, LIVEUPDATE_SESSION_FINISH, LiveupdateSessionFinishStruct.encode({ size: LiveupdateSessionFinishStruct.size }));
 }
 
 /** LIVEUPDATE_SESSION_GET_NAME. Returns the name. */
 export function luoGetSessionName(proc: Process, sessionFd: number): string {
-  const arg = LiveupdateSessionGetName.encode({ size: LiveupdateSessionGetName.size, reserved: 0, name: '' });
+  const arg = LiveupdateSessionGetNameStruct.encode({ size: LiveupdateSessionGetNameStruct.size, reserved: 0, name: '' });
   proc.ioctl(sessionFd, LIVEUPDATE_SESSION_GET_NAME, arg);
-  return LiveupdateSessionGetName.decode(arg).name;
+  return LiveupdateSessionGetNameStruct.decode(arg).name;
 }
 
 /** The errno a call threw, or 0 when it returned (what a C test reads from errno). Rethrows anything that is not a KernelError. */

@@ -22,7 +22,7 @@ describe('decodeLuo', () => {
   it.each(['liveupdate=on', 'liveupdate=on luo_abi=luo-v1'])('lists sessions, files and FLBs of a handover (%s)', (cmdline) => {
     const { ram, root } = handedOver(cmdline);
     const seen: number[] = [];
-    const d = decodeLuo(ram, root, { fileDecoders: { 'test-file-v1': (_r, data) => (seen.push(data), { bytes: Number(ram.readU64n(data)) }) } });
+    const d = decodeLuo(ram, root, { fileDecoders: { 'test-file-v1': (_r, data) => (seen.push(data), { bytes: Number(ram.readU64(data)) }) } });
     expect(d.errors).toEqual([]);
     expect(d.format).toBe(cmdline.includes('luo-v1') ? 'luo-v1' : 'luo-v5');
     expect(d.liveupdateNum).toBe(1);
@@ -37,9 +37,9 @@ describe('decodeLuo', () => {
 
   it('records damage instead of throwing: a loop, a count past the block, a name without NUL', () => {
     const { ram, root } = handedOver();
-    const blk = ram.readU64n(root + 16);
+    const blk = ram.readU64(root + 16);
     ram.write(blk + 16 + 80, new Uint8Array(64).fill(0x41));
-    const files = ram.readU64n(blk + 16 + 64);
+    const files = ram.readU64(blk + 16 + 64);
     ram.writeU64(files, files);
     const d = decodeLuo(ram, root);
     expect(d.errors).toEqual([
@@ -52,9 +52,9 @@ describe('decodeLuo', () => {
 
   it('never throws on random bytes anywhere in the handover (property)', () => {
     const { ram, root } = handedOver();
-    const pages = [root, ram.readU64n(root + 16), ram.readU64n(root + 24)];
+    const pages = [root, ram.readU64(root + 16), ram.readU64(root + 24)];
     const blk = pages[1];
-    pages.push(ram.readU64n(blk + 16 + 64));
+    pages.push(ram.readU64(blk + 16 + 64));
     const snapshot = pages.map((p) => ram.read(p - (p % PAGE_SIZE), PAGE_SIZE));
     fc.assert(
       fc.property(fc.array(fc.record({ page: fc.nat({ max: pages.length - 1 }), off: fc.nat({ max: PAGE_SIZE - 8 }), v: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }) }), { minLength: 1, maxLength: 8 }), (muts) => {

@@ -1,7 +1,7 @@
 import { describeError, hex } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
 import { decodeFdt, type FdtNode } from '@kho/fdt';
-import { KHO_MAX_BLOCKS, KhoBlockHeader, entriesPerBlock } from '@kho/kho-block';
+import { KHO_MAX_BLOCKS, KhoBlockHeaderStruct, entriesPerBlock } from '@kho/kho-block';
 import {
   LIVEUPDATE_HNDL_COMPAT_LENGTH,
   LUO_FLB_MAX,
@@ -9,11 +9,11 @@ import {
   LUO_V1_FDT_SIZE,
   LUO_V1_FILE_MAX,
   LUO_V1_SESSION_MAX,
-  LuoFileSer,
-  LuoFlbHeaderSer,
-  LuoFlbSer,
-  LuoSer,
-  LuoSessionSer,
+  LuoFileSerStruct,
+  LuoFlbHeaderSerStruct,
+  LuoFlbSerStruct,
+  LuoSerStruct,
+  LuoSessionSerStruct,
 } from './abi';
 
 /** What the decoder reads RAM through (PhysicalMemory is one). */
@@ -80,13 +80,13 @@ export function decodeLuo(ram: LuoDecodeMemory, phys: number, opts: LuoDecodeOpt
   if (!Number.isSafeInteger(phys) || !ram.isRam(phys, 32)) return { ...base, format: 'unknown', sessionBlocks: [], sessions: [], errors: [`LUO blob at ${num(phys)} is not RAM`] };
   const head = ram.read(phys, 4);
   if (head[0] === 0xd0 && head[1] === 0x0d && head[2] === 0xfe && head[3] === 0xed) return decodeV1(ram, phys, opts, errors);
-  if (opts.size !== undefined && opts.size < LuoSer.size) errors.push(`blob-size ${opts.size} is below ${LuoSer.size}`);
-  const raw = ram.read(phys, LuoSer.size);
+  if (opts.size !== undefined && opts.size < LuoSerStruct.size) errors.push(`blob-size ${opts.size} is below ${LuoSerStruct.size}`);
+  const raw = ram.read(phys, LuoSerStruct.size);
   const end = raw.subarray(0, 8).indexOf(0);
   const compatible = new TextDecoder().decode(raw.subarray(0, end < 0 ? 8 : end));
-  let ser: ReturnType<typeof LuoSer.decode>;
+  let ser: ReturnType<typeof LuoSerStruct.decode>;
   try {
-    ser = LuoSer.decode(raw);
+    ser = LuoSerStruct.decode(raw);
   } catch (e) {
     errors.push(`luo_ser: ${describeError(e)}`);
     return { ...base, format: 'unknown', compatible, sessionBlocks: [], sessions: [] };
@@ -94,11 +94,11 @@ export function decodeLuo(ram: LuoDecodeMemory, phys: number, opts: LuoDecodeOpt
   if (compatible !== 'luo-v5') errors.push(`luo_ser compatible is '${compatible}' (this decoder reads 'luo-v5' and luo-v1 FDTs)`);
   const sessionBlocks: string[] = [];
   const sessions: DecodedLuoSession[] = [];
-  const chain = walkBlocks(ram, ser.sessions_pa, LuoSessionSer.size, 'session blocks');
+  const chain = walkBlocks(ram, ser.sessions_pa, LuoSessionSerStruct.size, 'session blocks');
   if (chain.error) errors.push(chain.error);
   for (const b of chain.blocks) sessionBlocks.push(hex(b));
   for (const rec of chain.entries) {
-    const s = safeSession(rec, () => decodeSessionRecord(ram, rec, opts, (files) => walkBlocks(ram, files, LuoFileSer.size, 'file blocks')));
+    const s = safeSession(rec, () => decodeSessionRecord(ram, rec, opts, (files) => walkBlocks(ram, files, LuoFileSerStruct.size, 'file blocks')));
     if (s.error) errors.push(`session record at ${s.record}: ${s.error}`);
     for (const f of s.files) if (f.error) errors.push(`file record at ${f.record}: ${f.error}`);
     sessions.push(s);
@@ -142,19 +142,19 @@ function walkBlocks(ram: LuoDecodeMemory, head: number, entrySize: number, what:
     if (blocks.length === KHO_MAX_BLOCKS) return { blocks, entries, error: `${what}: more than ${KHO_MAX_BLOCKS} blocks` };
     seen.add(p);
     blocks.push(p);
-    const h = KhoBlockHeader.decode(ram.read(p, KhoBlockHeader.size));
+    const h = KhoBlockHeaderStruct.decode(ram.read(p, KhoBlockHeaderStruct.size));
     if (h.count === 0 || h.count > per) return { blocks, entries, error: `${what}: block at ${hex(p)} holds count ${Number.isFinite(h.count) ? h.count : '>= 2^53'} (wanted 1..${per})` };
-    for (let i = 0; i < h.count; i++) entries.push(p + KhoBlockHeader.size + i * entrySize);
+    for (let i = 0; i < h.count; i++) entries.push(p + KhoBlockHeaderStruct.size + i * entrySize);
     p = h.next;
   }
   return { blocks, entries };
 }
 
 function decodeSessionRecord(ram: LuoDecodeMemory, rec: number, opts: LuoDecodeOptions, files: (head: number) => Chain): DecodedLuoSession {
-  const raw = ram.read(rec, LuoSessionSer.size);
+  const raw = ram.read(rec, LuoSessionSerStruct.size);
   const len = raw.subarray(0, LUO_SESSION_NAME_LEN).indexOf(0);
   const name = new TextDecoder().decode(raw.subarray(0, len < 0 ? LUO_SESSION_NAME_LEN : len));
-  const r = LuoSessionSer.decode(raw);
+  const r = LuoSessionSerStruct.decode(raw);
   const base = { name, record: hex(rec), fileCount: r.count };
   const nameError = len < 0 ? `the name has no NUL in its ${LUO_SESSION_NAME_LEN} bytes` : len === 0 ? 'the name is empty' : undefined;
   if (r.files === 0) return { ...base, fileBlocks: [], files: [], error: nameError ?? (r.count !== 0 ? `no file records but count ${r.count}` : undefined) };
@@ -171,10 +171,10 @@ function decodeSessionRecord(ram: LuoDecodeMemory, rec: number, opts: LuoDecodeO
 }
 
 function decodeFileRecord(ram: LuoDecodeMemory, rec: number, opts: LuoDecodeOptions): DecodedLuoFile {
-  const raw = ram.read(rec, LuoFileSer.size);
+  const raw = ram.read(rec, LuoFileSerStruct.size);
   const len = raw.subarray(0, LIVEUPDATE_HNDL_COMPAT_LENGTH).indexOf(0);
   const compatible = new TextDecoder().decode(raw.subarray(0, len < 0 ? LIVEUPDATE_HNDL_COMPAT_LENGTH : len));
-  const f = LuoFileSer.decode(raw);
+  const f = LuoFileSerStruct.decode(raw);
   const base = { compatible, token: `0x${f.token.toString(16)}`, data: num(f.data), record: hex(rec) };
   if (len < 0) return { ...base, error: `the compatible has no NUL in its ${LIVEUPDATE_HNDL_COMPAT_LENGTH} bytes` };
   const dec = opts.fileDecoders?.[compatible];
@@ -189,13 +189,13 @@ function decodeFileRecord(ram: LuoDecodeMemory, rec: number, opts: LuoDecodeOpti
 function decodeFlbPage(ram: LuoDecodeMemory, page: number): DecodedLuo['flbs'] {
   if (page === 0) return undefined;
   if (!Number.isSafeInteger(page) || page % PAGE_SIZE !== 0 || !ram.isRam(page, PAGE_SIZE)) return { page: num(page), entries: [], error: `FLB page ${num(page)} is not a page of RAM` };
-  const h = LuoFlbHeaderSer.decode(ram.read(page, LuoFlbHeaderSer.size));
+  const h = LuoFlbHeaderSerStruct.decode(ram.read(page, LuoFlbHeaderSerStruct.size));
   const entries: Array<{ name: string; data: string; count: number }> = [];
   const n = Math.min(h.count, LUO_FLB_MAX);
   for (let i = 0; i < n; i++) {
-    const raw = ram.read(page + LuoFlbHeaderSer.size + i * LuoFlbSer.size, LuoFlbSer.size);
+    const raw = ram.read(page + LuoFlbHeaderSerStruct.size + i * LuoFlbSerStruct.size, LuoFlbSerStruct.size);
     const len = raw.subarray(0, 48).indexOf(0);
-    const e = LuoFlbSer.decode(raw);
+    const e = LuoFlbSerStruct.decode(raw);
     entries.push({ name: new TextDecoder().decode(raw.subarray(0, len < 0 ? 48 : len)), data: num(e.data), count: e.count });
   }
   const error = h.pgcnt !== 1 ? `FLB page ${hex(page)}: pgcnt ${h.pgcnt} (wanted 1)` : h.count > LUO_FLB_MAX ? `FLB page ${hex(page)}: count ${h.count} (wanted at most ${LUO_FLB_MAX})` : undefined;
@@ -225,7 +225,7 @@ function decodeV1(ram: LuoDecodeMemory, phys: number, opts: LuoDecodeOptions, er
       const count = Number(new DataView(ram.read(a, 8).buffer).getBigUint64(0, true));
       if (count > LUO_V1_SESSION_MAX) errors.push(`session area: count ${count} (wanted at most ${LUO_V1_SESSION_MAX})`);
       for (let i = 0; i < Math.min(count, LUO_V1_SESSION_MAX); i++) {
-        const rec = a + 8 + i * LuoSessionSer.size;
+        const rec = a + 8 + i * LuoSessionSerStruct.size;
         const s = safeSession(rec, () => decodeSessionRecord(ram, rec, opts, (files) => v1Files(ram, files, rec)));
         if (s.error) errors.push(`session record at ${s.record}: ${s.error}`);
         sessions.push(s);
@@ -247,5 +247,5 @@ function v1Files(ram: LuoDecodeMemory, files: number, rec: number): Chain {
   if (!Number.isSafeInteger(files) || !ram.isRam(files, 2 * PAGE_SIZE)) return { blocks: [], entries: [], error: `file area ${num(files)} is not RAM` };
   const count = Number(new DataView(ram.read(rec + 72, 8).buffer).getBigUint64(0, true));
   const n = Math.min(count, LUO_V1_FILE_MAX);
-  return { blocks: [files], entries: Array.from({ length: n }, (_, i) => files + i * LuoFileSer.size), error: count > LUO_V1_FILE_MAX ? `file area: count ${count} (wanted at most ${LUO_V1_FILE_MAX})` : undefined };
+  return { blocks: [files], entries: Array.from({ length: n }, (_, i) => files + i * LuoFileSerStruct.size), error: count > LUO_V1_FILE_MAX ? `file area: count ${count} (wanted at most ${LUO_V1_FILE_MAX})` : undefined };
 }

@@ -31,14 +31,14 @@ import {
   LUO_ABI_COMPATIBLE,
   LUO_SESSION_NAME_LEN,
   LUO_V1_COMPATIBLE,
-  LiveupdateCreateSession,
-  LiveupdateRetrieveSession,
-  LiveupdateSessionFinish,
-  LiveupdateSessionGetName,
-  LiveupdateSessionPreserveFd,
-  LiveupdateSessionRetrieveFd,
-  LuoFileSer,
-  LuoSessionSer,
+  LiveupdateCreateSessionStruct,
+  LiveupdateRetrieveSessionStruct,
+  LiveupdateSessionFinishStruct,
+  LiveupdateSessionGetNameStruct,
+  LiveupdateSessionPreserveFdStruct,
+  LiveupdateSessionRetrieveFdStruct,
+  LuoFileSerStruct,
+  LuoSessionSerStruct,
 } from './abi';
 import { FlbRegistry, checkCompatible, type FlbState } from './flb';
 import type { IncomingLuo, LuoFormat } from './format';
@@ -60,7 +60,7 @@ export const LIVEUPDATE_DEV = '/dev/liveupdate';
 
 type SessionKind = 'incoming' | 'outgoing' | 'any';
 
-const OFF_SER_FILES = LuoSessionSer.offsetOf('files');
+const OFF_SER_FILES = LuoSessionSerStruct.offsetOf('files');
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** A session as reports show it. */
@@ -373,16 +373,16 @@ export class Liveupdate implements KernelPlugin {
     {
       num: LIVEUPDATE_IOCTL_CREATE_SESSION,
       name: 'LIVEUPDATE_IOCTL_CREATE_SESSION',
-      size: LiveupdateCreateSession.size,
-      minSize: LiveupdateCreateSession.size,
-      execute: (u) => this.withFd(u, LiveupdateCreateSession.offsetOf('fd'), (raw) => this.createSession(raw)),
+      size: LiveupdateCreateSessionStruct.size,
+      minSize: LiveupdateCreateSessionStruct.size,
+      execute: (u) => this.withFd(u, LiveupdateCreateSessionStruct.offsetOf('fd'), (raw) => this.createSession(raw)),
     },
     {
       num: LIVEUPDATE_IOCTL_RETRIEVE_SESSION,
       name: 'LIVEUPDATE_IOCTL_RETRIEVE_SESSION',
-      size: LiveupdateRetrieveSession.size,
-      minSize: LiveupdateRetrieveSession.size,
-      execute: (u) => this.withFd(u, LiveupdateRetrieveSession.offsetOf('fd'), (raw) => this.retrieveSession(raw)),
+      size: LiveupdateRetrieveSessionStruct.size,
+      minSize: LiveupdateRetrieveSessionStruct.size,
+      execute: (u) => this.withFd(u, LiveupdateRetrieveSessionStruct.offsetOf('fd'), (raw) => this.retrieveSession(raw)),
     },
   ];
 
@@ -476,11 +476,11 @@ export class Liveupdate implements KernelPlugin {
       {
         num: LIVEUPDATE_SESSION_PRESERVE_FD,
         name: 'LIVEUPDATE_SESSION_PRESERVE_FD',
-        size: LiveupdateSessionPreserveFd.size,
-        minSize: LiveupdateSessionPreserveFd.size,
+        size: LiveupdateSessionPreserveFdStruct.size,
+        minSize: LiveupdateSessionPreserveFdStruct.size,
         kind: 'outgoing',
         execute: (u) => {
-          const a = LiveupdateSessionPreserveFd.decode(u.cmd);
+          const a = LiveupdateSessionPreserveFdStruct.decode(u.cmd);
           this.preserveFile(session, a.token, a.fd | 0, proc);
           respond(u, u.cmd.length);
         },
@@ -488,11 +488,11 @@ export class Liveupdate implements KernelPlugin {
       {
         num: LIVEUPDATE_SESSION_RETRIEVE_FD,
         name: 'LIVEUPDATE_SESSION_RETRIEVE_FD',
-        size: LiveupdateSessionRetrieveFd.size,
-        minSize: LiveupdateSessionRetrieveFd.size,
+        size: LiveupdateSessionRetrieveFdStruct.size,
+        minSize: LiveupdateSessionRetrieveFdStruct.size,
         kind: 'incoming',
         execute: (u) => {
-          const a = LiveupdateSessionRetrieveFd.decode(u.cmd);
+          const a = LiveupdateSessionRetrieveFdStruct.decode(u.cmd);
           const fd = proc.getUnusedFd();
           let file: KernelFile;
           try {
@@ -501,7 +501,7 @@ export class Liveupdate implements KernelPlugin {
             proc.putUnusedFd(fd);
             throw e;
           }
-          new DataView(u.cmd.buffer, u.cmd.byteOffset).setInt32(LiveupdateSessionRetrieveFd.offsetOf('fd'), fd, true);
+          new DataView(u.cmd.buffer, u.cmd.byteOffset).setInt32(LiveupdateSessionRetrieveFdStruct.offsetOf('fd'), fd, true);
           respond(u, u.cmd.length);
           proc.fdInstall(fd, file, true);
         },
@@ -509,8 +509,8 @@ export class Liveupdate implements KernelPlugin {
       {
         num: LIVEUPDATE_SESSION_FINISH,
         name: 'LIVEUPDATE_SESSION_FINISH',
-        size: LiveupdateSessionFinish.size,
-        minSize: LiveupdateSessionFinish.size,
+        size: LiveupdateSessionFinishStruct.size,
+        minSize: LiveupdateSessionFinishStruct.size,
         kind: 'incoming',
         execute: (u) => {
           this.finishSession(session);
@@ -520,13 +520,13 @@ export class Liveupdate implements KernelPlugin {
       {
         num: LIVEUPDATE_SESSION_GET_NAME,
         name: 'LIVEUPDATE_SESSION_GET_NAME',
-        size: LiveupdateSessionGetName.size,
-        minSize: LiveupdateSessionGetName.size,
+        size: LiveupdateSessionGetNameStruct.size,
+        minSize: LiveupdateSessionGetNameStruct.size,
         kind: 'any',
         execute: (u) => {
-          const a = LiveupdateSessionGetName.decode(u.cmd);
+          const a = LiveupdateSessionGetNameStruct.decode(u.cmd);
           if (a.reserved !== 0) throw new KernelError(Errno.EINVAL, `GET_NAME: reserved is ${a.reserved} (wanted 0)`);
-          LiveupdateSessionGetName.encodeInto(u.cmd, 0, { size: a.size, reserved: 0, name: session.name });
+          LiveupdateSessionGetNameStruct.encodeInto(u.cmd, 0, { size: a.size, reserved: 0, name: session.name });
           respond(u, u.cmd.length);
         },
       },
@@ -730,7 +730,7 @@ export class Liveupdate implements KernelPlugin {
           f.handler.freeze(args);
           f.serializedData = args.serializedData;
         }
-        LuoFileSer.write(this.ram, slot, { compatible: f.handler.compatible, data: f.serializedData, token: f.token });
+        LuoFileSerStruct.write(this.ram, slot, { compatible: f.handler.compatible, data: f.serializedData, token: f.token });
       } catch (e) {
         this.log.warn('luo', `Freeze failed for token[0x${f.token.toString(16)}] handler[${f.handler.compatible}] err[${describeError(e, { errno: true })}]`);
         for (const g of session.files.slice(0, i)) g.handler.unfreeze?.(this.argsOf(g));
@@ -787,13 +787,13 @@ export class Liveupdate implements KernelPlugin {
   }
 
   private deserializeSession(ser: number): void {
-    const raw = this.ram.read(ser, LuoSessionSer.size);
+    const raw = this.ram.read(ser, LuoSessionSerStruct.size);
     const where = `session record at ${hex(ser)}`;
     const len = raw.subarray(0, LUO_SESSION_NAME_LEN).indexOf(0);
     if (len < 0) throw new KernelError(Errno.EINVAL, `${where}: the name has no NUL in its ${LUO_SESSION_NAME_LEN} bytes`);
     if (len === 0) throw new KernelError(Errno.EINVAL, `${where}: the name is empty`);
     const name = decodeName(raw.subarray(0, len), where);
-    const { files, count } = LuoSessionSer.decode(raw);
+    const { files, count } = LuoSessionSerStruct.decode(raw);
     if (this.incomingSessions.some((s) => s.name === name)) throw new KernelError(Errno.EEXIST, `${where}: a second session named '${name}'`);
     const session = new LuoSession(name, true);
     this.incomingSessions.push(session);
@@ -804,11 +804,11 @@ export class Liveupdate implements KernelPlugin {
     const store = this.incoming!.restoreFiles(files, count, name);
     try {
       for (const e of store.entries()) {
-        const fraw = this.ram.read(e, LuoFileSer.size);
+        const fraw = this.ram.read(e, LuoFileSerStruct.size);
         const fwhere = `file record ${session.files.length} of session '${name}' at ${hex(e)}`;
         const clen = fraw.subarray(0, LIVEUPDATE_HNDL_COMPAT_LENGTH).indexOf(0);
         if (clen < 0) throw new KernelError(Errno.EINVAL, `${fwhere}: the compatible has no NUL in its ${LIVEUPDATE_HNDL_COMPAT_LENGTH} bytes`);
-        const rec = LuoFileSer.decode(fraw);
+        const rec = LuoFileSerStruct.decode(fraw);
         const handler = this.handlerList.find((h) => h.compatible === rec.compatible);
         if (!handler) throw new KernelError(Errno.ENOENT, `${fwhere}: No registered handler for compatible '${rec.compatible}'`);
         if (session.files.some((f) => f.token === rec.token)) throw new KernelError(Errno.EINVAL, `${fwhere}: token 0x${rec.token.toString(16)} is used twice (wanted tokens unique in a session)`);

@@ -1,7 +1,7 @@
 import { Errno } from '@kho/kernel';
 import { BuddyAllocator, PAGE_SIZE } from '@kho/physmem';
 import { FdtNode, decodeFdt, encodeFdt } from '@kho/fdt';
-import { LUO_V1_FILE_MAX, LUO_V1_SESSION_MAX, LuoFileSer, LuoSessionSer } from './abi';
+import { LUO_V1_FILE_MAX, LUO_V1_SESSION_MAX, LuoFileSerStruct, LuoSessionSerStruct } from './abi';
 import { errnoOf, luoCreateSession, luoOpenDevice, luoPreserveFd, luoRetrieveFd, luoRetrieveSession, luoSessionFinish } from './client';
 import { bootLuo, luoImage, view } from './luo-test-kit';
 import { createTestFile } from './testing';
@@ -32,11 +32,11 @@ describe('luo-v1 (the 6.19-era FDT form, luo_abi=luo-v1)', () => {
     s.k.prepare();
     const fdt = decodeFdt(s.ram.read(s.luo.outgoingRoot, PAGE_SIZE));
     const area = Number(fdt.child('luo-session')!.getU64LE('luo-session-header'));
-    expect(s.ram.readU64n(area)).toBe(2);
-    const rec = LuoSessionSer.read(s.ram, area + 8);
+    expect(s.ram.readU64(area)).toBe(2);
+    const rec = LuoSessionSerStruct.read(s.ram, area + 8);
     expect(rec).toMatchObject({ name: 'a', count: 2 });
-    expect(LuoSessionSer.read(s.ram, area + 88)).toEqual({ name: 'empty', files: 0, count: 0 });
-    expect(LuoFileSer.read(s.ram, rec.files + 64)).toMatchObject({ compatible: 'test-file-v1', token: 8n });
+    expect(LuoSessionSerStruct.read(s.ram, area + 88)).toEqual({ name: 'empty', files: 0, count: 0 });
+    expect(LuoFileSerStruct.read(s.ram, rec.files + 64)).toMatchObject({ compatible: 'test-file-v1', token: 8n });
     s.k.serialize();
     const n = view(s.k.kexec());
     const p = n.vfs.spawn('vmm');

@@ -1,4 +1,4 @@
-import { Errno, KernelError, hex, withUnwind, type KernelLog } from '@kho/kernel';
+import { Errno, KernelError, describeError, hex, withUnwind, type KernelLog } from '@kho/kernel';
 import { PAGE_SIZE, type PhysicalMemory } from '@kho/physmem';
 import type { Kho } from '@kho/kho-core';
 import type { KhoBlocks } from '@kho/kho-block';
@@ -18,9 +18,9 @@ import {
   LUO_V1_SESSION_MAX,
   LUO_V1_SESSION_NODE,
   LUO_V1_SESSION_PGCNT,
-  LuoFileSer,
-  LuoSessionSer,
-  LuoV1SessionHeaderSer,
+  LuoFileSerStruct,
+  LuoSessionSerStruct,
+  LuoV1SessionHeaderSerStruct,
 } from './abi';
 import type { IncomingFlbEntry } from './flb';
 import type { FileStore, IncomingLuo, LuoFormat, SessionStore } from './format';
@@ -68,7 +68,7 @@ export class LuoV1Format implements LuoFormat {
   }
 
   private sessionSlot(i: number): number {
-    return this.areaPhys + LuoV1SessionHeaderSer.size + i * LuoSessionSer.size;
+    return this.areaPhys + LuoV1SessionHeaderSerStruct.size + i * LuoSessionSerStruct.size;
   }
 
   setupOutgoing(liveupdateNum: number): void {
@@ -136,7 +136,7 @@ export class LuoV1Format implements LuoFormat {
     try {
       fdt = decodeFdt(this.ram.read(phys, LUO_V1_FDT_SIZE));
     } catch (e) {
-      throw new KernelError(Errno.EINVAL, `LUO FDT at ${hex(phys)} is not a valid FDT: ${e instanceof Error ? e.message : String(e)}`);
+      throw new KernelError(Errno.EINVAL, `LUO FDT at ${hex(phys)} is not a valid FDT: ${describeError(e, { errno: true })}`);
     }
     if (!hasCompatible(fdt, LUO_V1_COMPATIBLE)) throw new KernelError(Errno.EINVAL, `FDT '${LUO_KHO_ENTRY_NAME}' is incompatible with '${LUO_V1_COMPATIBLE}'`);
     const num = u64Prop(fdt, LUO_V1_PROP_LIVEUPDATE_NUM, `Unable to get live update number '${LUO_V1_PROP_LIVEUPDATE_NUM}'`, Errno.EINVAL);
@@ -148,7 +148,7 @@ export class LuoV1Format implements LuoFormat {
     if (!this.blocks.isIncomingBlock(area, SESSION_ORDER) || !this.ram.isRam(area, SESSION_AREA)) {
       throw new KernelError(Errno.EINVAL, `Session header is not KHO preserved: ${Number.isFinite(area) ? hex(area) : '>= 2^53'} (wanted an order-${SESSION_ORDER} block)`);
     }
-    const count = LuoV1SessionHeaderSer.read(this.ram, area).count;
+    const count = LuoV1SessionHeaderSerStruct.read(this.ram, area).count;
     if (count > LUO_V1_SESSION_MAX) throw new KernelError(Errno.EINVAL, `Invalid session count: ${Number.isFinite(count) ? count : '>= 2^53'} (wanted at most ${LUO_V1_SESSION_MAX})`);
     const flbNode = fdt.child(LUO_V1_FLB_NODE);
     if (!flbNode) throw new KernelError(Errno.ENOENT, `Unable to get FLB node: [${LUO_V1_FLB_NODE}] (a luo-v1 handover without FLBs)`);
@@ -178,7 +178,7 @@ class IncomingV1 implements IncomingLuo {
 
   sessionEntries(): number[] {
     if (this.areaGone) return [];
-    return Array.from({ length: this.count }, (_, i) => this.area + LuoV1SessionHeaderSer.size + i * LuoSessionSer.size);
+    return Array.from({ length: this.count }, (_, i) => this.area + LuoV1SessionHeaderSerStruct.size + i * LuoSessionSerStruct.size);
   }
 
   destroySessions(): void {
@@ -227,7 +227,7 @@ class V1FileStore implements FileStore {
 
   writer(): { reserve(): number | undefined } {
     let i = 0;
-    return { reserve: () => (this.area !== 0 && i < LUO_V1_FILE_MAX ? this.area + LuoFileSer.size * i++ : undefined) };
+    return { reserve: () => (this.area !== 0 && i < LUO_V1_FILE_MAX ? this.area + LuoFileSerStruct.size * i++ : undefined) };
   }
 
   clear(): void {
@@ -244,7 +244,7 @@ class V1FileStore implements FileStore {
 
   entries(): number[] {
     if (this.area === 0) return [];
-    return Array.from({ length: this.incomingCount }, (_, i) => this.area + i * LuoFileSer.size);
+    return Array.from({ length: this.incomingCount }, (_, i) => this.area + i * LuoFileSerStruct.size);
   }
 }
 

@@ -7,17 +7,17 @@ import {
   LUO_ABI_COMPAT_LEN,
   LUO_FLB_MAX,
   LUO_KHO_ENTRY_NAME,
-  LuoFileSer,
-  LuoFlbHeaderSer,
-  LuoFlbSer,
-  LuoSer,
-  LuoSessionSer,
+  LuoFileSerStruct,
+  LuoFlbHeaderSerStruct,
+  LuoFlbSerStruct,
+  LuoSerStruct,
+  LuoSessionSerStruct,
 } from './abi';
 import type { IncomingFlbEntry } from './flb';
 import type { FileStore, IncomingLuo, LuoFormat, SessionStore } from './format';
 import { addLuoSubtree, retrieveLuoSubtree } from './kho-subtree';
 
-const OFF_SESSIONS_PA = LuoSer.offsetOf('sessions_pa');
+const OFF_SESSIONS_PA = LuoSerStruct.offsetOf('sessions_pa');
 
 /**
  * luo-v5, 7.2's raw form (spec section 5.9): subtree `LUO` is a 32-byte `luo_ser` (compatible, live-update number,
@@ -37,7 +37,7 @@ export class LuoV5Format implements LuoFormat {
     private readonly ram: PhysicalMemory,
     private readonly log: KernelLog,
   ) {
-    this.sessionSet = blocks.createSet(LuoSessionSer.size, 'luo: sessions');
+    this.sessionSet = blocks.createSet(LuoSessionSerStruct.size, 'luo: sessions');
     const set = this.sessionSet;
     this.sessions = {
       grow: (n) => set.grow(n),
@@ -55,20 +55,20 @@ export class LuoV5Format implements LuoFormat {
 
   setupOutgoing(liveupdateNum: number): void {
     withUnwind((u) => {
-      const ser = this.kho.allocPreserve(LuoSer.size);
+      const ser = this.kho.allocPreserve(LuoSerStruct.size);
       u.push(() => this.kho.unpreserveFree(ser));
       const flb = this.kho.allocPreserve(PAGE_SIZE);
       u.push(() => this.kho.unpreserveFree(flb));
-      LuoFlbHeaderSer.write(this.ram, flb, { pgcnt: 1, count: 0 });
-      LuoSer.write(this.ram, ser, { compatible: LUO_ABI_COMPATIBLE, liveupdate_num: liveupdateNum, sessions_pa: 0, flbs_pa: flb });
-      addLuoSubtree(this.kho, LUO_KHO_ENTRY_NAME, ser, LuoSer.size);
+      LuoFlbHeaderSerStruct.write(this.ram, flb, { pgcnt: 1, count: 0 });
+      LuoSerStruct.write(this.ram, ser, { compatible: LUO_ABI_COMPATIBLE, liveupdate_num: liveupdateNum, sessions_pa: 0, flbs_pa: flb });
+      addLuoSubtree(this.kho, LUO_KHO_ENTRY_NAME, ser, LuoSerStruct.size);
       this.serPhys = ser;
       this.flbPhys = flb;
     });
   }
 
   newFileStore(session: string): FileStore {
-    return blockFileStore(this.blocks.createSet(LuoFileSer.size, `luo: files of session '${session}'`));
+    return blockFileStore(this.blocks.createSet(LuoFileSerStruct.size, `luo: files of session '${session}'`));
   }
 
   beginSerialize(): void {
@@ -97,18 +97,18 @@ export class LuoV5Format implements LuoFormat {
       throw e;
     }
     const { phys, size } = sub;
-    if (size !== undefined && size < LuoSer.size) throw new KernelError(Errno.EINVAL, `LUO state is too small (${size} < ${LuoSer.size})`);
-    if (!Number.isSafeInteger(phys) || !this.ram.isRam(phys, LuoSer.size)) {
+    if (size !== undefined && size < LuoSerStruct.size) throw new KernelError(Errno.EINVAL, `LUO state is too small (${size} < ${LuoSerStruct.size})`);
+    if (!Number.isSafeInteger(phys) || !this.ram.isRam(phys, LuoSerStruct.size)) {
       throw new KernelError(Errno.EINVAL, `LUO state at ${Number.isSafeInteger(phys) ? hex(phys) : '>= 2^53'} is not RAM`);
     }
     const raw = this.ram.read(phys, LUO_ABI_COMPAT_LEN);
     if (!strncmpEqual(raw, LUO_ABI_COMPATIBLE)) {
       throw new KernelError(Errno.EINVAL, `LUO state is incompatible with '${LUO_ABI_COMPATIBLE}' (found '${printable(raw)}')`);
     }
-    const ser = LuoSer.read(this.ram, phys);
+    const ser = LuoSerStruct.read(this.ram, phys);
     const num = ser.liveupdate_num;
     this.log.info('luo', `Retrieved live update data, liveupdate number: ${Number.isFinite(num) ? num : '>= 2^53'}`);
-    const sessions = this.blocks.createSet(LuoSessionSer.size, 'luo: incoming sessions');
+    const sessions = this.blocks.createSet(LuoSessionSerStruct.size, 'luo: incoming sessions');
     try {
       sessions.restore(ser.sessions_pa);
     } finally {
@@ -144,7 +144,7 @@ class IncomingV5 implements IncomingLuo {
   }
 
   restoreFiles(files: number, _count: number, session: string): FileStore {
-    const set = this.blocks.createSet(LuoFileSer.size, `luo: files of session '${session}'`);
+    const set = this.blocks.createSet(LuoFileSerStruct.size, `luo: files of session '${session}'`);
     set.restore(files);
     return blockFileStore(set);
   }
@@ -186,9 +186,9 @@ function blockFileStore(set: KhoBlockSet): FileStore {
 
 /** Writes the FLB page: header {pgcnt 1, count}, the entries, zeros after them. */
 export function writeFlbPage(ram: PhysicalMemory, page: number, entries: readonly IncomingFlbEntry[]): void {
-  ram.fill(page + LuoFlbHeaderSer.size, PAGE_SIZE - LuoFlbHeaderSer.size, 0);
-  LuoFlbHeaderSer.write(ram, page, { pgcnt: 1, count: entries.length });
-  entries.forEach((e, i) => LuoFlbSer.write(ram, page + LuoFlbHeaderSer.size + i * LuoFlbSer.size, { name: e.name, data: e.data, count: e.count }));
+  ram.fill(page + LuoFlbHeaderSerStruct.size, PAGE_SIZE - LuoFlbHeaderSerStruct.size, 0);
+  LuoFlbHeaderSerStruct.write(ram, page, { pgcnt: 1, count: entries.length });
+  entries.forEach((e, i) => LuoFlbSerStruct.write(ram, page + LuoFlbHeaderSerStruct.size + i * LuoFlbSerStruct.size, { name: e.name, data: e.data, count: e.count }));
 }
 
 /**
@@ -202,15 +202,15 @@ export function readFlbPage(ram: PhysicalMemory, page: number, isPreserved: (phy
     throw new KernelError(Errno.EINVAL, `FLB page ${Number.isSafeInteger(page) ? hex(page) : '>= 2^53'} is not a page of RAM`);
   }
   if (!isPreserved(page)) throw new KernelError(Errno.EINVAL, `FLB page ${hex(page)} is not a page the previous kernel preserved`);
-  const h = LuoFlbHeaderSer.read(ram, page);
+  const h = LuoFlbHeaderSerStruct.read(ram, page);
   if (h.pgcnt !== 1) throw new KernelError(Errno.EINVAL, `FLB page ${hex(page)}: pgcnt ${h.pgcnt} (wanted 1)`);
   if (h.count > LUO_FLB_MAX) throw new KernelError(Errno.EINVAL, `FLB page ${hex(page)}: count ${Number.isFinite(h.count) ? h.count : '>= 2^53'} (wanted at most ${LUO_FLB_MAX})`);
   const out: IncomingFlbEntry[] = [];
   for (let i = 0; i < h.count; i++) {
-    const at = page + LuoFlbHeaderSer.size + i * LuoFlbSer.size;
-    const raw = ram.read(at, LuoFlbSer.size);
+    const at = page + LuoFlbHeaderSerStruct.size + i * LuoFlbSerStruct.size;
+    const raw = ram.read(at, LuoFlbSerStruct.size);
     if (raw.subarray(0, 48).indexOf(0) < 0) throw new KernelError(Errno.EINVAL, `FLB page ${hex(page)}: entry ${i} name has no NUL in its 48 bytes`);
-    const e = LuoFlbSer.decode(raw);
+    const e = LuoFlbSerStruct.decode(raw);
     out.push({ name: e.name, data: e.data, count: e.count });
   }
   return out;

@@ -7,9 +7,9 @@ import {
   LIVEUPDATE_SESSION_GET_NAME,
   LIVEUPDATE_SESSION_PRESERVE_FD,
   LIVEUPDATE_SESSION_RETRIEVE_FD,
-  LiveupdateCreateSession,
-  LiveupdateSessionGetName,
-  LiveupdateSessionPreserveFd,
+  LiveupdateCreateSessionStruct,
+  LiveupdateSessionGetNameStruct,
+  LiveupdateSessionPreserveFdStruct,
   _IO,
 } from './abi';
 import { errnoOf, luoCreateSession, luoGetSessionName, luoOpenDevice, luoPreserveFd, nameBytes } from './client';
@@ -42,17 +42,17 @@ describe('the uAPI numbers and structs (v7.2-rc5)', () => {
   });
 
   it('pins the struct layouts', () => {
-    expect(LiveupdateCreateSession.table.map((f) => [f.name, f.offset, f.size])).toEqual([
+    expect(LiveupdateCreateSessionStruct.table.map((f) => [f.name, f.offset, f.size])).toEqual([
       ['size', 0, 4],
       ['fd', 4, 4],
       ['name', 8, 64],
     ]);
-    expect(LiveupdateSessionPreserveFd.table.map((f) => [f.name, f.offset, f.size])).toEqual([
+    expect(LiveupdateSessionPreserveFdStruct.table.map((f) => [f.name, f.offset, f.size])).toEqual([
       ['size', 0, 4],
       ['fd', 4, 4],
       ['token', 8, 8],
     ]);
-    expect(LiveupdateSessionGetName.table.map((f) => [f.name, f.offset, f.size])).toEqual([
+    expect(LiveupdateSessionGetNameStruct.table.map((f) => [f.name, f.offset, f.size])).toEqual([
       ['size', 0, 4],
       ['reserved', 4, 4],
       ['name', 8, 64],
@@ -101,7 +101,7 @@ describe('/dev/liveupdate', () => {
   ])('refuses %s (EINVAL) and installs no fd', (_what, name, errno) => {
     const { proc } = setup();
     const dev = luoOpenDevice(proc);
-    const arg = LiveupdateCreateSession.encode({ size: 72, fd: 0, name: name.length === 64 ? name : Uint8Array.from({ length: 64 }, (_, i) => name[i] ?? 0) });
+    const arg = LiveupdateCreateSessionStruct.encode({ size: 72, fd: 0, name: name.length === 64 ? name : Uint8Array.from({ length: 64 }, (_, i) => name[i] ?? 0) });
     expect(errnoOf(() => proc.ioctl(dev, LIVEUPDATE_IOCTL_CREATE_SESSION, arg))).toBe(errno);
     expect(proc.openFds).toBe(1);
   });
@@ -186,7 +186,7 @@ describe('the generic ioctl rules', () => {
   }
   const create = (size: number, extra = 0) => {
     const b = new Uint8Array(72 + extra);
-    b.set(LiveupdateCreateSession.encode({ size, fd: 0, name: nameBytes('n') }));
+    b.set(LiveupdateCreateSessionStruct.encode({ size, fd: 0, name: nameBytes('n') }));
     return b;
   };
 
@@ -218,9 +218,9 @@ describe('the generic ioctl rules', () => {
     ['a number above it', _IO(0xba, 0x44), () => Uint8Array.from({ length: 16 }, (_, i) => (i === 0 ? 16 : 0)), Errno.EINVAL],
     ['RETRIEVE_FD on an outgoing session', LIVEUPDATE_SESSION_RETRIEVE_FD, () => Uint8Array.from({ length: 16 }, (_, i) => (i === 0 ? 16 : 0)), Errno.EINVAL],
     ['FINISH on an outgoing session', LIVEUPDATE_SESSION_FINISH, () => Uint8Array.from({ length: 8 }, (_, i) => (i === 0 ? 8 : 0)), Errno.EINVAL],
-    ['GET_NAME with reserved set', LIVEUPDATE_SESSION_GET_NAME, () => { const b = LiveupdateSessionGetName.encode({ size: 72, reserved: 0, name: '' }); b[4] = 1; return b; }, Errno.EINVAL],
+    ['GET_NAME with reserved set', LIVEUPDATE_SESSION_GET_NAME, () => { const b = LiveupdateSessionGetNameStruct.encode({ size: 72, reserved: 0, name: '' }); b[4] = 1; return b; }, Errno.EINVAL],
     ['PRESERVE_FD with a short size', LIVEUPDATE_SESSION_PRESERVE_FD, () => Uint8Array.from({ length: 16 }, (_, i) => (i === 0 ? 15 : 0)), Errno.EINVAL],
-    ['a session command on another type byte', _IO(0xbc, 0x43), () => LiveupdateSessionGetName.encode({ size: 72, reserved: 0, name: '' }), Errno.ENOTTY],
+    ['a session command on another type byte', _IO(0xbc, 0x43), () => LiveupdateSessionGetNameStruct.encode({ size: 72, reserved: 0, name: '' }), Errno.ENOTTY],
   ])('on a session fd: %s', (_what, cmd, arg, errno) => {
     const { proc, sfd } = devAndSession();
     expect(errnoOf(() => proc.ioctl(sfd, cmd, arg()))).toBe(errno);

@@ -42,15 +42,16 @@ export class MemblockFdtHandover implements ReserveMemHandover {
     try {
       ref = this.kho.retrieveSubtree(MEMBLOCK_SUBTREE);
     } catch (e) {
-      // No subtree: the previous kernel wrote none. Anything else is a damaged node, refused like a damaged FDT.
-      if (!isKernelError(e, Errno.ENOENT)) this.log.warn('memblock', `memblock handover refused: ${describeError(e, { errno: true })}`);
+      // ENOENT: the previous kernel wrote no subtree. Another KernelError is a damaged node, refused like a
+      // damaged FDT; anything else is a bug and propagates.
+      if (!isKernelError(e, Errno.ENOENT)) this.refuse(e, 'memblock handover refused');
       return this.incomingMap;
     }
     try {
       this.incomingMap = readMemblockFdt(this.ram, ref.phys, ref.size);
       this.incomingBlob = ref.phys;
     } catch (e) {
-      this.log.warn('memblock', `memblock handover refused: ${describeError(e, { errno: true })}`);
+      this.refuse(e, 'memblock handover refused');
     }
     return this.incomingMap;
   }
@@ -104,9 +105,15 @@ export class MemblockFdtHandover implements ReserveMemHandover {
     try {
       this.kho.restoreFree(this.incomingBlob);
     } catch (e) {
-      this.log.warn('memblock', `memblock handover page ${hex(this.incomingBlob)}: ${describeError(e, { errno: true })}`);
+      this.refuse(e, `memblock handover page ${hex(this.incomingBlob)}`);
     }
     this.incomingBlob = 0;
+  }
+
+  /** Logs a refusal of what the previous kernel handed over (a KernelError); rethrows anything else, a bug. */
+  private refuse(e: unknown, what: string): void {
+    if (!isKernelError(e)) throw e;
+    this.log.warn('memblock', `${what}: ${describeError(e, { errno: true })}`);
   }
 }
 

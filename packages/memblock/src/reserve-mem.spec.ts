@@ -1,7 +1,9 @@
+import { Errno, KernelError, KernelLog, MachineBus } from '@kho/kernel';
 import { FdtNode, encodeFdt } from '@kho/fdt';
+import type { Kho } from '@kho/kho-core';
 import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
 import { memblockModule } from './plugin';
-import { readMemblockFdt } from './fdt-handover';
+import { MemblockFdtHandover, readMemblockFdt } from './fdt-handover';
 import { ReserveMem, parseReserveMem } from './reserve-mem';
 import { Memblock } from './memblock';
 
@@ -102,5 +104,38 @@ describe('the memblock-v1 FDT, read as hostile input', () => {
     expect(() => readMemblockFdt(ram, 2 ** 40)).toThrow('memblock FDT at 0x10000000000: not a page of RAM');
     ram.fill(at, PAGE_SIZE, 0x5a);
     expect(() => readMemblockFdt(ram, at)).toThrow(/^EINVAL: FDT: /);
+  });
+});
+
+describe('the memblock-v1 handover, when retrieving its subtree fails', () => {
+  const ram = new PhysicalMemory({ ranges: [{ start: 0, size: 64 * MiB, node: 0 }] });
+  function incomingWhen(retrieve: () => never): { map: ReadonlyMap<string, unknown>; warnings: string[] } {
+    const kho = { isKhoBoot: () => true, retrieveSubtree: retrieve } as unknown as Kho;
+    const log = new KernelLog(new MachineBus(), 1);
+    const map = new MemblockFdtHandover(kho, {} as BuddyAllocator, ram, log).incoming();
+    return { map, warnings: log.filter('warn', 'memblock').map((l) => l.message) };
+  }
+
+  it('takes ENOENT as "no handover", silently', () => {
+    const r = incomingWhen(() => {
+      throw new KernelError(Errno.ENOENT, "retrieveSubtree('memblock'): no such node");
+    });
+    expect([r.map.size, r.warnings]).toEqual([0, []]);
+  });
+
+  it('refuses a damaged node (another KernelError) with a warning', () => {
+    const r = incomingWhen(() => {
+      throw new KernelError(Errno.EINVAL, "retrieveSubtree('memblock'): blob-size is 4 bytes (wanted 8)");
+    });
+    expect([r.map.size, r.warnings]).toEqual([0, ["memblock handover refused: EINVAL: retrieveSubtree('memblock'): blob-size is 4 bytes (wanted 8)"]]);
+  });
+
+  it('lets anything else (a bug) propagate as the error it is', () => {
+    const bug = new TypeError('cannot read properties of undefined');
+    expect(() =>
+      incomingWhen(() => {
+        throw bug;
+      }),
+    ).toThrow(bug);
   });
 });

@@ -4,7 +4,7 @@ import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PhysicalMemory, creat
 import { KHO_KEXEC_METADATA_SUBTREE, Kho, PROP_SUB_FDT, Tracker, khoModule, writeStamp } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
-import { MEMFD_FILE_SIZE, MEMFD_FOLIO_SIZE, MEMFD_HEADER_SIZE, MEMFD_MAX_FILES, MEMFD_SUBTREE, MemfdFileLayout, MemfdFolioLayout, MemfdHeaderLayout } from './abi';
+import { MEMFD_FILE_SIZE, MEMFD_FOLIO_SIZE, MEMFD_HEADER_SIZE, MEMFD_MAX_FILES, MEMFD_SUBTREE, MemfdFileStruct, MemfdFolioStruct, MemfdHeaderStruct } from './abi';
 import { Memfd } from './memfd';
 import { MemfdPlugin, memfdModule } from './memfd.plugin';
 import { decodeMemfdTable, sealMemfdTable, type MemfdTableFile } from './memfd.table';
@@ -156,7 +156,7 @@ describe('memfd across a live update', () => {
     const table = k1.get(MemfdPlugin).outgoingTable!;
     expect(kho.subtrees()).toEqual([KHO_KEXEC_METADATA_SUBTREE, MEMFD_SUBTREE]);
     for (const f of folios) expect(tracker.has(f.pfn, f.order)).toBe(true);
-    expect(ram.readU32(table.phys + MemfdHeaderLayout.crc32)).toBe(0); // written, not yet sealed
+    expect(ram.readU32(table.phys + MemfdHeaderStruct.offsetOf('crc32'))).toBe(0); // written, not yet sealed
     expect(() => decodeMemfdTable(ram.read(table.phys, table.size))).toThrow(/table crc32 is 0x0 but its bytes give/);
     const fd = memfd.open('small');
     const busy = "file 'small' is preserved by a prepared live update (it cannot change until the update ends)";
@@ -270,7 +270,7 @@ describe('memfd refuses a hostile handover', () => {
     const k2 = k1.liveUpdate();
     const ram = machine.device(PhysicalMemory);
     const table = k2.get(Kho).retrieveSubtree(MEMFD_SUBTREE).phys;
-    const size = ram.readU32(table + MemfdHeaderLayout.table_size);
+    const size = ram.readU32(table + MemfdHeaderStruct.offsetOf('table_size'));
     return { k2, ram, table, files: decodeMemfdTable(ram.read(table, size)), blocks };
   }
 
@@ -286,40 +286,40 @@ describe('memfd refuses a hostile handover', () => {
 
   /** Rewrites the checksum after an edit, as a forger would. */
   function reseal(h: Handover): void {
-    const size = h.ram.readU32(h.table + MemfdHeaderLayout.table_size);
+    const size = h.ram.readU32(h.table + MemfdHeaderStruct.offsetOf('table_size'));
     h.ram.write(h.table, sealMemfdTable(h.ram.read(h.table, size)));
   }
 
   it.each<[string, (h: Handover) => void, string | RegExp]>([
     ['a bad magic', (h) => h.ram.writeU32(h.table, 0x46444d4d), 'EINVAL: memfd: table magic 0x46444d4d (wanted 0x464d454d)'],
-    ['a newer version', (h) => (h.ram.writeU16(h.table + MemfdHeaderLayout.version, 2), reseal(h)), 'EOPNOTSUPP: memfd: table version 2 (this kernel reads version 1)'],
+    ['a newer version', (h) => (h.ram.writeU16(h.table + MemfdHeaderStruct.offsetOf('version'), 2), reseal(h)), 'EOPNOTSUPP: memfd: table version 2 (this kernel reads version 1)'],
     [
       'a damaged entry (checksum)',
-      (h) => h.ram.writeU8(h.table + MEMFD_HEADER_SIZE + MemfdFileLayout.size, 0xff),
+      (h) => h.ram.writeU8(h.table + MEMFD_HEADER_SIZE + MemfdFileStruct.offsetOf('size'), 0xff),
       /^EINVAL: memfd: table crc32 is 0x[0-9a-f]+ but its bytes give 0x[0-9a-f]+ \(not sealed at serialize, or damaged\)$/,
     ],
     [
       'a folio offset outside its file',
-      (h) => (h.ram.writeU64(folioEntry(h, 'small').at + MemfdFolioLayout.offset, 100), reseal(h)),
+      (h) => (h.ram.writeU64(folioEntry(h, 'small').at + MemfdFolioStruct.offsetOf('offset'), 100), reseal(h)),
       "EINVAL: memfd: file 'small' folio 0: offset 100 is not inside the file (size 100)",
     ],
     [
       'a folio that was never preserved',
-      (h) => (h.ram.writeU64(folioEntry(h, 'small').at + MemfdFolioLayout.phys_order, 300 * MiB), reseal(h)),
+      (h) => (h.ram.writeU64(folioEntry(h, 'small').at + MemfdFolioStruct.offsetOf('phys_order'), 300 * MiB), reseal(h)),
       "EINVAL: memfd: file 'small' folio at offset 0: 0x12c00000 order 0 is not a block the previous kernel preserved",
     ],
     [
       'a folio whose order is not the preserved one',
       (h) => {
         const e = folioEntry(h, 'big');
-        h.ram.writeU64(e.at + MemfdFolioLayout.phys_order, e.phys | 8);
+        h.ram.writeU64(e.at + MemfdFolioStruct.offsetOf('phys_order'), e.phys | 8);
         reseal(h);
       },
       /^EINVAL: memfd: file 'big' folio at offset 0: 0x[0-9a-f]+ order 8 is not a block the previous kernel preserved \(it preserved order 9 there\)$/,
     ],
     [
       'a folio that is the table itself',
-      (h) => (h.ram.writeU64(folioEntry(h, 'small').at + MemfdFolioLayout.phys_order, h.table), reseal(h)),
+      (h) => (h.ram.writeU64(folioEntry(h, 'small').at + MemfdFolioStruct.offsetOf('phys_order'), h.table), reseal(h)),
       /^EINVAL: memfd: file 'small' folio at offset 0: 0x[0-9a-f]+ overlaps the table at 0x[0-9a-f]+$/,
     ],
     [

@@ -14,7 +14,7 @@ import {
 } from '@kho/kernel';
 import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, type Folio } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
-import { MEMFD_HEADER_SIZE, MEMFD_SUBTREE, MEMFD_TABLE_MAX_SIZE, MemfdHeaderLayout } from './abi';
+import { MEMFD_HEADER_SIZE, MEMFD_SUBTREE, MEMFD_TABLE_MAX_SIZE, MemfdHeaderStruct } from './abi';
 import { Memfd } from './memfd';
 import { decodeMemfdTable, encodeMemfdTable, memfdTableChecksum, memfdTableSize } from './memfd.table';
 
@@ -103,7 +103,7 @@ export class MemfdPlugin implements KernelPlugin {
   serialize(): void {
     if (!this.outgoing) return;
     const { phys, size } = this.outgoing;
-    this.ram.writeU32(phys + MemfdHeaderLayout.crc32, memfdTableChecksum(this.ram.read(phys, size)));
+    this.ram.writeU32(phys + MemfdHeaderStruct.offsetOf('crc32'), memfdTableChecksum(this.ram.read(phys, size)));
   }
 
   /** Undoes prepare exactly: the steps it recorded, last first. */
@@ -139,7 +139,7 @@ export class MemfdPlugin implements KernelPlugin {
     // from the tracker: a tracker that claims a larger block must not make this plugin adopt pages nobody preserved.
     const found = phys % PAGE_SIZE === 0 ? preserved.get(phys / PAGE_SIZE) : undefined;
     if (found === undefined) throw new KernelError(Errno.EINVAL, `memfd: the table at ${hex(phys)} is not a block the previous kernel preserved`);
-    const tableSize = this.ram.readU32(phys + MemfdHeaderLayout.table_size);
+    const tableSize = this.ram.readU32(phys + MemfdHeaderStruct.offsetOf('table_size'));
     if (tableSize < MEMFD_HEADER_SIZE || tableSize > MEMFD_TABLE_MAX_SIZE) {
       throw new KernelError(Errno.EINVAL, `memfd: the table at ${hex(phys)} says it is ${tableSize} bytes (wanted ${MEMFD_HEADER_SIZE}..${MEMFD_TABLE_MAX_SIZE})`);
     }

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { Errno, KernelError } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
+import { offsetTable } from '@kho/struct';
 import {
   MEMFD_FILE_SIZE,
   MEMFD_FOLIO_SIZE,
@@ -10,11 +11,8 @@ import {
   MEMFD_MAX_FOLIOS,
   MEMFD_NAME_FIELD,
   MEMFD_TABLE_MAX_SIZE,
-  MemfdFileLayout,
   MemfdFileStruct,
-  MemfdFolioLayout,
   MemfdFolioStruct,
-  MemfdHeaderLayout,
   MemfdHeaderStruct,
 } from './abi';
 import { checkGolden, hexBytes } from '@kho/struct/testing';
@@ -50,9 +48,9 @@ const FOLIO1 = FOLIO0 + MEMFD_FOLIO_SIZE;
 describe('the memfd table, version 1', () => {
   it('has the sizes and offsets of its layout (a change here is a new version)', () => {
     expect([MEMFD_HEADER_SIZE, MEMFD_FILE_SIZE, MEMFD_FOLIO_SIZE, MEMFD_NAME_FIELD]).toEqual([32, 80, 16, 64]);
-    expect(MemfdHeaderLayout).toEqual({ magic: 0, version: 4, reserved0: 6, nr_files: 8, nr_folios: 12, table_size: 16, crc32: 20, reserved1: 24 });
-    expect(MemfdFileLayout).toEqual({ name: 0, size: 64, first_folio: 72, nr_folios: 76 });
-    expect(MemfdFolioLayout).toEqual({ offset: 0, phys_order: 8 });
+    expect(offsetTable(MemfdHeaderStruct)).toEqual({ magic: 0, version: 4, reserved0: 6, nr_files: 8, nr_folios: 12, table_size: 16, crc32: 20, reserved1: 24 });
+    expect(offsetTable(MemfdFileStruct)).toEqual({ name: 0, size: 64, first_folio: 72, nr_folios: 76 });
+    expect(offsetTable(MemfdFolioStruct)).toEqual({ offset: 0, phys_order: 8 });
     expect([MEMFD_TABLE_MAX_SIZE, MEMFD_MAX_FOLIOS]).toEqual([4 * MiB, 262142]);
   });
 
@@ -120,23 +118,23 @@ describe('the memfd table, version 1', () => {
 
   it.each<[string, (v: DataView, b: Uint8Array) => void, string]>([
     ['a bad magic', set32(0, 0x12345678), 'table magic 0x12345678 (wanted 0x464d454d)'],
-    ['a reserved header field set', set64(MemfdHeaderLayout.reserved1, 1n << 40n), 'reserved header fields are 0x0, 0x10000000000 (wanted 0)'],
-    ['too many files', set32(MemfdHeaderLayout.nr_files, 257), 'table has 257 files (at most 256)'],
-    ['too many folios', set32(MemfdHeaderLayout.nr_folios, 0xffffffff), 'table has 4294967295 folios (at most 262142)'],
-    ['one more file than its size says', set32(MemfdHeaderLayout.nr_files, 3), 'table_size 224 (wanted 304 for 3 files and 2 folios)'],
+    ['a reserved header field set', set64(MemfdHeaderStruct.offsetOf('reserved1'), 1n << 40n), 'reserved header fields are 0x0, 0x10000000000 (wanted 0)'],
+    ['too many files', set32(MemfdHeaderStruct.offsetOf('nr_files'), 257), 'table has 257 files (at most 256)'],
+    ['too many folios', set32(MemfdHeaderStruct.offsetOf('nr_folios'), 0xffffffff), 'table has 4294967295 folios (at most 262142)'],
+    ['one more file than its size says', set32(MemfdHeaderStruct.offsetOf('nr_files'), 3), 'table_size 224 (wanted 304 for 3 files and 2 folios)'],
     ['a name with no NUL', setBytes(FILE0, new Array(64).fill(0x61)), 'file 0: name is not NUL-terminated within 64 bytes'],
     ['an empty name', setBytes(FILE1, [0]), 'file 1: name is empty'],
     ['bytes after the NUL', setBytes(FILE0 + 10, [1]), 'file 0: name field has bytes after its NUL (wanted zero)'],
     ['a name that is not UTF-8', setBytes(FILE0, [0xc3, 0x28, 0]), 'file 0: name is not UTF-8'],
     ["a name with '/'", setBytes(FILE1, [0x2f, 0x62, 0]), "file 1: name '/b' contains '/'"],
     ['a name twice', setBytes(FILE1, [0x61]), "file 1: name 'a' appears twice"],
-    ['a file larger than 1 GiB', set64(FILE1 + MemfdFileLayout.size, 2n ** 30n + 1n), "file 'b': size 1073741825 (at most 1073741824)"],
-    ['folio runs out of order', set32(FILE1 + MemfdFileLayout.first_folio, 1), "file 'b': first_folio 1 (wanted 2: the folio runs tile the array in order)"],
-    ['a run past the folio array', set32(FILE0 + MemfdFileLayout.nr_folios, 3), "file 'a': folios 0..2 run past the 2 folio entries"],
-    ['a gap between folio runs', set32(FILE0 + MemfdFileLayout.nr_folios, 1), "file 'b': first_folio 2 (wanted 1: the folio runs tile the array in order)"],
+    ['a file larger than 1 GiB', set64(FILE1 + MemfdFileStruct.offsetOf('size'), 2n ** 30n + 1n), "file 'b': size 1073741825 (at most 1073741824)"],
+    ['folio runs out of order', set32(FILE1 + MemfdFileStruct.offsetOf('first_folio'), 1), "file 'b': first_folio 1 (wanted 2: the folio runs tile the array in order)"],
+    ['a run past the folio array', set32(FILE0 + MemfdFileStruct.offsetOf('nr_folios'), 3), "file 'a': folios 0..2 run past the 2 folio entries"],
+    ['a gap between folio runs', set32(FILE0 + MemfdFileStruct.offsetOf('nr_folios'), 1), "file 'b': first_folio 2 (wanted 1: the folio runs tile the array in order)"],
     [
       'a folio owned by no file',
-      (v) => (v.setUint32(FILE0 + MemfdFileLayout.nr_folios, 1, true), v.setUint32(FILE1 + MemfdFileLayout.first_folio, 1, true)),
+      (v) => (v.setUint32(FILE0 + MemfdFileStruct.offsetOf('nr_folios'), 1, true), v.setUint32(FILE1 + MemfdFileStruct.offsetOf('first_folio'), 1, true)),
       'the files own 1 folio entries (wanted all 2)',
     ],
     ['reserved phys_order bits', set64(FOLIO1 + 8, BigInt(9 * MiB) | 0x10n), "file 'a' folio 1: reserved bits of phys_order 0x900010 are set"],
@@ -152,11 +150,11 @@ describe('the memfd table, version 1', () => {
   });
 
   it('refuses another version (EOPNOTSUPP), a damaged or unsealed table, a short block and a table past its block', () => {
-    expect(() => decodeMemfdTable(sampleWith((v) => v.setUint16(MemfdHeaderLayout.version, 2, true)))).toThrow(
+    expect(() => decodeMemfdTable(sampleWith((v) => v.setUint16(MemfdHeaderStruct.offsetOf('version'), 2, true)))).toThrow(
       new KernelError(Errno.EOPNOTSUPP, 'memfd: table version 2 (this kernel reads version 1)'),
     );
     const sealed = sealMemfdTable(encodeMemfdTable(SAMPLE));
-    const crc = new DataView(sealed.buffer).getUint32(MemfdHeaderLayout.crc32, true).toString(16);
+    const crc = new DataView(sealed.buffer).getUint32(MemfdHeaderStruct.offsetOf('crc32'), true).toString(16);
     const damaged = sampleWith((_v, b) => (b[FOLIO1 + 9] ^= 1), false);
     expect(() => decodeMemfdTable(damaged)).toThrow(/^EINVAL: memfd: table crc32 is 0x[0-9a-f]+ but its bytes give 0x[0-9a-f]+ \(not sealed at serialize, or damaged\)$/);
     expect(() => decodeMemfdTable(encodeMemfdTable(SAMPLE))).toThrow(`memfd: table crc32 is 0x0 but its bytes give 0x${crc} (not sealed at serialize, or damaged)`);
@@ -184,7 +182,7 @@ describe('the kho-lab-memfd-v1 layouts, declared once with @kho/struct', () => {
     const header = { magic: MEMFD_MAGIC, version: 1, nr_files: 2, nr_folios: 3, table_size: 240, crc32: 0xdeadbeef };
     checkGolden(MemfdHeaderStruct, header, '4d 45 4d 46 | 01 00 | 00 00 | 02 00 00 00 | 03 00 00 00 | f0 00 00 00 | ef be ad de | 00 00 00 00 00 00 00 00');
     const bad = MemfdHeaderStruct.encode(header);
-    bad[MemfdHeaderLayout.reserved0] = 1;
+    bad[MemfdHeaderStruct.offsetOf('reserved0')] = 1;
     expect(() => MemfdHeaderStruct.decode(bad)).toThrow('EINVAL: memfd_header.reserved0 byte 0 is 0x1 (wanted 0: reserved)');
   });
 

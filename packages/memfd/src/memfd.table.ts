@@ -1,5 +1,6 @@
 import { Errno, KernelError, hex } from '@kho/kernel';
 import { MAX_PHYS_ADDR, PAGE_SIZE } from '@kho/physmem';
+import { offsetTable } from '@kho/struct';
 import {
   MEMFD_FILE_SIZE,
   MEMFD_FOLIO_SIZE,
@@ -15,13 +16,20 @@ import {
   MEMFD_RESERVED_MASK,
   MEMFD_TABLE_MAX_SIZE,
   MEMFD_VERSION,
-  MemfdFileLayout,
   MemfdFileStruct,
-  MemfdFolioLayout,
-  MemfdHeaderLayout,
+  MemfdFolioStruct,
   MemfdHeaderStruct,
 } from './abi';
 import { crc32 } from './crc32';
+
+/** Field offsets of the table header, checked one by one before it is decoded. */
+const HEADER = offsetTable(MemfdHeaderStruct);
+
+/** Field offsets of a file entry. */
+const FILE = offsetTable(MemfdFileStruct);
+
+/** Field offsets of a folio entry, read and written in place. */
+const FOLIO = offsetTable(MemfdFolioStruct);
 
 /** One folio of a file, as the table records it. */
 export interface MemfdTableFolio {
@@ -78,8 +86,8 @@ export function encodeMemfdTable(files: readonly MemfdTableFile[]): Uint8Array {
     // One entry per folio (up to MEMFD_MAX_FOLIOS): written in place at MemfdFolioStruct's offsets.
     for (const folio of f.folios) {
       const fa = foliosAt + next * MEMFD_FOLIO_SIZE;
-      v.setBigUint64(fa + MemfdFolioLayout.offset, BigInt(folio.offset), true);
-      v.setBigUint64(fa + MemfdFolioLayout.phys_order, BigInt(folio.phys) | BigInt(folio.order), true);
+      v.setBigUint64(fa + FOLIO.offset, BigInt(folio.offset), true);
+      v.setBigUint64(fa + FOLIO.phys_order, BigInt(folio.phys) | BigInt(folio.order), true);
       next++;
     }
   });
@@ -93,7 +101,7 @@ export function memfdTableChecksum(table: Uint8Array): number {
 
 /** Seals a table (exactly `table_size` bytes) in place by writing its checksum. Returns the same bytes. */
 export function sealMemfdTable(table: Uint8Array): Uint8Array {
-  new DataView(table.buffer, table.byteOffset, table.length).setUint32(MemfdHeaderLayout.crc32, memfdTableChecksum(table), true);
+  new DataView(table.buffer, table.byteOffset, table.length).setUint32(HEADER.crc32, memfdTableChecksum(table), true);
   return table;
 }
 
@@ -116,14 +124,14 @@ export function decodeMemfdTable(block: Uint8Array): MemfdTableFile[] {
   // Magic, then version, then the reserved fields are checked in that order, each with its own message, before
   // the header is decoded as a whole (which then cannot fail).
   const v = new DataView(block.buffer, block.byteOffset, block.length);
-  const magic = v.getUint32(MemfdHeaderLayout.magic, true);
+  const magic = v.getUint32(HEADER.magic, true);
   if (magic !== MEMFD_MAGIC) throw invalid(`table magic ${hex(magic)} (wanted ${hex(MEMFD_MAGIC)})`);
-  const version = v.getUint16(MemfdHeaderLayout.version, true);
+  const version = v.getUint16(HEADER.version, true);
   if (version !== MEMFD_VERSION) {
     throw new KernelError(Errno.EOPNOTSUPP, `memfd: table version ${version} (this kernel reads version ${MEMFD_VERSION})`);
   }
-  const reserved0 = v.getUint16(MemfdHeaderLayout.reserved0, true);
-  const reserved1 = v.getBigUint64(MemfdHeaderLayout.reserved1, true);
+  const reserved0 = v.getUint16(HEADER.reserved0, true);
+  const reserved1 = v.getBigUint64(HEADER.reserved1, true);
   if (reserved0 !== 0 || reserved1 !== 0n) throw invalid(`reserved header fields are ${hex(reserved0)}, ${hex(reserved1)} (wanted 0)`);
   const { nr_files: nrFiles, nr_folios: nrFolios, table_size: size, crc32: stored } = MemfdHeaderStruct.decode(block);
   if (nrFiles > MEMFD_MAX_FILES) throw invalid(`table has ${nrFiles} files (at most ${MEMFD_MAX_FILES})`);
@@ -142,7 +150,7 @@ export function decodeMemfdTable(block: Uint8Array): MemfdTableFile[] {
   for (let i = 0; i < nrFiles; i++) {
     const at = MEMFD_HEADER_SIZE + i * MEMFD_FILE_SIZE;
     // The name's own checks (and messages) come first; then the entry decodes without failing.
-    const name = decodeName(block.subarray(at + MemfdFileLayout.name, at + MemfdFileLayout.name + MEMFD_NAME_FIELD), i);
+    const name = decodeName(block.subarray(at + FILE.name, at + FILE.name + MEMFD_NAME_FIELD), i);
     if (names.has(name)) throw invalid(`file ${i}: name '${name}' appears twice`);
     names.add(name);
     const { size: sizeBig, first_folio: first, nr_folios: count } = MemfdFileStruct.decode(block, at);
@@ -156,8 +164,8 @@ export function decodeMemfdTable(block: Uint8Array): MemfdTableFile[] {
       const fa = foliosAt + (first + j) * MEMFD_FOLIO_SIZE;
       const what = `file '${name}' folio ${j}`;
       // One entry per folio: read in place at MemfdFolioStruct's offsets.
-      const offsetBig = v.getBigUint64(fa + MemfdFolioLayout.offset, true);
-      const physOrder = v.getBigUint64(fa + MemfdFolioLayout.phys_order, true);
+      const offsetBig = v.getBigUint64(fa + FOLIO.offset, true);
+      const physOrder = v.getBigUint64(fa + FOLIO.phys_order, true);
       const low = Number(physOrder & 0xfffn);
       if ((low & MEMFD_RESERVED_MASK) !== 0) throw invalid(`${what}: reserved bits of phys_order ${hex(physOrder)} are set`);
       const order = low & MEMFD_ORDER_MASK;

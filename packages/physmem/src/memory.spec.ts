@@ -93,8 +93,8 @@ describe('PhysicalMemory bytes', () => {
     const ram = holeyRam();
     expect(ram.readU8(12345)).toBe(0);
     expect(ram.readU32(TiB + 8)).toBe(0);
-    expect(ram.readU64(GiB)).toBe(0n);
-    expect(ram.readU64n(TiB + GiB)).toBe(0);
+    expect(ram.readU64n(GiB)).toBe(0n);
+    expect(ram.readU64(TiB + GiB)).toBe(0);
     expect(ram.read(TiB + 100, 16)).toEqual(new Uint8Array(16));
     expect(ram.pageIfPresent(pfn(7))).toBeUndefined();
     expect(ram.populatedBytes).toBe(0);
@@ -111,14 +111,14 @@ describe('PhysicalMemory bytes', () => {
     ram.writeU32(addr, 0xdeadbeef);
     expect(ram.readU32(addr)).toBe(0xdeadbeef);
     ram.writeU64(addr, 0x0123456789abcdefn);
-    expect(ram.readU64(addr)).toBe(0x0123456789abcdefn);
+    expect(ram.readU64n(addr)).toBe(0x0123456789abcdefn);
     expect(ram.readU8(addr)).toBe(0xef);
     expect(ram.readU8(addr + 7)).toBe(0x01);
     ram.writeU64(addr, 2 ** 53 - 1);
-    expect(ram.readU64n(addr)).toBe(2 ** 53 - 1);
+    expect(ram.readU64(addr)).toBe(2 ** 53 - 1);
     ram.writeU64(addr, -1);
-    expect(ram.readU64(addr)).toBe(0xffffffffffffffffn);
-    expect(ram.readU64n(addr)).toBeGreaterThanOrEqual(2 ** 53);
+    expect(ram.readU64n(addr)).toBe(0xffffffffffffffffn);
+    expect(ram.readU64(addr)).toBeGreaterThanOrEqual(2 ** 53);
   });
 
   it('stores multi-byte values little-endian', () => {
@@ -135,7 +135,7 @@ describe('PhysicalMemory bytes', () => {
     fc.assert(
       fc.property(addr, fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), (a, v) => {
         ram.writeU64(a, v);
-        return ram.readU64(a) === v && ram.readU32(a) === Number(v & 0xffffffffn);
+        return ram.readU64n(a) === v && ram.readU32(a) === Number(v & 0xffffffffn);
       }),
       { numRuns: 300 },
     );
@@ -184,8 +184,8 @@ describe('PhysicalMemory bytes', () => {
   const outside: Array<[string, (ram: PhysicalMemory) => unknown, string]> = [
     ['readU8 in the hole', (r) => r.readU8(3 * GiB), 'EFAULT: physical access at 0xc0000000 (1 bytes) is outside RAM'],
     ['readU32 across the end of a range', (r) => r.readU32(2 * GiB - 2), 'EFAULT: physical access at 0x7ffffffe (4 bytes) is outside RAM'],
-    ['readU64 past the end of RAM', (r) => r.readU64(TiB + 2 * GiB), 'EFAULT: physical access at 0x10080000000 (8 bytes) is outside RAM'],
-    ['readU64n just below a range', (r) => r.readU64n(TiB - 4), 'EFAULT: physical access at 0xfffffffffc (8 bytes) is outside RAM'],
+    ['readU64n past the end of RAM', (r) => r.readU64n(TiB + 2 * GiB), 'EFAULT: physical access at 0x10080000000 (8 bytes) is outside RAM'],
+    ['readU64 just below a range', (r) => r.readU64(TiB - 4), 'EFAULT: physical access at 0xfffffffffc (8 bytes) is outside RAM'],
     ['writeU16 at a negative address', (r) => r.writeU16(-2, 1), 'EFAULT: physical access at -2 (2 bytes) is outside RAM'],
     ['writeU64 in the hole', (r) => r.writeU64(TiB - 8, 1n), 'EFAULT: physical access at 0xfffffffff8 (8 bytes) is outside RAM'],
     ['write across a range end', (r) => r.write(2 * GiB - 1, new Uint8Array(2)), 'EFAULT: physical access at 0x7fffffff (2 bytes) is outside RAM'],
@@ -213,7 +213,7 @@ describe('PhysicalMemory bytes', () => {
       ],
     });
     ram.writeU64(2 * PAGE_SIZE - 4, 0x1122334455667788n);
-    expect(ram.readU64(2 * PAGE_SIZE - 4)).toBe(0x1122334455667788n);
+    expect(ram.readU64n(2 * PAGE_SIZE - 4)).toBe(0x1122334455667788n);
     expect(ram.isRam(2 * PAGE_SIZE - 4, 8)).toBe(false);
     ram.write(0, new Uint8Array(3 * PAGE_SIZE).fill(1));
     expectKernelError(() => ram.read(0, 3 * PAGE_SIZE + 1), Errno.EFAULT, 'EFAULT: physical access at 0x0 (12289 bytes) is outside RAM');

@@ -209,21 +209,11 @@ export class PhysicalMemory {
     return this.rView.getUint32(off, true);
   }
 
-  /** The little-endian u64 at `addr`, as a bigint. Throws EFAULT when any byte is outside RAM. */
-  readU64(addr: number): bigint {
-    const c = Math.floor(addr / RAM_CHUNK_SIZE);
-    const off = addr - c * RAM_CHUNK_SIZE;
-    if (c !== this.rChunk || off > RAM_CHUNK_SIZE - 8 || (off | 0) !== off) {
-      return BigInt(this.readSlow(addr + 4, 4, 8, addr)) * 4294967296n + BigInt(this.readSlow(addr, 4, 8));
-    }
-    return this.rView.getBigUint64(off, true);
-  }
-
   /**
    * The little-endian u64 at `addr` as a number (hi * 2^32 + lo): exact below 2^53; a larger value comes back
    * rounded but still at least 2^53, so range checks against real addresses reject it. Throws EFAULT outside RAM.
    */
-  readU64n(addr: number): number {
+  readU64(addr: number): number {
     const c = Math.floor(addr / RAM_CHUNK_SIZE);
     const off = addr - c * RAM_CHUNK_SIZE;
     if (c !== this.rChunk || off > RAM_CHUNK_SIZE - 8 || (off | 0) !== off) {
@@ -231,6 +221,16 @@ export class PhysicalMemory {
     }
     const v = this.rView;
     return v.getUint32(off + 4, true) * TWO_32 + v.getUint32(off, true);
+  }
+
+  /** The little-endian u64 at `addr` as a bigint (`n` as in `1n`: every value exact). Throws EFAULT when any byte is outside RAM. */
+  readU64n(addr: number): bigint {
+    const c = Math.floor(addr / RAM_CHUNK_SIZE);
+    const off = addr - c * RAM_CHUNK_SIZE;
+    if (c !== this.rChunk || off > RAM_CHUNK_SIZE - 8 || (off | 0) !== off) {
+      return BigInt(this.readSlow(addr + 4, 4, 8, addr)) * 4294967296n + BigInt(this.readSlow(addr, 4, 8));
+    }
+    return this.rView.getBigUint64(off, true);
   }
 
   /** Stores the low 8 bits of `v` at `addr`. Throws EFAULT outside RAM. */

@@ -81,7 +81,7 @@ describe('physmem plugin', () => {
     expect(next.get(Memmap)).not.toBe(oldMemmap);
     expect(buddy).not.toBe(oldBuddy);
     expect(next.get(FaultInjector).calls).toBe(0);
-    expect(ram.readU64(p * PAGE_SIZE + 8)).toBe(0xfeedfacecafebeefn);
+    expect(ram.readU64n(p * PAGE_SIZE + 8)).toBe(0xfeedfacecafebeefn);
     expect(buddy.isFree(p)).toBe(true);
     expect(buddy.nrFreePages).toBe((256 * MiB) / PAGE_SIZE);
     expect(buddy.allocCalls).toBe(0);

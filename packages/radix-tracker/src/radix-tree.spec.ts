@@ -162,7 +162,7 @@ function referenceDecode(ram: PhysicalMemory, root: number): Array<[number, numb
   const out: Array<[number, number, number]> = [];
   const table = (node: number, level: number, prefix: bigint): void => {
     for (let i = 0; i < 512; i++) {
-      const child = ram.readU64(node + i * 8);
+      const child = ram.readU64n(node + i * 8);
       if (child === 0n) continue;
       const p = (prefix << 9n) | BigInt(i);
       if (level > 1) {
@@ -385,7 +385,7 @@ describe('RadixTracker block checks', () => {
     const { tree, ram } = setup();
     tree.add(2 ** 52 - 1, 0);
     tree.add(2 ** 52 - 1024, 10);
-    expect(ram.readU64n(tree.rootPhys + 3 * 8)).not.toBe(0);
+    expect(ram.readU64(tree.rootPhys + 3 * 8)).not.toBe(0);
     expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
       [2 ** 52 - 1024, 10],
       [2 ** 52 - 1, 0],
@@ -407,7 +407,7 @@ describe('readIncomingTree refuses hostile trees before visiting anything', () =
     s.tree.add(0x200, 9);
     return s;
   }
-  const entry = (ram: PhysicalMemory, table: number, i: number) => ram.readU64n(table + i * 8);
+  const entry = (ram: PhysicalMemory, table: number, i: number) => ram.readU64(table + i * 8);
 
   it.each<[string, (ram: PhysicalMemory, root: number) => number, RegExp]>([
     ['root outside RAM', () => 2 ** 45, /^EINVAL: radix tree: root 0x200000000000 is outside RAM$/],
@@ -544,7 +544,7 @@ describe('readIncomingTree refuses hostile trees before visiting anything', () =
     const { ram, tree } = built();
     // Find the leaf of order-0 blocks and set a bit for a pfn in the hole between the two RAM ranges.
     let leaf = tree.rootPhys;
-    for (const idx of [2, 0, 0, 0, 0]) leaf = ram.readU64n(leaf + idx * 8);
+    for (const idx of [2, 0, 0, 0, 0]) leaf = ram.readU64(leaf + idx * 8);
     ram.writeU32(leaf + 1024 * 4 - 4, 0x8000_0000); // pfn 32767: 128 MiB - 4 KiB, beyond the 64 MiB range
     expect(() => tree.walkIncoming(tree.rootPhys, () => undefined)).toThrow(/block 0x7fff000 order 0 \(leaf 0x[0-9a-f]+\) is outside RAM/);
   });

@@ -1,5 +1,5 @@
 import { injectable } from 'tsyringe';
-import { Errno, KernelError, KernelLog, hex } from '@kho/kernel';
+import { Errno, KernelBug, KernelError, KernelLog, hex } from '@kho/kernel';
 import { BuddyAllocator, LITTLE_ENDIAN_HOST, PAGE_SIZE, PAGE_WORDS, PhysicalMemory, RAM_CHUNK_PAGES, describePfn, type Pfn } from '@kho/physmem';
 import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
 import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_MAX_ORDER, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from './abi';
@@ -16,7 +16,7 @@ const NO_LEAF = new Int32Array(0);
 /** Entries of the leaf cache (a power of two): as many leaves as a 1 TiB span of order-0 pages has. */
 const LEAF_CACHE = 8192;
 
-if (!LITTLE_ENDIAN_HOST) throw new Error('radix tree: node pages are read as host-order words, which needs a little-endian host');
+if (!LITTLE_ENDIAN_HOST) throw new KernelBug('radix tree: node pages are read as host-order words, which needs a little-endian host');
 
 /** First word of page `pfn` in its chunk's words (PhysicalMemory.pageWords). */
 function pageBase(pfn: number): number {
@@ -327,7 +327,7 @@ export class RadixTracker implements Tracker {
     for (let level = ROOT_LEVEL; level >= 1; level--) {
       const slot = node + tableIndexOf(hi, lo, level) * 8;
       slots[level] = slot;
-      node = this.ram.readU64n(slot);
+      node = this.ram.readU64(slot);
       if (node === 0) return; // nothing to reclaim (cannot happen right after a del)
       nodes[level - 1] = node;
     }
@@ -446,7 +446,7 @@ export function treeNodePfns(ram: PhysicalMemory, root: number): number[] {
     out.push(table / PAGE_SIZE);
     const entries = level === ROOT_LEVEL ? KHO_ROOT_USABLE_ENTRIES : KHO_TABLE_ENTRIES;
     for (let i = 0; i < entries; i++) {
-      const child = ram.readU64n(table + i * 8);
+      const child = ram.readU64(table + i * 8);
       if (child === 0) continue;
       if (level === 1) out.push(child / PAGE_SIZE);
       else visit(child, level - 1);
@@ -506,14 +506,14 @@ export function validateIncomingTree(ram: PhysicalMemory, mapPhys: number): Inco
   };
   checkNode(mapPhys, 'root');
   for (let i = KHO_ROOT_USABLE_ENTRIES; i < KHO_TABLE_ENTRIES; i++) {
-    if (ram.readU64n(mapPhys + i * 8) !== 0) {
+    if (ram.readU64(mapPhys + i * 8) !== 0) {
       throw new KernelError(Errno.EINVAL, `radix tree: root entry ${i} is not empty (keys are below 2^53, so only entries 0..3 are usable)`);
     }
   }
   const visitTable = (table: number, level: number, prefix: number): void => {
     const entries = level === ROOT_LEVEL ? KHO_ROOT_USABLE_ENTRIES : KHO_TABLE_ENTRIES;
     for (let i = 0; i < entries; i++) {
-      const child = ram.readU64n(table + i * 8);
+      const child = ram.readU64(table + i * 8);
       if (child === 0) continue;
       const childPrefix = prefix * KHO_TABLE_ENTRIES + i;
       checkNode(child, `level-${level - 1} node (entry ${i} of ${hex(table)})`);

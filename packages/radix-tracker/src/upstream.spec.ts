@@ -48,7 +48,7 @@ describe('reading trees written the way upstream writes them', () => {
     const orders = new Set(blocks.map(([, o]) => o));
     expect(orders.has(0) && orders.has(1) && orders.has(18)).toBe(true); // root entries 2, 1 and 0
     const root = writeUpstreamTree(ram, alloc, blocks);
-    for (const entry of [0, 1, 2]) expect(ram.readU64(root + entry * 8)).not.toBe(0n);
+    for (const entry of [0, 1, 2]) expect(ram.readU64n(root + entry * 8)).not.toBe(0n);
     const got = readIncomingTree(ram, root);
     expect(got.count).toBe(4000);
     expect(got.pfns.map((p, i) => [p, got.orders[i]])).toEqual(walkOrder(blocks));

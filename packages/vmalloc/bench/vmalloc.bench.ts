@@ -50,7 +50,7 @@ defineBench({
       const t0 = performance.now();
       const desc = kv.preserveVmalloc(addr);
       times.push(performance.now() - t0);
-      for (let c = decodeKhoVmalloc(desc).first, n = 0; c !== 0; c = k.get(PhysicalMemory).readU64n(c), n++) chunks = n + 1;
+      for (let c = decodeKhoVmalloc(desc).first, n = 0; c !== 0; c = k.get(PhysicalMemory).readU64(c), n++) chunks = n + 1;
       kv.unpreserveVmalloc(desc);
     }
     // The first round also builds the tracker's nodes for these pages; later rounds find them (upstream keeps them too).

@@ -9,8 +9,6 @@ export {
   KHO_VMALLOC_CHUNK_ENTRIES,
   KhoVmallocStruct,
   KhoVmallocChunkStruct,
-  KhoVmallocLayout,
-  KhoVmallocChunkLayout,
   encodeKhoVmalloc,
   decodeKhoVmalloc,
   encodeKhoVmallocChunk,

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { Errno, KernelError, type Kernel } from '@kho/kernel';
+import { Errno, KernelError, seededBytes, type Kernel } from '@kho/kernel';
 import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PageFlag, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
 import { Kho, khoModule } from '@kho/kho-core';
 // Test-only dependencies (package.json devDependencies): a full KHO kernel needs an early allocator and a tracker.
@@ -8,7 +8,7 @@ import { radixTrackerModule } from '@kho/radix-tracker';
 import {
   KHO_VMALLOC_ALLOC,
   KHO_VMALLOC_HUGE_VMAP,
-  KhoVmallocChunkLayout,
+  KhoVmallocChunkStruct,
   decodeKhoVmalloc,
   encodeKhoVmalloc,
   encodeKhoVmallocChunk,
@@ -46,17 +46,9 @@ function svc(k: Kernel): Svc {
   return { vm: k.get(Vmalloc), kv: k.get(KhoVmalloc), kho: k.get(Kho), ram: k.get(PhysicalMemory), buddy: k.get(BuddyAllocator), memmap: k.get(Memmap) };
 }
 
-/** Deterministic bytes (xorshift32: no Math.imul, which is slow under jest). */
+/** Deterministic bytes: the workspace's seeded stream. */
 function randomBytes(n: number, seed: number): Uint8Array {
-  const words = new Uint32Array(Math.ceil(n / 4));
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x >>> 0;
-  }
-  return new Uint8Array(words.buffer, 0, n);
+  return seededBytes(seed >>> 0, n);
 }
 
 /** Stores descriptors in a preserved blob, adds it as subtree SUBTREE, and kexecs. Returns the next kernel. */
@@ -80,7 +72,7 @@ function takeOver(k2: Kernel, count = 1): Uint8Array[] {
 /** Phys of every chunk of a descriptor, following `next` (for a descriptor this boot wrote). */
 function chunksOf(ram: PhysicalMemory, desc: Uint8Array): number[] {
   const out: number[] = [];
-  for (let c = decodeKhoVmalloc(desc).first; c !== 0; c = ram.readU64n(c + KhoVmallocChunkLayout.next)) out.push(c);
+  for (let c = decodeKhoVmalloc(desc).first; c !== 0; c = ram.readU64(c + KhoVmallocChunkStruct.offsetOf('next'))) out.push(c);
   return out;
 }
 
@@ -388,7 +380,7 @@ describe('restoreVmalloc refuses a hostile handover and restores nothing', () =>
     ['first chunk not page-aligned', (_r: PhysicalMemory, d: Uint8Array) => withDesc(d, { first: first(d) + 8 }),
       (c: number[]) => `EINVAL: restoreVmalloc: chunk 0 at ${hexOf(c[0] + 8)} is not page-aligned`],
     ['more pages than total_pages', (_r: PhysicalMemory, d: Uint8Array) => withDesc(d, { totalPages: 599 }),
-      (c: number[], r: PhysicalMemory) => `EINVAL: restoreVmalloc: entry 88 of chunk 1 at ${hexOf(c[1])} (${hexOf(r.readU64n(c[1] + 8 + 88 * 8))}) is past total_pages 599`],
+      (c: number[], r: PhysicalMemory) => `EINVAL: restoreVmalloc: entry 88 of chunk 1 at ${hexOf(c[1])} (${hexOf(r.readU64(c[1] + 8 + 88 * 8))}) is past total_pages 599`],
     ['fewer pages than total_pages', (_r: PhysicalMemory, d: Uint8Array) => withDesc(d, { totalPages: 601 }),
       () => 'EINVAL: restoreVmalloc: the chunks hold 600 pages (wanted total_pages 601)'],
   ])('a descriptor with %s; the genuine one then restores every byte', (_, damage, message) => {
@@ -411,8 +403,8 @@ describe('restoreVmalloc refuses a hostile handover and restores nothing', () =>
       () => 'EINVAL: restoreVmalloc: chunk 1 at 0x100000 is not a preserved page (no KHO stamp of order 0)'],
     ['a list cut short by a 0 entry', (r: PhysicalMemory, d: Uint8Array, c: number[]) => (r.writeU64(c[1] + 8 + 8 * 10, 0), d),
       () => 'EINVAL: restoreVmalloc: the chunks hold 521 pages (wanted total_pages 600)'],
-    ['an entry listed twice', (r: PhysicalMemory, d: Uint8Array, c: number[]) => (r.writeU64(c[1] + 16, r.readU64n(c[1] + 8)), d),
-      (c: number[], r: PhysicalMemory) => `EINVAL: restoreVmalloc: entry 1 of chunk 1 at ${hexOf(c[1])} (${hexOf(r.readU64n(c[1] + 8))}) is listed twice`],
+    ['an entry listed twice', (r: PhysicalMemory, d: Uint8Array, c: number[]) => (r.writeU64(c[1] + 16, r.readU64(c[1] + 8)), d),
+      (c: number[], r: PhysicalMemory) => `EINVAL: restoreVmalloc: entry 1 of chunk 1 at ${hexOf(c[1])} (${hexOf(r.readU64(c[1] + 8))}) is listed twice`],
     ['an entry that is not preserved', (r: PhysicalMemory, d: Uint8Array, c: number[]) => (r.writeU64(c[0] + 8, 0x10_0000), d),
       (c: number[]) => `EINVAL: restoreVmalloc: entry 0 of chunk 0 at ${hexOf(c[0])} (0x100000) is not a preserved block (no KHO stamp of order 0)`],
     ['an entry outside RAM', (r: PhysicalMemory, d: Uint8Array, c: number[]) => (r.writeU64(c[0] + 8, 2 ** 40), d),
@@ -445,7 +437,7 @@ describe('restoreVmalloc refuses a hostile handover and restores nothing', () =>
     const s1 = svc(k1);
     const desc = s1.kv.preserveVmalloc(s1.vm.vmalloc(4 * 4 * PAGE_SIZE, { order: 2 }));
     const [chunk] = chunksOf(s1.ram, desc);
-    const e1 = s1.ram.readU64n(chunk + 16);
+    const e1 = s1.ram.readU64(chunk + 16);
     s1.ram.writeU64(chunk + 16, e1 + PAGE_SIZE);
     const k2 = handOver(k1, desc);
     const s2 = svc(k2);

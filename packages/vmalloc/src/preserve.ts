@@ -2,17 +2,21 @@ import { injectable } from 'tsyringe';
 import { Errno, KernelError, hex, withUnwind } from '@kho/kernel';
 import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
+import { offsetTable } from '@kho/struct';
 import {
   KHO_VMALLOC_ALLOC,
   KHO_VMALLOC_CHUNK_ENTRIES,
   KHO_VMALLOC_FLAGS_MASK,
   KHO_VMALLOC_HUGE_VMAP,
-  KhoVmallocChunkLayout,
+  KhoVmallocChunkStruct,
   decodeKhoVmalloc,
   encodeKhoVmalloc,
   type KhoVmallocDesc,
 } from './abi';
 import { VM_ALLOC, VM_HUGE_VMAP, Vmalloc, describe, notAreaStart } from './vmalloc';
+
+/** Field offsets of a kho_vmalloc_chunk, read and written in place per entry. */
+const CHUNK = offsetTable(KhoVmallocChunkStruct);
 
 /** What a bounded walk of a descriptor's chunks found: chunk pfns and block head pfns, in order. */
 interface Chain {
@@ -74,13 +78,13 @@ export class KhoVmalloc {
         if (n === KHO_VMALLOC_CHUNK_ENTRIES) {
           const next = this.kho.allocPreserve(PAGE_SIZE);
           u.push(() => this.kho.unpreserveFree(next));
-          this.ram.writeU64(chunk + KhoVmallocChunkLayout.next, next);
+          this.ram.writeU64(chunk + CHUNK.next, next);
           chunk = next;
           n = 0;
         }
         this.kho.preservePages(pfn, per);
         u.push(() => this.kho.unpreservePages(pfn, per));
-        this.ram.writeU64(chunk + KhoVmallocChunkLayout.phys + 8 * n, pfn * PAGE_SIZE);
+        this.ram.writeU64(chunk + CHUNK.phys + 8 * n, pfn * PAGE_SIZE);
         n++;
       }
       return encodeKhoVmalloc({ first, totalPages: area.nrPages, flags: toKhoFlags(area.flags), order: area.order });
@@ -180,7 +184,7 @@ export class KhoVmalloc {
       seenChunks.add(phys);
       chunks.push(cpfn);
       for (let i = 0; i < KHO_VMALLOC_CHUNK_ENTRIES; i++) {
-        const e = this.readPtr(phys + KhoVmallocChunkLayout.phys + 8 * i);
+        const e = this.readPtr(phys + CHUNK.phys + 8 * i);
         if (e === 0) break;
         const entry = `entry ${i} of ${where} (${describe(e)})`;
         if (pages + per > d.totalPages) throw new KernelError(Errno.EINVAL, `${what}: ${entry} is past total_pages ${d.totalPages}`);
@@ -195,7 +199,7 @@ export class KhoVmalloc {
         blocks.push(pfn);
         pages += per;
       }
-      phys = this.readPtr(phys + KhoVmallocChunkLayout.next);
+      phys = this.readPtr(phys + CHUNK.next);
     }
     if (pages !== d.totalPages) throw new KernelError(Errno.EINVAL, `${what}: the chunks hold ${pages} pages (wanted total_pages ${d.totalPages})`);
     for (const c of chunks) {
@@ -206,7 +210,7 @@ export class KhoVmalloc {
 
   /** The u64 at `phys` as a number; Infinity at or above 2^53 (not exact), so every range check refuses it. */
   private readPtr(phys: number): number {
-    const v = this.ram.readU64n(phys);
+    const v = this.ram.readU64(phys);
     return v >= 2 ** 53 ? Infinity : v;
   }
 

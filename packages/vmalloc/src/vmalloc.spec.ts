@@ -216,8 +216,8 @@ describe('access through virtual addresses', () => {
   it.each([
     ['u16', 2, (vm: Vmalloc, a: number) => vm.writeU16(a, 0xbeef), (vm: Vmalloc, a: number) => vm.readU16(a), 0xbeef],
     ['u32', 4, (vm: Vmalloc, a: number) => vm.writeU32(a, 0xdeadbeef), (vm: Vmalloc, a: number) => vm.readU32(a), 0xdeadbeef],
-    ['u64 (bigint)', 8, (vm: Vmalloc, a: number) => vm.writeU64(a, 0x0123456789abcdefn), (vm: Vmalloc, a: number) => vm.readU64(a), 0x0123456789abcdefn],
-    ['u64 (number)', 8, (vm: Vmalloc, a: number) => vm.writeU64(a, 2 ** 53 - 3), (vm: Vmalloc, a: number) => vm.readU64n(a), 2 ** 53 - 3],
+    ['u64 (bigint)', 8, (vm: Vmalloc, a: number) => vm.writeU64(a, 0x0123456789abcdefn), (vm: Vmalloc, a: number) => vm.readU64n(a), 0x0123456789abcdefn],
+    ['u64 (number)', 8, (vm: Vmalloc, a: number) => vm.writeU64(a, 2 ** 53 - 3), (vm: Vmalloc, a: number) => vm.readU64(a), 2 ** 53 - 3],
   ])('%s values land little-endian in the right physical bytes at every offset across a page boundary', (_, width, write, read, value) => {
     const { vm, ram, addr, blocks } = scattered();
     const expected = Buffer.alloc(8);
@@ -239,7 +239,7 @@ describe('access through virtual addresses', () => {
   it('writeU64 of a negative number stores its two’s complement; a fraction is refused', () => {
     const { vm, addr } = scattered();
     vm.writeU64(addr + PAGE_SIZE - 4, -2);
-    expect(vm.readU64(addr + PAGE_SIZE - 4)).toBe(0xfffffffffffffffen);
+    expect(vm.readU64n(addr + PAGE_SIZE - 4)).toBe(0xfffffffffffffffen);
     expect(() => vm.writeU64(addr, 0.5)).toThrow(`EINVAL: writeU64 at ${hexOf(addr)}: 0.5 is not an integer`);
   });
 

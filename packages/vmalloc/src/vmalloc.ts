@@ -233,17 +233,18 @@ export class Vmalloc {
     return p >= 0 ? this.ram.readU32(p) : this.view(vaddr, 4).getUint32(0, true);
   }
 
-  readU64(vaddr: number): bigint {
+  /** The u64 at `vaddr` as a number: exact below 2^53 (as PhysicalMemory.readU64). */
+  readU64(vaddr: number): number {
     const p = this.physInPage(vaddr, 8, 'readU64');
-    return p >= 0 ? this.ram.readU64(p) : this.view(vaddr, 8).getBigUint64(0, true);
-  }
-
-  /** The u64 at `vaddr` as a number: exact below 2^53 (as PhysicalMemory.readU64n). */
-  readU64n(vaddr: number): number {
-    const p = this.physInPage(vaddr, 8, 'readU64n');
-    if (p >= 0) return this.ram.readU64n(p);
+    if (p >= 0) return this.ram.readU64(p);
     const v = this.view(vaddr, 8);
     return v.getUint32(4, true) * 2 ** 32 + v.getUint32(0, true);
+  }
+
+  /** The u64 at `vaddr` as a bigint (as PhysicalMemory.readU64n). */
+  readU64n(vaddr: number): bigint {
+    const p = this.physInPage(vaddr, 8, 'readU64n');
+    return p >= 0 ? this.ram.readU64n(p) : this.view(vaddr, 8).getBigUint64(0, true);
   }
 
   writeU8(vaddr: number, v: number): void {

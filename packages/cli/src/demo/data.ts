@@ -4,27 +4,8 @@ import { PAGE_SIZE, PhysicalMemory, type Folio } from '@kho/physmem';
 /**
  * The demo's data: folio contents from @kho/kernel's SeededByteStream (the seed's stream, in folio list order)
  * and a crc32 chained across folios in list order, both over zero-copy views of large spans of simulated RAM,
- * at memory speed. SeededWords, a small xorshift32 generator, draws the folio orders and the memfd files' bytes.
+ * at memory speed. The folio orders are drawn with @kho/kernel's SeededWords.
  */
-export class SeededWords {
-  /** The generator's state; fillFolio runs the same steps inline on it. */
-  state: number;
-  constructor(seed: number) {
-    this.state = (seed ^ 0x9e3779b9) >>> 0 || 1;
-  }
-  next(): number {
-    let x = this.state;
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.state = x >>> 0;
-    return this.state;
-  }
-  /** A float in [0, 1). */
-  float(): number {
-    return this.next() / 4294967296;
-  }
-}
 
 /** Bytes filled and then checksummed at a time: small enough to still be in the cache for the checksum. */
 const PIECE = 256 * 1024;

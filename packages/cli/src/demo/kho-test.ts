@@ -6,6 +6,7 @@ import {
   KernelLog,
   MachineBus,
   SeededByteStream,
+  SeededWords,
   hex,
   registerPerBoot,
   withUnwind,
@@ -18,7 +19,7 @@ import { Kho } from '@kho/kho-core';
 import { KState, describe, phys, u64, vmallocBuf } from '@kho/kstate';
 import { ReserveMem, type ReserveMemRegion } from '@kho/memblock';
 import { Vmalloc } from '@kho/vmalloc';
-import { CHECKSUM_SEED, SeededWords, checksumBlock, fillAndChecksum } from './data';
+import { CHECKSUM_SEED, checksumBlock, fillAndChecksum } from './data';
 
 /** The self-test's kstate description id, and the reserve_mem region its log lives in. */
 export const KHO_TEST_ID = 'kho_test';
@@ -222,7 +223,7 @@ export class KhoTest implements KernelPlugin {
     let ordersMatch = true;
     let verifyMs = 0;
     for (let i = 0; i < nr; i++) {
-      const entry = this.vmalloc.readU64n(list + i * 8);
+      const entry = this.vmalloc.readU64(list + i * 8);
       const order = entry % PAGE_SIZE;
       const phys = entry - order;
       const folio = this.kho.restoreFolio(phys);

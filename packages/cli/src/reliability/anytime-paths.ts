@@ -326,7 +326,7 @@ const khoBlockPath: AnytimePath = {
         set.shrink(2 * set.perBlock);
         commit(2 * set.perBlock);
       },
-      progress: () => (committed = ram.readU64n(rec + 8)),
+      progress: () => (committed = ram.readU64(rec + 8)),
       verify(next, _p, complete) {
         const problems: string[] = [];
         const nkho = next.get(Kho);
@@ -338,15 +338,15 @@ const khoBlockPath: AnytimePath = {
           problems.push(`the record did not come back: ${describeError(e, { errno: true })}`);
           return { found: 'no record', problems };
         }
-        const count = nram.readU64n(phys + 8);
-        const head = count > 0 ? nram.readU64n(phys) : 0;
+        const count = nram.readU64(phys + 8);
+        const head = count > 0 ? nram.readU64(phys) : 0;
         if (count !== committed) problems.push(`the record says ${count} entries (the owner had committed ${committed})`);
         const set = next.get(KhoBlocks).createSet(ENTRY, 'sweep');
         let entries = 0;
         try {
           set.restore(head);
           for (const e of set.entries()) {
-            if (nram.readU64n(e) !== entryValue(entries)) problems.push(`entry ${entries} holds ${nram.readU64n(e)} (wanted ${entryValue(entries)})`);
+            if (nram.readU64(e) !== entryValue(entries)) problems.push(`entry ${entries} holds ${nram.readU64(e)} (wanted ${entryValue(entries)})`);
             entries++;
           }
           if (entries !== count) problems.push(`the set holds ${entries} entries (${count} were committed)`);

@@ -1,6 +1,6 @@
 import { KernelError, hex, seededRandom, type BootParams, type Kernel, KernelBug } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory, type RamRange } from '@kho/physmem';
-import { KHO_KEXEC_METADATA_SUBTREE, Kho, KhoKexecMetadataLayout, SETUP_KHO, decodeKhoData, PROP_SUB_FDT } from '@kho/kho-core';
+import { KHO_KEXEC_METADATA_SUBTREE, Kho, KhoKexecMetadataStruct, SETUP_KHO, decodeKhoData, PROP_SUB_FDT } from '@kho/kho-core';
 import { decodeFdt } from '@kho/fdt';
 import { treeNodePfns } from '@kho/radix-tracker';
 import { KSTATE_SEGMENT_HEADER_SIZE, KSTATE_SUBTREE, openStream } from '@kho/kstate';
@@ -118,7 +118,7 @@ function findTargets(ram: PhysicalMemory, mapPhys: number, fdtPhys: number, para
     } else if (child.name === MEMBLOCK_SUBTREE) {
       targets.push({ name: 'memblock FDT', pages: [pfn(blob)] });
     } else if (child.name === KHO_KEXEC_METADATA_SUBTREE) {
-      targets.push({ name: 'kexec-metadata', pages: [pfn(blob)], used: new Map([[pfn(blob), KhoKexecMetadataLayout.size]]) });
+      targets.push({ name: 'kexec-metadata', pages: [pfn(blob)], used: new Map([[pfn(blob), KhoKexecMetadataStruct.size]]) });
     } else {
       targets.push({ name: `subtree ${child.name}`, pages: [pfn(blob)] });
     }
@@ -169,7 +169,7 @@ export function fuzzHandovers(opts: FuzzOptions): FuzzResult {
       if (mutation !== 'random-word') {
         const pointers: number[] = [];
         for (let o = 0; o < PAGE_SIZE; o += 8) {
-          const v = ram.readU64n(pagePhys + o);
+          const v = ram.readU64(pagePhys + o);
           if (v !== 0 && v % PAGE_SIZE === 0 && ram.isRam(v, PAGE_SIZE)) pointers.push(o);
         }
         if (pointers.length) off = pointers[int(pointers.length)];

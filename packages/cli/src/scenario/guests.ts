@@ -1,5 +1,5 @@
 import { inject, injectable, type DependencyContainer } from 'tsyringe';
-import { Errno, KernelError, KernelLog, formatBytes, hex, registerPerBoot, seededBytes, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
+import { Errno, KernelError, KernelLog, describeError, formatBytes, hex, registerPerBoot, seededBytes, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
 import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, pfn } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { KState, array, describe, str, u32, u64, vmallocBuf } from '@kho/kstate';
@@ -90,8 +90,6 @@ interface Held {
   readonly order: number;
   readonly pfns: Float64Array;
 }
-
-const describeError = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /** The stamp of folio `index` of a guest seeded `seed`. */
 function stampOf(seed: number, index: number): Uint8Array {
@@ -232,7 +230,7 @@ export class GuestMemory implements KernelPlugin {
             }
           } catch (e) {
             bad++;
-            firstBad ||= `folio ${hex(phys)}: ${describeError(e)}`;
+            firstBad ||= `folio ${hex(phys)}: ${describeError(e, { errno: true })}`;
           }
         }
       }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { Errno, KernelError, parseSize } from '@kho/kernel';
+import { Errno, KernelError, describeError, parseSize } from '@kho/kernel';
 import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem';
 import { RESERVE_MEM_MAX, RESERVE_MEM_NAME_MAX } from '@kho/memblock';
 import { MEMFD_MAX_FILES, MEMFD_MAX_FILE_SIZE, MEMFD_NAME_MAX } from '@kho/memfd';
@@ -317,7 +317,8 @@ export function jsonErrorOffset(text: string): number {
 
 /** A JSON.parse error as "line L, column C: what". */
 function jsonError(e: unknown, text: string): string {
-  const msg = e instanceof Error ? e.message : String(e);
+  // JSON.parse (no reviver) throws only SyntaxError, whose message is the parser's own text
+  const msg = e instanceof SyntaxError ? e.message : describeError(e);
   // Node 20: `Unexpected token ',', "...context..." is not valid JSON`; later versions add a position
   const what = msg
     .replace(/, (\.\.\.)?".*" is not valid JSON$/s, '')

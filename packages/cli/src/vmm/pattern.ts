@@ -1,9 +1,9 @@
+import { SeededByteStream } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem';
 
 /**
  * What fills and checks guest memory. The VMM demo writes it page by page through its mapping of the guest memfd
- * and the next kernel checks every byte the same way, from the seed alone. Swappable: the workspace's seeded-bytes
- * generator can stand in for this one without touching the demo.
+ * and the next kernel checks every byte the same way, from the seed alone.
  */
 export interface GuestPattern {
   readonly name: string;
@@ -16,18 +16,21 @@ export interface GuestPattern {
 }
 
 /**
- * Seeded 32-bit words (xorshift32, as the demo's data helpers), seeded per page so any page can be checked on its
- * own. `sparse`: only one page in `stride` carries data, the rest stay zero (their bytes are still checked) — for
- * guests larger than the host memory the run may spend (the benchmark's 16 GiB guest).
+ * Seeded bytes from the workspace's generator (@kho/kernel's SeededByteStream), one stream per page seeded from the
+ * pattern's seed and the page index, so any page can be checked on its own. `sparse`: only one page in `stride`
+ * carries data, the rest stay zero (their bytes are still checked) — for guests larger than the host memory the
+ * run may spend (the benchmark's 16 GiB guest).
  */
 export class SeededPages implements GuestPattern {
   readonly name: string;
+  /** What a data page should hold, for checkPage (one page, reused). */
+  private readonly want = new Uint8Array(PAGE_SIZE);
 
   constructor(
     readonly seed: number,
     readonly stride = 1,
   ) {
-    this.name = stride === 1 ? `xorshift32 words, seed ${seed}` : `xorshift32 words in one page of ${stride}, seed ${seed}`;
+    this.name = stride === 1 ? `seeded bytes, seed ${seed}` : `seeded bytes in one page of ${stride}, seed ${seed}`;
   }
 
   carries(index: number): boolean {
@@ -36,15 +39,7 @@ export class SeededPages implements GuestPattern {
 
   fillPage(page: Uint8Array, index: number): void {
     if (!this.carries(index)) return;
-    const w = new Uint32Array(page.buffer, page.byteOffset, PAGE_SIZE / 4);
-    let x = this.start(index);
-    for (let j = 0; j < w.length; j++) {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
-      w[j] = x;
-    }
+    new SeededByteStream(this.pageSeed(index)).fill(page.subarray(0, PAGE_SIZE));
   }
 
   checkPage(page: Uint8Array | undefined, index: number): number {
@@ -54,23 +49,18 @@ export class SeededPages implements GuestPattern {
       return i;
     }
     if (!page) return 0;
-    const w = new Uint32Array(page.buffer, page.byteOffset, PAGE_SIZE / 4);
-    let x = this.start(index);
-    for (let j = 0; j < w.length; j++) {
-      x ^= x << 13;
-      x ^= x >>> 17;
-      x ^= x << 5;
-      x >>>= 0;
-      if (w[j] !== x) return j * 4;
-    }
+    const want = this.want;
+    new SeededByteStream(this.pageSeed(index)).fill(want);
+    if (Buffer.compare(page.subarray(0, PAGE_SIZE), want) === 0) return -1;
+    for (let i = 0; i < PAGE_SIZE; i++) if (page[i] !== want[i]) return i;
     return -1;
   }
 
-  private start(index: number): number {
-    // splitmix-style mixing of seed and page index; never 0 (xorshift's fixed point)
+  /** The stream seed of page `index`: a splitmix-style mix of the pattern's seed and the index (any index below 2^53). */
+  private pageSeed(index: number): number {
     let h = (this.seed ^ 0x9e3779b9) >>> 0;
     h = Math.imul(h ^ (index >>> 0), 0x85ebca6b) >>> 0;
     h = Math.imul(h ^ (h >>> 13) ^ Math.floor(index / 2 ** 32), 0xc2b2ae35) >>> 0;
-    return (h ^ (h >>> 16)) >>> 0 || 1;
+    return (h ^ (h >>> 16)) >>> 0;
   }
 }

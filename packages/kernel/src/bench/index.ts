@@ -1,3 +1,5 @@
+import { KernelBug } from '../errno';
+
 /**
  * The benchmark harness: a bench file calls {@link defineBench} for each benchmark; the runner (`kho bench`,
  * `npm run bench`) loads every package's bench files, filters them by `--only PREFIX`, runs each N times and
@@ -43,13 +45,13 @@ export interface BenchDefinition {
 
 const registry: BenchDefinition[] = [];
 
-/** Registers a benchmark. Returns its definition. Throws for a bad name, a duplicate, or a target with no checks. */
+/** Registers a benchmark. Returns its definition. Throws KernelBug (a mistake in a bench file) for a bad name, a duplicate, or a target with no checks. */
 export function defineBench(def: BenchDefinition): BenchDefinition {
-  if (!/^[a-z0-9-]+\/[a-z0-9/.-]+$/.test(def.name)) throw new Error(`benchmark name '${def.name}' is not '<package>/<name>'`);
-  if (registry.some((b) => b.name === def.name)) throw new Error(`benchmark '${def.name}' is defined twice`);
-  if (def.target !== undefined && !(def.targets && def.targets.length > 0)) throw new Error(`benchmark '${def.name}' has a target but no targets to check it by`);
+  if (!/^[a-z0-9-]+\/[a-z0-9/.-]+$/.test(def.name)) throw new KernelBug(`benchmark name '${def.name}' is not '<package>/<name>'`);
+  if (registry.some((b) => b.name === def.name)) throw new KernelBug(`benchmark '${def.name}' is defined twice`);
+  if (def.target !== undefined && !(def.targets && def.targets.length > 0)) throw new KernelBug(`benchmark '${def.name}' has a target but no targets to check it by`);
   for (const t of def.targets ?? []) {
-    if (t.max === undefined && t.min === undefined) throw new Error(`benchmark '${def.name}': a target needs max or min`);
+    if (t.max === undefined && t.min === undefined) throw new KernelBug(`benchmark '${def.name}': a target needs max or min`);
   }
   registry.push(def);
   return def;

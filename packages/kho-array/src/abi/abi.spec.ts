@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { PAGE_SIZE } from '@kho/physmem/abi';
-import { layoutTable } from '@kho/struct';
+import { layoutTable, offsetTable } from '@kho/struct';
 import { checkGolden, hexBytes } from '@kho/struct/testing';
 import {
   KA_V0_MAX_STARTPOS,
@@ -19,11 +19,8 @@ import {
   KHO_ARRAY_MAGIC,
   KHO_ARRAY_PAGE_SIZE,
   KaBlockHeaderStruct,
-  KaPageV0Layout,
   KaPageV0Struct,
-  KaPageV1Layout,
   KaPageV1Struct,
-  KhoArrayLayout,
   KhoArrayStruct,
   decodeKaBlockHeader,
   decodeKhoArrayDescriptor,
@@ -39,8 +36,8 @@ const hexOf = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 describe('struct kho_array', () => {
   it('is 16 packed bytes: magic, version, reserved, first', () => {
-    expect(KhoArrayLayout).toEqual({ magic: 0, version: 4, reserved: 6, first: 8 });
-    expect(KhoArrayLayout.first + 8).toBe(KHO_ARRAY_DESC_SIZE);
+    expect(offsetTable(KhoArrayStruct)).toEqual({ magic: 0, version: 4, reserved: 6, first: 8 });
+    expect(KhoArrayStruct.offsetOf('first') + 8).toBe(KHO_ARRAY_DESC_SIZE);
     expect(KHO_ARRAY_MAGIC).toBe(0x4b415252);
     expect(Buffer.from('KARR').readUInt32BE(0)).toBe(KHO_ARRAY_MAGIC);
   });
@@ -63,16 +60,16 @@ describe('struct kho_array', () => {
 
 describe('pages', () => {
   it('version 0: next, startpos and 510 entries fill the page', () => {
-    expect(KaPageV0Layout).toEqual({ next: 0, startpos: 8, entries: 16 });
-    expect(KaPageV0Layout.entries + KA_V0_NR_ENTRIES * 8).toBe(KHO_ARRAY_PAGE_SIZE);
+    expect(offsetTable(KaPageV0Struct)).toEqual({ next: 0, startpos: 8, entries: 16 });
+    expect(KaPageV0Struct.offsetOf('entries') + KA_V0_NR_ENTRIES * 8).toBe(KHO_ARRAY_PAGE_SIZE);
     expect(KA_V0_MAX_STARTPOS % 510n).toBe(0n);
     expect(KA_V0_MAX_STARTPOS + 509n).toBeLessThanOrEqual(2n ** 64n - 1n);
     expect(KA_V0_MAX_STARTPOS + 510n + 509n).toBeGreaterThan(2n ** 64n - 1n);
   });
 
   it('version 1: a 24-byte header, then 4072 bytes of blocks', () => {
-    expect(KaPageV1Layout).toEqual({ next: 0, firstPos: 8, nrBlocks: 16, used: 18, reserved: 20, blocks: 24 });
-    expect(KA_V1_HEADER_SIZE).toBe(KaPageV1Layout.blocks);
+    expect(offsetTable(KaPageV1Struct)).toEqual({ next: 0, first_pos: 8, nr_blocks: 16, used: 18, reserved: 20 });
+    expect(KA_V1_HEADER_SIZE).toBe(KaPageV1Struct.size);
     expect(KA_V1_HEADER_SIZE + KA_V1_BLOCK_SPACE).toBe(KHO_ARRAY_PAGE_SIZE);
     expect([KA_V1_MAX_ENTRIES, KA_V1_MAX_POS_INCREMENT]).toEqual([8191, 2 ** 50 - 1]);
   });

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PAGE_SIZE } from '@kho/physmem/abi';
-import { layoutTable } from '@kho/struct';
+import { layoutTable, offsetTable } from '@kho/struct';
 import { checkGolden, hexBytes } from '@kho/struct/testing';
 import {
   KHOSER_BITMAP_PTRS_PER_PAGE,
@@ -12,11 +12,8 @@ import {
   KHO_V1_COMPATIBLE,
   KHO_V1_KARR_ARRAY_VERSION,
   KHO_V1_KARR_COMPATIBLE,
-  KhoserChunkEntryLayout,
   KhoserChunkEntryStruct,
-  KhoserMemBitmapPtrLayout,
   KhoserMemBitmapPtrStruct,
-  KhoserMemChunkHdrLayout,
   KhoserMemChunkHdrStruct,
   KhoserMemChunkStruct,
   PRESERVE_BITS,
@@ -52,8 +49,8 @@ describe('the kho-v1 bitmap contracts', () => {
   });
 
   it('a chunk is a 16-byte header and 255 entries of 16 bytes: one page', () => {
-    expect(KhoserMemChunkHdrLayout).toEqual({ next: 0, order: 8, numElms: 12 });
-    expect(KhoserChunkEntryLayout).toEqual({ physStart: 0, bitmap: 8 });
+    expect(offsetTable(KhoserMemChunkHdrStruct)).toEqual({ next: 0, order: 8, num_elms: 12 });
+    expect(offsetTable(KhoserChunkEntryStruct)).toEqual({ phys_start: 0, bitmap: 8 });
     expect([KHOSER_MEM_CHUNK_HDR_SIZE, KHOSER_CHUNK_ENTRY_SIZE, KHOSER_BITMAP_SIZE]).toEqual([16, 16, 255]);
     expect(KHOSER_MEM_CHUNK_HDR_SIZE + KHOSER_BITMAP_SIZE * KHOSER_CHUNK_ENTRY_SIZE).toBe(4096);
   });
@@ -75,8 +72,8 @@ describe('the kho-v1 bitmap contracts', () => {
   });
 
   it('a khoser_mem_bitmap_ptr is 24 bytes, 170 to a page', () => {
-    expect(KhoserMemBitmapPtrLayout).toEqual({ physStart: 0, order: 8, reserved: 12, bitmap: 16 });
-    expect(KhoserMemBitmapPtrLayout.bitmap + 8).toBe(KHOSER_MEM_BITMAP_PTR_SIZE);
+    expect(offsetTable(KhoserMemBitmapPtrStruct)).toEqual({ phys_start: 0, order: 8, reserved: 12, bitmap: 16 });
+    expect(KhoserMemBitmapPtrStruct.offsetOf('bitmap') + 8).toBe(KHOSER_MEM_BITMAP_PTR_SIZE);
     expect(KHOSER_BITMAP_PTRS_PER_PAGE).toBe(170);
     const r = { physStart: 0x4000000000n, order: 9, reserved: 0, bitmap: 0x1234000n };
     const bytes = encodeKhoserMemBitmapPtr(r);

@@ -6,8 +6,8 @@
  * nothing from the implementation.
  *
  * Conventions: little-endian; a physical pointer is a u64 phys, 0 = none; pages are PAGE_SIZE (4096) bytes,
- * order 0. The layouts are declared once with `@kho/struct` (the `*Struct` constants); the `*Layout` objects are
- * their field offsets, for the code that reads them in place.
+ * order 0. The layouts are declared once with `@kho/struct` (the `*Struct` constants); code that reads them in
+ * place takes their field offsets from them (`offsetOf`, `offsetTable`).
  *
  * - A bitmap is one page of PRESERVE_BITS (32768) bits. Bitmap `i` of order `o` covers the blocks of 2^o pages
  *   from `phys_start = (i * 32768) << (12 + o)`: bit `b` set means the block at `phys_start + (b << (12 + o))`
@@ -23,7 +23,7 @@ import { array, nested, reserved, struct, u32, u64big } from '@kho/struct';
 export const KHO_V1_COMPATIBLE = 'kho-v1';
 /**
  * Root compatible when `preserved-memory-map` points at a KHO array descriptor whose entries point at
- * {@link KhoserMemBitmapPtrLayout} records (the KHO array RFC's form; the string is the project's, since that
+ * {@link KhoserMemBitmapPtrStruct} records (the KHO array RFC's form; the string is the project's, since that
  * form never shipped).
  */
 export const KHO_V1_KARR_COMPATIBLE = 'kho-v1-karr';
@@ -61,12 +61,6 @@ export const KhoserMemChunkHdrStruct = struct(
   },
   16,
 );
-/** Field offsets of a chunk header (from {@link KhoserMemChunkHdrStruct}). */
-export const KhoserMemChunkHdrLayout = {
-  next: KhoserMemChunkHdrStruct.offsetOf('next'),
-  order: KhoserMemChunkHdrStruct.offsetOf('order'),
-  numElms: KhoserMemChunkHdrStruct.offsetOf('num_elms'),
-} as const;
 export const KHOSER_MEM_CHUNK_HDR_SIZE = KhoserMemChunkHdrStruct.size;
 
 /** Chunk entry (upstream `struct khoser_mem_bitmap_ptr`, 16 bytes). */
@@ -80,11 +74,6 @@ export const KhoserChunkEntryStruct = struct(
   },
   16,
 );
-/** Field offsets of a chunk entry (from {@link KhoserChunkEntryStruct}). */
-export const KhoserChunkEntryLayout = {
-  physStart: KhoserChunkEntryStruct.offsetOf('phys_start'),
-  bitmap: KhoserChunkEntryStruct.offsetOf('bitmap'),
-} as const;
 export const KHOSER_CHUNK_ENTRY_SIZE = KhoserChunkEntryStruct.size;
 /** Entries in a one-page chunk, after its header (upstream `KHOSER_BITMAP_SIZE`): (PAGE_SIZE - 16) / 16 = 255. */
 export const KHOSER_BITMAP_SIZE = (KHO_V1_PAGE_SIZE - KHOSER_MEM_CHUNK_HDR_SIZE) / KHOSER_CHUNK_ENTRY_SIZE;
@@ -162,13 +151,6 @@ export const KhoserMemBitmapPtrStruct = struct(
   },
   24,
 );
-/** Field offsets of a bitmap record (from {@link KhoserMemBitmapPtrStruct}). */
-export const KhoserMemBitmapPtrLayout = {
-  physStart: KhoserMemBitmapPtrStruct.offsetOf('phys_start'),
-  order: KhoserMemBitmapPtrStruct.offsetOf('order'),
-  reserved: KhoserMemBitmapPtrStruct.offsetOf('reserved'),
-  bitmap: KhoserMemBitmapPtrStruct.offsetOf('bitmap'),
-} as const;
 export const KHOSER_MEM_BITMAP_PTR_SIZE = KhoserMemBitmapPtrStruct.size;
 /** Records the project's writer packs into a page: floor(PAGE_SIZE / 24) = 170. */
 export const KHOSER_BITMAP_PTRS_PER_PAGE = Math.floor(KHO_V1_PAGE_SIZE / KHOSER_MEM_BITMAP_PTR_SIZE);
@@ -189,7 +171,7 @@ export interface KhoserMemBitmapPtr {
  */
 export function encodeKhoserMemBitmapPtr(r: KhoserMemBitmapPtr): Uint8Array {
   const out = KhoserMemBitmapPtrStruct.encode({ phys_start: r.physStart, order: r.order, bitmap: r.bitmap });
-  new DataView(out.buffer).setUint32(KhoserMemBitmapPtrLayout.reserved, r.reserved, true);
+  new DataView(out.buffer).setUint32(KhoserMemBitmapPtrStruct.offsetOf('reserved'), r.reserved, true);
   return out;
 }
 
@@ -200,9 +182,9 @@ export function encodeKhoserMemBitmapPtr(r: KhoserMemBitmapPtr): Uint8Array {
 export function decodeKhoserMemBitmapPtr(bytes: Uint8Array): KhoserMemBitmapPtr {
   const v = new DataView(bytes.buffer, bytes.byteOffset, KHOSER_MEM_BITMAP_PTR_SIZE);
   return {
-    physStart: v.getBigUint64(KhoserMemBitmapPtrLayout.physStart, true),
-    order: v.getUint32(KhoserMemBitmapPtrLayout.order, true),
-    reserved: v.getUint32(KhoserMemBitmapPtrLayout.reserved, true),
-    bitmap: v.getBigUint64(KhoserMemBitmapPtrLayout.bitmap, true),
+    physStart: v.getBigUint64(KhoserMemBitmapPtrStruct.offsetOf('phys_start'), true),
+    order: v.getUint32(KhoserMemBitmapPtrStruct.offsetOf('order'), true),
+    reserved: v.getUint32(KhoserMemBitmapPtrStruct.offsetOf('reserved'), true),
+    bitmap: v.getBigUint64(KhoserMemBitmapPtrStruct.offsetOf('bitmap'), true),
   };
 }

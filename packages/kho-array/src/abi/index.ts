@@ -11,11 +11,11 @@
  *
  * Conventions: little-endian; a physical pointer is a u64 phys, 0 = none; pages are PAGE_SIZE (4096) bytes,
  * page-aligned, order 0. A position is any u64 (0..2^64-1); positions strictly increase along the page chain.
- * The layouts are declared once with `@kho/struct` (the `*Struct` constants); the `*Layout` objects are their
- * field offsets, for the code that reads pages in place.
+ * The layouts are declared once with `@kho/struct` (the `*Struct` constants); code that reads pages in place
+ * takes their field offsets from them (`offsetOf`, `offsetTable`).
  */
 import { PAGE_SIZE } from '@kho/physmem/abi';
-import { array, bits64, offsetTable, reserved, struct, u16, u32, u64big } from '@kho/struct';
+import { array, bits64, reserved, struct, u16, u32, u64big } from '@kho/struct';
 
 /** Bytes in a page. */
 export const KHO_ARRAY_PAGE_SIZE = PAGE_SIZE;
@@ -50,8 +50,6 @@ export const KhoArrayStruct = struct(
   },
   16,
 );
-/** Field offsets of `struct kho_array` (from {@link KhoArrayStruct}). */
-export const KhoArrayLayout = offsetTable(KhoArrayStruct);
 export const KHO_ARRAY_DESC_SIZE = KhoArrayStruct.size;
 
 /** The fields of a descriptor, as read (nothing checked). `first` is exact: a bigint. */
@@ -78,10 +76,10 @@ export function encodeKhoArrayDescriptor(version: number, first: number | bigint
 export function decodeKhoArrayDescriptor(bytes: Uint8Array): KhoArrayDescriptor {
   const v = new DataView(bytes.buffer, bytes.byteOffset, KHO_ARRAY_DESC_SIZE);
   return {
-    magic: v.getUint32(KhoArrayLayout.magic, true),
-    version: v.getUint16(KhoArrayLayout.version, true),
-    reserved: v.getUint16(KhoArrayLayout.reserved, true),
-    first: v.getBigUint64(KhoArrayLayout.first, true),
+    magic: v.getUint32(KhoArrayStruct.offsetOf('magic'), true),
+    version: v.getUint16(KhoArrayStruct.offsetOf('version'), true),
+    reserved: v.getUint16(KhoArrayStruct.offsetOf('reserved'), true),
+    first: v.getBigUint64(KhoArrayStruct.offsetOf('first'), true),
   };
 }
 
@@ -134,8 +132,6 @@ export const KaPageV0Struct = struct(
   },
   KHO_ARRAY_PAGE_SIZE,
 );
-/** Field offsets of a version-0 page (from {@link KaPageV0Struct}). */
-export const KaPageV0Layout = offsetTable(KaPageV0Struct);
 /** The largest `startpos` a version-0 page may have (so that its last slot is still a u64 position). */
 const V0_SLOTS = BigInt(KA_V0_NR_ENTRIES);
 export const KA_V0_MAX_STARTPOS = ((2n ** 64n - 1n - (V0_SLOTS - 1n)) / V0_SLOTS) * V0_SLOTS;
@@ -180,15 +176,6 @@ export const KaPageV1Struct = struct(
   },
   24,
 );
-/** Field offsets of a version-1 page header, and where its blocks start (from {@link KaPageV1Struct}). */
-export const KaPageV1Layout = {
-  next: KaPageV1Struct.offsetOf('next'),
-  firstPos: KaPageV1Struct.offsetOf('first_pos'),
-  nrBlocks: KaPageV1Struct.offsetOf('nr_blocks'),
-  used: KaPageV1Struct.offsetOf('used'),
-  reserved: KaPageV1Struct.offsetOf('reserved'),
-  blocks: KaPageV1Struct.size,
-} as const;
 /** Bytes of a version-1 page header. */
 export const KA_V1_HEADER_SIZE = KaPageV1Struct.size;
 /** Bytes a version-1 page has for blocks. */

@@ -15,8 +15,8 @@ export const KHO_BLOCK_SIZE = 4096;
  * `struct kho_block_header_ser` (packed, 16 bytes): `next` = phys of the next block header (0 = last), `count` =
  * valid entries in this block. Entries start right after it.
  */
-export const KhoBlockHeader = struct('kho_block_header_ser', { next: u64(), count: u64() }, 16);
-export const KHO_BLOCK_HEADER_SIZE = KhoBlockHeader.size;
+export const KhoBlockHeaderStruct = struct('kho_block_header_ser', { next: u64(), count: u64() }, 16);
+export const KHO_BLOCK_HEADER_SIZE = KhoBlockHeaderStruct.size;
 
 /** Room for entries in a block: 4080 bytes. */
 export const KHO_BLOCK_ENTRY_BYTES = KHO_BLOCK_SIZE - KHO_BLOCK_HEADER_SIZE;

@@ -14,12 +14,12 @@ export const SETUP_KHO = 10;
  * `struct kho_data` (packed, 32 bytes, little-endian u64s), handed to the next kernel as setup_data.
  * fdt_size is always PAGE_SIZE; scratch_size is 16 × the number of scratch areas.
  */
-export const KhoDataLayout = struct('kho_data', { fdt_addr: u64(), fdt_size: u64(), scratch_addr: u64(), scratch_size: u64() }, 32);
-export const KHO_DATA_SIZE = KhoDataLayout.size;
+export const KhoDataStruct = struct('kho_data', { fdt_addr: u64(), fdt_size: u64(), scratch_addr: u64(), scratch_size: u64() }, 32);
+export const KHO_DATA_SIZE = KhoDataStruct.size;
 
 /** `struct kho_scratch` (16 bytes): addr u64, size u64. Entry 0 is lowmem, 1 global, 2.. one per node. */
-export const KhoScratchLayout = struct('kho_scratch', { addr: u64(), size: u64() }, 16);
-export const KHO_SCRATCH_ENTRY_SIZE = KhoScratchLayout.size;
+export const KhoScratchStruct = struct('kho_scratch', { addr: u64(), size: u64() }, 16);
+export const KHO_SCRATCH_ENTRY_SIZE = KhoScratchStruct.size;
 
 /** Size of the root FDT: one page, in every generation. */
 export const KHO_FDT_SIZE = PAGE_SIZE;
@@ -61,7 +61,7 @@ export const NEW_UTS_LEN = 64;
  * `struct kho_kexec_metadata` (packed, 73 bytes): `version` (always the first field, whatever the version),
  * the release of the kernel that wrote it, and the number of kexec boots since the last cold boot.
  */
-export const KhoKexecMetadataLayout = struct(
+export const KhoKexecMetadataStruct = struct(
   'kho_kexec_metadata',
   { version: u32(), previous_release: char(NEW_UTS_LEN + 1, { terminated: false }), kexec_count: u32() },
   73,
@@ -81,7 +81,7 @@ export interface ScratchArea {
 
 /** Encodes `struct kho_data`. */
 export function encodeKhoData(d: KhoData): Uint8Array {
-  return KhoDataLayout.encode({ fdt_addr: d.fdtAddr, fdt_size: d.fdtSize, scratch_addr: d.scratchAddr, scratch_size: d.scratchSize });
+  return KhoDataStruct.encode({ fdt_addr: d.fdtAddr, fdt_size: d.fdtSize, scratch_addr: d.scratchAddr, scratch_size: d.scratchSize });
 }
 
 /**
@@ -90,20 +90,20 @@ export function encodeKhoData(d: KhoData): Uint8Array {
  */
 export function decodeKhoData(bytes: Uint8Array): KhoData | string {
   if (bytes.length !== KHO_DATA_SIZE) return `kho_data is ${bytes.length} bytes (wanted ${KHO_DATA_SIZE})`;
-  const d = KhoDataLayout.decode(bytes);
+  const d = KhoDataStruct.decode(bytes);
   return { fdtAddr: d.fdt_addr, fdtSize: d.fdt_size, scratchAddr: d.scratch_addr, scratchSize: d.scratch_size };
 }
 
 /** Encodes a scratch array (16 bytes per area). */
 export function encodeScratchArray(areas: readonly ScratchArea[]): Uint8Array {
   const out = new Uint8Array(areas.length * KHO_SCRATCH_ENTRY_SIZE);
-  areas.forEach((a, i) => KhoScratchLayout.encodeInto(out, i * KHO_SCRATCH_ENTRY_SIZE, a));
+  areas.forEach((a, i) => KhoScratchStruct.encodeInto(out, i * KHO_SCRATCH_ENTRY_SIZE, a));
   return out;
 }
 
 /** Decodes a scratch array (whole entries only); values at or above 2^53 come back as Infinity. */
 export function decodeScratchArray(bytes: Uint8Array): ScratchArea[] {
   const out: ScratchArea[] = [];
-  for (let off = 0; off + KHO_SCRATCH_ENTRY_SIZE <= bytes.length; off += KHO_SCRATCH_ENTRY_SIZE) out.push(KhoScratchLayout.decode(bytes, off));
+  for (let off = 0; off + KHO_SCRATCH_ENTRY_SIZE <= bytes.length; off += KHO_SCRATCH_ENTRY_SIZE) out.push(KhoScratchStruct.decode(bytes, off));
   return out;
 }

@@ -25,7 +25,7 @@
  */
 
 import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem/abi';
-import { bytes, offsetTable, struct, u16, u32, u64big, u8 } from '@kho/struct';
+import { bytes, struct, u16, u32, u64big, u8 } from '@kho/struct';
 
 /** Name of the subtree in the root FDT. */
 export const KHO_SLAB_SUBTREE = 'kho-slab';
@@ -54,8 +54,6 @@ export const KhoSlabHeaderStruct = struct(
   16,
 );
 export const KHO_SLAB_HEADER_SIZE = KhoSlabHeaderStruct.size;
-/** Field offsets of a table page header (from {@link KhoSlabHeaderStruct}). */
-export const KhoSlabHeaderLayout = offsetTable(KhoSlabHeaderStruct);
 
 /** `struct kho_slab_entry`, one preserved slab or large kmalloc (80 bytes). */
 export const KhoSlabEntryStruct = struct(
@@ -81,8 +79,6 @@ export const KhoSlabEntryStruct = struct(
   80,
 );
 export const KHO_SLAB_ENTRY_SIZE = KhoSlabEntryStruct.size;
-/** Field offsets of an entry (from {@link KhoSlabEntryStruct}). */
-export const KhoSlabEntryLayout = offsetTable(KhoSlabEntryStruct);
 export const KHO_SLAB_BITMAP_BYTES = KhoSlabEntryStruct.fields.bitmap.size;
 
 /** Page size of the format (PAGE_SIZE of the machine, spec conventions). */

@@ -49,7 +49,7 @@
  *
  * 6. END body: `struct kstate_end` ({@link KStateEndStruct}), its counts equal to the records before it.
  */
-import { offsetTable, reserved, struct, u16, u32, u64, u64big, u8 } from '@kho/struct';
+import { reserved, struct, u16, u32, u64, u64big, u8 } from '@kho/struct';
 
 /** 'KSTA' as a little-endian u32: the first four bytes of every segment. */
 export const KSTATE_MAGIC = 0x4154534b;
@@ -91,10 +91,8 @@ export const KStateSegmentStruct = struct(
 );
 /** Bytes of a segment header. */
 export const KSTATE_SEGMENT_HEADER_SIZE = KStateSegmentStruct.size;
-/** Field offsets of a segment header (from {@link KStateSegmentStruct}). */
-export const KStateSegmentLayout = offsetTable(KStateSegmentStruct);
 /** Bytes of the segment header covered by header_crc: everything before it. */
-export const KSTATE_SEGMENT_CRC_SPAN = KStateSegmentLayout.header_crc;
+export const KSTATE_SEGMENT_CRC_SPAN = KStateSegmentStruct.offsetOf('header_crc');
 
 /** `struct kstate_record`, the header of every record (12 bytes); its body follows. */
 export const KStateRecordStruct = struct(
@@ -113,8 +111,6 @@ export const KStateRecordStruct = struct(
 );
 /** Bytes of a record header. */
 export const KSTATE_RECORD_HEADER_SIZE = KStateRecordStruct.size;
-/** Field offsets of a record header (from {@link KStateRecordStruct}). */
-export const KStateRecordLayout = offsetTable(KStateRecordStruct);
 
 /** Record types. */
 export const KStateRecordType = { SCHEMA: 1, SECTION: 2, END: 3 } as const;

@@ -35,17 +35,17 @@ export const LIVEUPDATE_SESSION_NAME_LENGTH = 64;
  * `struct liveupdate_ioctl_create_session` (72 bytes): size in, fd out, name in. The name is raw bytes here:
  * the kernel, not the layout, decides what a missing NUL means (EINVAL).
  */
-export const LiveupdateCreateSession = struct('liveupdate_ioctl_create_session', { size: u32(), fd: u32(), name: bytes(LIVEUPDATE_SESSION_NAME_LENGTH) }, 72);
+export const LiveupdateCreateSessionStruct = struct('liveupdate_ioctl_create_session', { size: u32(), fd: u32(), name: bytes(LIVEUPDATE_SESSION_NAME_LENGTH) }, 72);
 /** `struct liveupdate_ioctl_retrieve_session` (72 bytes): the same layout. */
-export const LiveupdateRetrieveSession = struct('liveupdate_ioctl_retrieve_session', { size: u32(), fd: u32(), name: bytes(LIVEUPDATE_SESSION_NAME_LENGTH) }, 72);
+export const LiveupdateRetrieveSessionStruct = struct('liveupdate_ioctl_retrieve_session', { size: u32(), fd: u32(), name: bytes(LIVEUPDATE_SESSION_NAME_LENGTH) }, 72);
 /** `struct liveupdate_session_preserve_fd` (16 bytes): size, fd to preserve, token (u64, 8-aligned). */
-export const LiveupdateSessionPreserveFd = struct('liveupdate_session_preserve_fd', { size: u32(), fd: u32(), token: u64big() }, 16);
+export const LiveupdateSessionPreserveFdStruct = struct('liveupdate_session_preserve_fd', { size: u32(), fd: u32(), token: u64big() }, 16);
 /** `struct liveupdate_session_retrieve_fd` (16 bytes): size, fd out, token in. */
-export const LiveupdateSessionRetrieveFd = struct('liveupdate_session_retrieve_fd', { size: u32(), fd: u32(), token: u64big() }, 16);
+export const LiveupdateSessionRetrieveFdStruct = struct('liveupdate_session_retrieve_fd', { size: u32(), fd: u32(), token: u64big() }, 16);
 /** `struct liveupdate_session_finish` (8 bytes): size, reserved (documented "must be 0", not checked upstream). */
-export const LiveupdateSessionFinish = struct('liveupdate_session_finish', { size: u32(), reserved: pad(4) }, 8);
+export const LiveupdateSessionFinishStruct = struct('liveupdate_session_finish', { size: u32(), reserved: pad(4) }, 8);
 /** `struct liveupdate_session_get_name` (72 bytes, 7.2): size, reserved u32 (must be 0: EINVAL), name out. */
-export const LiveupdateSessionGetName = struct(
+export const LiveupdateSessionGetNameStruct = struct(
   'liveupdate_session_get_name',
   { size: u32(), reserved: u32(), name: char(LIVEUPDATE_SESSION_NAME_LENGTH, { terminated: false }) },
   72,

@@ -87,7 +87,7 @@ export class TestFileHandler implements LiveupdateFileHandler {
     this.step('retrieve', args);
     const rec = args.serializedData;
     if (!Number.isSafeInteger(rec) || rec % PAGE_SIZE !== 0 || !this.ram.isRam(rec, 8)) throw new KernelError(Errno.EINVAL, `test-file record ${hex(rec)} is not RAM`);
-    const len = this.ram.readU64n(rec);
+    const len = this.ram.readU64(rec);
     if (len > 2 ** 20 || !this.ram.isRam(rec + 8, len)) throw new KernelError(Errno.EINVAL, `test-file record ${hex(rec)}: length ${len}`);
     const bytes = this.ram.read(rec + 8, len);
     this.kho.restoreFree(rec);
@@ -139,7 +139,7 @@ export class TestFlb implements LiveupdateFlb {
 
   retrieve(a: LiveupdateFlbOpArgs): void {
     this.calls.push(`retrieve:${hex(a.data)}`);
-    a.obj = { page: a.data, magic: this.ram.readU64n(a.data) };
+    a.obj = { page: a.data, magic: this.ram.readU64(a.data) };
   }
 
   finish(a: LiveupdateFlbOpArgs): void {

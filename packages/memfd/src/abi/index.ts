@@ -19,7 +19,7 @@
  * writes crc32 at `serialize`: a table whose checksum does not match was never sealed, or was damaged.
  */
 import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem/abi';
-import { char, offsetTable, reserved, struct, u32, u16, u64big } from '@kho/struct';
+import { char, reserved, struct, u32, u16, u64big } from '@kho/struct';
 
 /** Node name of the subtree in the root FDT. */
 export const MEMFD_SUBTREE = 'memfd';
@@ -46,7 +46,6 @@ export const MemfdHeaderStruct = struct(
   32,
 );
 export const MEMFD_HEADER_SIZE = MemfdHeaderStruct.size;
-export const MemfdHeaderLayout = offsetTable(MemfdHeaderStruct);
 
 /**
  * File entry (80 bytes): name (UTF-8, 1..MEMFD_NAME_MAX bytes, NUL-terminated, zero after the NUL), size in
@@ -54,7 +53,6 @@ export const MemfdHeaderLayout = offsetTable(MemfdHeaderStruct);
  */
 export const MemfdFileStruct = struct('memfd_file', { name: char(64), size: u64big(), first_folio: u32(), nr_folios: u32() }, 80);
 export const MEMFD_FILE_SIZE = MemfdFileStruct.size;
-export const MemfdFileLayout = offsetTable(MemfdFileStruct);
 /** Bytes of the name field; a name holds at most MEMFD_NAME_MAX bytes and its terminating NUL. */
 export const MEMFD_NAME_FIELD = MemfdFileStruct.fields.name.size;
 export const MEMFD_NAME_MAX = MEMFD_NAME_FIELD - 1;
@@ -67,7 +65,6 @@ export const MEMFD_NAME_MAX = MEMFD_NAME_FIELD - 1;
  */
 export const MemfdFolioStruct = struct('memfd_folio', { offset: u64big(), phys_order: u64big() }, 16);
 export const MEMFD_FOLIO_SIZE = MemfdFolioStruct.size;
-export const MemfdFolioLayout = offsetTable(MemfdFolioStruct);
 /** Mask of the order bits and of the reserved bits in phys_order. */
 export const MEMFD_ORDER_MASK = 0xf;
 export const MEMFD_RESERVED_MASK = 0xff0;

@@ -4,24 +4,23 @@
  * (`memfd-v2`) and holds the phys of a `memfd_luo_ser`; that record points (through a `kho_vmalloc` descriptor)
  * at a vmalloc'ed array of 16-byte folio entries. A change here needs a new handler string. This is not the
  * example plugin's own `memfd-v1` table (src/abi), which is a different format under subtree `memfd`.
- * This file imports nothing from the implementation.
+ * This file imports nothing from the implementation; `struct kho_vmalloc`, embedded in the record, is
+ * @kho/vmalloc's declaration.
  */
-import { bits64, nested, struct, u16, u32, u64 } from '@kho/struct';
+import { bits64, nested, struct, u32, u64 } from '@kho/struct';
+import { KhoVmallocStruct } from '@kho/vmalloc/abi';
 
 /** The handler's compatible string (final memfd-v2: `u32 seals; u32 flags`). */
 export const MEMFD_LUO_COMPATIBLE = 'memfd-v2';
-
-/** `struct kho_vmalloc` (16 bytes, kho-abi.md section 6), embedded in the record. */
-export const KhoVmallocSer = struct('kho_vmalloc', { first: u64(), total_pages: u32(), flags: u16(), order: u16() }, 16);
 
 /**
  * `struct memfd_luo_ser` (packed, 48 bytes): file position, i_size, seals (F_SEAL_* bits), flags (0), the number
  * of folio entries and the kho_vmalloc descriptor of their array.
  */
-export const MemfdLuoSer = struct('memfd_luo_ser', { pos: u64(), size: u64(), seals: u32(), flags: u32(), nr_folios: u64(), folios: nested(KhoVmallocSer) }, 48);
+export const MemfdLuoSerStruct = struct('memfd_luo_ser', { pos: u64(), size: u64(), seals: u32(), flags: u32(), nr_folios: u64(), folios: nested(KhoVmallocStruct) }, 48);
 
 /** `struct memfd_luo_folio_ser` (16 bytes): pfn in bits 0..51 and flags in 52..63 of one u64, then the page index. */
-export const MemfdLuoFolioSer = struct('memfd_luo_folio_ser', { pfn_flags: bits64({ pfn: 52, flags: 12 }), index: u64() }, 16);
+export const MemfdLuoFolioSerStruct = struct('memfd_luo_folio_ser', { pfn_flags: bits64({ pfn: 52, flags: 12 }), index: u64() }, 16);
 
 /** Folio flags in an entry. */
 export const MEMFD_LUO_FOLIO_DIRTY = 1;

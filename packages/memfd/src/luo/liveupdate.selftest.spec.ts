@@ -7,7 +7,7 @@ import { Errno } from '@kho/kernel';
 import {
   LIVEUPDATE_IOCTL_CREATE_SESSION,
   LIVEUPDATE_SESSION_NAME_LENGTH,
-  LiveupdateCreateSession,
+  LiveupdateCreateSessionStruct,
   errnoOf,
   luoCreateSession,
   luoGetSessionName,
@@ -140,7 +140,7 @@ describe('liveupdate.c: the /dev/liveupdate device', () => {
 
   it('10 create_session_no_null_termination', () => {
     const lu = luoOpenDevice(b.proc);
-    const args = LiveupdateCreateSession.encode({ size: LiveupdateCreateSession.size, fd: 0, name: new Uint8Array(LIVEUPDATE_SESSION_NAME_LENGTH).fill(0x58) });
+    const args = LiveupdateCreateSessionStruct.encode({ size: LiveupdateCreateSessionStruct.size, fd: 0, name: new Uint8Array(LIVEUPDATE_SESSION_NAME_LENGTH).fill(0x58) });
     expect(errnoOf(() => b.proc.ioctl(lu, LIVEUPDATE_IOCTL_CREATE_SESSION, args))).toBe(Errno.EINVAL);
   });
 

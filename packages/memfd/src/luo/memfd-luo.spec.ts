@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { layoutTable } from '@kho/struct';
 import { checkGolden } from '@kho/struct/testing';
+import { KhoVmallocStruct } from '@kho/vmalloc/abi';
 import { F_ADD_SEALS, F_GET_SEALS, Liveupdate, errnoOf, luoCreateSession, luoOpenDevice, luoPreserveFd, luoRetrieveFd, luoRetrieveSession, luoSessionFinish } from '@kho/liveupdate';
 import {
   F_SEAL_GROW,
@@ -12,16 +13,15 @@ import {
   F_SEAL_WRITE,
   MFD_ALLOW_SEALING,
   MFD_HUGETLB,
-  KhoVmallocSer,
-  MemfdLuoFolioSer,
-  MemfdLuoSer,
+  MemfdLuoFolioSerStruct,
+  MemfdLuoSerStruct,
 } from './abi';
 import { boot, coldFree, dec, enc, idlePages, kexec, viewOf, type Booted } from './luo-kit';
 import { decodeFolioEntries, decodeMemfdLuoRecord } from './memfd-luo';
 
 describe('docs/abi/luo.md is the contract: its memfd-v2 tables are the declared layouts', () => {
   const doc = readFileSync(join(__dirname, '../../../../docs/abi/luo.md'), 'utf8');
-  it.each([MemfdLuoSer, KhoVmallocSer, MemfdLuoFolioSer])('%s', (layout) => {
+  it.each([MemfdLuoSerStruct, KhoVmallocStruct, MemfdLuoFolioSerStruct])('%s', (layout) => {
     expect(doc).toContain(`layout: struct ${layout.name}\n${layoutTable(layout)}\n`);
   });
 });
@@ -29,15 +29,15 @@ describe('docs/abi/luo.md is the contract: its memfd-v2 tables are the declared 
 describe('memfd-v2 records (golden bytes of spec section 6.4)', () => {
   it('memfd_luo_ser of a 4096-byte memfd with one folio', () => {
     checkGolden(
-      MemfdLuoSer,
+      MemfdLuoSerStruct,
       { pos: 0, size: 0x1000, seals: 0, flags: 0, nr_folios: 1, folios: { first: 0x12349000, total_pages: 1, flags: 1, order: 0 } },
       `${'00 '.repeat(8)} 00 10 00 00 00 00 00 00 | 00 00 00 00 | 00 00 00 00 | 01 ${'00 '.repeat(7)} | 00 90 34 12 00 00 00 00 | 01 00 00 00 | 01 00 | 00 00`,
     );
   });
 
   it('a folio entry: pfn 0x1234b, DIRTY|UPTODATE, index 0 reads 0x003000000001234b', () => {
-    checkGolden(MemfdLuoFolioSer, { pfn_flags: { pfn: 0x1234b, flags: 3 }, index: 0 }, `4b 23 01 00 00 00 30 00 | ${'00 '.repeat(8)}`);
-    expect(decodeFolioEntries(MemfdLuoFolioSer.encode({ pfn_flags: { pfn: 0x1234b, flags: 3 }, index: 7 }), 1)).toEqual([{ pfn: 0x1234b, flags: 3, index: 7 }]);
+    checkGolden(MemfdLuoFolioSerStruct, { pfn_flags: { pfn: 0x1234b, flags: 3 }, index: 0 }, `4b 23 01 00 00 00 30 00 | ${'00 '.repeat(8)}`);
+    expect(decodeFolioEntries(MemfdLuoFolioSerStruct.encode({ pfn_flags: { pfn: 0x1234b, flags: 3 }, index: 7 }), 1)).toEqual([{ pfn: 0x1234b, flags: 3, index: 7 }]);
   });
 });
 
@@ -210,8 +210,8 @@ describe('a damaged memfd record: that RETRIEVE_FD fails, nothing unpreserved is
 
   function firstEntry(b: Booted, rec: number): number {
     // the array's first chunk lists its page; the first entry is at the start of that page
-    const first = MemfdLuoSer.read(b.ram, rec).folios.first;
-    return b.ram.readU64n(first + 8);
+    const first = MemfdLuoSerStruct.read(b.ram, rec).folios.first;
+    return b.ram.readU64(first + 8);
   }
 
   it.each<[string, (b: Booted, rec: number) => void, Errno, RegExp]>([
@@ -244,7 +244,7 @@ describe('a damaged memfd record: that RETRIEVE_FD fails, nothing unpreserved is
     expect(st.frozen).toBe(true);
     // rewrite the file record's data field in the handover: find it through the live LUO state
     const ser = old.luo.outgoingRoot;
-    const fileBlock = old.ram.readU64n(old.ram.readU64n(ser + 16) + 16 + 64);
+    const fileBlock = old.ram.readU64(old.ram.readU64(ser + 16) + 16 + 64);
     old.ram.writeU64(fileBlock + 16 + 48, 2 ** 40);
     const b = viewAfter(old);
     const sfd = luoRetrieveSession(b.proc, luoOpenDevice(b.proc), 'm');

@@ -10,12 +10,12 @@ import {
   MEMFD_LUO_FOLIO_DIRTY,
   MEMFD_LUO_FOLIO_UPTODATE,
   MEMFD_LUO_MAX_PAGES,
-  MemfdLuoFolioSer,
-  MemfdLuoSer,
+  MemfdLuoFolioSerStruct,
+  MemfdLuoSerStruct,
 } from './abi';
 import { MemfdFs, type MemfdInode } from './memfd-file';
 
-const ENTRY = MemfdLuoFolioSer.size;
+const ENTRY = MemfdLuoFolioSerStruct.size;
 const TWO_32 = 2 ** 32;
 const PFN_HI_MASK = 0xfffff; // bits 32..51 of the u64
 const FLAGS = MEMFD_LUO_FOLIO_DIRTY | MEMFD_LUO_FOLIO_UPTODATE;
@@ -92,7 +92,7 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
     const p = withUnwind((u) => {
       inode.frozen = true;
       u.push(() => (inode.frozen = false));
-      const rec = this.kho.allocPreserve(MemfdLuoSer.size);
+      const rec = this.kho.allocPreserve(MemfdLuoSerStruct.size);
       u.push(() => this.kho.unpreserveFree(rec));
       if ((inode.seals & ~MEMFD_LUO_ALL_SEALS) !== 0) throw new KernelError(Errno.EOPNOTSUPP, `${what}: seals ${hex(inode.seals)} (memfd-v2 knows only ${hex(MEMFD_LUO_ALL_SEALS)})`);
       const pages = Math.ceil(inode.size / PAGE_SIZE);
@@ -120,7 +120,7 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
         record = { ...record, nr_folios: folios.length, folios: { first: d.first, total_pages: d.totalPages, flags: d.flags, order: d.order } };
         preserved = { inode, folios, array, desc };
       }
-      MemfdLuoSer.write(this.ram, rec, record);
+      MemfdLuoSerStruct.write(this.ram, rec, record);
       args.serializedData = rec;
       return preserved;
     });
@@ -130,7 +130,7 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
   /** Refreshes the position, which may have moved since preserve. EINVAL when the record is missing. */
   freeze(args: LiveupdateFileOpArgs): void {
     if (!args.serializedData) throw new KernelError(Errno.EINVAL, 'memfd-v2 freeze: no record');
-    this.ram.writeU64(args.serializedData + MemfdLuoSer.offsetOf('pos'), args.file!.pos);
+    this.ram.writeU64(args.serializedData + MemfdLuoSerStruct.offsetOf('pos'), args.file!.pos);
   }
 
   /** Undoes preserve: unfreezes the mapping, unpreserves the array and every folio, frees the array and the record. */
@@ -154,8 +154,8 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
     const rec = args.serializedData;
     const what = `memfd-v2 record at ${Number.isSafeInteger(rec) ? hex(rec) : '>= 2^53'}`;
     if (!rec) throw new KernelError(Errno.EINVAL, `${what}: the handle is 0`);
-    if (!Number.isSafeInteger(rec) || rec % PAGE_SIZE !== 0 || !this.ram.isRam(rec, MemfdLuoSer.size)) throw new KernelError(Errno.EINVAL, `${what}: not a page of RAM`);
-    const ser = MemfdLuoSer.read(this.ram, rec);
+    if (!Number.isSafeInteger(rec) || rec % PAGE_SIZE !== 0 || !this.ram.isRam(rec, MemfdLuoSerStruct.size)) throw new KernelError(Errno.EINVAL, `${what}: not a page of RAM`);
+    const ser = MemfdLuoSerStruct.read(this.ram, rec);
     const freeRecord = (): void => {
       try {
         this.kho.restoreFree(rec);
@@ -187,7 +187,7 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
     args.file = file;
   }
 
-  private restoreFolios(inode: MemfdInode, ser: ReturnType<typeof MemfdLuoSer.decode>, what: string): void {
+  private restoreFolios(inode: MemfdInode, ser: ReturnType<typeof MemfdLuoSerStruct.decode>, what: string): void {
     let array: number;
     try {
       array = this.khoVmalloc.restoreVmalloc(encodeKhoVmalloc({ first: ser.folios.first, totalPages: ser.folios.total_pages, flags: ser.folios.flags, order: ser.folios.order }));
@@ -240,11 +240,11 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
   finish(args: LiveupdateFileOpArgs): void {
     if (args.retrieveStatus !== 0) return;
     const rec = args.serializedData;
-    if (!Number.isSafeInteger(rec) || rec % PAGE_SIZE !== 0 || !this.ram.isRam(rec, MemfdLuoSer.size)) {
+    if (!Number.isSafeInteger(rec) || rec % PAGE_SIZE !== 0 || !this.ram.isRam(rec, MemfdLuoSerStruct.size)) {
       this.log.warn('memfd', `memfd-v2 finish: record ${Number.isSafeInteger(rec) ? hex(rec) : '>= 2^53'} is not RAM; nothing freed`);
       return;
     }
-    const ser = MemfdLuoSer.read(this.ram, rec);
+    const ser = MemfdLuoSerStruct.read(this.ram, rec);
     if (ser.nr_folios > 0) {
       try {
         const array = this.khoVmalloc.restoreVmalloc(encodeKhoVmalloc({ first: ser.folios.first, totalPages: ser.folios.total_pages, flags: ser.folios.flags, order: ser.folios.order }));
@@ -296,8 +296,8 @@ export interface DecodedMemfdLuo {
  * for loops, the entries bounded by the array; a problem is returned in `error` (or thrown for the record itself).
  */
 export function decodeMemfdLuoRecord(ram: { isRam(a: number, s?: number): boolean; read(a: number, n: number): Uint8Array }, phys: number): DecodedMemfdLuo {
-  if (!Number.isSafeInteger(phys) || !ram.isRam(phys, MemfdLuoSer.size)) throw new KernelError(Errno.EINVAL, `memfd-v2 record ${Number.isFinite(phys) ? hex(phys) : '>= 2^53'} is not RAM`);
-  const r = MemfdLuoSer.decode(ram.read(phys, MemfdLuoSer.size));
+  if (!Number.isSafeInteger(phys) || !ram.isRam(phys, MemfdLuoSerStruct.size)) throw new KernelError(Errno.EINVAL, `memfd-v2 record ${Number.isFinite(phys) ? hex(phys) : '>= 2^53'} is not RAM`);
+  const r = MemfdLuoSerStruct.decode(ram.read(phys, MemfdLuoSerStruct.size));
   const pages: number[] = [];
   let error: string | undefined;
   const seen = new Set<number>();

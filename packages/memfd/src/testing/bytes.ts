@@ -1,16 +1,10 @@
-/** Test helpers for byte contents (used by this package's tests; no dependency beyond the language). */
+import { seededBytes } from '@kho/kernel';
 
-/** `n` pseudo-random bytes from `seed` (xorshift32; no Math.imul, which is slow under jest). */
+/** Test helpers for byte contents (used by this package's tests). */
+
+/** `n` seeded bytes from `seed` (any integer; taken modulo 2^32): the workspace's SeededByteStream. */
 export function bytesOf(seed: number, n: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
+  return seededBytes(seed >>> 0, n);
 }
 
 /**

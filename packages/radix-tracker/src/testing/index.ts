@@ -18,7 +18,8 @@ const W2_SEED = 0x9e3779b97f4a7c15n;
 /**
  * The exact sequence of workload W2 of tools/native/radix_ref.c: 100,000 order-0 adds at pfn = xorshift64() >> 36
  * (Marsaglia 13/7/17 from the seed 0x9E3779B97F4A7C15), so phys below 1 TiB; 99,978 distinct. A benchmark that
- * reports a ratio to radix_ref must time these adds, duplicates included, as it does.
+ * reports a ratio to radix_ref must time these adds, duplicates included, as it does. This xorshift64 stays apart
+ * from @kho/kernel's seeded generators on purpose: it must match the C reference's sequence exactly.
  */
 export function radixW2Sequence(): Float64Array {
   const out = new Float64Array(100_000);

@@ -12,7 +12,7 @@ import { PAGE_SIZE } from '@kho/physmem';
 /** Where the fixture writer may put pages: RAM writes plus a source of zeroed pages for tree nodes. */
 export interface FixtureRam {
   writeU64(addr: number, v: bigint | number): void;
-  readU64(addr: number): bigint;
+  readU64n(addr: number): bigint;
   writeU8(addr: number, v: number): void;
   readU8(addr: number): number;
 }
@@ -34,7 +34,7 @@ export function writeUpstreamTree(ram: FixtureRam, allocPage: () => number, bloc
     let table = root;
     for (let level = 5; level >= 1; level--) {
       const index = Number((key >> BigInt((level - 1) * 9 + 15)) & 511n);
-      let child = ram.readU64(table + index * 8);
+      let child = ram.readU64n(table + index * 8);
       if (child === 0n) {
         child = BigInt(allocPage());
         ram.writeU64(table + index * 8, child);

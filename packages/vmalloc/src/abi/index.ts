@@ -10,7 +10,7 @@
  */
 import { Errno, KernelError } from '@kho/kernel';
 import { PAGE_SIZE } from '@kho/physmem/abi';
-import { array, offsetTable, struct, u16, u32, u64, type Field } from '@kho/struct';
+import { array, struct, u16, u32, u64, type Field } from '@kho/struct';
 
 /**
  * `struct kho_vmalloc` (16 bytes): `first` is the phys of the first chunk page, `flags` holds KHO_VMALLOC_*, and
@@ -19,8 +19,6 @@ import { array, offsetTable, struct, u16, u32, u64, type Field } from '@kho/stru
 export const KhoVmallocStruct = struct('kho_vmalloc', { first: u64(), total_pages: u32(), flags: u16(), order: u16() }, 16);
 /** Bytes of `struct kho_vmalloc`. */
 export const KHO_VMALLOC_SIZE = KhoVmallocStruct.size;
-/** Field offsets of `struct kho_vmalloc` (from {@link KhoVmallocStruct}). */
-export const KhoVmallocLayout = offsetTable(KhoVmallocStruct);
 
 /** The area was vmalloc'ed (VM_ALLOC). */
 export const KHO_VMALLOC_ALLOC = 0x1;
@@ -39,8 +37,6 @@ export const KHO_VMALLOC_CHUNK_ENTRIES = (PAGE_SIZE - 8) / 8;
  * first 0 or after the last entry.
  */
 export const KhoVmallocChunkStruct = struct('kho_vmalloc_chunk', { next: u64(), phys: array(u64(), KHO_VMALLOC_CHUNK_ENTRIES) }, KHO_VMALLOC_CHUNK_SIZE);
-/** Field offsets of a chunk page: `next`, then `phys[511]` (from {@link KhoVmallocChunkStruct}). */
-export const KhoVmallocChunkLayout = offsetTable(KhoVmallocChunkStruct);
 
 /** `struct kho_vmalloc` as numbers. `first` at or above 2^53 decodes as Infinity, so every range check refuses it. */
 export interface KhoVmallocDesc {

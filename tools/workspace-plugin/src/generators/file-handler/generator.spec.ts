@@ -63,7 +63,7 @@ describe('the file-handler generator', () => {
     expect(h).toContain('c.register(LiveupdateFileHandler, { useToken: MyKindHandler });');
     const abi = tree.read('packages/my-kind/src/abi/index.ts', 'utf-8')!;
     expect(abi).toContain("export const MY_KIND_LUO_COMPATIBLE = 'my-kind-v1';");
-    expect(abi).toContain("export const MyKindLuoSer = struct('my_kind_luo_ser', { magic: u32(), version: u32(), size: u64(), data: u64() }, 24);");
+    expect(abi).toContain("export const MyKindLuoSerStruct = struct('my_kind_luo_ser', { magic: u32(), version: u32(), size: u64(), data: u64() }, 24);");
     expect(abi).toContain('export const MY_KIND_MAGIC = 0x494b594d;');
   });
 

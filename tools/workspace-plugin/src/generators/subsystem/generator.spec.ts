@@ -93,7 +93,7 @@ describe('the subsystem generator', () => {
     expect(pkg.name).toBe('@kho/my-subsys');
     expect(pkg.exports['.']).toEqual({ '@kho/source': './src/index.ts', types: './dist/index.d.ts', default: './dist/index.js' });
     expect(pkg.exports['./abi']).toEqual({ '@kho/source': './src/abi/index.ts', types: './dist/abi/index.d.ts', default: './dist/abi/index.js' });
-    expect(Object.keys(pkg.dependencies)).toEqual(['@kho/kernel', '@kho/kho-core', '@kho/physmem', 'reflect-metadata', 'tslib', 'tsyringe']);
+    expect(Object.keys(pkg.dependencies)).toEqual(['@kho/kernel', '@kho/kho-core', '@kho/physmem', '@kho/struct', 'reflect-metadata', 'tslib', 'tsyringe']);
     expect(Object.keys(pkg.devDependencies)).toEqual(['@kho/memblock', '@kho/radix-tracker']);
     expect(readJson(tree, 'packages/my-subsys/project.json')).toEqual({
       name: 'my-subsys',
@@ -116,7 +116,8 @@ describe('the subsystem generator', () => {
     const abi = tree.read('packages/my-subsys/src/abi/index.ts', 'utf-8')!;
     expect(abi).toContain("export const MY_SUBSYS_SUBTREE = 'my_subsys';");
     expect(abi).toContain('export const MY_SUBSYS_MAGIC = 0x5553594d;');
-    expect(abi).toContain('export const MySubsysHeaderLayout = {');
+    expect(abi).toContain("export const MySubsysHeaderStruct = struct(\n  'my_subsys_header',");
+    expect(abi).toContain("export const MySubsysRecordStruct = struct('my_subsys_record', { key: u64big(), value: u64big() }, 16);");
     expect(tree.read('packages/my-subsys/src/index.ts', 'utf-8')).toContain(
       "export { MySubsysPlugin, mySubsysModule } from './my-subsys.plugin';",
     );
@@ -136,7 +137,7 @@ describe('the subsystem generator', () => {
     expect({ ...lib, references: undefined }).toEqual({ ...theirLib, references: undefined });
     // Every package the project graph sees it use (spec imports included), as `nx sync` wants them.
     expect(lib.references.map((r: { path: string }) => r.path).sort()).toEqual(
-      ['kernel', 'kho-core', 'memblock', 'physmem', 'radix-tracker'].map((p) => `../${p}/tsconfig.lib.json`),
+      ['kernel', 'kho-core', 'memblock', 'physmem', 'radix-tracker', 'struct'].map((p) => `../${p}/tsconfig.lib.json`),
     );
   });
 
