@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { writeFileSync } from 'node:fs';
-import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { CommandLine, Errno, KernelError, formatBytes, formatSizeExact, hex, parseSize, describeError, type MachineBus } from '@kho/kernel';
 import { registeredBenches } from '@kho/kernel/bench';
 import { formatBenchTable, loadBenchFiles, readBaseline, runBenches, workspaceRoot, type BenchLine, type BenchSummary } from './bench';
@@ -15,6 +15,12 @@ import { RunRecorder } from './report/recorder';
 import { createProgress, followDemo, followScenario } from './progress';
 import { readScenario, scenarioDemand } from './scenario/schema';
 import { fuzzHandovers, type FuzzResult } from './reliability/fuzz';
+import { sweepAnytime, sweepFaults } from './reliability/sweeps';
+import { ANYTIME_PATHS } from './reliability/anytime-paths';
+import { FAULT_PATHS } from './reliability/fault-paths';
+import { defaultJobs } from './reliability/pool';
+import { runSoak } from './reliability/soak';
+import { formatAnytimeSweep, formatFaultSweep, formatSoakResult, formatSoakSample } from './reliability/format';
 import { runScenario, type ScenarioResult } from './scenario/run';
 import { renderImageExplorer, renderRunExplorer } from './explore/page';
 import { TRACKER_KINDS, isTrackerKind, trackerDescriptor, type TrackerKind } from './registry';
@@ -416,6 +422,73 @@ export function buildProgram(io: ProgramIo): Command {
     });
 
   program
+    .command('sweep')
+    .description('kexec at every moment of every multi-step operation (anytime), or fail every allocation of every new path once (faults)')
+    .addArgument(new Argument('<sweep>', 'which sweep').choices(['anytime', 'faults']))
+    .option('--paths <names>', 'only these paths, comma-separated (see --list)')
+    .option('--limit <n>', 'at most N moments (anytime) or failure points (faults) per path, spread evenly, first and last included', intArg('--limit', 1, 1_000_000))
+    .option('--jobs <n>', 'worker threads (default: every core)', intArg('--jobs', 1, 256))
+    .option('--list', 'list the paths of the sweep and exit')
+    .option('--json', 'print the whole report (every case) as JSON')
+    .addHelpText(
+      'after',
+      '\nThe sweeps are deterministic: the same options give the same report whatever --jobs is (cases run on worker\n' +
+        'threads, results are kept in case order). Exit status: 0 when every case passed, 1 when one failed, 2 on bad input.',
+    )
+    .action(async (which: 'anytime' | 'faults', flags: { paths?: string; limit?: number; jobs?: number; list?: boolean; json?: boolean }) => {
+      const all = which === 'anytime' ? ANYTIME_PATHS : FAULT_PATHS;
+      if (flags.list) {
+        io.out(all.map((p) => `${p.name}: ${p.title}\n`).join(''));
+        io.exit(EXIT.OK);
+        return;
+      }
+      const paths = flags.paths === undefined ? undefined : flags.paths.split(',').map((x) => x.trim());
+      if (paths?.some((x) => x === '')) bad(`--paths '${flags.paths}' has an empty name (wanted names separated by commas; see kho sweep ${which} --list)`);
+      const jobs = flags.jobs ?? defaultJobs();
+      let progress: ReturnType<typeof createProgress> | undefined;
+      const onCase = (done: number, total: number, r: { path: string }): void => {
+        progress ??= createProgress(!flags.json && io.isTTY === true, total);
+        progress.update(done, r.path);
+      };
+      const opts = { paths, limit: flags.limit, jobs, onCase };
+      try {
+        const report = which === 'anytime' ? await sweepAnytime(opts) : await sweepFaults(opts);
+        progress?.stop();
+        if (flags.json) io.out(`${JSON.stringify({ sweep: which, ...report }, null, 2)}\n`);
+        else io.out(`${which === 'anytime' ? formatAnytimeSweep(report as Awaited<ReturnType<typeof sweepAnytime>>, jobs) : formatFaultSweep(report as Awaited<ReturnType<typeof sweepFaults>>, jobs)}\n`);
+        io.exit(report.failed === 0 ? EXIT.OK : EXIT.FAILED);
+      } finally {
+        progress?.stop();
+      }
+    });
+
+  program
+    .command('soak')
+    .description('a long chain of live updates, each generation preserving a seeded random mix of subsystems; every byte verified, free pages checked, host memory measured')
+    .option('--generations <n>', 'live updates in the chain', intArg('--generations', 1, 1000), 1000)
+    .option('--seed <n>', 'seed of the mix', intArg('--seed', 0, 2 ** 32 - 1), 1)
+    .option('--ram <size>', 'RAM of the machine', sizeArg('--ram'), 512 * 2 ** 20)
+    .option('--json', 'JSON lines: one {"soak":"sample",…} per sampled generation, then {"soak":"result",…}')
+    .addHelpText(
+      'after',
+      '\nSubsystems: folios, vmalloc, kstate, reserve_mem, memfd, kmalloc objects (kho-slab), LUO sessions. The host is sampled\n' +
+        'at generations 1, 100, every 100th and the last (RSS, heap after a full collection). Exit status: 0 when every\n' +
+        'generation verified and no dead kernel stayed reachable, 1 otherwise, 2 on bad input.',
+    )
+    .action(async (flags: { generations: number; seed: number; ram: number; json?: boolean }) => {
+      checkMachineSize(flags.ram, 1);
+      const result = await runSoak({
+        generations: flags.generations,
+        seed: flags.seed,
+        ram: flags.ram,
+        onSample: (s) => io.out(flags.json ? `${JSON.stringify({ soak: 'sample', ...s })}\n` : `${formatSoakSample(s)}\n`),
+      });
+      io.out(flags.json ? `${JSON.stringify({ soak: 'result', ...result })}\n` : `${formatSoakResult(result)}\n`);
+      if (result.kernels.reachableAfter > 0) io.err(`kho: ${result.kernels.reachableAfter} of ${result.kernels.booted} dead kernels were still reachable after the soak\n`);
+      io.exit(result.ok && result.kernels.reachableAfter === 0 ? EXIT.OK : EXIT.FAILED);
+    });
+
+  program
     .command('inspect')
     .description('decode a handover image: root FDT, scratch areas, preserved blocks, subtrees, tracker figures; list every problem')
     .argument('<file>', 'a handover image written by kho kexec')
@@ -516,6 +589,9 @@ export function commanderReason(e: CommanderError, program: Command, argv: reado
     if (choices) return `${m[1]} '${m[2]}' is not allowed (wanted one of ${choices[1]})`;
     return m[3].startsWith(m[1]) ? m[3] : `${m[1]} ${m[3]}`;
   }
+  if (e.code === 'commander.invalidArgument' && (m = /command-argument value '([^']*)' is invalid for argument '([^']*)'\. Allowed choices are (.*)\.$/.exec(msg))) {
+    return `${name} <${m[2]}> '${m[1]}' is not allowed (wanted one of ${m[3]})`;
+  }
   if (e.code === 'commander.missingMandatoryOptionValue' && (m = /required option '([^' ]*)( [^']*)?' not specified/.exec(msg))) {
     return `${name} needs ${m[1]}${m[2] ?? ''} (wanted ${describe(m[1]) || 'it'}; see ${name} --help)`;
   }
@@ -533,10 +609,27 @@ export function commanderReason(e: CommanderError, program: Command, argv: reado
   return msg;
 }
 
+/** The exit status of a command that threw, after its one line `kho: <reason>` on stderr. */
+function failureCode(e: unknown, program: Command, argv: readonly string[], io: CliIo): number {
+  if (e instanceof CommanderError) {
+    if (e.exitCode === 0) return EXIT.OK; // --help, --version
+    io.err(`kho: ${commanderReason(e, program, argv)}\n`);
+    return EXIT.BAD_INPUT;
+  }
+  const message = describeError(e).split('\n')[0];
+  if (e instanceof KernelError) {
+    io.err(`kho: ${message}\n`);
+    return EXIT.BAD_INPUT;
+  }
+  io.err(`kho: internal error: ${message}\n`);
+  return EXIT.FAILED;
+}
+
 /**
  * Runs the command line with `io` and returns the exit status: 0 success, 1 a failed verification or an
  * unexpected error, 2 bad input (usage, sizes, unreadable or malformed files). Every failure prints exactly one
- * line `kho: <reason>` on stderr, never a stack trace.
+ * line `kho: <reason>` on stderr, never a stack trace. Synchronous: for every command but `sweep` and `soak`,
+ * which run on worker threads or wait for the collector (use runCliAsync).
  */
 export function runCli(argv: readonly string[], io: CliIo): number {
   let code: number = EXIT.OK;
@@ -544,18 +637,19 @@ export function runCli(argv: readonly string[], io: CliIo): number {
   try {
     program.parse([...argv], { from: 'user' });
   } catch (e) {
-    if (e instanceof CommanderError) {
-      if (e.exitCode === 0) return EXIT.OK; // --help, --version
-      io.err(`kho: ${commanderReason(e, program, argv)}\n`);
-      return EXIT.BAD_INPUT;
-    }
-    const message = describeError(e).split('\n')[0];
-    if (e instanceof KernelError) {
-      io.err(`kho: ${message}\n`);
-      return EXIT.BAD_INPUT;
-    }
-    io.err(`kho: internal error: ${message}\n`);
-    return EXIT.FAILED;
+    return failureCode(e, program, argv, io);
+  }
+  return code;
+}
+
+/** runCli for every command, the asynchronous ones (`sweep`, `soak`) included. */
+export async function runCliAsync(argv: readonly string[], io: CliIo): Promise<number> {
+  let code: number = EXIT.OK;
+  const program = buildProgram({ out: io.out, err: io.err, exit: (c) => (code = c), isTTY: io.isTTY });
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+  } catch (e) {
+    return failureCode(e, program, argv, io);
   }
   return code;
 }
@@ -569,5 +663,7 @@ export function main(argv: string[]): void {
       process.exit(process.exitCode ?? 0);
     });
   }
-  process.exitCode = runCli(argv, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), isTTY: process.stderr.isTTY });
+  void runCliAsync(argv, { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s), isTTY: process.stderr.isTTY }).then((code) => {
+    process.exitCode = code;
+  });
 }

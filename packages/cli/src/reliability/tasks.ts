@@ -1,6 +1,7 @@
 import { Errno, KernelError } from '@kho/kernel';
 import { countMoments, kexecAtMoment } from './anytime';
 import { anytimePath } from './anytime-paths';
+import { faultPath } from './fault-paths';
 
 /**
  * One case of a sweep, as a worker receives it: plain data, so that it crosses to a worker thread. `probe` is the
@@ -9,10 +10,11 @@ import { anytimePath } from './anytime-paths';
 export type SweepTask =
   | { readonly kind: 'anytime-count'; readonly path: string }
   | { readonly kind: 'anytime'; readonly path: string; readonly moment: number }
+  | { readonly kind: 'faults-count'; readonly path: string }
+  | { readonly kind: 'faults'; readonly path: string; readonly point: number }
   | { readonly kind: 'probe'; readonly act: 'echo' | 'throw' | 'crash' | 'exit' | 'hang'; readonly value?: number };
 
-function pathNamed(name: string) {
-  const p = anytimePath(name);
+function named<T>(p: T | undefined, name: string): T {
   if (!p) throw new KernelError(Errno.EINVAL, `no sweep path named '${name}'`);
   return p;
 }
@@ -21,9 +23,13 @@ function pathNamed(name: string) {
 export function runTask(t: SweepTask): unknown {
   switch (t.kind) {
     case 'anytime-count':
-      return countMoments(pathNamed(t.path));
+      return countMoments(named(anytimePath(t.path), t.path));
     case 'anytime':
-      return kexecAtMoment(pathNamed(t.path), t.moment);
+      return kexecAtMoment(named(anytimePath(t.path), t.path), t.moment);
+    case 'faults-count':
+      return named(faultPath(t.path), t.path).count();
+    case 'faults':
+      return named(faultPath(t.path), t.path).fail(t.point);
     case 'probe':
       return probe(t.act, t.value ?? 0);
   }

@@ -143,7 +143,8 @@ export class GuestMemory implements KernelPlugin {
         u.push(() => {
           for (let i = got - 1; i >= 0; i--) this.buddy.folioPut(new Folio(pfn(pfns[i]), g.order));
         });
-        for (; got < n; ) pfns[got++] = this.buddy.folioAlloc(g.order).pfn;
+        // `got` counts a folio once it is held: `pfns[got++] = alloc()` would count one whose allocation threw
+        for (; got < n; got++) pfns[got] = this.buddy.folioAlloc(g.order).pfn;
         const seed = itemSeed(c.seed, `guest:${g.name}`, gi);
         const stampEvery = Math.max(1, Math.floor(n / STAMPS_PER_GUEST));
         for (let i = 0; i < n; i += stampEvery) this.ram.write(pfns[i] * PAGE_SIZE, stampOf(seed, i));

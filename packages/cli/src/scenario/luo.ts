@@ -298,6 +298,9 @@ export function verifyLuo(k: Kernel, cfg: LuoGeneration | undefined, gen: number
     const mfd = luoRetrieveFd(p, stateFd, LUO_STATE_TOKEN);
     manifest = JSON.parse(new TextDecoder().decode(p.pread(mfd, 0, p.fsize(mfd)))) as Manifest;
   } catch (e) {
+    // the process goes either way: it holds /dev/liveupdate open, and the next opener (this generation's own
+    // sessions) would get EBUSY
+    p.exit();
     if (luo.status().incoming.length === 0 && !luo.status().panic) return undefined; // nothing was handed over through LUO
     fail(`cannot read the LUO state session: ${describeError(e, { errno: true })}`);
     return undefined;
