@@ -1,6 +1,6 @@
 import fc from 'fast-check';
-import { Errno, KernelError } from '@kho/kernel';
-import { PAGE_SIZE, pfn, pfnToPhys, phys, physToPfn } from './abi';
+import { Errno, KernelBug, KernelError } from '@kho/kernel';
+import { ORDER_0, PAGE_SIZE, pfn, pfnAdd, pfnToPhys, phys, physToPfn, toOrder } from './abi';
 import { bootHostBytes } from './host-cost';
 import { LITTLE_ENDIAN_HOST, PAGE_WORDS, PhysicalMemory, type RamRange } from './memory';
 
@@ -34,6 +34,14 @@ describe('abi helpers', () => {
     expect(pfnToPhys(pfn(3))).toBe(3 * PAGE_SIZE);
     expect(physToPfn(phys(3 * PAGE_SIZE + 4095))).toBe(3);
     expect(physToPfn(phys(TiB))).toBe(TiB / PAGE_SIZE);
+  });
+
+  it('brands orders that are non-negative integers and calls anything else a simulator bug', () => {
+    expect(toOrder(0)).toBe(ORDER_0);
+    expect(toOrder(18)).toBe(18);
+    for (const bad of [-1, 1.5, NaN, Infinity]) expect(() => toOrder(bad)).toThrow(KernelBug);
+    expect(() => toOrder(-1)).toThrow('order -1 is not a non-negative integer');
+    expect(pfnAdd(pfn(7), 3)).toBe(10);
   });
 });
 
