@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Errno, KernelError, type Kernel } from '@kho/kernel';
-import { BuddyAllocator, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, toOrder, pfn } from '@kho/physmem';
 import { KHO_KEXEC_METADATA_SUBTREE, Kho, buildRootFdt, encodeKhoData, encodeScratchArray, khoV3 } from '@kho/kho-core';
 import { encodeFdt } from '@kho/fdt';
 import { pagesToSegments, writeImageFile } from '@kho/image';
@@ -138,12 +138,12 @@ describe('blocks above MAX_PAGE_ORDER across a kexec', () => {
       new KernelError(Errno.EINVAL, 'restoreFolio(0x40000000): the block is order 18, larger than any folio (MAX_PAGE_ORDER 10); restore it with restorePages'),
     );
     expect(kho.isPreservedIncoming(ORDER18, 18)).toBe(true); // refused: the stamp is still there
-    for (const [pfn, n] of [
+    for (const [head, n] of [
       [ORDER11, 2048],
       [ORDER18, 262144],
     ]) {
-      expect(kho.restorePages(pfn * PAGE_SIZE, n)).toBe(pfn);
-      for (let p = pfn; p < pfn + n; p++) buddy.freePages(p, 0);
+      expect(kho.restorePages(head * PAGE_SIZE, n)).toBe(head);
+      for (let p = head; p < head + n; p++) buddy.freePages(pfn(p), toOrder(0));
     }
     expect(buddy.fullyMerged()).toBe(true);
     expect(k2.restore().ok).toBe(true);

@@ -1,5 +1,5 @@
 import { Errno, KernelError, type Kernel, type KernelModule } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Folio, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Folio, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, pfn, toOrder } from '@kho/physmem';
 import { Kho, khoModule } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
@@ -84,7 +84,7 @@ function makeRing(k: Kernel, seed: number): Ring {
 function freeRing(k: Kernel, r: Ring): void {
   k.get(BuddyAllocator).folioPut(r.buf!);
   k.get(Vmalloc).vfree(r.log);
-  for (let i = 0; i < r.region!.size / PAGE_SIZE; i++) k.get(BuddyAllocator).freePages(r.region!.start / PAGE_SIZE + i, 0);
+  for (let i = 0; i < r.region!.size / PAGE_SIZE; i++) k.get(BuddyAllocator).freePages(pfn(r.region!.start / PAGE_SIZE + i), toOrder(0));
 }
 
 function expectBytes(k: Kernel, r: Ring, seed: number): void {

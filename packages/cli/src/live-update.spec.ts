@@ -1,5 +1,5 @@
 import { BootParams, Errno, KernelError, type Kernel } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory, pfn, toOrder } from '@kho/physmem';
 import { KHO_KEXEC_METADATA_SUBTREE, Kho, type ScratchArea } from '@kho/kho-core';
 import { Memblock } from '@kho/memblock';
 import { Liveupdate, Vfs, luoCreateSession, luoOpenDevice, luoPreserveFd, luoRetrieveFd, luoRetrieveSession, luoSessionFinish } from '@kho/liveupdate';
@@ -132,7 +132,7 @@ describe('the next kernel', () => {
     );
     const ranges = again.machine.device(PhysicalMemory).ranges;
     expect(idlePages(k)).toBe(coldBootFreePages(ranges, { ...SMALL, cmdline: 'kho=off' }));
-    expect(() => kho.preserveFolio(new Folio(0 as never, 0))).toThrow('EOPNOTSUPP: preserve: KHO is disabled (kho=off)');
+    expect(() => kho.preserveFolio(new Folio(0 as never, toOrder(0)))).toThrow('EOPNOTSUPP: preserve: KHO is disabled (kho=off)');
   });
 });
 
@@ -279,14 +279,14 @@ describe('the preservation API refuses misuse with the documented errors', () =>
     kho.preserveFolio(f); // idempotent, like the tracker
     kho.unpreserveFolio(f);
     expect(() => kho.unpreserveFolio(f)).toThrow(/was not preserved/);
-    const inScratch = new Folio((scratch[0].addr / PAGE_SIZE + 16) as never, 0);
+    const inScratch = new Folio((scratch[0].addr / PAGE_SIZE + 16) as never, toOrder(0));
     expect(() => kho.preserveFolio(inScratch)).toThrow(/^EINVAL: preserve: block 0x[0-9a-f]+ order 0 overlaps scratch area 0x[0-9a-f]+\+[\d.]+ MiB/);
     expect(() => kho.allocPreserve(0)).toThrow('EINVAL: allocPreserve: size 0 (wanted a positive integer)');
     expect(() => kho.allocPreserve(8 * MiB)).toThrow('E2BIG: allocPreserve: 8388608 bytes needs order 11 (wanted at most 10)');
     const p = kho.allocPreserve(5000);
-    expect(buddy.isFree(p / PAGE_SIZE)).toBe(false);
+    expect(buddy.isFree(pfn(p / PAGE_SIZE))).toBe(false);
     kho.unpreserveFree(p);
-    expect(buddy.isFree(p / PAGE_SIZE)).toBe(true);
+    expect(buddy.isFree(pfn(p / PAGE_SIZE))).toBe(true);
   });
 
   it('preservePages splits greedily and restorePages gives pages that free one by one', () => {
@@ -308,11 +308,11 @@ describe('the preservation API refuses misuse with the documented errors', () =>
     ]);
     const kho2 = k2.get(Kho);
     expect(() => kho2.restorePages((base + 1) * PAGE_SIZE, 16)).toThrow(/block of order \d has no KHO stamp|not RAM|no KHO stamp/);
-    const pfn = kho2.restorePages((base + 1) * PAGE_SIZE, 15);
+    const first = kho2.restorePages((base + 1) * PAGE_SIZE, 15);
     const buddy2 = k2.get(BuddyAllocator);
     for (let i = 0; i < 15; i++) {
-      expect(k2.get(PhysicalMemory).readU32((pfn + i) * PAGE_SIZE)).toBe(0x1001 + i);
-      buddy2.freePages(pfn + i, 0);
+      expect(k2.get(PhysicalMemory).readU32((first + i) * PAGE_SIZE)).toBe(0x1001 + i);
+      buddy2.freePages(pfn(first + i), toOrder(0));
     }
     expect(() => kho2.restorePages((base + 1) * PAGE_SIZE, 15)).toThrow(/no KHO stamp/);
   });

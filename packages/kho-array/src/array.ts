@@ -1,5 +1,5 @@
 import { Errno, KernelError, hex, withUnwind, KernelBug } from '@kho/kernel';
-import { BuddyAllocator, Folio, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, Folio, Memmap, PAGE_SIZE, PhysicalMemory, ORDER_0, type Pfn } from '@kho/physmem';
 import type { Kho } from '@kho/kho-core';
 import {
   KA_V0_MAX_STARTPOS,
@@ -883,7 +883,7 @@ export function openKhoArray(ctx: KhoArrayContext, desc: number | Uint8Array, mo
   const scan = new KhoArray(ctx, version, 'read', first, []);
   while (scan.next());
   const pages = scan.visitedPages();
-  if (mode === 'write') return new KhoArray(ctx, version, 'write', first, pages.map((phys) => new Folio((phys / PAGE_SIZE) as Pfn, 0)));
+  if (mode === 'write') return new KhoArray(ctx, version, 'write', first, pages.map((phys) => new Folio((phys / PAGE_SIZE) as Pfn, ORDER_0)));
 
   const kho = ctx.kho;
   if (!kho) throw fail(Errno.EOPNOTSUPP, 'open: restore needs KHO');

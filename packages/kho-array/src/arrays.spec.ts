@@ -1,5 +1,5 @@
 import { Errno, KernelError, hex, type Kernel } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, type Pfn, toOrder } from '@kho/physmem';
 import { Kho, hasStamp, khoModule } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
@@ -188,7 +188,7 @@ describe('preserve unwinds exactly', () => {
         if (!preserved.delete(f.phys)) throw new Error(`unpreserve of ${hex(f.phys)} that was not preserved`);
       },
       restoreFolio(phys: number): Folio {
-        return new Folio((phys / PAGE_SIZE) as Pfn, 0);
+        return new Folio((phys / PAGE_SIZE) as Pfn, toOrder(0));
       },
       isPreservedIncoming(): boolean {
         return false;

@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { KernelBug, KernelError, KernelLog, hex, withUnwind } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, ORDER_0, type Pfn } from '@kho/physmem';
 import { offsetTable } from '@kho/struct';
 import {
   KHOSER_BITMAP_PTRS_PER_PAGE,
@@ -54,7 +54,7 @@ export function writeBitmapArray(ctx: KhoArrayContext, bitmaps: readonly BitmapR
   const { ram, buddy } = ctx;
   const allocPage = (u: { push(undo: () => void): void }): number => {
     const pfn = buddy.allocPages(0);
-    u.push(() => buddy.freePages(pfn, 0));
+    u.push(() => buddy.freePages(pfn, ORDER_0));
     ram.fill(pfn * PAGE_SIZE, PAGE_SIZE, 0);
     return pfn * PAGE_SIZE;
   };
@@ -84,8 +84,8 @@ export function writeBitmapArray(ctx: KhoArrayContext, bitmaps: readonly BitmapR
       nrPages: 1 + records.length + array.nrPages,
       free: () => {
         array.destroy();
-        for (let i = records.length - 1; i >= 0; i--) buddy.freePages((records[i] / PAGE_SIZE) as Pfn, 0);
-        buddy.freePages((desc / PAGE_SIZE) as Pfn, 0);
+        for (let i = records.length - 1; i >= 0; i--) buddy.freePages((records[i] / PAGE_SIZE) as Pfn, ORDER_0);
+        buddy.freePages((desc / PAGE_SIZE) as Pfn, ORDER_0);
       },
     };
   });

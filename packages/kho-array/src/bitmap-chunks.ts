@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { KernelLog, hex, withUnwind } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, ORDER_0, type Pfn } from '@kho/physmem';
 import { offsetTable } from '@kho/struct';
 import {
   KHOSER_BITMAP_SIZE,
@@ -59,7 +59,7 @@ export function writeBitmapChunks(ram: PhysicalMemory, buddy: BuddyAllocator, bi
     let n = 0;
     const newChunk = (order: number): void => {
       const pfn = buddy.allocPages(0);
-      u.push(() => buddy.freePages(pfn, 0));
+      u.push(() => buddy.freePages(pfn, ORDER_0));
       const phys = pfn * PAGE_SIZE;
       ram.fill(phys, PAGE_SIZE, 0);
       ram.write(phys, encodeKhoserChunkHdr({ next: 0n, order, numElms: 0 }));
@@ -84,7 +84,7 @@ export function writeBitmapChunks(ram: PhysicalMemory, buddy: BuddyAllocator, bi
     map: chunks[0],
     nrPages: chunks.length,
     free: () => {
-      for (let i = chunks.length - 1; i >= 0; i--) buddy.freePages((chunks[i] / PAGE_SIZE) as Pfn, 0);
+      for (let i = chunks.length - 1; i >= 0; i--) buddy.freePages((chunks[i] / PAGE_SIZE) as Pfn, ORDER_0);
     },
   };
 }

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { PAGE_SIZE } from '@kho/physmem';
+import { PAGE_SIZE, pfn, toOrder } from '@kho/physmem';
 import type { BitmapTracker } from './bitmap-tracker';
 import { trackerContract } from '@kho/kho-core/testing';
 import { bitmapTestMachine, type BitmapForm } from './testing';
@@ -91,7 +91,7 @@ describe.each(KINDS)('the bitmap tracker (%s form), in this kernel', (kind) => {
     expect(buddy.nrFreePages).toBe(free0 - 3);
     const pfns = tracker.metadataPfns();
     expect(pfns).toHaveLength(3);
-    for (const p of pfns) expect(buddy.isFree(p)).toBe(false);
+    for (const p of pfns) expect(buddy.isFree(pfn(p))).toBe(false);
     expect(tracker.del(0, 0)).toBe(true);
     expect(tracker.stats().metadataPages).toBe(3); // 32767 is still there
     expect(tracker.del(32767, 0)).toBe(true);
@@ -108,7 +108,7 @@ describe.each(KINDS)('the bitmap tracker (%s form), in this kernel', (kind) => {
     const { tracker, buddy, ram } = setup(kind);
     const pfn = buddy.allocPages(0);
     ram.fill(pfn * PAGE_SIZE, PAGE_SIZE, 0xff);
-    buddy.freePages(pfn, 0);
+    buddy.freePages(pfn, toOrder(0));
     tracker.add(7, 0);
     expect(tracker.metadataPfns()).toEqual([pfn]);
     expect(collect(tracker)).toEqual([[7, 0]]);

@@ -1,5 +1,5 @@
 import { Errno, KernelError, KernelLog, formatBytes, hex } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, describePfn, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, describePfn, ORDER_0, type Pfn } from '@kho/physmem';
 import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
 import { PRESERVE_BITS, bitmapCoverageLog2, bitmapPhysStart } from './abi';
 
@@ -172,7 +172,7 @@ export class BitmapSet {
   /** Frees every bitmap page. */
   clear(): void {
     for (let order = 0; order < NR_ORDERS; order++) {
-      for (const bm of this.maps[order].values()) this.buddy.freePages((bm.phys / PAGE) as Pfn, 0);
+      for (const bm of this.maps[order].values()) this.buddy.freePages((bm.phys / PAGE) as Pfn, ORDER_0);
       this.maps[order].clear();
     }
     this.cacheBase.fill(NaN);
@@ -214,7 +214,7 @@ export class BitmapSet {
       this.cache[order] = NO_BITMAP;
       this.cacheBase[order] = NaN;
     }
-    this.buddy.freePages((bm.phys / PAGE) as Pfn, 0);
+    this.buddy.freePages((bm.phys / PAGE) as Pfn, ORDER_0);
   }
 }
 

@@ -1,7 +1,7 @@
 import { inject, injectable } from 'tsyringe';
 import { Errno, KernelError, KernelInfo, KernelLog, MachineBus, formatBytes, hex, withUnwind } from '@kho/kernel';
 import { encodeFdt, type FdtNode } from '@kho/fdt';
-import { BuddyAllocator, Folio, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, Folio, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
 import { KHO_FDT_SIZE, type ScratchArea } from './abi';
 import type { KhoGeneration } from './generations';
 import { containingBlock, type IncomingHandover } from './incoming';
@@ -198,8 +198,8 @@ export class Kho {
       }
     }
     for (const [p, order] of blocks) this.consumeStamp(p, order);
-    for (let p = pfn; p < pfn + nrPages; p++) this.buddy.adoptPages(p, 0);
-    return pfn as Pfn;
+    for (let p = pfn; p < pfn + nrPages; p++) this.buddy.adoptPages(p, ORDER_0);
+    return pfn;
   }
 
   /**
@@ -352,11 +352,11 @@ export class Kho {
     return new Folio(pfn as Pfn, this.memmap.order(pfn));
   }
 
-  private restorablePfn(phys: number, what: string): number {
+  private restorablePfn(phys: number, what: string): Pfn {
     if (this.state.finished) throw this.restoreRefused(what, phys, 'the handover is finished (blocks nobody restored stay reserved)', Errno.EPERM);
     if (!Number.isInteger(phys) || phys % PAGE_SIZE !== 0) throw this.restoreRefused(what, phys, 'the address is not page-aligned');
     if (!this.ram.isRam(phys, PAGE_SIZE)) throw this.restoreRefused(what, phys, 'the address is not RAM');
-    const pfn = phys / PAGE_SIZE;
+    const pfn = (phys / PAGE_SIZE) as Pfn; // checked above: a page-aligned address of RAM
     if (stampOrder(this.memmap, pfn) === undefined) {
       throw this.restoreRefused(what, phys, 'no KHO stamp (not preserved, already restored, or a tail page)');
     }

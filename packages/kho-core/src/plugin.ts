@@ -1,6 +1,6 @@
 import { inject, injectable } from 'tsyringe';
 import { BootParams, CommandLine, Errno, KernelError, KernelInfo, KernelLog, MachineBus, NextBootParams, Phase, describeError, formatBytes, hex, type KernelPlugin, type PluginReport } from '@kho/kernel';
-import { BuddyAllocator, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { BuddyAllocator, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, pfn } from '@kho/physmem';
 import {
   KHO_FDT_SIZE,
   KHO_KEXEC_METADATA_SUBTREE,
@@ -221,11 +221,12 @@ export class KhoPlugin implements KernelPlugin {
     }
     s.finished = true;
     // The scratch array was a kexec segment reserved at boot: give its pages back (to the scratch pool).
-    const first = Math.floor(inc.scratchArrayPhys / PAGE_SIZE);
+    // validateHandover checked the array lies in RAM: its pages are pfns.
+    const first = pfn(Math.floor(inc.scratchArrayPhys / PAGE_SIZE));
     const last = Math.ceil((inc.scratchArrayPhys + inc.scratchArraySize) / PAGE_SIZE);
     for (let p = first; p < last; p++) {
-      this.buddy.adoptPages(p, 0);
-      this.buddy.freePages(p, 0);
+      this.buddy.adoptPages(p, ORDER_0);
+      this.buddy.freePages(p, ORDER_0);
     }
     const unrestored: Array<{ phys: string; order: number }> = [];
     let count = 0;

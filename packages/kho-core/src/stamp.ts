@@ -1,4 +1,4 @@
-import type { Memmap } from '@kho/physmem';
+import type { Memmap, Order } from '@kho/physmem';
 import { KHO_PAGE_MAGIC } from './abi';
 
 /**
@@ -8,8 +8,9 @@ import { KHO_PAGE_MAGIC } from './abi';
  */
 
 /** The order stamped on the head page `pfn`, or undefined when it carries no KHO stamp. */
-export function stampOrder(memmap: Memmap, pfn: number): number | undefined {
-  return memmap.privateHi(pfn) === KHO_PAGE_MAGIC ? memmap.privateLo(pfn) : undefined;
+export function stampOrder(memmap: Memmap, pfn: number): Order | undefined {
+  // Only writeStamp writes the magic, with an order the incoming walk validated: an Order.
+  return memmap.privateHi(pfn) === KHO_PAGE_MAGIC ? (memmap.privateLo(pfn) as Order) : undefined;
 }
 
 /** True when `pfn` is the head of a preserved block of exactly `order` that nobody restored yet. */

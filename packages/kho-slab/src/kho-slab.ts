@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, formatBytes, hex, isKernelError, withUnwind, type KernelPlugin, type PluginReport, type Unwind, describeError } from '@kho/kernel';
-import { Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, Slab, kmallocCacheName, type Pfn } from '@kho/physmem';
+import { Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, Slab, kmallocCacheName, type Order, type Pfn } from '@kho/physmem';
 import { offsetTable } from '@kho/struct';
 import {
   KHO_SLAB_COMPATIBLE,
@@ -45,7 +45,7 @@ export interface KhoSlabStats {
 /** An outgoing table entry, mirrored in host memory; the bytes in RAM are kept equal to it at every step. */
 interface OutSlab {
   readonly pfn: number;
-  readonly order: number;
+  readonly order: Order;
   readonly kind: 'slab' | 'large';
   readonly objectSize: number;
   readonly preserved: Set<number>;

@@ -1,4 +1,4 @@
-import { BuddyAllocator, type Folio } from '@kho/physmem';
+import { BuddyAllocator, ORDER_0, type Folio, type Pfn } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import type { KhoVmalloc, Vmalloc } from '@kho/vmalloc';
 
@@ -29,8 +29,8 @@ export interface KStateBackend {
   restoreFolio(phys: number): Folio;
   freeFolio(folio: Folio): void;
   /** Next kernel: takes back preserved pages (each refcount 1); freePages frees them. Returns the first pfn. */
-  restorePages(phys: number, nrPages: number): number;
-  freePages(pfn: number, nrPages: number): void;
+  restorePages(phys: number, nrPages: number): Pfn;
+  freePages(pfn: Pfn, nrPages: number): void;
   /** Adds subtree `name` for the blob at `phys` of `size` bytes (kho-v3 and later record the size). */
   addSubtree(name: string, phys: number, size: number): void;
   removeSubtree(phys: number): void;
@@ -85,11 +85,11 @@ export class KhoBackend implements KStateBackend {
   freeFolio(folio: Folio): void {
     this.buddy.folioPut(folio);
   }
-  restorePages(phys: number, nrPages: number): number {
+  restorePages(phys: number, nrPages: number): Pfn {
     return this.kho.restorePages(phys, nrPages);
   }
-  freePages(pfn: number, nrPages: number): void {
-    for (let i = 0; i < nrPages; i++) this.buddy.freePages(pfn + i, 0);
+  freePages(pfn: Pfn, nrPages: number): void {
+    for (let p = pfn, end = pfn + nrPages; p < end; p++) this.buddy.freePages(p, ORDER_0);
   }
   addSubtree(name: string, phys: number, size: number): void {
     this.kho.addSubtree(name, phys, size);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { Errno, KernelError } from '@kho/kernel';
-import { Folio, PAGE_SIZE } from '@kho/physmem';
+import { Folio, PAGE_SIZE, pfn } from '@kho/physmem';
 import { KSTATE_SUBTREE } from './abi';
 import { PhysRangeRef } from './decode';
 import { array, bytes, custom, describeState, folio, instanceIdOf, physRange, ptr, str, u32, u64, u8, vmallocBuf } from './model';
@@ -157,7 +157,7 @@ describe('save and restore across a bare kexec', () => {
       expect(sum(k2, target.region!.start, target.region!.size)).toBe(sums[i][1]);
       expect(k2.vmalloc.read(target.log, 3 * PAGE_SIZE)).toEqual(sums[i][2]);
       k2.buddy.folioPut(target.buf!);
-      k2.kho.freePages(target.region!.start / PAGE_SIZE, 2);
+      k2.kho.freePages(pfn(target.region!.start / PAGE_SIZE), 2);
       k2.vmalloc.vfree(target.log);
     }
     expect(k2.kstate.finish()).toEqual({ sections: 2, restored: 2, unrestored: [], strandedMemory: [], streamPagesFreed: 1 });
@@ -319,7 +319,7 @@ describe('properties', () => {
           if (got.f) expect(sum(k2, got.f.phys, got.f.size)).toBe(sums[i][0]);
           if (got.r) expect(sum(k2, got.r.start, got.r.size)).toBe(sums[i][1]);
           if (got.f) k2.buddy.folioPut(got.f);
-          if (got.r) k2.kho.freePages(got.r.start / PAGE_SIZE, got.r.size / PAGE_SIZE);
+          if (got.r) k2.kho.freePages(pfn(got.r.start / PAGE_SIZE), got.r.size / PAGE_SIZE);
         });
         k2.kstate.finish();
         expect(k2.kho.unrestored()).toEqual([]);

@@ -1,6 +1,6 @@
 import { inject, injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, Unwind, formatBytes, hex, isKernelError, describeError } from '@kho/kernel';
-import { Folio, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
+import { Folio, PAGE_SIZE, PhysicalMemory, type Order, type Pfn } from '@kho/physmem';
 import { KSTATE_SEGMENT_HEADER_SIZE, KSTATE_SUBTREE } from './abi';
 import { KStateBackend } from './backend';
 import { FolioRef, PhysRangeRef, VmallocRef, memoryOf, type MemoryRef } from './decode';
@@ -484,10 +484,10 @@ class Saver implements MemorySaver {
     private readonly u: Unwind,
   ) {}
 
-  folio(f: { readonly pfn: number; readonly order: number; readonly phys: number }): void {
+  folio(f: { readonly pfn: Pfn; readonly order: Order; readonly phys: number }): void {
     const k = `${f.pfn}:${f.order}`;
     if (this.folios.has(k)) return;
-    const folio = f instanceof Folio ? f : new Folio(f.pfn as Pfn, f.order);
+    const folio = f instanceof Folio ? f : new Folio(f.pfn, f.order);
     this.b.preserveFolio(folio);
     this.folios.add(k);
     this.u.push(() => this.b.unpreserveFolio(folio));

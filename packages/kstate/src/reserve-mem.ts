@@ -1,6 +1,6 @@
 import { injectable, type DependencyContainer } from 'tsyringe';
 import { KernelLog, registerPerBoot, type KernelModule, describeError } from '@kho/kernel';
-import { BuddyAllocator, PAGE_SIZE } from '@kho/physmem';
+import { BuddyAllocator, ORDER_0, PAGE_SIZE, pfn } from '@kho/physmem';
 import { ReserveMemHandover, type ReserveMemRecord, type ReserveMemRegion } from '@kho/memblock';
 import { KState } from './kstate';
 import { describe, instanceIdOf, physRange, str, u64 } from './model';
@@ -70,7 +70,8 @@ export class KstateReserveMemHandover implements ReserveMemHandover {
     for (const [name, rec] of this.incomingMap ?? []) {
       if (rec !== record) continue;
       const r = this.kstate.restore(ReserveMemRegionState, instanceIdOf(name)).object.range!;
-      for (let p = r.start / PAGE_SIZE; p < (r.start + r.size) / PAGE_SIZE; p++) this.buddy.freePages(p, 0);
+      // The range restore accepted: whole pages of RAM.
+      for (let p = pfn(r.start / PAGE_SIZE); p < (r.start + r.size) / PAGE_SIZE; p++) this.buddy.freePages(p, ORDER_0);
     }
   }
 

@@ -1,6 +1,6 @@
 import { injectable, type DependencyContainer } from 'tsyringe';
 import { Errno, KernelError, KernelLog, hex, isKernelError, registerPerBoot, withUnwind, type KernelModule, describeError } from '@kho/kernel';
-import { BuddyAllocator, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { BuddyAllocator, ORDER_0, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { Kho, type SubtreeRef } from '@kho/kho-core';
 import { FdtNode, decodeFdt, encodeFdt } from '@kho/fdt';
 import {
@@ -61,8 +61,8 @@ export class MemblockFdtHandover implements ReserveMemHandover {
   }
 
   discard(record: ReserveMemRecord): void {
-    const pfn = this.kho.restorePages(record.start, record.size / PAGE_SIZE);
-    for (let i = 0; i < record.size / PAGE_SIZE; i++) this.buddy.freePages(pfn + i, 0);
+    const first = this.kho.restorePages(record.start, record.size / PAGE_SIZE);
+    for (let p = first, end = first + record.size / PAGE_SIZE; p < end; p++) this.buddy.freePages(p, ORDER_0);
   }
 
   save(regions: readonly ReserveMemRegion[]): void {

@@ -1,7 +1,7 @@
 import { bareAllocator } from '@kho/physmem/testing';
 import fc from 'fast-check';
 import { Errno, KernelError, KernelLog, LifecycleBus, seededRandom } from '@kho/kernel';
-import { BuddyAllocator, Memmap, PAGE_SIZE, PageFlag, type RamRange } from '@kho/physmem';
+import { BuddyAllocator, Memmap, PAGE_SIZE, PageFlag, type RamRange, pfn } from '@kho/physmem';
 import { Memblock, type MemblockRegion } from './memblock';
 
 const KiB = 2 ** 10;
@@ -367,7 +367,7 @@ describe('Memblock.handOff', () => {
   ])('%s (%d): free %p, flags %d', (_what, addr, free, flags) => {
     const { mb, buddy, memmap } = booted();
     mb.handOff(buddy, memmap);
-    expect([buddy.isFree(pfnOf(addr)), memmap.flags(pfnOf(addr)) & (Reserved | Scratch | PageFlag.NoInit)]).toEqual([free, flags]);
+    expect([buddy.isFree(pfn(pfnOf(addr))), memmap.flags(pfnOf(addr)) & (Reserved | Scratch | PageFlag.NoInit)]).toEqual([free, flags]);
   });
 
   it('serves scratch pages to movable allocations only', () => {
@@ -424,9 +424,9 @@ describe('Memblock.handOff', () => {
     expect(mb.handOff(buddy, memmap)).toBe(TOTAL_PAGES - 10_000);
     expect(buddy.nrFreePages).toBe(TOTAL_PAGES - 10_000);
     const wrong: number[] = [];
-    for (let pfn = 0; pfn < TOTAL_PAGES; pfn++) {
-      const reservedFlag = (memmap.flags(pfn) & Reserved) !== 0;
-      if (buddy.isFree(pfn) === (picked[pfn] === 1) || reservedFlag !== (picked[pfn] === 1 && !noinit)) wrong.push(pfn);
+    for (let p = 0; p < TOTAL_PAGES; p++) {
+      const reservedFlag = (memmap.flags(p) & Reserved) !== 0;
+      if (buddy.isFree(pfn(p)) === (picked[p] === 1) || reservedFlag !== (picked[p] === 1 && !noinit)) wrong.push(p);
     }
     expect(wrong).toEqual([]);
     expect(() => buddy.checkInvariants()).not.toThrow();
@@ -438,7 +438,7 @@ describe('Memblock.handOff', () => {
     mb.reserve(0x1800, 0x1000, 'odd');
     mb.reserve(0x5000, 1, 'byte');
     expect(mb.handOff(buddy, memmap)).toBe((64 * MiB) / PAGE_SIZE - 3);
-    expect([0, 1, 2, 3, 4, 5, 6].map((pfn) => [buddy.isFree(pfn), memmap.flags(pfn) & Reserved])).toEqual([
+    expect([0, 1, 2, 3, 4, 5, 6].map((p) => [buddy.isFree(pfn(p)), memmap.flags(p) & Reserved])).toEqual([
       [true, 0],
       [false, Reserved],
       [false, Reserved],
@@ -529,7 +529,7 @@ describe('Memblock.regions', () => {
         const unreserved = ramPages.filter((p) => !reserved[p]);
         expect(mb.handOff(buddy, memmap)).toBe(unreserved.length);
         expect(buddy.freeScratchPages).toBe(unreserved.filter((p) => scratch[p]).length);
-        const flags = ramPages.map((p) => [buddy.isFree(p), memmap.flags(p) & (PageFlag.Reserved | PageFlag.Scratch)]);
+        const flags = ramPages.map((p) => [buddy.isFree(pfn(p)), memmap.flags(p) & (PageFlag.Reserved | PageFlag.Scratch)]);
         const want = ramPages.map((p) => [!reserved[p], (reserved[p] && !noinit[p] ? PageFlag.Reserved : 0) | (scratch[p] ? PageFlag.Scratch : 0)]);
         expect(flags).toEqual(want);
         buddy.checkInvariants();

@@ -1,7 +1,7 @@
 import { Errno, KernelError, KernelLog, MachineBus } from '@kho/kernel';
 import { FdtNode, encodeFdt } from '@kho/fdt';
 import type { Kho } from '@kho/kho-core';
-import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
+import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, pfn } from '@kho/physmem';
 import { memblockModule } from './plugin';
 import { MemblockFdtHandover, readMemblockFdt } from './fdt-handover';
 import { ReserveMem, parseReserveMem } from './reserve-mem';
@@ -44,7 +44,7 @@ describe('reserve_mem= on the command line', () => {
     expect(log.start % (2 * MiB)).toBe(0);
     expect(ram.read(log.start, MiB).every((b) => b === 0)).toBe(true);
     const buddy = k.get(BuddyAllocator);
-    for (const r of rm.regions) for (let p = r.start; p < r.start + r.size; p += PAGE_SIZE) expect(buddy.isFree(p / PAGE_SIZE)).toBe(false);
+    for (const r of rm.regions) for (let p = r.start; p < r.start + r.size; p += PAGE_SIZE) expect(buddy.isFree(pfn(p / PAGE_SIZE))).toBe(false);
     expect(k.get(Memblock).records.map((r) => r.owner)).toEqual(expect.arrayContaining(['reserve_mem:log', 'reserve_mem:trace']));
     expect(() => rm.find('nope')).toThrow("ENOENT: reserve_mem: no region named 'nope' in this boot");
   });

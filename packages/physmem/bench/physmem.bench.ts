@@ -3,7 +3,9 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { seededRandom } from '@kho/kernel';
 import { defineBench, runNative, timeNs } from '@kho/kernel/bench';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory } from '../src/index';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, toOrder, type Order, type Pfn } from '../src/index';
+
+const ORDER0 = toOrder(0);
 
 /** A booted-like allocator over `bytes` of RAM at address 0, all of it free. */
 function allocator(bytes: number): { ram: PhysicalMemory; memmap: Memmap; buddy: BuddyAllocator } {
@@ -39,11 +41,12 @@ defineBench({
     const t = measure(() => {
       for (let r = 0; r < 64; r++) {
         for (let i = 0; i < batch.length; i++) batch[i] = buddy.allocPages(0);
-        for (let i = batch.length - 1; i >= 0; i--) buddy.freePages(batch[i], 0);
+        // The typed arrays hold what allocPages returned: pfns and orders already (casts cost nothing).
+        for (let i = batch.length - 1; i >= 0; i--) buddy.freePages(batch[i] as Pfn, ORDER0);
       }
       return 64 * batch.length;
     }, ctx.quick);
-    for (const p of held) buddy.freePages(p, 0);
+    for (const p of held) buddy.freePages(p, ORDER0);
     return { value: Math.round(1e9 / t.nsPerOp), unit: 'pairs/s', nsPerPair: +t.nsPerOp.toFixed(1), pairs: t.ops };
   },
 });
@@ -64,7 +67,7 @@ defineBench({
         const o = orders[k++ & 4095];
         if (n > 0 && (n >= 2048 || rand() < 0.5)) {
           const j = Math.floor(rand() * n);
-          buddy.freePages(live[j], liveOrder[j]);
+          buddy.freePages(live[j] as Pfn, liveOrder[j] as Order); // what allocPages took and returned
           n--;
           live[j] = live[n];
           liveOrder[j] = liveOrder[n];
@@ -75,7 +78,7 @@ defineBench({
       }
       return 4096;
     }, ctx.quick);
-    for (let j = 0; j < n; j++) buddy.freePages(live[j], liveOrder[j]);
+    for (let j = 0; j < n; j++) buddy.freePages(live[j] as Pfn, liveOrder[j] as Order);
     return { value: Math.round(1e9 / t.nsPerOp), unit: 'ops/s', nsPerOp: +t.nsPerOp.toFixed(1), fullyMerged: buddy.fullyMerged() };
   },
 });

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { Errno, KernelError, isKernelError } from '@kho/kernel';
-import { MAX_PAGE_ORDER, PAGE_SIZE, pfn, type Pfn } from './abi';
+import { MAX_PAGE_ORDER, PAGE_SIZE, pfn, toOrder, type Pfn } from './abi';
 import { BuddyAllocator, Folio } from './buddy';
 import { FaultInjector } from './faults';
 import { Memmap, PageFlag } from './memmap';
@@ -127,7 +127,7 @@ describe('BuddyAllocator allocation', () => {
     expect(errorOf(() => buddy.allocPages(2, { node: 0 })).message).toBe(
       'ENOMEM: allocPages: no free normal block of order 2 on node 0 (0 pages free in all)',
     );
-    for (const p of blocks) buddy.freePages(p, 10);
+    for (const p of blocks) buddy.freePages(p, toOrder(10));
     expect(buddy.nrFreePages).toBe(64 * PAGES_PER_MiB);
   });
 
@@ -145,7 +145,7 @@ describe('BuddyAllocator allocation', () => {
     expect(buddy.freeScratchPages).toBe(12 * PAGES_PER_MiB);
     expect(memmap.testFlag(buddy.allocPages(0, { movable: true }), PageFlag.Scratch)).toBe(true);
     // Freed normal memory goes back to the normal pool, and movable allocations fall back to it.
-    buddy.freePages(normal[0], 10);
+    buddy.freePages(normal[0], toOrder(10));
     for (let i = 0; i < 3 * 1024 - 1; i++) buddy.allocPages(0, { movable: true });
     expect(buddy.freeScratchPages).toBe(0);
     expect(buddy.nrFreePages).toBe(1024);
@@ -182,15 +182,15 @@ describe('BuddyAllocator allocation', () => {
 describe('BuddyAllocator misuse', () => {
   type Misuse = [string, (r: Rig, held: { p: Pfn; f: Folio }) => void, string];
   const cases: Misuse[] = [
-    ['a double free', ({ buddy }, { p }) => (buddy.freePages(p, 2), buddy.freePages(p, 2)), 'EINVAL: freePages: pfn 0x4 is free (in the free block at 0x4)'],
-    ['a wrong order', ({ buddy }, { p }) => buddy.freePages(p, 1), 'EINVAL: freePages: pfn 0x4 was allocated with order 2, not 1'],
-    ['an unaligned pfn', ({ buddy }, { p }) => buddy.freePages(p + 1, 2), 'EINVAL: freePages: pfn 0x5 is not aligned to order 2'],
-    ['a page inside a block', ({ buddy }, { p }) => buddy.freePages(p + 1, 0), 'EINVAL: freePages: pfn 0x5 is not allocated (refcount 0)'],
-    ['a tail page', ({ buddy }, { f }) => buddy.freePages(f.pfn + 1, 0), 'EINVAL: freePages: pfn 0x9 is a tail page of the folio at 0x8'],
-    ['a page never handed over', ({ buddy }) => buddy.freePages(pfn(100), 0), 'EINVAL: freePages: pfn 0x64 is not allocated (refcount 0)'],
-    ['a page outside RAM', ({ buddy }) => buddy.freePages(pfn(1 << 20), 0), 'EINVAL: freePages: pfn 0x100000 is not a page of RAM'],
-    ['a bad order', ({ buddy }, { p }) => buddy.freePages(p, 12), 'EINVAL: freePages: order 12 is not an integer in 0..10'],
-    ['folioPut of a plain block', ({ buddy }, { p }) => buddy.folioPut(new Folio(p, 2)), 'EINVAL: folioPut: pfn 0x4 is an order-2 block, not a folio (no Head mark)'],
+    ['a double free', ({ buddy }, { p }) => (buddy.freePages(p, toOrder(2)), buddy.freePages(p, toOrder(2))), 'EINVAL: freePages: pfn 0x4 is free (in the free block at 0x4)'],
+    ['a wrong order', ({ buddy }, { p }) => buddy.freePages(p, toOrder(1)), 'EINVAL: freePages: pfn 0x4 was allocated with order 2, not 1'],
+    ['an unaligned pfn', ({ buddy }, { p }) => buddy.freePages(pfn(p + 1), toOrder(2)), 'EINVAL: freePages: pfn 0x5 is not aligned to order 2'],
+    ['a page inside a block', ({ buddy }, { p }) => buddy.freePages(pfn(p + 1), toOrder(0)), 'EINVAL: freePages: pfn 0x5 is not allocated (refcount 0)'],
+    ['a tail page', ({ buddy }, { f }) => buddy.freePages(pfn(f.pfn + 1), toOrder(0)), 'EINVAL: freePages: pfn 0x9 is a tail page of the folio at 0x8'],
+    ['a page never handed over', ({ buddy }) => buddy.freePages(pfn(100), toOrder(0)), 'EINVAL: freePages: pfn 0x64 is not allocated (refcount 0)'],
+    ['a page outside RAM', ({ buddy }) => buddy.freePages(pfn(1 << 20), toOrder(0)), 'EINVAL: freePages: pfn 0x100000 is not a page of RAM'],
+    ['a bad order', ({ buddy }, { p }) => buddy.freePages(p, toOrder(12)), 'EINVAL: freePages: order 12 is not an integer in 0..10'],
+    ['folioPut of a plain block', ({ buddy }, { p }) => buddy.folioPut(new Folio(p, toOrder(2))), 'EINVAL: folioPut: pfn 0x4 is an order-2 block, not a folio (no Head mark)'],
     ['folioPut twice', ({ buddy }, { f }) => (buddy.folioPut(f), buddy.folioPut(f)), 'EINVAL: folioPut: pfn 0x8 is free (in the free block at 0x8)'],
     ['folioGet of a freed folio', ({ buddy }, { f }) => (buddy.folioPut(f), buddy.folioGet(f)), 'EINVAL: folioGet: pfn 0x8 is free (in the free block at 0x8)'],
   ];
@@ -240,14 +240,14 @@ describe('folios', () => {
     buddy.freeRange(0, 32);
     memmap.setFlags(32, PageFlag.Reserved);
     memmap.setRefcount(32, 1);
-    const f = buddy.adoptFolio(32, 3);
+    const f = buddy.adoptFolio(pfn(32), toOrder(3));
     expect([memmap.refcount(32), memmap.testFlag(32, PageFlag.Reserved), memmap.compoundHead(39)]).toEqual([1, false, 32]);
-    expect(buddy.adoptPages(40, 2)).toBe(40);
-    expect(errorOf(() => buddy.adoptPages(8, 0)).message).toBe('EBUSY: adoptPages: pfn 0x8 is free (in the free block at 0x0)');
-    expect(errorOf(() => buddy.adoptPages(40, 0)).message).toBe('EBUSY: adoptPages: pfn 0x28 is in use (refcount 1)');
-    expect(errorOf(() => buddy.adoptPages(44, 3)).message).toBe('EINVAL: adoptPages: pfn 0x2c is not aligned to order 3');
+    expect(buddy.adoptPages(pfn(40), toOrder(2))).toBe(40);
+    expect(errorOf(() => buddy.adoptPages(pfn(8), toOrder(0))).message).toBe('EBUSY: adoptPages: pfn 0x8 is free (in the free block at 0x0)');
+    expect(errorOf(() => buddy.adoptPages(pfn(40), toOrder(0))).message).toBe('EBUSY: adoptPages: pfn 0x28 is in use (refcount 1)');
+    expect(errorOf(() => buddy.adoptPages(pfn(44), toOrder(3))).message).toBe('EINVAL: adoptPages: pfn 0x2c is not aligned to order 3');
     buddy.folioPut(f);
-    buddy.freePages(40, 2);
+    buddy.freePages(pfn(40), toOrder(2));
     expect(buddy.nrFreePages).toBe(44);
     buddy.checkInvariants();
   });
@@ -374,14 +374,14 @@ describe('BuddyAllocator properties', () => {
           } else if (live.length > 0) {
             const [b] = live.splice(o.pick % live.length, 1);
             if (b.folio) buddy.folioPut(b.folio);
-            else buddy.freePages(b.p, b.order);
+            else buddy.freePages(pfn(b.p), toOrder(b.order));
             owner.fill(0, b.p, b.p + 2 ** b.order);
           }
         }
         buddy.checkInvariants();
         for (const b of live) {
           if (b.folio) buddy.folioPut(b.folio);
-          else buddy.freePages(b.p, b.order);
+          else buddy.freePages(pfn(b.p), toOrder(b.order));
         }
         expect(buddy.nrFreePages).toBe(initial);
         expect(buddy.fullyMerged()).toBe(true);

@@ -111,7 +111,7 @@ export class BuddyAllocator {
   }
 
   /** Free blocks of `order` in every pool. */
-  freeBlocks(order: Order): number {
+  freeBlocks(order: number): number {
     let n = 0;
     for (let z = 0; z < this.nZones; z++) n += this.areaLen[z * NR_PAGE_ORDERS + order] ?? 0;
     return n;
@@ -131,7 +131,7 @@ export class BuddyAllocator {
   }
 
   /** True when `pfn` lies inside a free block. */
-  isFree(pfn: number): boolean {
+  isFree(pfn: Pfn): boolean {
     return this.freeHeadOf(pfn) >= 0;
   }
 
@@ -140,8 +140,9 @@ export class BuddyAllocator {
   /**
    * Allocates 2^order contiguous, naturally aligned pages. Returns the head pfn, with refcount 1 and the order
    * recorded. Throws EINVAL for a bad order or node, and ENOMEM when no block fits (or fault injection says so).
+   * The order is a plain number because this is where it is checked.
    */
-  allocPages(order: Order, opts?: AllocOptions): Pfn {
+  allocPages(order: number, opts?: AllocOptions): Pfn {
     if (!(order >= 0 && order <= MAX_PAGE_ORDER) || order % 1 !== 0) {
       throw new KernelError(Errno.EINVAL, `allocPages: order ${order} is not an integer in 0..${MAX_PAGE_ORDER}`);
     }
@@ -164,7 +165,7 @@ export class BuddyAllocator {
       throw new KernelError(Errno.ENOMEM, `allocPages: no free ${pool} block of order ${order} on ${this.where(slot)} (${this.free} pages free in all)`);
     }
     this.allocsByOrder[order]++;
-    return pfn as Pfn;
+    return pfn as Pfn; // take() returned a free block head (not -1): a real pfn
   }
 
   /**
@@ -172,15 +173,15 @@ export class BuddyAllocator {
    * and merges with free buddies (a compound page loses its head and tail marks). Throws EINVAL, changing
    * nothing, for a pfn that is not RAM, unaligned, free, a tail page, not allocated, or allocated with another order.
    */
-  freePages(pfn: Pfn | number, order: Order): void {
+  freePages(pfn: Pfn, order: Order): void {
     this.put('freePages', pfn, order, false);
   }
 
   /** Allocates a folio: like allocPages, and for order > 0 marks the head (Head) and tails (Tail, offset). */
-  folioAlloc(order: Order, opts?: AllocOptions): Folio {
+  folioAlloc(order: number, opts?: AllocOptions): Folio {
     const pfn = this.allocPages(order, opts);
     if (order > 0) this.memmap.markCompound(pfn, order);
-    return new Folio(pfn, order);
+    return new Folio(pfn, order as Order); // allocPages accepted it: an integer in 0..MAX_PAGE_ORDER
   }
 
   /** Takes one more reference to `folio`. Throws EINVAL when it is not an allocated folio. */
@@ -200,20 +201,20 @@ export class BuddyAllocator {
    * Freeing the result returns it to the allocator. Returns `pfn`. Throws EINVAL for a bad order, an unaligned
    * pfn or a block that is not inside one RAM range, and EBUSY when any page is free or in use.
    */
-  adoptPages(pfn: Pfn | number, order: Order): Pfn {
+  adoptPages(pfn: Pfn, order: Order): Pfn {
     const p = this.checkAdoptable('adoptPages', pfn, order);
     this.memmap.setRefOf(p, 1);
     this.memmap.setOrderOf(p, order);
-    return pfn as Pfn;
+    return pfn;
   }
 
   /** Like adoptPages, and marks the block as a compound page (kho_restore_folio). Returns the folio. */
-  adoptFolio(pfn: Pfn | number, order: Order): Folio {
+  adoptFolio(pfn: Pfn, order: Order): Folio {
     const p = this.checkAdoptable('adoptFolio', pfn, order);
     this.memmap.setRefOf(p, 1);
     this.memmap.setOrderOf(p, order);
     if (order > 0) this.memmap.markCompound(p, order);
-    return new Folio(pfn as Pfn, order);
+    return new Folio(pfn, order);
   }
 
   /**

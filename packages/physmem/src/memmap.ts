@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, hex } from '@kho/kernel';
-import { PAGE_SIZE, type Pfn } from './abi';
+import { PAGE_SIZE, type Order, type Pfn } from './abi';
 import { MEMMAP_BLOCK_BYTES, MEMMAP_SECTION_BYTES, PAGEBLOCK_PAGES, SECTION_PAGES } from './host-cost';
 import { PhysicalMemory } from './memory';
 
@@ -217,8 +217,9 @@ export class Memmap {
   }
 
   /** The order recorded for `pfn` (meaningful for a block's head page). */
-  order(pfn: number): number {
-    return this.orderOf(this.check(pfn));
+  order(pfn: number): Order {
+    // Written only by the allocator from an Order (or 0 when the page was freed): an order already.
+    return this.orderOf(this.check(pfn)) as Order;
   }
 
   setOrder(pfn: number, order: number): void {

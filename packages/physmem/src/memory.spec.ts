@@ -1,6 +1,6 @@
 import fc from 'fast-check';
-import { Errno, KernelError } from '@kho/kernel';
-import { PAGE_SIZE, pfn, pfnToPhys, physToPfn } from './abi';
+import { Errno, KernelBug, KernelError } from '@kho/kernel';
+import { ORDER_0, PAGE_SIZE, pfn, pfnAdd, pfnToPhys, phys, physToPfn, toOrder } from './abi';
 import { bootHostBytes } from './host-cost';
 import { LITTLE_ENDIAN_HOST, PAGE_WORDS, PhysicalMemory, type RamRange } from './memory';
 
@@ -32,8 +32,16 @@ function expectKernelError(fn: () => unknown, errno: Errno, message: string): vo
 describe('abi helpers', () => {
   it('converts between pfns and addresses, rounding addresses down', () => {
     expect(pfnToPhys(pfn(3))).toBe(3 * PAGE_SIZE);
-    expect(physToPfn(3 * PAGE_SIZE + 4095)).toBe(3);
-    expect(physToPfn(TiB)).toBe(TiB / PAGE_SIZE);
+    expect(physToPfn(phys(3 * PAGE_SIZE + 4095))).toBe(3);
+    expect(physToPfn(phys(TiB))).toBe(TiB / PAGE_SIZE);
+  });
+
+  it('brands orders that are non-negative integers and calls anything else a simulator bug', () => {
+    expect(toOrder(0)).toBe(ORDER_0);
+    expect(toOrder(18)).toBe(18);
+    for (const bad of [-1, 1.5, NaN, Infinity]) expect(() => toOrder(bad)).toThrow(KernelBug);
+    expect(() => toOrder(-1)).toThrow('order -1 is not a non-negative integer');
+    expect(pfnAdd(pfn(7), 3)).toBe(10);
   });
 });
 
@@ -149,7 +157,7 @@ describe('PhysicalMemory bytes', () => {
     ram.fill(TiB + 4000, 200, 0xff);
     expect(ram.readU8(TiB + 3999)).toBe(2999 & 0xff);
     expect(ram.read(TiB + 4000, 200)).toEqual(new Uint8Array(200).fill(0xff));
-    const view = ram.page(physToPfn(TiB + 4096));
+    const view = ram.page(physToPfn(phys(TiB + 4096)));
     expect(view.length).toBe(PAGE_SIZE);
     view[0] = 0x5a;
     expect(ram.readU8(TiB + 4096)).toBe(0x5a);

@@ -1,7 +1,7 @@
 import { bareAllocator } from './testing';
 import fc from 'fast-check';
 import { Errno, KernelError } from '@kho/kernel';
-import { PAGE_SIZE } from './abi';
+import { PAGE_SIZE, pfn, toOrder } from './abi';
 import { BuddyAllocator } from './buddy';
 import { Memmap, PageFlag } from './memmap';
 import { createMachine, physmemModule } from './plugin';
@@ -259,7 +259,7 @@ describe('the hooks of the preservation side', () => {
     const { slab, buddy, free0 } = rig();
     const f = buddy.folioAlloc(0);
     const base = f.phys;
-    slab.adoptSlab(f.pfn, 0, cacheOf(64), (i) => i % 2 === 0);
+    slab.adoptSlab(f.pfn, toOrder(0), cacheOf(64), (i) => i % 2 === 0);
     expect(slab.objectAt(base)).toMatchObject({ kind: 'slab', cacheName: 'kmalloc-64', index: 0, nrObjects: 64, state: 'awaiting' });
     expect(slab.objectAt(base + 64)).toMatchObject({ index: 1, state: 'free' });
     expect(slab.slabInfo().caches[cacheOf(64)]).toMatchObject({ slabs: 1, activeObjects: 0, awaitingObjects: 32, totalObjects: 64 });
@@ -281,7 +281,7 @@ describe('the hooks of the preservation side', () => {
   it('a slab whose awaiting objects are released with nothing allocated goes back to the buddy allocator', () => {
     const { slab, buddy, free0 } = rig();
     const f = buddy.folioAlloc(3);
-    slab.adoptSlab(f.pfn, 3, cacheOf(8192), (i) => i === 2);
+    slab.adoptSlab(f.pfn, toOrder(3), cacheOf(8192), (i) => i === 2);
     expect(buddy.nrFreePages).toBe(free0 - 8);
     expect(slab.releaseAwaiting(f.pfn)).toBe(1);
     expect(buddy.nrFreePages).toBe(free0);
@@ -291,10 +291,10 @@ describe('the hooks of the preservation side', () => {
   it('a slab of another order than its cache uses holds what fits; nothing awaiting means it is freed at once', () => {
     const { slab, buddy, free0 } = rig();
     const f = buddy.folioAlloc(1);
-    slab.adoptSlab(f.pfn, 1, cacheOf(8), (i) => i === 1000);
+    slab.adoptSlab(f.pfn, toOrder(1), cacheOf(8), (i) => i === 1000);
     expect(slab.objectAt(f.phys + 1000 * 8)).toMatchObject({ nrObjects: 1024, state: 'awaiting', order: 1 });
     const g = buddy.folioAlloc(0);
-    slab.adoptSlab(g.pfn, 0, cacheOf(16), () => false);
+    slab.adoptSlab(g.pfn, toOrder(0), cacheOf(16), () => false);
     expect(buddy.nrFreePages).toBe(free0 - 2);
     slab.adoptObject(f.phys + 8000);
     slab.kfree(f.phys + 8000);
@@ -304,7 +304,7 @@ describe('the hooks of the preservation side', () => {
   it('adoptLargeKmalloc makes a block the caller owns a large kmalloc that kfree frees', () => {
     const { slab, buddy, free0 } = rig();
     const f = buddy.folioAlloc(2);
-    expect(slab.adoptLargeKmalloc(f.pfn, 2)).toBe(f.phys);
+    expect(slab.adoptLargeKmalloc(f.pfn, toOrder(2))).toBe(f.phys);
     expect(slab.ksize(f.phys)).toBe(4 * PAGE_SIZE);
     slab.kfree(f.phys);
     expect(buddy.nrFreePages).toBe(free0);
@@ -312,17 +312,17 @@ describe('the hooks of the preservation side', () => {
 
   // Each row prepares its block first, then returns the call that must fail.
   it.each<[string, (r: ReturnType<typeof rig>) => () => unknown, string]>([
-    ['a bad cache', (r) => ((pfn) => () => r.slab.adoptSlab(pfn, 0, 13))(r.buddy.folioAlloc(0).pfn), 'cache 13 (wanted 0..12)'],
-    ['a bad order', (r) => () => r.slab.adoptSlab(0, 11, 0), 'order 11 is not an integer in 0..10'],
-    ['an object bigger than the block', (r) => ((pfn) => () => r.slab.adoptSlab(pfn, 0, cacheOf(8192)))(r.buddy.folioAlloc(0).pfn), 'holds 0 objects of 8192 bytes (wanted 1..65535)'],
-    ['a free block', (r) => () => r.slab.adoptSlab(2, 0, 0), 'it is free (wanted an allocated block of order 0 nobody marked)'],
-    ['a tail page', (r) => ((pfn) => () => r.slab.adoptSlab(pfn + 1, 0, 0))(r.buddy.folioAlloc(1).pfn), 'it is a tail page (wanted an allocated block of order 0 nobody marked)'],
-    ['the wrong order', (r) => ((pfn) => () => r.slab.adoptSlab(pfn, 0, 0))(r.buddy.folioAlloc(1).pfn), 'it was allocated with order 1 (wanted an allocated block of order 0 nobody marked)'],
-    ['an unaligned pfn', (r) => ((pfn) => () => r.slab.adoptSlab(pfn | 1, 1, 0))(r.buddy.folioAlloc(0).pfn), 'not aligned to its order'],
-    ['pages that are not a folio', (r) => ((pfn) => () => r.slab.adoptSlab(pfn, 1, 0))(r.buddy.allocPages(1)), 'it is not a compound page (wanted an allocated block of order 1 nobody marked)'],
-    ['a slab', (r) => ((ptr) => () => r.slab.adoptSlab(ptr / PAGE_SIZE, 0, 0))(r.slab.kmalloc(8)), 'it is a slab already (wanted an allocated block of order 0 nobody marked)'],
-    ['a large kmalloc', (r) => ((ptr) => () => r.slab.adoptLargeKmalloc(ptr / PAGE_SIZE, 2))(r.slab.kmalloc(9000)), 'its private word is in use (0x4b4d4c4700000002) (wanted an allocated block of order 2 nobody marked)'],
-    ['no RAM', (r) => () => r.slab.adoptLargeKmalloc(r.free0, 0), 'not a page of RAM'],
+    ['a bad cache', (r) => ((pfn) => () => r.slab.adoptSlab(pfn, toOrder(0), 13))(r.buddy.folioAlloc(0).pfn), 'cache 13 (wanted 0..12)'],
+    ['a bad order', (r) => () => r.slab.adoptSlab(pfn(0), toOrder(11), 0), 'order 11 is not an integer in 0..10'],
+    ['an object bigger than the block', (r) => ((pfn) => () => r.slab.adoptSlab(pfn, toOrder(0), cacheOf(8192)))(r.buddy.folioAlloc(0).pfn), 'holds 0 objects of 8192 bytes (wanted 1..65535)'],
+    ['a free block', (r) => () => r.slab.adoptSlab(pfn(2), toOrder(0), 0), 'it is free (wanted an allocated block of order 0 nobody marked)'],
+    ['a tail page', (r) => ((head) => () => r.slab.adoptSlab(pfn(head + 1), toOrder(0), 0))(r.buddy.folioAlloc(1).pfn), 'it is a tail page (wanted an allocated block of order 0 nobody marked)'],
+    ['the wrong order', (r) => ((pfn) => () => r.slab.adoptSlab(pfn, toOrder(0), 0))(r.buddy.folioAlloc(1).pfn), 'it was allocated with order 1 (wanted an allocated block of order 0 nobody marked)'],
+    ['an unaligned pfn', (r) => ((head) => () => r.slab.adoptSlab(pfn(head | 1), toOrder(1), 0))(r.buddy.folioAlloc(0).pfn), 'not aligned to its order'],
+    ['pages that are not a folio', (r) => ((pfn) => () => r.slab.adoptSlab(pfn, toOrder(1), 0))(r.buddy.allocPages(1)), 'it is not a compound page (wanted an allocated block of order 1 nobody marked)'],
+    ['a slab', (r) => ((ptr) => () => r.slab.adoptSlab(pfn(ptr / PAGE_SIZE), toOrder(0), 0))(r.slab.kmalloc(8)), 'it is a slab already (wanted an allocated block of order 0 nobody marked)'],
+    ['a large kmalloc', (r) => ((ptr) => () => r.slab.adoptLargeKmalloc(pfn(ptr / PAGE_SIZE), toOrder(2)))(r.slab.kmalloc(9000)), 'its private word is in use (0x4b4d4c4700000002) (wanted an allocated block of order 2 nobody marked)'],
+    ['no RAM', (r) => () => r.slab.adoptLargeKmalloc(pfn(r.free0), toOrder(0)), 'not a page of RAM'],
   ])('adopting %s is EINVAL and changes nothing', (_, make, tail) => {
     const r = rig();
     const fn = make(r);
@@ -348,6 +348,6 @@ describe('Slab in a kernel', () => {
     expect(s2).not.toBe(s1);
     expect(s2.slabInfo().totalBytes).toBe(0);
     expect(() => s2.kfree(p)).toThrow(/not a kmalloc object/);
-    expect(k2.get(BuddyAllocator).isFree(p / PAGE_SIZE)).toBe(true);
+    expect(k2.get(BuddyAllocator).isFree(pfn(p / PAGE_SIZE))).toBe(true);
   });
 });

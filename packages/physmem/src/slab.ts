@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelBug, KernelError, hex } from '@kho/kernel';
-import { MAX_PAGE_ORDER, PAGE_SIZE, type Order, type Pfn } from './abi';
+import { MAX_PAGE_ORDER, PAGE_SIZE, toOrder, type Order, type Pfn } from './abi';
 import { BuddyAllocator, Folio } from './buddy';
 import { Memmap, PageFlag } from './memmap';
 import { PhysicalMemory } from './memory';
@@ -11,7 +11,7 @@ export const KMALLOC_SIZES: readonly number[] = [8, 16, 32, 64, 96, 128, 192, 25
  * Slab order of each cache (pages per slab = 2^order), as SLUB picks them on a machine with a few CPUs: one page
  * up to 256-byte objects, then larger slabs so that a slab still holds 16 objects (8 for 4 KiB, 4 for 8 KiB).
  */
-export const KMALLOC_SLAB_ORDERS: readonly number[] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 3, 3];
+export const KMALLOC_SLAB_ORDERS: readonly Order[] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 3, 3].map(toOrder);
 /** The largest size served by a cache; anything bigger is a large kmalloc (a compound page). */
 export const KMALLOC_MAX_CACHE_SIZE = 8192;
 /** The largest kmalloc: one block of the buddy allocator's largest order (4 MiB). */
@@ -119,7 +119,7 @@ class KmallocCache {
   constructor(
     readonly index: number,
     readonly size: number,
-    readonly order: number,
+    readonly order: Order,
   ) {
     this.name = kmallocCacheName(size);
     this.objectsPerSlab = Math.floor((PAGE_SIZE * 2 ** order) / size);
@@ -136,8 +136,8 @@ class SlabPage {
   awaiting = 0;
 
   constructor(
-    public pfn: number,
-    readonly order: number,
+    public pfn: Pfn,
+    readonly order: Order,
     readonly cache: KmallocCache,
     readonly nrObjects: number,
   ) {
@@ -263,7 +263,7 @@ export class Slab {
     const c = slab.cache;
     return {
       kind: 'slab',
-      headPfn: slab.pfn as Pfn,
+      headPfn: slab.pfn,
       order: slab.order,
       cache: c.index,
       cacheName: c.name,
@@ -306,7 +306,7 @@ export class Slab {
    * cache's own slabs (it holds floor((PAGE_SIZE << order) / size) objects). Throws EINVAL, changing nothing, for a
    * bad cache or order, a block that is not an allocated, unmarked block of that order, or one too small for an object.
    */
-  adoptSlab(headPfn: number, order: Order, cache: number, awaiting: (index: number) => boolean = () => true): void {
+  adoptSlab(headPfn: Pfn, order: Order, cache: number, awaiting: (index: number) => boolean = () => true): void {
     const what = `adoptSlab(${describe(headPfn)}, order ${order})`;
     if (!Number.isInteger(cache) || cache < 0 || cache >= this.caches.length) {
       throw new KernelError(Errno.EINVAL, `${what}: cache ${cache} (wanted 0..${this.caches.length - 1})`);
@@ -372,7 +372,7 @@ export class Slab {
    * Takes a block of 2^order pages the caller owns (e.g. a restored folio) as a large kmalloc, so that kfree frees
    * it. Returns its address. Throws EINVAL, changing nothing, like {@link Slab.adoptSlab}.
    */
-  adoptLargeKmalloc(headPfn: number, order: Order): number {
+  adoptLargeKmalloc(headPfn: Pfn, order: Order): number {
     this.checkOwnedBlock(`adoptLargeKmalloc(${describe(headPfn)}, order ${order})`, headPfn, order);
     this.memmap.setPrivate(headPfn, order, LARGE_KMALLOC_MAGIC);
     this.largeObjects++;
@@ -423,8 +423,9 @@ export class Slab {
     if (size > KMALLOC_MAX_SIZE) {
       throw new KernelError(Errno.E2BIG, `kmalloc: size ${size} is above KMALLOC_MAX_SIZE (${KMALLOC_MAX_SIZE} bytes, order ${MAX_PAGE_ORDER})`);
     }
-    let order = 0;
-    while (PAGE_SIZE * 2 ** order < size) order++;
+    let k = 0;
+    while (PAGE_SIZE * 2 ** k < size) k++;
+    const order = toOrder(k);
     const folio = this.buddy.folioAlloc(order);
     this.memmap.setPrivate(folio.pfn, order, LARGE_KMALLOC_MAGIC);
     this.largeObjects++;
@@ -475,7 +476,7 @@ export class Slab {
     this.slabs.delete(slab.pfn);
     this.memmap.clearFlags(slab.pfn, PageFlag.Slab);
     this.memmap.setPrivate(slab.pfn, 0, 0);
-    this.buddy.folioPut(new Folio(slab.pfn as Pfn, slab.order));
+    this.buddy.folioPut(new Folio(slab.pfn, slab.order));
     if (slab.order === c.order && slab.nrObjects === c.objectsPerSlab) c.spare = slab;
   }
 
@@ -519,7 +520,7 @@ export class Slab {
   }
 
   /** Checks that (headPfn, order) is an allocated, unmarked block the caller owns. */
-  private checkOwnedBlock(what: string, headPfn: number, order: number): void {
+  private checkOwnedBlock(what: string, headPfn: Pfn, order: number): void {
     if (!Number.isInteger(order) || order < 0 || order > MAX_PAGE_ORDER) {
       throw new KernelError(Errno.EINVAL, `${what}: order ${order} is not an integer in 0..${MAX_PAGE_ORDER}`);
     }
@@ -529,7 +530,7 @@ export class Slab {
     if (wrong !== undefined) throw new KernelError(Errno.EINVAL, `${what}: ${wrong} (wanted an allocated block of order ${order} nobody marked)`);
   }
 
-  private whyNotOwned(pfn: number, order: number): string | undefined {
+  private whyNotOwned(pfn: Pfn, order: number): string | undefined {
     const flags = this.memmap.flags(pfn);
     const refcount = this.memmap.refcount(pfn);
     if (this.buddy.isFree(pfn)) return 'it is free';

@@ -1,7 +1,7 @@
 import { bareAllocator } from '@kho/physmem/testing';
 import fc from 'fast-check';
 import { Errno, KernelError, KernelLog, LifecycleBus } from '@kho/kernel';
-import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { PAGE_SIZE, PhysicalMemory, pfn, toOrder } from '@kho/physmem';
 import { RadixTracker, readIncomingTree, validateIncomingTree } from './radix-tree';
 import { trackerContract } from '@kho/kho-core/testing';
 
@@ -82,7 +82,7 @@ describe('RadixTracker', () => {
     const pfns = tree.metadataPfns();
     expect(pfns).toHaveLength(6);
     expect(pfns[0]).toBe(tree.rootPhys / PAGE_SIZE);
-    for (const p of pfns) expect(buddy.isFree(p)).toBe(false);
+    for (const p of pfns) expect(buddy.isFree(pfn(p))).toBe(false);
     tree.destroy();
     expect(buddy.nrFreePages).toBe(free0);
   });
@@ -225,7 +225,7 @@ describe('RadixTracker caches (the last leaf per order, the tables of the last d
     // Take pages until the allocator has handed the old leaves out again, as tables of a new tree would be.
     const taken: number[] = [];
     while (!oldLeaves.every((l) => taken.includes(l))) taken.push(buddy.allocPages(0) * PAGE_SIZE);
-    for (const p of taken) buddy.freePages(p / PAGE_SIZE, 0);
+    for (const p of taken) buddy.freePages(pfn(p / PAGE_SIZE), toOrder(0));
     tree.add(0x5000, 3);
     tree.add(0x100, 0);
     tree.add(0x400, 9);

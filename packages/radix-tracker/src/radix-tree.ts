@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelBug, KernelError, KernelLog, hex } from '@kho/kernel';
-import { BuddyAllocator, LITTLE_ENDIAN_HOST, PAGE_SIZE, PAGE_WORDS, PhysicalMemory, RAM_CHUNK_PAGES, describePfn, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, LITTLE_ENDIAN_HOST, PAGE_SIZE, PAGE_WORDS, PhysicalMemory, RAM_CHUNK_PAGES, describePfn, ORDER_0, type Pfn } from '@kho/physmem';
 import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
 import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_MAX_ORDER, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from './abi';
 import { decodeKey, keyOrder } from './key';
@@ -196,7 +196,7 @@ export class RadixTracker implements Tracker {
   }
 
   private freeNode(phys: number): void {
-    this.buddy.freePages((phys / PAGE_SIZE) as Pfn, 0);
+    this.buddy.freePages((phys / PAGE_SIZE) as Pfn, ORDER_0);
     this.nodes--;
   }
 

@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, hex, withUnwind } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { offsetTable } from '@kho/struct';
 import {
@@ -21,7 +21,7 @@ const CHUNK = offsetTable(KhoVmallocChunkStruct);
 /** What a bounded walk of a descriptor's chunks found: chunk pfns and block head pfns, in order. */
 interface Chain {
   readonly chunks: number[];
-  readonly blocks: number[];
+  readonly blocks: Pfn[];
 }
 
 /**
@@ -144,7 +144,7 @@ export class KhoVmalloc {
       for (const pfn of chain.blocks) {
         this.kho.restorePages(pfn * PAGE_SIZE, per);
         u.push(() => {
-          for (let p = pfn + per - 1; p >= pfn; p--) this.buddy.freePages(p, 0);
+          for (let p = pfn + per - 1; p >= pfn; p--) this.buddy.freePages(p as Pfn, ORDER_0); // inside the checked block
         });
       }
       // The chunks are metadata: once read they are freed, and a later failure has nothing of them to undo.
@@ -166,7 +166,7 @@ export class KhoVmalloc {
     const nrBlocks = d.totalPages / per;
     const maxChunks = Math.floor(nrBlocks / KHO_VMALLOC_CHUNK_ENTRIES) + 1;
     const chunks: number[] = [];
-    const blocks: number[] = [];
+    const blocks: Pfn[] = [];
     const seenChunks = new Set<number>();
     const seenBlocks = new Set<number>();
     if (d.first === 0) throw new KernelError(Errno.EINVAL, `${what}: first chunk is 0 with total_pages ${d.totalPages} (wanted the phys of a chunk page)`);
@@ -190,7 +190,7 @@ export class KhoVmalloc {
         if (pages + per > d.totalPages) throw new KernelError(Errno.EINVAL, `${what}: ${entry} is past total_pages ${d.totalPages}`);
         if (!this.ram.isRam(e, blockBytes)) throw new KernelError(Errno.EINVAL, `${what}: ${entry}: its ${per} pages are not RAM`);
         if (e % blockBytes !== 0) throw new KernelError(Errno.EINVAL, `${what}: ${entry} is not aligned to order ${d.order}`);
-        const pfn = e / PAGE_SIZE;
+        const pfn = (e / PAGE_SIZE) as Pfn; // checked above: RAM, aligned to its block
         if (seenBlocks.has(pfn)) throw new KernelError(Errno.EINVAL, `${what}: ${entry} is listed twice`);
         if (incoming && !this.stamped(pfn, d.order)) {
           throw new KernelError(Errno.EINVAL, `${what}: ${entry} is not a preserved block (no KHO stamp of order ${d.order})`);

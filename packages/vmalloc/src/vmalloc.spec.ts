@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { Errno, KernelError, type Kernel } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PageFlag, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PageFlag, PhysicalMemory, createMachine, physmemModule, pfn, toOrder } from '@kho/physmem';
 import { vmallocModule } from './module';
 import {
   VMALLOC_END,
@@ -36,7 +36,7 @@ function vmallocPages(memmap: Memmap): number[] {
 function fragment(buddy: BuddyAllocator, n: number): number[] {
   const pages = Array.from({ length: 2 * n }, () => buddy.allocPages(0));
   const kept: number[] = [];
-  pages.forEach((p, i) => (i % 2 === 0 ? buddy.freePages(p, 0) : kept.push(p)));
+  pages.forEach((p, i) => (i % 2 === 0 ? buddy.freePages(p, toOrder(0)) : kept.push(p)));
   return kept;
 }
 
@@ -179,7 +179,7 @@ describe('ENOMEM', () => {
     expect(vm.findVmArea(addr)!.blocks).toHaveLength(blocks);
     expect(faults.injected).toBe(blocks);
     vm.vfree(addr);
-    for (const p of kept) buddy.freePages(p, 0);
+    for (const p of kept) buddy.freePages(pfn(p), toOrder(0));
     expect(buddy.fullyMerged()).toBe(true);
   });
 

@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, hex, isKernelError, withUnwind } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PageFlag, PhysicalMemory } from '@kho/physmem';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PageFlag, PhysicalMemory, toOrder, type Order, type Pfn } from '@kho/physmem';
 
 /**
  * The simulated vmalloc range: [2^52, 2^52 + 2^45), 32 TiB of kernel virtual addresses. x86-64's real range
@@ -46,7 +46,7 @@ export interface VmArea {
   readonly order: number;
   readonly flags: number;
   /** Head pfn of each block of 2^order pages, in address order. */
-  readonly blocks: readonly number[];
+  readonly blocks: readonly Pfn[];
 }
 
 export interface VmallocOptions {
@@ -64,9 +64,9 @@ class Area implements VmArea {
     readonly addr: number,
     readonly size: number,
     readonly nrPages: number,
-    readonly order: number,
+    readonly order: Order,
     readonly flags: number,
-    readonly blocks: readonly number[],
+    readonly blocks: readonly Pfn[],
     /** True when every page is held on its own (refcount 1, order 0, as restorePages returns them); else each block is one buddy allocation. */
     readonly perPage: boolean,
   ) {}
@@ -128,12 +128,12 @@ export class Vmalloc {
     if (nrBlocks * per > this.buddy.nrFreePages) {
       throw new KernelError(Errno.ENOMEM, `vmalloc: size ${size}: needs ${nrBlocks * per} pages, ${this.buddy.nrFreePages} are free`);
     }
-    const blocks: number[] = [];
+    const blocks: Pfn[] = [];
     let taken = 0;
     try {
       withUnwind((u) => {
         u.push(() => {
-          for (let i = taken - 1; i >= 0; i--) this.buddy.freePages(blocks[i], order);
+          for (let i = taken - 1; i >= 0; i--) this.buddy.freePages(blocks[i], toOrder(order));
         });
         for (; taken < nrBlocks; taken++) blocks.push(this.buddy.allocPages(order));
       });
@@ -142,7 +142,7 @@ export class Vmalloc {
       const why = e.reason;
       throw new KernelError(Errno.ENOMEM, `vmalloc: size ${size}: block ${taken + 1} of ${nrBlocks} (order ${order}) failed: ${why}`, { cause: e });
     }
-    return this.insert(new Area(slot, bytes, nrBlocks * per, order, flags, blocks, false));
+    return this.insert(new Area(slot, bytes, nrBlocks * per, toOrder(order), flags, blocks, false));
   }
 
   /** Like {@link vmalloc}, with the area's bytes zeroed. */
@@ -167,7 +167,7 @@ export class Vmalloc {
     for (const pfn of a.blocks) {
       for (let p = pfn; p < pfn + per; p++) this.memmap.clearFlags(p, PageFlag.Vmalloc);
       if (!a.perPage) this.buddy.freePages(pfn, a.order);
-      else for (let p = pfn; p < pfn + per; p++) this.buddy.freePages(p, 0);
+      else for (let p = pfn; p < pfn + per; p++) this.buddy.freePages(p, ORDER_0);
     }
   }
 
@@ -178,7 +178,7 @@ export class Vmalloc {
    * an empty block list, a bad order or unknown flags, and ENOMEM when the vmalloc range has no room (the pages
    * stay the caller's).
    */
-  adoptPages(blocks: readonly number[], order: number, flags: number): number {
+  adoptPages(blocks: readonly Pfn[], order: number, flags: number): number {
     if (!Number.isInteger(order) || order < 0 || order > MAX_PAGE_ORDER) {
       throw new KernelError(Errno.EINVAL, `vmalloc adoptPages: order ${order} (wanted an integer in 0..${MAX_PAGE_ORDER})`);
     }
@@ -190,7 +190,7 @@ export class Vmalloc {
     if (slot < 0) {
       throw new KernelError(Errno.ENOMEM, `vmalloc adoptPages: no free range of ${bytes} bytes (+ guard page) in the vmalloc space [${hex(VMALLOC_START)}-${hex(VMALLOC_END)})`);
     }
-    return this.insert(new Area(slot, bytes, blocks.length * per, order, flags | VM_ALLOC, blocks.slice(), true));
+    return this.insert(new Area(slot, bytes, blocks.length * per, toOrder(order), flags | VM_ALLOC, blocks.slice(), true));
   }
 
   // --- queries ------------------------------------------------------------------------------------------

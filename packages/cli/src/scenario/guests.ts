@@ -1,6 +1,6 @@
 import { inject, injectable, type DependencyContainer } from 'tsyringe';
 import { Errno, KernelError, KernelLog, describeError, formatBytes, hex, registerPerBoot, seededBytes, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
-import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, pfn } from '@kho/physmem';
+import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, pfn, toOrder, type Order } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { KState, array, describe, str, u32, u64, vmallocBuf } from '@kho/kstate';
 import { Vmalloc } from '@kho/vmalloc';
@@ -87,7 +87,7 @@ export interface GuestsCheck {
 /** One guest's folios in this kernel: head pfns in allocation order. */
 interface Held {
   readonly name: string;
-  readonly order: number;
+  readonly order: Order;
   readonly pfns: Float64Array;
 }
 
@@ -138,10 +138,11 @@ export class GuestMemory implements KernelPlugin {
         const n = g.size / (PAGE_SIZE * 2 ** g.order);
         if (!Number.isSafeInteger(n) || n < 1) throw new KernelError(Errno.EINVAL, `guest '${g.name}': ${g.size} bytes is not a whole number of order-${g.order} folios`);
         const pfns = new Float64Array(n);
+        const order = toOrder(g.order);
         let got = 0;
         // One undo for the whole guest: a closure per folio would cost more than the folios' descriptors.
         u.push(() => {
-          for (let i = got - 1; i >= 0; i--) this.buddy.folioPut(new Folio(pfn(pfns[i]), g.order));
+          for (let i = got - 1; i >= 0; i--) this.buddy.folioPut(new Folio(pfn(pfns[i]), order));
         });
         // `got` counts a folio once it is held: `pfns[got++] = alloc()` would count one whose allocation threw
         for (; got < n; got++) pfns[got] = this.buddy.folioAlloc(g.order).pfn;
@@ -156,7 +157,7 @@ export class GuestMemory implements KernelPlugin {
         u.push(() => this.vm.vfree(addr));
         this.vm.write(addr, bytes);
         state.guests.push({ name: g.name, order: g.order, folios: BigInt(n), stampEvery, seed, runs: addr, nrRuns: runs.length / 2 });
-        held.push({ name: g.name, order: g.order, pfns });
+        held.push({ name: g.name, order, pfns });
         folios += n;
       });
       this.kstate.register(GuestsStateDesc, 0, state);
@@ -235,7 +236,7 @@ export class GuestMemory implements KernelPlugin {
           }
         }
       }
-      const h: Held = { name: g.name, order: g.order, pfns: pfns.subarray(0, got) };
+      const h: Held = { name: g.name, order: toOrder(g.order), pfns: pfns.subarray(0, got) }; // range-checked above
       this.restored.push(h);
       folios += got;
       bytes += got * step * PAGE_SIZE;

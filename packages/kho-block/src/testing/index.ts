@@ -1,5 +1,5 @@
 import { Errno, KernelError, hex } from '@kho/kernel';
-import { PAGE_SIZE, type BuddyAllocator, type PhysicalMemory } from '@kho/physmem';
+import { PAGE_SIZE, type BuddyAllocator, type PhysicalMemory, pfn, toOrder } from '@kho/physmem';
 import { bareAllocator } from '@kho/physmem/testing';
 import type { KhoBlockBackend } from '../block-set';
 
@@ -35,12 +35,12 @@ export class FakeBlockMemory implements KhoBlockBackend {
 
   unpreserveFree(phys: number): void {
     if (!this.preserved.delete(phys)) throw new KernelError(Errno.ENOENT, `FakeBlockMemory: unpreserveFree(${hex(phys)}): not preserved`);
-    this.buddy.freePages(phys / PAGE_SIZE, 0);
+    this.buddy.freePages(pfn(phys / PAGE_SIZE), toOrder(0));
   }
 
   restoreFree(phys: number): void {
     if (!this.incoming.delete(phys)) throw new KernelError(Errno.EINVAL, `FakeBlockMemory: restoreFree(${hex(phys)}): not preserved by the previous kernel`);
-    this.buddy.freePages(phys / PAGE_SIZE, 0);
+    this.buddy.freePages(pfn(phys / PAGE_SIZE), toOrder(0));
   }
 
   isIncomingPage(phys: number): boolean {

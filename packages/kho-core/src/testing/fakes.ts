@@ -1,6 +1,6 @@
 import { Lifecycle, injectable, type DependencyContainer } from 'tsyringe';
 import type { KernelModule } from '@kho/kernel';
-import { BuddyAllocator, PAGE_SIZE } from '@kho/physmem';
+import { BuddyAllocator, ORDER_0, PAGE_SIZE, type Pfn } from '@kho/physmem';
 import { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats } from '../ports';
 
 /**
@@ -13,7 +13,7 @@ export class FakeTracker implements Tracker {
   /** 51 like the radix tree; a test may lower it to play a tracker that records less (the kho-v1 bitmaps: 10). */
   maxOrder = 51;
   readonly defaultGeneration = 'v3';
-  readonly blocks = new Map<string, number>();
+  readonly blocks = new Map<string, Pfn>();
 
   constructor(private readonly buddy: BuddyAllocator) {}
 
@@ -28,7 +28,7 @@ export class FakeTracker implements Tracker {
     const meta = this.blocks.get(`${pfn}/${order}`);
     if (meta === undefined) return false;
     this.blocks.delete(`${pfn}/${order}`);
-    this.buddy.freePages(meta, 0);
+    this.buddy.freePages(meta, ORDER_0);
     return true;
   }
   has(pfn: number, order: number): boolean {

@@ -2,6 +2,7 @@ import { deepStrictEqual, ok, strictEqual, throws } from 'node:assert/strict';
 import { KernelError } from '@kho/kernel';
 import type { BuddyAllocator, FaultInjector } from '@kho/physmem';
 import type { Tracker } from '../ports';
+import { pfn } from '@kho/physmem';
 
 /** A fresh tracker and the allocator it takes its pages from, for one contract case. */
 export interface TrackerUnderTest {
@@ -115,7 +116,7 @@ export function trackerContract(): TrackerContractCase[] {
         deepStrictEqual(incoming(tracker, map).sort(), blocks.map(key).sort());
         const pfns = tracker.metadataPfns();
         deepStrictEqual(tracker.incomingMetadataPfns(map), pfns);
-        for (const p of pfns) ok(!buddy.isFree(p), `metadata page ${p} is not free`);
+        for (const p of pfns) ok(!buddy.isFree(pfn(p)), `metadata page ${p} is not free`);
         strictEqual(tracker.stats().metadataPages, pfns.length);
       },
     ],

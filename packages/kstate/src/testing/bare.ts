@@ -1,5 +1,5 @@
 import { Errno, KernelError, KernelLog, LifecycleBus, hex, withUnwind } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Folio, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Folio, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
 import { clearStamp, hasStamp, splitBlocks, stampOrder, writeStamp, type Kho } from '@kho/kho-core';
 import { KhoVmalloc, Vmalloc } from '@kho/vmalloc';
 import type { KStateBackend, KStateVmalloc } from '../backend';
@@ -111,12 +111,12 @@ export class BareKho implements KStateBackend {
       }
     }
     for (const [p] of blocks) clearStamp(this.memmap, p);
-    for (let p = pfn; p < pfn + nrPages; p++) this.buddy.adoptPages(p, 0);
-    return pfn as Pfn;
+    for (let p = pfn; p < pfn + nrPages; p++) this.buddy.adoptPages(p, ORDER_0);
+    return pfn;
   }
 
-  freePages(pfn: number, nrPages: number): void {
-    for (let i = 0; i < nrPages; i++) this.buddy.freePages(pfn + i, 0);
+  freePages(pfn: Pfn, nrPages: number): void {
+    for (let p = pfn, end = pfn + nrPages; p < end; p++) this.buddy.freePages(p, ORDER_0);
   }
 
   addSubtree(name: string, phys: number, _size: number): void {
@@ -153,8 +153,8 @@ export class BareKho implements KStateBackend {
     if (!this.preserved.delete(`${pfn}:${order}`)) throw notPreserved(pfn, order);
   }
 
-  private stampedPfn(phys: number, what: string): number {
-    const pfn = phys / PAGE_SIZE;
+  private stampedPfn(phys: number, what: string): Pfn {
+    const pfn = (phys / PAGE_SIZE) as Pfn; // returned only once checked below: a stamped page of RAM
     if (!Number.isInteger(pfn) || !this.ram.isRam(phys, PAGE_SIZE) || (stampOrder(this.memmap, pfn) ?? Infinity) > MAX_PAGE_ORDER) {
       throw new KernelError(Errno.EINVAL, `${what}(${hex(phys)}): no KHO stamp (not preserved, already restored, or a tail page)`);
     }

@@ -8,6 +8,8 @@
  * need bigint; u64 fields in RAM are still read and written as full 64-bit little-endian values.
  */
 
+import { KernelBug } from '@kho/kernel';
+
 /** log2 of the page size (the kernel's PAGE_SHIFT on x86-64 and arm64 with 4K pages). */
 export const PAGE_SHIFT = 12;
 /** Bytes in a page. */
@@ -22,7 +24,14 @@ export type Pfn = number & { readonly __brand: 'Pfn' };
 /** A physical address in bytes. */
 export type PhysAddr = number & { readonly __brand: 'PhysAddr' };
 /** A buddy order: a block of 2^order pages. */
-export type Order = number;
+export type Order = number & { readonly __brand: 'Order' };
+
+/*
+ * Where the brands are applied: a raw number becomes a Pfn, PhysAddr or Order where it is checked (a value read
+ * from RAM or given by the user is validated for range and alignment, then branded) or where it is derived from
+ * values already branded. pfn() and phys() are bare casts so hot loops pay nothing for them; toOrder() checks,
+ * because an order is small, rarely built in a loop, and a bad one (negative, fractional) is a simulator bug.
+ */
 
 /** Brands `n` as a page frame number (no check: use where the value is known to be one). */
 export function pfn(n: number): Pfn {
@@ -39,7 +48,24 @@ export function pfnToPhys(p: Pfn): PhysAddr {
   return (p * PAGE_SIZE) as PhysAddr;
 }
 
+/**
+ * Brands `n` as a buddy order. Throws KernelBug when it is not a non-negative integer: orders from RAM or the user
+ * are range-checked (with a KernelError) by whoever reads them before they get here.
+ */
+export function toOrder(n: number): Order {
+  if (!Number.isSafeInteger(n) || n < 0) throw new KernelBug(`order ${n} is not a non-negative integer`);
+  return n as Order;
+}
+
+/** Order 0: a single page, the order most frees and adopts name. */
+export const ORDER_0 = 0 as Order;
+
+/** The pfn `n` pages after `p` (a derived value: no check). */
+export function pfnAdd(p: Pfn, n: number): Pfn {
+  return (p + n) as Pfn;
+}
+
 /** The page frame holding address `a` (rounds down). */
-export function physToPfn(a: PhysAddr | number): Pfn {
+export function physToPfn(a: PhysAddr): Pfn {
   return Math.floor(a / PAGE_SIZE) as Pfn;
 }
