@@ -1,4 +1,4 @@
-import { BuddyAllocator } from '@kho/physmem';
+import { BuddyAllocator, ORDER_0 } from '@kho/physmem';
 import { KhoBlockSet } from '@kho/kho-block';
 import { kernelImage, machineFor } from '../system';
 import { FAULT_PATHS, faultPath, operationPath, type FaultRun } from './fault-paths';
@@ -44,7 +44,7 @@ describe('faults on every new path', () => {
       calls++;
       const p = buddy.allocPages(0);
       if (calls === 2) {
-        buddy.freePages(p, 0);
+        buddy.freePages(p, ORDER_0);
         throw new Error('second attempt broke');
       }
       held.push(p);
