@@ -8,7 +8,9 @@ module.exports = {
   testRunner: 'jest',
   jest: { projectType: 'custom', configFile: `${dir}/jest.config.cjs`, enableFindRelatedTests: true },
   coverageAnalysis: 'perTest',
-  mutate: [`${dir}/src/**/*.ts`, `!${dir}/src/**/*.spec.ts`, `!${dir}/src/testing/**`, `!${dir}/src/**/index.ts`],
+  // every source file, abi/index.ts and bench/index.ts included (they hold code); a barrel index.ts of bare
+  // re-exports yields no mutants, so it needs no exclusion
+  mutate: [`${dir}/src/**/*.ts`, `!${dir}/src/**/*.spec.ts`, `!${dir}/src/testing/**`],
   // the sandbox needs the package, its siblings (tests import them through the @kho/source condition) and the
   // root configuration; node_modules is linked, not copied
   ignorePatterns: ['/reports', '/.nx', '/coverage', '**/dist', '**/out-tsc', '/tools/workspace-plugin/dist'],
@@ -17,6 +19,9 @@ module.exports = {
   reporters: ['html', 'clear-text', 'progress', 'json'],
   htmlReporter: { fileName: `reports/mutation/${project}.html` },
   jsonReporter: { fileName: `reports/mutation/${project}.json` },
+  // one incremental file per package (`--incremental`): the default single file would be overwritten by the
+  // next package's run and every rerun would start from scratch
+  incrementalFile: `reports/mutation/${project}.incremental.json`,
   tempDirName: '.stryker-tmp',
   cleanTempDir: 'always',
 };

@@ -7,6 +7,9 @@ describe('KernelError', () => {
     expect(e.message).toBe('EBUSY: device is open');
     expect(e.code).toBe('EBUSY');
     expect(e.errno).toBe(16);
+    expect(e.name).toBe('KernelError');
+    expect(new KernelBug('x').name).toBe('KernelBug');
+    expect(String(new KernelBug('x'))).toBe('KernelBug: x');
   });
 
   it.each([
@@ -28,6 +31,7 @@ describe('describeError', () => {
   it.each<[string, unknown, string]>([
     ['a KernelError: its reason only', new KernelError(Errno.EINVAL, 'bad order 12 (wanted 0..10)'), 'bad order 12 (wanted 0..10)'],
     ['a KernelBug', new KernelBug('free list corrupt'), 'BUG: free list corrupt'],
+    ['a plain Error: its message only', new Error('no such file'), 'no such file'],
     ['another Error', new RangeError('Invalid typed array length: 5'), 'RangeError: Invalid typed array length: 5'],
     ['a string', 'plain', 'plain'],
     ['undefined', undefined, 'undefined'],
@@ -41,6 +45,17 @@ describe('describeError', () => {
     expect(findKernelError(outer)).toBe(inner);
     expect(describeError(outer)).toBe("command line: kho='maybe' is not a boolean");
     expect(findKernelError(new Error('no cause'))).toBeUndefined();
+  });
+
+  it('looks 32 levels deep into a chain of causes, no further', () => {
+    const wrap = (inner: unknown, levels: number): unknown => {
+      let e = inner;
+      for (let i = 0; i < levels; i++) e = new Error(`wrapper ${i}`, { cause: e });
+      return e;
+    };
+    const inner = new KernelError(Errno.EIO, 'deep');
+    expect(findKernelError(wrap(inner, 31))).toBe(inner);
+    expect(findKernelError(wrap(inner, 32))).toBeUndefined();
   });
 
   it('stops on a cause chain that loops', () => {

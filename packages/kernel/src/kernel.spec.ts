@@ -1,8 +1,10 @@
 import { inject, injectable } from 'tsyringe';
 import { BootParams, NextBootParams } from './boot-params';
-import { MachineBus } from './bus';
+import { MachineBus, type KernelDownEvent, type PhaseEndEvent, type PluginDisabledEvent } from './bus';
+import { CommandLine } from './cmdline';
 import { Errno, KernelError } from './errno';
-import { Kernel, KernelInfo, orderPlugins } from './kernel';
+import { Kernel, KernelInfo, constructionError, orderPlugins } from './kernel';
+import { KernelLog } from './log';
 import { Machine } from './machine';
 import { Phase } from './phases';
 import { KernelPlugin, type KernelModule } from './plugin';
@@ -250,5 +252,228 @@ describe('kexec', () => {
     const m2 = new Machine().attach(FakeRam, new FakeRam());
     expect(m2.bootFrom(params, { image: [stashModule], generation: 2 }).generation).toBe(2);
     expect(() => new Machine().bootFrom(params, { image: [], generation: 0 })).toThrow('EINVAL: boot: generation 0 (wanted a positive integer)');
+  });
+});
+
+/** A module whose plugin is a plain object (handlers only where given). */
+function bare(plugin: KernelPlugin): KernelModule {
+  return { name: plugin.name, register: (c) => c.register(KernelPlugin, { useValue: plugin }) };
+}
+
+describe('Kernel details', () => {
+  it('boots an image without plugins, logs what it boots and the command line only when there is one', () => {
+    const m = new Machine();
+    const k0 = m.boot({ image: [] });
+    expect(k0.plugins).toEqual([]);
+    expect(k0.log.filter('debug').map((l) => [l.subsystem, l.message])).toEqual([['kernel', 'booting generation 1: no plugins']]);
+    const k1 = m.boot({ image: [bare({ name: 'a' }), bare({ name: 'b' })], cmdline: 'x=1' });
+    expect(k1.log.filter('debug').map((l) => [l.subsystem, l.message])).toEqual([
+      ['kernel', 'booting generation 2: a, b'],
+      ['kernel', 'command line: x=1'],
+    ]);
+  });
+
+  it('gives its plugins the boot\'s own command line, log and boot parameters; it is alive until disposed', () => {
+    const k = new Machine().boot({ image: [], cmdline: 'kho=on' });
+    expect(k.get(CommandLine)).toBe(k.cmdline);
+    expect(k.get(CommandLine).text).toBe('kho=on');
+    expect(k.get(KernelLog)).toBe(k.log);
+    expect(k.get(BootParams)).toBe(k.bootParams);
+    expect(k.isDead).toBe(false);
+    expect(k.state).toBe('running');
+  });
+
+  it('times boot and phases from their own start (never negative, never longer than the call)', () => {
+    const m = new Machine();
+    const ms: number[] = [];
+    m.bus.on('kernel:up', (e) => ms.push(e.ms));
+    m.bus.on('phase:end', (e: PhaseEndEvent) => ms.push(e.ms));
+    const t0 = performance.now();
+    m.boot({ image: [bare({ name: 'a' })] }).prepare();
+    const elapsed = performance.now() - t0;
+    expect(ms.length).toBe(5); // three boot phases, kernel:up, prepare
+    for (const v of ms) {
+      expect(v).toBeGreaterThanOrEqual(0);
+      expect(v).toBeLessThanOrEqual(elapsed);
+    }
+  });
+
+  it('runs every phase over plugins that have no handler for it', () => {
+    const { kernel } = bootWith([bare({ name: 'quiet' })]);
+    kernel.prepare();
+    kernel.cancel();
+    kernel.prepare();
+    kernel.serialize();
+    expect(kernel.restore()).toEqual({ phase: Phase.Restore, ok: true, plugins: { quiet: { ok: true } } });
+    expect(kernel.finish()).toEqual({ phase: Phase.Finish, ok: true, plugins: { quiet: { ok: true } } });
+  });
+
+  it('finish reports per plugin, with what each returned', () => {
+    const { kernel } = bootWith([
+      bare({ name: 'a', finish: () => ({ freed: 3 }) }),
+      bare({
+        name: 'b',
+        finish: () => {
+          throw new RangeError('index 9');
+        },
+      }),
+      bare({ name: 'c', finish: () => undefined }),
+    ]);
+    expect(kernel.finish()).toEqual({
+      phase: Phase.Finish,
+      ok: false,
+      plugins: { a: { ok: true, report: { freed: 3 } }, b: { ok: false, error: 'RangeError: index 9' }, c: { ok: true } },
+    });
+    expect(kernel.log.filter('error', 'kernel').map((l) => l.message)).toEqual(["finish failed in plugin 'b': RangeError: index 9"]);
+  });
+
+  it.each(['prepared', 'serialized'])('cancels a %s update: cancel runs over every plugin, last first', (state) => {
+    const { kernel, journal } = bootWith([recorder('a'), recorder('b')]);
+    kernel.prepare();
+    if (state === 'serialized') kernel.serialize();
+    expect(kernel.state).toBe(state);
+    journal.length = 0;
+    kernel.cancel();
+    expect(journal).toEqual(['b:cancel', 'a:cancel']);
+    expect(kernel.state).toBe('running');
+    expect(() => kernel.cancel()).toThrow("EINVAL: cancel: no live update in progress (state is 'running')");
+  });
+
+  it('a failed update step keeps the plugin error as the cause and logs it under the kernel', () => {
+    const { kernel } = bootWith([recorder('a'), recorder('c', { failIn: Phase.Prepare })]);
+    let err: unknown;
+    try {
+      kernel.prepare();
+    } catch (e) {
+      err = e;
+    }
+    expect((err as KernelError).errno).toBe(Errno.ENOMEM);
+    expect((err as KernelError).cause).toEqual(new KernelError(Errno.ENOMEM, 'c could not allocate in prepare'));
+    expect(kernel.log.filter('error', 'kernel').map((l) => l.message)).toEqual([
+      "prepare failed in plugin 'c': ENOMEM: c could not allocate in prepare; cancelling the update",
+    ]);
+  });
+
+  it.each<[string, unknown, string]>([
+    ['an Error', new TypeError('x is undefined'), "EIO: live update prepare failed in plugin 'p': TypeError: x is undefined"],
+    ['a string', 'nope', "EIO: live update prepare failed in plugin 'p': nope"],
+  ])('a prepare that throws %s fails with EIO and says what was thrown', (_what, thrown, message) => {
+    const { kernel } = bootWith([
+      bare({
+        name: 'p',
+        prepare: () => {
+          throw thrown;
+        },
+      }),
+    ]);
+    expect(() => kernel.prepare()).toThrow(message);
+    expect(kernel.state).toBe('running');
+  });
+
+  it('reports a failing cancel as a kernel bug', () => {
+    const { kernel } = bootWith([recorder('a', { cancelThrows: true }), recorder('b', { failIn: Phase.Prepare })]);
+    expect(() => kernel.prepare()).toThrow(KernelError);
+    expect(kernel.log.filter('error', 'kernel').map((l) => l.message)).toContain("BUG: cancel failed in plugin 'a': Error: cancel broke");
+  });
+
+  it('disables each dependant once, with the first reason found', () => {
+    const m = new Machine();
+    const disabled: PluginDisabledEvent[] = [];
+    m.bus.on('plugin:disabled', (e) => disabled.push(e));
+    m.attach(FakeRam, new FakeRam());
+    const k = m.boot({
+      image: [
+        journalModule([]),
+        recorder('a', { failIn: Phase.BootEarly }),
+        recorder('b', { after: ['a'] }),
+        recorder('c', { after: ['a'] }),
+        recorder('d', { after: ['b', 'c'] }),
+      ],
+    });
+    expect(disabled.map((e) => [e.plugin, e.reason])).toEqual([
+      ['a', 'boot:early failed: ENOMEM: a could not allocate in boot:early'],
+      ['b', "it needs 'a', which is disabled"],
+      ['c', "it needs 'a', which is disabled"],
+      ['d', "it needs 'b', which is disabled"],
+    ]);
+    expect(k.log.filter('error', 'kernel')).toHaveLength(4);
+  });
+
+  it('names what a boot handler threw that is not a KernelError', () => {
+    const { kernel } = bootWith([
+      bare({
+        name: 'p',
+        bootMm: () => {
+          throw new RangeError('bad');
+        },
+      }),
+      bare({
+        name: 'q',
+        bootLate: () => {
+          throw 42;
+        },
+      }),
+    ]);
+    expect([...kernel.disabled]).toEqual([
+      ['p', 'boot:mm failed: RangeError: bad'],
+      ['q', 'boot:late failed: 42'],
+    ]);
+  });
+
+  it('leaves only when running or serialized unless told any moment; disposing twice is harmless', () => {
+    const m = new Machine();
+    const downs: KernelDownEvent[] = [];
+    m.bus.on('kernel:down', (e) => downs.push(e));
+    const k = m.boot({ image: [] });
+    k.prepare();
+    expect(() => k.leave()).toThrow("EBUSY: kexec: the live update is 'prepared' (wanted 'serialized', or no update at all)");
+    k.dispose();
+    k.dispose('kexec');
+    expect(downs).toEqual([{ generation: 1, why: 'shutdown' }]);
+    expect(k.state).toBe('dead');
+  });
+});
+
+describe('orderPlugins', () => {
+  const p = (name: string, extra: Partial<KernelPlugin> = {}): KernelPlugin => ({ name, ...extra });
+
+  it('refuses two plugins of one name', () => {
+    expect(() => orderPlugins([p('x'), p('y'), p('x')])).toThrow("EEXIST: two plugins are named 'x'");
+  });
+
+  it('names only the plugins on a cycle', () => {
+    // entered from 'a', which is not on it
+    expect(() => orderPlugins([p('a', { after: ['b'] }), p('b', { after: ['c'] }), p('c', { after: ['b'] })])).toThrow('EINVAL: plugin dependency cycle: b -> c -> b');
+  });
+});
+
+describe('constructionError', () => {
+  it('returns a KernelError itself, or the one in a chain of causes', () => {
+    const ke = new KernelError(Errno.ENOSPC, 'full');
+    expect(constructionError(ke)).toBe(ke);
+    expect(constructionError(new Error('wrapper', { cause: ke }))).toBe(ke);
+  });
+
+  it('rebuilds a KernelError from the text a container wrapped it in, keeping the wrapper as the cause', () => {
+    const wrapper = new Error('Cannot inject the dependency at position #0 of "Kho" constructor. Reason:\n    EINVAL: bad scratch\n    size 0');
+    const e = constructionError(wrapper) as KernelError;
+    expect(e).toBeInstanceOf(KernelError);
+    expect([e.errno, e.reason, e.cause]).toEqual([Errno.EINVAL, 'bad scratch size 0', wrapper]);
+    // the last Reason: counts
+    const nested = constructionError(new Error('A. Reason: EIO: outer. Reason:\n  ENOENT: inner')) as KernelError;
+    expect([nested.errno, nested.reason]).toEqual([Errno.ENOENT, 'inner']);
+    const first = constructionError(new Error('Reason: EBUSY: at the start')) as KernelError;
+    expect([first.errno, first.reason]).toEqual([Errno.EBUSY, 'at the start']);
+  });
+
+  it.each<[string, unknown]>([
+    ['a string', 'text'],
+    ['null', null],
+    ['an Error without Reason:', new Error('Error EINVAL: not from a container')],
+    ['a Reason: that is not an errno', new Error('x. Reason: out of luck')],
+    ['a Reason: with an errno inside, not at its start', new Error('x. Reason: see EINVAL: no')],
+    ['an unknown errno name', new Error('x. Reason: EFOO: what')],
+  ])('returns %s as it is', (_what, e) => {
+    expect(constructionError(e)).toBe(e);
   });
 });

@@ -58,6 +58,35 @@ describe('SeededByteStream', () => {
 
   it.each([-1, 2 ** 32, 1.5, NaN])('refuses seed %p', (seed) => {
     expect(() => new SeededByteStream(seed)).toThrow(RangeError);
+    expect(() => new SeededByteStream(seed)).toThrow(`seed ${seed} is not an integer in 0..2^32-1`);
+  });
+
+  it('accepts every seed in 0..2^32-1, the ends included', () => {
+    expect(new SeededByteStream(0xffffffff).next(16)).toHaveLength(16);
+    expect(hexOf(seededBytes(0xffffffff, 16))).not.toBe(hexOf(seededBytes(0, 16)));
+  });
+
+  it('gives the same bytes into views of every alignment, whatever part of a group the last call left', () => {
+    const want = seededBytes(5, 64);
+    for (const used of [0, 1, 2, 3, 5, 15]) {
+      for (const offset of [0, 1, 2, 3]) {
+        const s = new SeededByteStream(5);
+        const head = s.next(used);
+        const buf = new Uint8Array(offset + 64 - used);
+        s.fill(buf.subarray(offset));
+        expect(hexOf(head) + hexOf(buf.subarray(offset))).toBe(hexOf(want));
+      }
+    }
+  });
+
+  it('skips across its 64 KiB scratch space, and skipping nothing changes nothing', () => {
+    const want = seededBytes(11, 70_016);
+    const s = new SeededByteStream(11);
+    s.skip(0);
+    expect(s.position).toBe(0);
+    s.skip(70_000);
+    expect(s.position).toBe(70_000);
+    expect(hexOf(s.next(16))).toBe(hexOf(want.subarray(70_000)));
   });
 });
 

@@ -1,7 +1,5 @@
-import { CommandLine } from './cmdline';
 import { Errno, KernelError } from './errno';
-import { formatBytes, formatSizeExact, parseSize } from './units';
-import { Unwind, withUnwind } from './unwind';
+import { formatBytes, formatSizeExact, hex, parseSize } from './units';
 
 describe('parseSize', () => {
   it.each([
@@ -33,69 +31,70 @@ describe('parseSize', () => {
   });
 });
 
-describe('CommandLine', () => {
-  it('parses flags, values, repeats and quotes', () => {
-    const c = new CommandLine('quiet  kho=on reserve_mem=1M:4K:log reserve_mem=2M:2M:trace x="a b"');
-    expect(c.has('quiet')).toBe(true);
-    expect(c.get('quiet')).toBeUndefined();
-    expect(c.getBool('kho', false)).toBe(true);
-    expect(c.getAll('reserve_mem')).toEqual(['1M:4K:log', '2M:2M:trace']);
-    expect(c.get('x')).toBe('a b');
-    expect(c.getBool('absent', true)).toBe(true);
-  });
-
-  it.each([
-    ['kho=maybe', "EINVAL: command line: kho='maybe' is not a boolean (wanted on/off, 1/0, y/n)"],
-  ])('refuses %s', (text, message) => {
-    expect(() => new CommandLine(text).getBool('kho', true)).toThrow(message);
-  });
-
-  it('refuses an unterminated quote', () => {
-    expect(() => new CommandLine('a="b')).toThrow('EINVAL: command line: unterminated quote in \'a="b\'');
-  });
-});
-
-describe('unwinding', () => {
-  it('undoes exactly the steps that succeeded, in reverse order, and rethrows', () => {
-    const log: string[] = [];
-    const fail = new KernelError(Errno.ENOMEM, 'step 3');
-    expect(() =>
-      withUnwind((u) => {
-        for (const step of [1, 2, 3, 4]) {
-          if (step === 3) throw fail;
-          log.push(`do ${step}`);
-          u.push(() => log.push(`undo ${step}`));
-        }
-      }),
-    ).toThrow(fail);
-    expect(log).toEqual(['do 1', 'do 2', 'undo 2', 'undo 1']);
-  });
-
-  it('commits when the body succeeds', () => {
-    const log: string[] = [];
-    expect(withUnwind((u) => (u.push(() => log.push('undo')), 42))).toBe(42);
-    expect(log).toEqual([]);
-  });
-
-  it('reports undo failures together with the original error', () => {
+describe('parseSize edges', () => {
+  it('ignores surrounding whitespace and names a plain "size" by default', () => {
+    expect(parseSize(' 4K\n')).toBe(4096);
+    expect(parseSize('0')).toBe(0);
+    expect(parseSize('1P')).toBe(2 ** 50);
     let err: unknown;
     try {
-      withUnwind((u) => {
-        u.push(() => {
-          throw new Error('undo broke');
-        });
-        throw new KernelError(Errno.EINVAL, 'original');
-      });
+      parseSize('four');
     } catch (e) {
       err = e;
     }
-    expect(err).toBeInstanceOf(AggregateError);
-    expect((err as AggregateError).errors.map((e: Error) => e.message)).toEqual(['EINVAL: original', 'undo broke']);
+    expect((err as KernelError).errno).toBe(Errno.EINVAL);
+    expect((err as KernelError).message).toBe("EINVAL: size: 'four' is not a size (wanted a number with an optional K, M, G, T or P suffix)");
   });
 
-  it('refuses to push after commit', () => {
-    const u = new Unwind();
-    u.commit();
-    expect(() => u.push(() => undefined)).toThrow('Unwind.push after the ladder was committed or unwound');
+  it('refuses a size of 2^53 bytes or more with ERANGE', () => {
+    expect(parseSize('0x1fffffffffffff')).toBe(2 ** 53 - 1);
+    expect(() => parseSize('8P')).toThrow(expect.objectContaining({ errno: Errno.ERANGE }));
+    expect(() => parseSize('8P')).toThrow("ERANGE: size: '8P' is too large (wanted at most 2^53 - 1 bytes)");
+  });
+});
+
+describe('formatSizeExact', () => {
+  it.each([
+    [0, '0'],
+    [1, '1'],
+    [1023, '1023'],
+    [1024, '1K'],
+    [1536, '1536'],
+    [3 * 2 ** 10, '3K'],
+    [2 ** 20, '1M'],
+    [2 ** 20 + 2 ** 10, '1025K'],
+    [256 * 2 ** 20, '256M'],
+    [2 ** 30, '1G'],
+    [3 * 2 ** 40, '3T'],
+    [2 ** 50, '1P'],
+    [2048 * 2 ** 50, '2048P'],
+  ])('%d is %s', (bytes, text) => {
+    expect(formatSizeExact(bytes)).toBe(text);
+  });
+});
+
+describe('formatBytes', () => {
+  it.each([
+    [0, '0 B'],
+    [1023, '1023 B'],
+    [1024, '1.00 KiB'],
+    [1536, '1.50 KiB'],
+    [5 * 2 ** 20, '5.00 MiB'],
+    [2 ** 30, '1.00 GiB'],
+    [2 ** 40, '1.00 TiB'],
+    [2 ** 50, '1.00 PiB'],
+    // PiB is the largest unit: larger sizes stay in it
+    [2 ** 60, '1024.00 PiB'],
+    [-2048, '-2.00 KiB'],
+  ])('%d is %s', (bytes, text) => {
+    expect(formatBytes(bytes)).toBe(text);
+  });
+});
+
+describe('hex', () => {
+  it('prints 0x and lower-case digits, for numbers and bigints', () => {
+    expect(hex(0)).toBe('0x0');
+    expect(hex(0xabc000)).toBe('0xabc000');
+    expect(hex(0xffff_ffff_ffff_ffffn)).toBe('0xffffffffffffffff');
   });
 });
