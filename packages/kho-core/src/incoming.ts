@@ -78,9 +78,8 @@ export function validateHandover(ram: PhysicalMemory, khoData: Uint8Array, track
   const pfns: Pfn[] = [];
   const orders: Order[] = [];
   tracker.walkIncoming(mapPhys, (pfn, order) => {
-    // The tracker's incoming walk validated every block (pfn in range, order at most its maxOrder) before visiting.
-    pfns.push(pfn as Pfn);
-    orders.push(order as Order);
+    pfns.push(pfn);
+    orders.push(order);
   });
   const crcProp = fdt.getProp(PROP_PRESERVED_MEMORY_MAP_CRC);
   if (crcProp) {
