@@ -122,8 +122,8 @@ describe('blocks above MAX_PAGE_ORDER across a kexec', () => {
     const m = machineFor({ ram: RAM });
     const k1 = m.boot({ image: kernelImage() });
     // KHO takes no reference and checks no ownership (as upstream): free memory can be preserved for the test
-    k1.get(Kho).preservePages(ORDER11, 2048);
-    k1.get(Kho).preservePages(ORDER18, 262144);
+    k1.get(Kho).preservePages(pfn(ORDER11), 2048);
+    k1.get(Kho).preservePages(pfn(ORDER18), 262144);
     const k2 = k1.kexec({ cmdline });
     return { k2, buddy: k2.get(BuddyAllocator), kho: k2.get(Kho) };
   }
@@ -132,12 +132,12 @@ describe('blocks above MAX_PAGE_ORDER across a kexec', () => {
     const { k2, buddy, kho } = handOver('');
     const inc = kho.incomingHandover!;
     expect(inc.pfns.map((p, i) => [p, inc.orders[i]])).toEqual(expect.arrayContaining([[ORDER11, 11], [ORDER18, 18]]));
-    expect(kho.isPreservedIncoming(ORDER18, 18)).toBe(true);
+    expect(kho.isPreservedIncoming(pfn(ORDER18), toOrder(18))).toBe(true);
     // no folio is that large
     expect(() => kho.restoreFolio(ORDER18 * PAGE_SIZE)).toThrow(
       new KernelError(Errno.EINVAL, 'restoreFolio(0x40000000): the block is order 18, larger than any folio (MAX_PAGE_ORDER 10); restore it with restorePages'),
     );
-    expect(kho.isPreservedIncoming(ORDER18, 18)).toBe(true); // refused: the stamp is still there
+    expect(kho.isPreservedIncoming(pfn(ORDER18), toOrder(18))).toBe(true); // refused: the stamp is still there
     for (const [head, n] of [
       [ORDER11, 2048],
       [ORDER18, 262144],

@@ -91,7 +91,7 @@ describe('the next kernel', () => {
     const ram = k2.get(PhysicalMemory);
     const inc = k2.get(Kho).incomingHandover!;
     // every block still preserved after boot (reserve_mem regions and their FDT are taken back during boot)
-    const preserved = inc.pfns.filter((p, i) => k2.get(Kho).isPreservedIncoming(p, inc.orders[i])).map((p) => [p, p + 2 ** inc.orders[inc.pfns.indexOf(p)]] as const);
+    const preserved = inc.pfns.filter((p, i) => k2.get(Kho).isPreservedIncoming(pfn(p), inc.orders[i])).map((p) => [p, p + 2 ** inc.orders[inc.pfns.indexOf(p)]] as const);
     expect(preserved.length).toBeGreaterThan(10);
     const taken: Folio[] = [];
     for (const movable of [false, true]) {
@@ -296,7 +296,7 @@ describe('the preservation API refuses misuse with the documented errors', () =>
     const base = buddy.allocPages(4); // 16 pages, aligned to 16
     const ram = k1.get(PhysicalMemory);
     for (let i = 1; i < 16; i++) ram.writeU32((base + i) * PAGE_SIZE, 0x1000 + i);
-    k1.get(Kho).preservePages(base + 1, 15); // orders 0,1,2,3 (1+2+4+8 pages)
+    k1.get(Kho).preservePages(pfn(base + 1), 15); // orders 0,1,2,3 (1+2+4+8 pages)
     const k2 = k1.liveUpdate();
     const inc = k2.get(Kho).incomingHandover!;
     const mine = inc.pfns.map((p, i) => [p - base, inc.orders[i]]).filter(([off]) => off >= 0 && off < 16);

@@ -1,7 +1,7 @@
 import { bareAllocator } from '@kho/physmem/testing';
 import { KernelLog, LifecycleBus } from '@kho/kernel';
 import { defineBench, timeNs, type BenchResult } from '@kho/kernel/bench';
-import { BuddyAllocator, Memmap, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { BuddyAllocator, Memmap, PAGE_SIZE, PhysicalMemory, pfn, toOrder } from '@kho/physmem';
 import { RadixTracker } from '@kho/radix-tracker';
 import { radixWorkload } from '@kho/radix-tracker/testing';
 import { BitmapArrayTracker } from '../src/bitmap-array';
@@ -91,7 +91,7 @@ function run(workload: WorkloadName, tracker: TrackerName, quick: boolean): Benc
     record = measure(() => {
       t.destroy();
       t.init();
-      for (let i = 0; i < n; i++) t.add(pfns[i], orders[i]);
+      for (let i = 0; i < n; i++) t.add(pfn(pfns[i]), toOrder(orders[i]));
       return n;
     }, quick);
     const root = t.serialize();
@@ -105,7 +105,7 @@ function run(workload: WorkloadName, tracker: TrackerName, quick: boolean): Benc
     const t: BitmapTracker = tracker === 'bitmap-chunks' ? new BitmapChunksTracker(ram, memmap, buddy, log) : new BitmapArrayTracker(ram, memmap, buddy, log);
     record = measure(() => {
       t.destroy();
-      for (let i = 0; i < n; i++) t.add(pfns[i], orders[i]);
+      for (let i = 0; i < n; i++) t.add(pfn(pfns[i]), toOrder(orders[i]));
       return n;
     }, quick);
     serialize = measure(() => {

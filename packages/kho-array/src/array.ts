@@ -888,8 +888,8 @@ export function openKhoArray(ctx: KhoArrayContext, desc: number | Uint8Array, mo
   const kho = ctx.kho;
   if (!kho) throw fail(Errno.EOPNOTSUPP, 'open: restore needs KHO');
   for (const phys of pages) {
-    const pfn = phys / PAGE_SIZE;
-    if (!kho.isPreservedIncoming(pfn, 0)) {
+    // The scan checked every page it visited: page-aligned RAM.
+    if (!kho.isPreservedIncoming((phys / PAGE_SIZE) as Pfn, ORDER_0)) {
       throw fail(Errno.EINVAL, `restore: page ${hex(phys)} has no KHO stamp of order 0 (it was not preserved as an array page, or is restored already)`);
     }
   }

@@ -1,5 +1,5 @@
 import { Errno, KernelError, hex, type Kernel } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, type Pfn, toOrder } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, ORDER_0, pfn, toOrder, type Pfn } from '@kho/physmem';
 import { Kho, hasStamp, khoModule } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
@@ -32,7 +32,7 @@ function readWithIterator(a: KhoArray): Array<[U64, U64]> {
 }
 
 function isStamped(memmap: Memmap, phys: number): boolean {
-  return hasStamp(memmap, phys / PAGE_SIZE, 0);
+  return hasStamp(memmap, pfn(phys / PAGE_SIZE), ORDER_0);
 }
 
 describe('a live update carries an array', () => {

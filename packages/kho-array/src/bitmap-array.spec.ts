@@ -1,5 +1,5 @@
 import { KernelError, hex } from '@kho/kernel';
-import { PAGE_SIZE } from '@kho/physmem';
+import { PAGE_SIZE, pfn, toOrder } from '@kho/physmem';
 import { KHO_ARRAY_MAGIC, decodeKhoArrayDescriptor } from './abi';
 import { openKhoArray } from './array';
 import { parseBitmapArray, readIncomingBitmapArray } from './bitmap-array';
@@ -29,7 +29,7 @@ function u32(v: number): string {
 /** A serialised map of BASE and where its parts are: descriptor page, array pages, record page, bitmaps. */
 function built() {
   const m = bitmapTestMachine('array', BASE);
-  for (const [p, o] of BASE) m.tracker.add(p, o);
+  for (const [p, o] of BASE) m.tracker.add(pfn(p), toOrder(o));
   const map = m.tracker.serialize();
   const first = Number(decodeKhoArrayDescriptor(m.ram.read(map, 16)).first);
   const records = m.ram.readU64(first + 32); // the first entry (v1 page: 24-byte header, block header, entries)
@@ -64,7 +64,7 @@ describe('the kho-v1-karr map in RAM', () => {
   it('packs 170 records to a page', () => {
     const blocks: Array<[number, number]> = Array.from({ length: 171 }, (_, i) => [i * 32768, 0]);
     const m = bitmapTestMachine('array', blocks);
-    for (const [p, o] of blocks) m.tracker.add(p, o);
+    for (const [p, o] of blocks) m.tracker.add(pfn(p), toOrder(o));
     const map = m.tracker.serialize();
     expect(m.tracker.stats().metadataPages).toBe(171 + 1 + 1 + 2); // bitmaps, descriptor, array page, record pages
     const r = readIncomingBitmapArray(m.ram, map);

@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { KernelBug, KernelError, KernelLog, hex, withUnwind } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, ORDER_0, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, ORDER_0, toOrder, type Pfn } from '@kho/physmem';
 import { offsetTable } from '@kho/struct';
 import {
   KHOSER_BITMAP_PTRS_PER_PAGE,
@@ -146,7 +146,7 @@ export function parseBitmapArray(ram: PhysicalMemory, mapPhys: number): ParsedBi
     const reserved = ram.readU32(rec + REC.reserved);
     if (order > MAX_PAGE_ORDER) throw c.fail(`${where} has order ${order} (wanted 0..${MAX_PAGE_ORDER})`);
     if (reserved !== 0) throw c.fail(`${where} has reserved ${hex(reserved)} (wanted 0)`);
-    c.bitmap(order, ram.readU64n(rec + REC.phys_start), ram.readU64n(rec + REC.bitmap), where);
+    c.bitmap(toOrder(order), ram.readU64n(rec + REC.phys_start), ram.readU64n(rec + REC.bitmap), where); // a u32 at most MAX_PAGE_ORDER
   }
   return c.result();
 }

@@ -1,5 +1,5 @@
 import { KernelError, hex } from '@kho/kernel';
-import { PAGE_SIZE, type PhysicalMemory } from '@kho/physmem';
+import { PAGE_SIZE, type PhysicalMemory, pfn, toOrder } from '@kho/physmem';
 import { parseBitmapChunks, readIncomingBitmapChunks } from './bitmap-chunks';
 import { bitmapTestMachine, pageHex } from './testing';
 
@@ -28,7 +28,7 @@ function u32(v: number): string {
 
 function built() {
   const m = bitmapTestMachine('chunks', BASE);
-  for (const [p, o] of BASE) m.tracker.add(p, o);
+  for (const [p, o] of BASE) m.tracker.add(pfn(p), toOrder(o));
   const map = m.tracker.serialize();
   const chunk1 = m.ram.readU64(map);
   const bitmaps = m.tracker.metadataPfns().filter((p) => p !== map / PAGE_SIZE && p !== chunk1 / PAGE_SIZE).map((p) => p * PAGE_SIZE);
@@ -63,7 +63,7 @@ describe('the kho-v1 chunk list in RAM', () => {
   it('starts a new chunk every 255 bitmaps of an order', () => {
     const blocks: Array<[number, number]> = Array.from({ length: 256 + 255 + 1 }, (_, i) => [i * 32768, 0]);
     const m = bitmapTestMachine('chunks', blocks);
-    for (const [p, o] of blocks) m.tracker.add(p, o);
+    for (const [p, o] of blocks) m.tracker.add(pfn(p), toOrder(o));
     const map = m.tracker.serialize();
     const counts: number[] = [];
     for (let c = map; c !== 0; c = m.ram.readU64(c)) counts.push(m.ram.readU32(c + 12));

@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { KernelLog, hex, withUnwind } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, ORDER_0, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, ORDER_0, toOrder, type Pfn } from '@kho/physmem';
 import { offsetTable } from '@kho/struct';
 import {
   KHOSER_BITMAP_SIZE,
@@ -105,9 +105,10 @@ export function parseBitmapChunks(ram: PhysicalMemory, mapPhys: number): ParsedB
   let from = 'preserved-memory-map';
   while (next !== 0n) {
     const chunk = c.page(next, 'chunk', from);
-    const order = ram.readU32(chunk + HDR.order);
+    const raw = ram.readU32(chunk + HDR.order);
     const num = ram.readU32(chunk + HDR.num_elms);
-    if (order > MAX_PAGE_ORDER) throw c.fail(`chunk ${hex(chunk)} has order ${order} (wanted 0..${MAX_PAGE_ORDER})`);
+    if (raw > MAX_PAGE_ORDER) throw c.fail(`chunk ${hex(chunk)} has order ${raw} (wanted 0..${MAX_PAGE_ORDER})`);
+    const order = toOrder(raw); // a u32 at most MAX_PAGE_ORDER
     if (num > KHOSER_BITMAP_SIZE) throw c.fail(`chunk ${hex(chunk)} has num_elms ${num} (wanted at most ${KHOSER_BITMAP_SIZE})`);
     for (let i = 0; i < num; i++) {
       const entry = chunk + KHOSER_MEM_CHUNK_HDR_SIZE + i * KHOSER_CHUNK_ENTRY_SIZE;

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { PAGE_SIZE, pfn, toOrder } from '@kho/physmem';
+import { PAGE_SIZE, pfn as toPfn, toOrder, type Order, type Pfn } from '@kho/physmem';
 import type { BitmapTracker } from './bitmap-tracker';
 import { trackerContract } from '@kho/kho-core/testing';
 import { bitmapTestMachine, type BitmapForm } from './testing';
@@ -31,14 +31,16 @@ const ALL_BLOCKS: Array<[number, number]> = [];
 for (let order = 0; order <= 10; order++) for (const region of [0, 32766, 65534]) ALL_BLOCKS.push([region * 2 ** order, order + 2]);
 
 /** Blocks for the Tracker contract: orders 0..10 in several bitmaps. */
-const CONTRACT_BLOCKS: Array<[number, number]> = [
-  [0x10, 0],
-  [0x11, 0],
-  [0x2000, 1],
-  [0x400, 10],
-  [0x3000, 3],
-  [40000, 0],
-];
+const CONTRACT_BLOCKS: Array<[Pfn, Order]> = (
+  [
+    [0x10, 0],
+    [0x11, 0],
+    [0x2000, 1],
+    [0x400, 10],
+    [0x3000, 3],
+    [40000, 0],
+  ] as Array<[number, number]>
+).map(([p, o]) => [toPfn(p), toOrder(o)]);
 
 describe.each(KINDS)('the bitmap tracker (%s form): the Tracker contract', (kind) => {
   const make = () => {
@@ -65,7 +67,7 @@ describe.each(KINDS)('the bitmap tracker (%s form), in this kernel', (kind) => {
       [GiB / PAGE_SIZE, 0],
       [0x40, 2],
     ];
-    for (const [p, o] of blocks) tracker.add(p, o);
+    for (const [p, o] of blocks) tracker.add(toPfn(p), toOrder(o));
     expect(collect(tracker)).toEqual([
       [0x3, 0],
       [0x10, 0],
@@ -82,25 +84,25 @@ describe.each(KINDS)('the bitmap tracker (%s form), in this kernel', (kind) => {
   it('keeps one page per (order, 32768 blocks) from the buddy allocator and frees a bitmap when it empties', () => {
     const { tracker, buddy } = setup(kind);
     const free0 = buddy.nrFreePages;
-    tracker.add(0, 0);
-    tracker.add(32767, 0); // the same bitmap: 32768 order-0 pages, 128 MiB
+    tracker.add(toPfn(0), toOrder(0));
+    tracker.add(toPfn(32767), toOrder(0)); // the same bitmap: 32768 order-0 pages, 128 MiB
     expect(tracker.stats()).toEqual({ blocks: 2, metadataPages: 1 });
-    tracker.add(32768, 0); // the next bitmap
-    tracker.add(0, 1); // another order
+    tracker.add(toPfn(32768), toOrder(0)); // the next bitmap
+    tracker.add(toPfn(0), toOrder(1)); // another order
     expect(tracker.stats()).toEqual({ blocks: 4, metadataPages: 3 });
     expect(buddy.nrFreePages).toBe(free0 - 3);
     const pfns = tracker.metadataPfns();
     expect(pfns).toHaveLength(3);
-    for (const p of pfns) expect(buddy.isFree(pfn(p))).toBe(false);
-    expect(tracker.del(0, 0)).toBe(true);
+    for (const p of pfns) expect(buddy.isFree(toPfn(p))).toBe(false);
+    expect(tracker.del(toPfn(0), toOrder(0))).toBe(true);
     expect(tracker.stats().metadataPages).toBe(3); // 32767 is still there
-    expect(tracker.del(32767, 0)).toBe(true);
+    expect(tracker.del(toPfn(32767), toOrder(0))).toBe(true);
     expect(tracker.stats().metadataPages).toBe(2);
-    expect(tracker.del(32768, 0)).toBe(true);
-    expect(tracker.del(0, 1)).toBe(true);
+    expect(tracker.del(toPfn(32768), toOrder(0))).toBe(true);
+    expect(tracker.del(toPfn(0), toOrder(1))).toBe(true);
     expect(tracker.stats()).toEqual({ blocks: 0, metadataPages: 0 });
     expect(buddy.nrFreePages).toBe(free0);
-    tracker.add(5, 0); // and it still works
+    tracker.add(toPfn(5), toOrder(0)); // and it still works
     expect(collect(tracker)).toEqual([[5, 0]]);
   });
 
@@ -109,22 +111,22 @@ describe.each(KINDS)('the bitmap tracker (%s form), in this kernel', (kind) => {
     const pfn = buddy.allocPages(0);
     ram.fill(pfn * PAGE_SIZE, PAGE_SIZE, 0xff);
     buddy.freePages(pfn, toOrder(0));
-    tracker.add(7, 0);
+    tracker.add(toPfn(7), toOrder(0));
     expect(tracker.metadataPfns()).toEqual([pfn]);
     expect(collect(tracker)).toEqual([[7, 0]]);
   });
 
   it('an add that cannot get a page throws ENOMEM and changes nothing', () => {
     const { tracker, buddy, faults } = setup(kind);
-    tracker.add(0x10, 0);
+    tracker.add(toPfn(0x10), toOrder(0));
     const free0 = buddy.nrFreePages;
     faults.configure({ failNth: 1 });
-    expect(() => tracker.add(0x10, 3)).toThrow(/^ENOMEM: /);
+    expect(() => tracker.add(toPfn(0x10), toOrder(3))).toThrow(/^ENOMEM: /);
     faults.reset();
     expect(buddy.nrFreePages).toBe(free0);
     expect(tracker.stats()).toEqual({ blocks: 1, metadataPages: 1 });
-    expect(tracker.has(0x10, 3)).toBe(false);
-    tracker.add(0x10, 3);
+    expect(tracker.has(toPfn(0x10), toOrder(3))).toBe(false);
+    tracker.add(toPfn(0x10), toOrder(3));
     expect(collect(tracker)).toEqual([
       [0x10, 0],
       [0x10, 3],
@@ -142,27 +144,29 @@ describe.each(KINDS)('the bitmap tracker (%s form), in this kernel', (kind) => {
     [0, 0.5, 'EINVAL: bitmap tracker: order 0.5 is out of range (wanted 0..10)'],
   ])('add, del and has refuse pfn %d order %d', (pfn, order, message) => {
     const { tracker } = setup(kind);
-    expect(() => tracker.add(pfn, order)).toThrow(message);
-    expect(() => tracker.del(pfn, order)).toThrow(message);
-    expect(() => tracker.has(pfn, order)).toThrow(message);
+    // Unchecked on purpose: the tracker's own refusal of what the brands would stop at compile time.
+    const [p, o] = [pfn as Pfn, order as Order];
+    expect(() => tracker.add(p, o)).toThrow(message);
+    expect(() => tracker.del(p, o)).toThrow(message);
+    expect(() => tracker.has(p, o)).toThrow(message);
     expect(tracker.stats()).toEqual({ blocks: 0, metadataPages: 0 });
   });
 
   it('records the highest blocks (phys just below 2^64)', () => {
     const { tracker } = setup(kind);
-    tracker.add(2 ** 52 - 1, 0);
-    tracker.add(2 ** 52 - 1024, 10);
+    tracker.add(toPfn(2 ** 52 - 1), toOrder(0));
+    tracker.add(toPfn(2 ** 52 - 1024), toOrder(10));
     expect(collect(tracker)).toEqual([
       [2 ** 52 - 1, 0],
       [2 ** 52 - 1024, 10],
     ]);
-    expect(tracker.del(2 ** 52 - 1, 0)).toBe(true);
+    expect(tracker.del(toPfn(2 ** 52 - 1), toOrder(0))).toBe(true);
   });
 
   it('del of a block no bitmap covers warns and returns false', () => {
     const { tracker, log } = setup(kind);
-    tracker.add(0, 0);
-    expect(tracker.del(2 ** 20, 0)).toBe(false);
+    tracker.add(toPfn(0), toOrder(0));
+    expect(tracker.del(toPfn(2 ** 20), toOrder(0))).toBe(false);
     expect(log.filter('warn').map((l) => l.message)).toEqual(['bitmap tracker: no bitmap covers block 0x100000000 order 0; was it preserved?']);
   });
 
@@ -179,12 +183,12 @@ describe.each(KINDS)('the bitmap tracker (%s form), in this kernel', (kind) => {
           const pfn = (region + k) * 2 ** order;
           const id = `${pfn}/${order}`;
           if (what === 'add') {
-            tracker.add(pfn, order);
+            tracker.add(toPfn(pfn), toOrder(order));
             model.set(id, [pfn, order]);
           } else if (what === 'del') {
-            expect(tracker.del(pfn, order)).toBe(model.delete(id));
+            expect(tracker.del(toPfn(pfn), toOrder(order))).toBe(model.delete(id));
           } else {
-            expect(tracker.has(pfn, order)).toBe(model.has(id));
+            expect(tracker.has(toPfn(pfn), toOrder(order))).toBe(model.has(id));
           }
         }
         const want = [...model.values()].sort((a, b) => a[1] - b[1] || a[0] - b[0]);
@@ -215,7 +219,7 @@ describe.each(KINDS)('serialize and cancel (%s form)', (kind) => {
 
   function filled() {
     const s = setup(kind, BLOCKS);
-    for (const [p, o] of BLOCKS) s.tracker.add(p, o);
+    for (const [p, o] of BLOCKS) s.tracker.add(toPfn(p), toOrder(o));
     return s;
   }
 
@@ -234,9 +238,9 @@ describe.each(KINDS)('serialize and cancel (%s form)', (kind) => {
     // records (170 each), and the array's own pages (508 entries each)
     expect(built).toBe(kind === 'chunks' ? 3 + 10 : 1 + 4 + 2);
     expect(buddy.nrFreePages).toBe(free0 - built);
-    expect(() => tracker.add(0x3000, 0)).toThrow(`EBUSY: bitmap tracker: add of block 0x3000000 order 0 after serialize (the ${tracker.compatible} map is final until the update is cancelled)`);
-    expect(() => tracker.del(0, 0)).toThrow(/^EBUSY: bitmap tracker: del of block 0x0 order 0 after serialize/);
-    expect(tracker.has(0, 0)).toBe(true);
+    expect(() => tracker.add(toPfn(0x3000), toOrder(0))).toThrow(`EBUSY: bitmap tracker: add of block 0x3000000 order 0 after serialize (the ${tracker.compatible} map is final until the update is cancelled)`);
+    expect(() => tracker.del(toPfn(0), toOrder(0))).toThrow(/^EBUSY: bitmap tracker: del of block 0x0 order 0 after serialize/);
+    expect(tracker.has(toPfn(0), toOrder(0))).toBe(true);
     expect(incoming(tracker, map)).toEqual(blocks);
     tracker.cancelSerialize();
     expect(tracker.serialized).toBe(false);
@@ -244,8 +248,8 @@ describe.each(KINDS)('serialize and cancel (%s form)', (kind) => {
     expect(tracker.stats()).toEqual(before);
     expect(buddy.nrFreePages).toBe(free0);
     tracker.cancelSerialize(); // nothing to do
-    tracker.add(0x3000, 0);
-    expect(tracker.has(0x3000, 0)).toBe(true);
+    tracker.add(toPfn(0x3000), toOrder(0));
+    expect(tracker.has(toPfn(0x3000), toOrder(0))).toBe(true);
     const again = tracker.serialize();
     expect(incoming(tracker, again)).toEqual(collect(tracker));
   });

@@ -1,5 +1,5 @@
 import { Errno, KernelError, KernelLog, formatBytes, hex } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, describePfn, ORDER_0, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, describePfn, ORDER_0, toOrder, type Order, type Pfn } from '@kho/physmem';
 import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
 import { PRESERVE_BITS, bitmapCoverageLog2, bitmapPhysStart } from './abi';
 
@@ -29,7 +29,7 @@ const NO_BITMAP: Bitmap = { index: NaN, phys: 0, words: new Int32Array(0), count
 
 /** A bitmap as a serialised map names it: its order, the first byte it covers, and the phys of its page. */
 export interface BitmapRef {
-  readonly order: number;
+  readonly order: Order;
   readonly physStart: bigint;
   readonly bitmap: number;
 }
@@ -38,7 +38,7 @@ export interface BitmapRef {
 export interface ParsedBitmapMap {
   readonly bitmaps: readonly BitmapRef[];
   /** Every page the map occupies (its own pages and the bitmaps), in the order KHO checksums them. */
-  readonly pfns: readonly number[];
+  readonly pfns: readonly Pfn[];
 }
 
 /** What a serialised form's writer built: the value of `preserved-memory-map`, its pages, and how to free them. */
@@ -51,8 +51,8 @@ export interface SerialisedForm {
 /** Blocks found in an incoming bitmap map, in walk order (see {@link readIncomingBitmaps}). */
 export interface IncomingBitmapBlocks {
   readonly count: number;
-  readonly pfns: number[];
-  readonly orders: number[];
+  readonly pfns: Pfn[];
+  readonly orders: Order[];
   /** Pages of the map (its own pages and the bitmaps). */
   readonly metadataPages: number;
 }
@@ -155,7 +155,7 @@ export class BitmapSet {
   walk(visit: BlockVisitor): void {
     for (let order = 0; order < NR_ORDERS; order++) {
       for (const bm of this.sorted(order)) {
-        if (walkBitmap(bm.words, bm.index * BITS * POW2[order], order, visit)) return;
+        if (walkBitmap(bm.words, bm.index * BITS * POW2[order], toOrder(order), visit)) return;
       }
     }
   }
@@ -164,7 +164,7 @@ export class BitmapSet {
   refs(): BitmapRef[] {
     const out: BitmapRef[] = [];
     for (let order = 0; order < NR_ORDERS; order++) {
-      for (const bm of this.sorted(order)) out.push({ order, physStart: bitmapPhysStart(order, bm.index), bitmap: bm.phys });
+      for (const bm of this.sorted(order)) out.push({ order: toOrder(order), physStart: bitmapPhysStart(order, bm.index), bitmap: bm.phys });
     }
     return out;
   }
@@ -267,7 +267,7 @@ export abstract class BitmapTracker implements Tracker {
    * Records the block of 2^order pages at `pfn` (idempotent). Throws EINVAL for a bad order or a misaligned pfn,
    * EBUSY after serialize, and ENOMEM (nothing changed) when a new bitmap page cannot be allocated.
    */
-  add(pfn: number, order: number): void {
+  add(pfn: Pfn, order: Order): void {
     if (this.form !== undefined) throw this.busy('add', pfn, order);
     this.bits.add(pfn, order);
   }
@@ -276,13 +276,13 @@ export abstract class BitmapTracker implements Tracker {
    * Forgets a block; frees its bitmap page when that was the page's last bit. Returns false when it was not
    * recorded (with a warning when no bitmap covers it). Throws EINVAL like add, and EBUSY after serialize.
    */
-  del(pfn: number, order: number): boolean {
+  del(pfn: Pfn, order: Order): boolean {
     if (this.form !== undefined) throw this.busy('del', pfn, order);
     return this.bits.del(pfn, order);
   }
 
   /** True when the block is recorded. Throws EINVAL like add. */
-  has(pfn: number, order: number): boolean {
+  has(pfn: Pfn, order: Order): boolean {
     return this.bits.has(pfn, order);
   }
 
@@ -320,13 +320,13 @@ export abstract class BitmapTracker implements Tracker {
    * Before serialize: the bitmap pages in walk order. After: every page of the map as the next kernel reads it
    * (see {@link incomingMetadataPfns}), bitmaps included.
    */
-  metadataPfns(): number[] {
+  metadataPfns(): Pfn[] {
     if (this.form !== undefined) return [...this.parseForm(this.form.map).pfns];
-    return this.bits.refs().map((b) => b.bitmap / PAGE);
+    return this.bits.refs().map((b) => (b.bitmap / PAGE) as Pfn); // pages this tracker took from the buddy allocator
   }
 
   /** The pages of the previous kernel's map at `mapPhys`, in the order {@link metadataPfns} lists a serialised map's. */
-  incomingMetadataPfns(mapPhys: number): number[] {
+  incomingMetadataPfns(mapPhys: number): Pfn[] {
     return [...this.parseForm(mapPhys).pfns];
   }
 
@@ -335,7 +335,7 @@ export abstract class BitmapTracker implements Tracker {
    * structure (see the subclass) and every set bit (a block inside RAM). Throws KernelError naming the problem
    * before visiting anything.
    */
-  walkIncoming(mapPhys: number, visit: (pfn: number, order: number) => void): void {
+  walkIncoming(mapPhys: number, visit: (pfn: Pfn, order: Order) => void): void {
     const { bitmaps } = this.parseForm(mapPhys);
     checkBitmapBlocks(this.ram, bitmaps, this.label);
     visitBitmapBlocks(this.ram, bitmaps, visit);
@@ -376,7 +376,7 @@ function refuseBlock(pfn: number, order: number): never {
 }
 
 /** Visits the set bits of one bitmap, a word at a time. Returns true when a visitor did. */
-function walkBitmap(words: Int32Array, basePfn: number, order: number, visit: BlockVisitor): boolean {
+function walkBitmap(words: Int32Array, basePfn: number, order: Order, visit: BlockVisitor): boolean {
   const step = POW2[order];
   for (let w = 0; w < WORDS; w++) {
     let bits = words[w];
@@ -385,7 +385,8 @@ function walkBitmap(words: Int32Array, basePfn: number, order: number, visit: Bl
     do {
       const b = 31 - Math.clz32(bits & -bits);
       bits &= bits - 1;
-      if (visit(wordBase + b * step, order) === true) return true;
+      // A bit of a checked bitmap (this tracker's, or one checkBitmapBlocks accepted): the cast is free per bit.
+      if (visit((wordBase + b * step) as Pfn, order) === true) return true;
     } while (bits !== 0);
   }
   return false;
@@ -443,7 +444,7 @@ export function checkBitmapBlocks(ram: PhysicalMemory, bitmaps: readonly BitmapR
 }
 
 /** Visits every set bit of `bitmaps` (already checked), in order. */
-export function visitBitmapBlocks(ram: PhysicalMemory, bitmaps: readonly BitmapRef[], visit: (pfn: number, order: number) => void): void {
+export function visitBitmapBlocks(ram: PhysicalMemory, bitmaps: readonly BitmapRef[], visit: (pfn: Pfn, order: Order) => void): void {
   for (const b of bitmaps) {
     const words = bitmapWords(ram, b.bitmap);
     if (words) walkBitmap(words, Number(b.physStart >> 12n), b.order, (pfn, order) => void visit(pfn, order));
@@ -453,8 +454,8 @@ export function visitBitmapBlocks(ram: PhysicalMemory, bitmaps: readonly BitmapR
 /** Checks the set bits of a parsed map (see {@link checkBitmapBlocks}) and reads its blocks into arrays, in walk order. */
 export function readIncomingBitmaps(ram: PhysicalMemory, parsed: ParsedBitmapMap, label: string): IncomingBitmapBlocks {
   const count = checkBitmapBlocks(ram, parsed.bitmaps, label);
-  const pfns = new Array<number>(count).fill(0);
-  const orders = new Array<number>(count).fill(0);
+  const pfns = new Array<Pfn>(count).fill(0 as Pfn);
+  const orders = new Array<Order>(count).fill(ORDER_0);
   let i = 0;
   visitBitmapBlocks(ram, parsed.bitmaps, (pfn, order) => {
     pfns[i] = pfn;
@@ -469,7 +470,7 @@ export function readIncomingBitmaps(ram: PhysicalMemory, parsed: ParsedBitmapMap
  * same `phys_start`). Messages start with the parser's label.
  */
 export class BitmapMapChecker {
-  readonly pfns: number[] = [];
+  readonly pfns: Pfn[] = [];
   readonly bitmaps: BitmapRef[] = [];
   private readonly pages = new Set<number>();
   /** Pages that hold small records (several per page): they may be reached many times, but never as a whole page. */
@@ -497,7 +498,7 @@ export class BitmapMapChecker {
     if (!this.ram.isRam(p, PAGE)) throw this.fail(`${name(p)} is outside RAM`);
     if (this.pages.has(p) || this.recordPages.has(p)) throw this.fail(`${name(p)} is reached twice (a cycle or a shared page)`);
     this.pages.add(p);
-    this.pfns.push(p / PAGE);
+    this.pfns.push((p / PAGE) as Pfn); // checked above: page-aligned RAM
     return p;
   }
 
@@ -517,13 +518,13 @@ export class BitmapMapChecker {
     if (this.pages.has(page)) throw this.fail(`${name(p)} lies in page ${hex(page)}, which the map uses as a whole page`);
     if (!this.recordPages.has(page)) {
       this.recordPages.add(page);
-      this.pfns.push(page / PAGE);
+      this.pfns.push((page / PAGE) as Pfn); // the page of a record checked above to lie in RAM
     }
     return p;
   }
 
   /** Checks a bitmap of order `order` (0..10, checked by the caller) named by `where` and records it. */
-  bitmap(order: number, physStart: bigint, bitmap: bigint, where: string): void {
+  bitmap(order: Order, physStart: bigint, bitmap: bigint, where: string): void {
     const log2 = bitmapCoverageLog2(order);
     if ((physStart & ((1n << BigInt(log2)) - 1n)) !== 0n) {
       throw this.fail(

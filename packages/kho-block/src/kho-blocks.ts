@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { registerPerBoot, type KernelModule } from '@kho/kernel';
-import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { PAGE_SIZE, PhysicalMemory, pfn, toOrder } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { KhoBlockSet, type KhoBlockBackend } from './block-set';
 
@@ -42,8 +42,8 @@ export class KhoBlocks implements KhoBlockBackend {
    * stamp the incoming walk leaves on every preserved block).
    */
   isIncomingBlock(phys: number, order: number): boolean {
-    const pfn = phys / PAGE_SIZE;
-    return Number.isSafeInteger(pfn) && pfn >= 0 && this.kho.isPreservedIncoming(pfn, order);
+    const p = phys / PAGE_SIZE;
+    return Number.isSafeInteger(p) && p >= 0 && Number.isSafeInteger(order) && order >= 0 && this.kho.isPreservedIncoming(pfn(p), toOrder(order));
   }
 }
 

@@ -1,6 +1,6 @@
 import { Errno, KernelError, crc32c, hex } from '@kho/kernel';
 import { decodeFdt, type FdtNode } from '@kho/fdt';
-import { PAGE_SIZE, type PhysicalMemory } from '@kho/physmem';
+import { PAGE_SIZE, type Order, type Pfn, type PhysicalMemory } from '@kho/physmem';
 import {
   KHO_FDT_SIZE,
   KHO_SCRATCH_ENTRY_SIZE,
@@ -25,8 +25,8 @@ export interface IncomingHandover {
   readonly scratchArrayPhys: number;
   readonly scratchArraySize: number;
   /** Every preserved block the walk found (pfn and order, in walk order). */
-  readonly pfns: readonly number[];
-  readonly orders: readonly number[];
+  readonly pfns: readonly Pfn[];
+  readonly orders: readonly Order[];
   /** The same blocks sorted by address (they do not overlap: validateHandover checked), for lookups. */
   readonly index: BlockIndex;
 }
@@ -75,8 +75,8 @@ export function validateHandover(ram: PhysicalMemory, khoData: Uint8Array, track
 
   const scratch = readScratch(ram, kd.scratchAddr, kd.scratchSize);
 
-  const pfns: number[] = [];
-  const orders: number[] = [];
+  const pfns: Pfn[] = [];
+  const orders: Order[] = [];
   tracker.walkIncoming(mapPhys, (pfn, order) => {
     pfns.push(pfn);
     orders.push(order);

@@ -1,6 +1,6 @@
 import { Errno, KernelError } from '@kho/kernel';
 import { decodeFdt } from '@kho/fdt';
-import { BuddyAllocator, FaultInjector, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, type RamRange } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, type RamRange, pfn, toOrder } from '@kho/physmem';
 import { KHO_KEXEC_METADATA_SUBTREE } from './abi';
 import { Kho } from './kho';
 import { khoModule } from './module';
@@ -25,7 +25,7 @@ describe('Kho: the outgoing side in one kernel', () => {
     expect(kho.subtrees()).toEqual([KHO_KEXEC_METADATA_SUBTREE]);
     const root = decodeFdt(ram.read(kho.rootFdtPhys, PAGE_SIZE));
     expect(root.getString('compatible')).toBe('kho-v3');
-    expect(tracker.has(kho.rootFdtPhys / PAGE_SIZE, 0)).toBe(true);
+    expect(tracker.has(pfn(kho.rootFdtPhys / PAGE_SIZE), toOrder(0))).toBe(true);
     expect(tracker.blocks.size).toBe(2); // the root FDT and the kexec-metadata blob
     expect(kho.stats()).toMatchObject({ enabled: true, khoBoot: false, compatible: 'kho-v3', kexecCount: 0 });
   });
@@ -78,10 +78,10 @@ describe('preservation', () => {
   it('preservePages splits as upstream: an 8 MiB-aligned 8 MiB range is one order-11 block; unpreservePages undoes it exactly', () => {
     const { kho, tracker } = boot();
     const before = blocks(tracker);
-    kho.preservePages((8 * MiB) / PAGE_SIZE, 2048);
-    expect(tracker.has(2048, 11)).toBe(true);
+    kho.preservePages(pfn((8 * MiB) / PAGE_SIZE), 2048);
+    expect(tracker.has(pfn(2048), toOrder(11))).toBe(true);
     expect(blocks(tracker).length).toBe(before.length + 1);
-    kho.unpreservePages((8 * MiB) / PAGE_SIZE, 2048);
+    kho.unpreservePages(pfn((8 * MiB) / PAGE_SIZE), 2048);
     expect(blocks(tracker)).toEqual(before);
   });
 
@@ -97,13 +97,13 @@ describe('preservation', () => {
     const v2 = boot({ ranges, cmdline: 'kho_abi=v2' });
     for (const { kho } of [v3, v2]) {
       for (const a of kho.scratchAreas()) expect(a.addr >= 96 * MiB || a.addr + a.size <= 32 * MiB).toBe(true);
-      kho.preservePages(...range);
+      kho.preservePages(pfn(range[0]), range[1]);
     }
     // kho-v3: 32 MiB on node 0, then 32 MiB on node 1
-    expect(v3.tracker.has((32 * MiB) / PAGE_SIZE, 13)).toBe(true);
-    expect(v3.tracker.has((64 * MiB) / PAGE_SIZE, 13)).toBe(true);
+    expect(v3.tracker.has(pfn((32 * MiB) / PAGE_SIZE), toOrder(13))).toBe(true);
+    expect(v3.tracker.has(pfn((64 * MiB) / PAGE_SIZE), toOrder(13))).toBe(true);
     // kho-v2: the same split without the clamp (32 MiB is 32 MiB-aligned, so min(ctz, log2) gives 13 then 13 too)
-    expect(v2.tracker.has((32 * MiB) / PAGE_SIZE, 13)).toBe(true);
+    expect(v2.tracker.has(pfn((32 * MiB) / PAGE_SIZE), toOrder(13))).toBe(true);
     // and a range where only the clamp splits: [0, 128 MiB) is one order-15 block for kho-v2, two for kho-v3
     const a = boot({ ranges });
     const b = boot({ ranges, cmdline: 'kho_abi=v2' });
@@ -111,11 +111,11 @@ describe('preservation', () => {
       const sc = kho.scratchAreas();
       if (sc.some((x) => x.addr < 128 * MiB)) throw new Error(`scratch below 128 MiB in this layout: ${JSON.stringify(sc)}`);
     }
-    a.kho.preservePages(0, (128 * MiB) / PAGE_SIZE);
-    b.kho.preservePages(0, (128 * MiB) / PAGE_SIZE);
-    expect(b.tracker.has(0, 15)).toBe(true);
-    expect(a.tracker.has(0, 14)).toBe(true);
-    expect(a.tracker.has((64 * MiB) / PAGE_SIZE, 14)).toBe(true);
+    a.kho.preservePages(pfn(0), (128 * MiB) / PAGE_SIZE);
+    b.kho.preservePages(pfn(0), (128 * MiB) / PAGE_SIZE);
+    expect(b.tracker.has(pfn(0), toOrder(15))).toBe(true);
+    expect(a.tracker.has(pfn(0), toOrder(14))).toBe(true);
+    expect(a.tracker.has(pfn((64 * MiB) / PAGE_SIZE), toOrder(14))).toBe(true);
   });
 
   it('a preservePages that fails part-way unpreserves what it preserved (each failure point in turn)', () => {
@@ -124,7 +124,7 @@ describe('preservation', () => {
       const before = blocks(tracker);
       faults.configure({ failNth: n });
       try {
-        kho.preservePages(0x1001, 37); // 7 blocks, one page of tracker metadata each
+        kho.preservePages(pfn(0x1001), 37); // 7 blocks, one page of tracker metadata each
       } catch (e) {
         expect(e).toBeInstanceOf(KernelError);
         expect(blocks(tracker)).toEqual(before);
@@ -140,15 +140,15 @@ describe('preservation', () => {
     tracker.maxOrder = 10;
     const before = blocks(tracker);
     // 4 MiB + 8 MiB from 4 MiB: an order-10 block, then an order-11 block the tracker cannot take
-    expect(() => kho.preservePages(1024, 3072)).toThrow(
+    expect(() => kho.preservePages(pfn(1024), 3072)).toThrow(
       new KernelError(Errno.E2BIG, 'preserve: block 0x800000 order 11 is larger than the radix tracker can record (order 10 at most)'),
     );
     expect(blocks(tracker)).toEqual(before);
   });
 
   it.each<[string, (kho: Kho, buddy: BuddyAllocator) => void, KernelError]>([
-    ['a block outside RAM', (kho) => kho.preservePages(2 ** 30, 1), new KernelError(Errno.EINVAL, 'preserve: block 0x40000000000 order 0 is not RAM')],
-    ['a zero page count', (kho) => kho.preservePages(0x100, 0), new KernelError(Errno.EINVAL, 'page count 0 (wanted a positive integer)')],
+    ['a block outside RAM', (kho) => kho.preservePages(pfn(2 ** 30), 1), new KernelError(Errno.EINVAL, 'preserve: block 0x40000000000 order 0 is not RAM')],
+    ['a zero page count', (kho) => kho.preservePages(pfn(0x100), 0), new KernelError(Errno.EINVAL, 'page count 0 (wanted a positive integer)')],
     ['unpreserving what was not preserved', (kho, buddy) => kho.unpreserveFolio(buddy.folioAlloc(0)), new KernelError(Errno.ENOENT, '')],
     ['allocPreserve(0)', (kho) => kho.allocPreserve(0), new KernelError(Errno.EINVAL, 'allocPreserve: size 0 (wanted a positive integer)')],
     ['allocPreserve of more than 4 MiB', (kho) => kho.allocPreserve(4 * MiB + 1), new KernelError(Errno.E2BIG, 'allocPreserve: 4194305 bytes needs order 11 (wanted at most 10)')],
@@ -162,7 +162,7 @@ describe('preservation', () => {
   it('refuses to preserve memory in a scratch area', () => {
     const { kho } = boot();
     const a = kho.scratchAreas()[1];
-    expect(() => kho.preservePages(a.addr / PAGE_SIZE, 1)).toThrow(/overlaps scratch area .* \(preserved memory must lie outside scratch\)/);
+    expect(() => kho.preservePages(pfn(a.addr / PAGE_SIZE), 1)).toThrow(/overlaps scratch area .* \(preserved memory must lie outside scratch\)/);
   });
 });
 
@@ -209,6 +209,6 @@ describe('restore without a stamp', () => {
     expect(() => kho.restoreFree(f.phys)).toThrow(/no KHO stamp/);
     expect(k.log.filter('warn', 'kho')).toHaveLength(3);
     expect(kho.stampOrder(f.pfn)).toBeUndefined();
-    expect(kho.isPreservedIncoming(f.pfn, 0)).toBe(false);
+    expect(kho.isPreservedIncoming(f.pfn, toOrder(0))).toBe(false);
   });
 });

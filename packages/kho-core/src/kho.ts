@@ -1,7 +1,7 @@
 import { inject, injectable } from 'tsyringe';
 import { Errno, KernelError, KernelInfo, KernelLog, MachineBus, formatBytes, hex, withUnwind } from '@kho/kernel';
 import { encodeFdt, type FdtNode } from '@kho/fdt';
-import { BuddyAllocator, Folio, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, Folio, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, pfnAdd, type Order, type Pfn, type PhysAddr } from '@kho/physmem';
 import { KHO_FDT_SIZE, type ScratchArea } from './abi';
 import type { KhoGeneration } from './generations';
 import { containingBlock, type IncomingHandover } from './incoming';
@@ -114,12 +114,12 @@ export class Kho {
    * The order stamped on head page `pfn` by this boot's walk, or undefined: the block is preserved by the previous
    * kernel and not restored yet. The one way for an owner of preserved memory to ask.
    */
-  stampOrder(pfn: Pfn | number): number | undefined {
+  stampOrder(pfn: Pfn): Order | undefined {
     return this.memmap.hasPage(pfn) ? stampOrder(this.memmap, pfn) : undefined;
   }
 
   /** True when `pfn` heads a block of exactly `order` that the previous kernel preserved and nobody restored yet. */
-  isPreservedIncoming(pfn: Pfn | number, order: number): boolean {
+  isPreservedIncoming(pfn: Pfn, order: Order): boolean {
     return this.memmap.hasPage(pfn) && hasStamp(this.memmap, pfn, order);
   }
 
@@ -161,7 +161,7 @@ export class Kho {
    * MAX_PAGE_ORDER; from kho-v3 on, kept inside one NUMA node). On failure everything this call preserved is
    * unpreserved. Throws EINVAL, E2BIG (a block the tracker cannot record), EOPNOTSUPP or ENOMEM.
    */
-  preservePages(pfn: number, nrPages: number): void {
+  preservePages(pfn: Pfn, nrPages: number): void {
     checkPageRange(pfn, nrPages);
     const blocks = this.split(pfn, nrPages);
     withUnwind((u) => {
@@ -173,7 +173,7 @@ export class Kho {
   }
 
   /** Undoes {@link preservePages} with the same split. Throws ENOENT, changing nothing, if a block of the split was not preserved. */
-  unpreservePages(pfn: number, nrPages: number): void {
+  unpreservePages(pfn: Pfn, nrPages: number): void {
     checkPageRange(pfn, nrPages);
     const blocks = this.split(pfn, nrPages);
     for (const [p, order] of blocks) if (!this.tracker.has(p, order)) throw notPreserved(p, order);
@@ -198,7 +198,7 @@ export class Kho {
       }
     }
     for (const [p, order] of blocks) this.consumeStamp(p, order);
-    for (let p = pfn; p < pfn + nrPages; p++) this.buddy.adoptPages(p, ORDER_0);
+    for (let i = 0; i < nrPages; i++) this.buddy.adoptPages(pfnAdd(pfn, i), ORDER_0);
     return pfn;
   }
 
@@ -206,7 +206,7 @@ export class Kho {
    * Allocates zeroed memory of `size` bytes (rounded up to a power of two pages) and preserves it. Returns its
    * phys. Throws EINVAL for size 0, E2BIG above MAX_PAGE_ORDER, ENOMEM.
    */
-  allocPreserve(size: number): number {
+  allocPreserve(size: number): PhysAddr {
     if (!Number.isInteger(size) || size <= 0) throw new KernelError(Errno.EINVAL, `allocPreserve: size ${size} (wanted a positive integer)`);
     const order = Math.max(0, Math.ceil(Math.log2(Math.ceil(size / PAGE_SIZE))));
     if (order > MAX_PAGE_ORDER) {
@@ -295,7 +295,7 @@ export class Kho {
 
   // ---------------------------------------------------------------- internals
 
-  private split(pfn: number, nrPages: number): Array<[number, number]> {
+  private split(pfn: Pfn, nrPages: number): Array<[Pfn, Order]> {
     return splitBlocks(pfn, nrPages, this.state.generation?.numaClamp ? this.nodeOf : undefined);
   }
 
@@ -310,7 +310,7 @@ export class Kho {
     return this.state.outgoingError ? ` (its outgoing side could not be set up: ${this.state.outgoingError})` : '';
   }
 
-  private preserveBlock(pfn: number, order: number): void {
+  private preserveBlock(pfn: Pfn, order: Order): void {
     if (!this.state.enabled) throw new KernelError(Errno.EOPNOTSUPP, 'preserve: KHO is disabled (kho=off)');
     if (!this.state.root) throw new KernelError(Errno.EOPNOTSUPP, `preserve: KHO is not initialised${this.outgoingFailure()}`);
     const phys = pfn * PAGE_SIZE;
@@ -331,14 +331,14 @@ export class Kho {
     this.bus.publish('kho:preserve', () => ({ generation: this.info.generation, owner: this.info.currentPlugin ?? 'other', phys, order }));
   }
 
-  private unpreserveBlock(pfn: number, order: number): void {
+  private unpreserveBlock(pfn: Pfn, order: Order): void {
     if (!this.tracker.has(pfn, order)) throw notPreserved(pfn, order);
     this.tracker.del(pfn, order);
     this.bus.publish('kho:unpreserve', () => ({ generation: this.info.generation, owner: this.info.currentPlugin ?? 'other', phys: pfn * PAGE_SIZE, order }));
   }
 
   /** Consumes the stamp of a block being restored, and tells observers who took it back. */
-  private consumeStamp(pfn: number, order: number): void {
+  private consumeStamp(pfn: Pfn, order: Order): void {
     clearStamp(this.memmap, pfn);
     this.bus.publish('kho:restore', () => ({ generation: this.info.generation, owner: this.info.currentPlugin ?? 'other', phys: pfn * PAGE_SIZE, order }));
   }
@@ -374,7 +374,7 @@ function notPreserved(pfn: number, order: number): KernelError {
   return new KernelError(Errno.ENOENT, `unpreserve: block ${hex(pfn * PAGE_SIZE)} order ${order} was not preserved`);
 }
 
-function checkPageRange(pfn: number, nrPages: number): void {
+function checkPageRange(pfn: Pfn, nrPages: number): void {
   if (!Number.isInteger(nrPages) || nrPages <= 0) throw new KernelError(Errno.EINVAL, `page count ${nrPages} (wanted a positive integer)`);
   if (!Number.isInteger(pfn) || pfn < 0) throw new KernelError(Errno.EINVAL, `pfn ${pfn} (wanted a non-negative integer)`);
 }

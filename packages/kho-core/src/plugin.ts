@@ -217,7 +217,7 @@ export class KhoPlugin implements KernelPlugin {
     // Upstream leaves the kexec-metadata blob reserved for the rest of the boot; the lab gives it back, as it
     // does the root FDT page, so that a finished update leaks nothing.
     for (const phys of [inc.fdtPhys, this.incomingBlob(KHO_KEXEC_METADATA_SUBTREE)]) {
-      if (phys !== undefined && this.memmap.hasPage(phys / PAGE_SIZE) && hasStamp(this.memmap, phys / PAGE_SIZE, 0)) this.kho.restoreFree(phys);
+      if (phys !== undefined && phys % PAGE_SIZE === 0 && this.kho.isPreservedIncoming(pfn(phys / PAGE_SIZE), ORDER_0)) this.kho.restoreFree(phys);
     }
     s.finished = true;
     // The scratch array was a kexec segment reserved at boot: give its pages back (to the scratch pool).

@@ -1,5 +1,5 @@
 import type { KernelModule } from '@kho/kernel';
-import type { PhysicalMemory } from '@kho/physmem';
+import type { Order, Pfn, PhysicalMemory } from '@kho/physmem';
 
 /**
  * The services kho-core needs from packages above it, declared here as ports (interface + DI token of the same
@@ -30,7 +30,7 @@ export interface EarlyAllocator {
 }
 
 /** One preserved block: `1 << order` pages from `pfn`, naturally aligned. */
-export type BlockVisitor = (pfn: number, order: number) => boolean | void;
+export type BlockVisitor = (pfn: Pfn, order: Order) => boolean | void;
 
 /** Statistics of a tracker's metadata. */
 export interface TrackerStats {
@@ -59,11 +59,11 @@ export interface Tracker {
    * Records a block (order at most `descriptor.maxOrder`; KHO refuses larger ones first). Idempotent. Throws ENOMEM
    * (having freed what this call allocated) when memory runs out.
    */
-  add(pfn: number, order: number): void;
+  add(pfn: Pfn, order: Order): void;
   /** Forgets a block; forgetting one never recorded is reported, not fatal. Returns whether it was recorded. */
-  del(pfn: number, order: number): boolean;
+  del(pfn: Pfn, order: Order): boolean;
   /** Whether a block is recorded. */
-  has(pfn: number, order: number): boolean;
+  has(pfn: Pfn, order: Order): boolean;
   /** Visits every recorded block (order of the format); a visitor returning true stops the walk. */
   walk(visit: BlockVisitor): void;
   /**
@@ -79,15 +79,16 @@ export interface Tracker {
    * The pfns of every page the tracker's metadata occupies now, in a fixed order (the order the next kernel's
    * {@link incomingMetadataPfns} lists them): KHO checksums these pages at the jump.
    */
-  metadataPfns(): number[];
+  metadataPfns(): Pfn[];
   /** The metadata pages of the previous kernel's tracker rooted at `mapPhys`, in {@link metadataPfns}' order. Call after walkIncoming accepted it. */
-  incomingMetadataPfns(mapPhys: number): number[];
+  incomingMetadataPfns(mapPhys: number): Pfn[];
   /**
    * Walks the previous kernel's tracker rooted at `mapPhys`, visiting every block. Throws a KernelError naming
    * the problem for anything malformed (pointer outside RAM or unaligned, a node reached twice, a bad order or
-   * key), before any visit: a refused tree has visited nothing.
+   * key), before any visit: a refused tree has visited nothing. What it visits is checked: a pfn inside the
+   * map's range and an order at most {@link maxOrder}, branded only after that check.
    */
-  walkIncoming(mapPhys: number, visit: (pfn: number, order: number) => void): void;
+  walkIncoming(mapPhys: number, visit: (pfn: Pfn, order: Order) => void): void;
 }
 
 /**
@@ -117,8 +118,8 @@ export interface TrackerDescriptor {
 /** A previous kernel's map, read by a tracker descriptor. */
 export interface IncomingMap {
   readonly count: number;
-  readonly pfns: readonly number[];
-  readonly orders: readonly number[];
+  readonly pfns: readonly Pfn[];
+  readonly orders: readonly Order[];
   /** Pages of the map (radix: tree nodes; bitmaps: the serialised map and its bitmaps). */
   readonly metadataPages: number;
 }

@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { pfn } from '@kho/physmem';
 import { splitBlocks, splitOrder } from './split';
 
 /** Node 0 below pfn 0x60000, node 1 from there (the spec's golden example 4). */
@@ -18,32 +19,32 @@ describe('preserve_pages split (upstream: min(ctz(pfn), log2(left)), no MAX_PAGE
     // an 8 MiB-aligned 8 MiB range is one order-11 block; 16 MiB at 0 one order-12 block
     [2048, 2048, [[2048, 11]]],
     [0, 4096, [[0, 12]]],
-  ])('pfn %d, %d pages', (pfn, n, blocks) => {
-    expect(splitBlocks(pfn, n)).toEqual(blocks);
+  ])('pfn %d, %d pages', (first, n, blocks) => {
+    expect(splitBlocks(pfn(first), n)).toEqual(blocks);
   });
 
   it('lowers the order while a block would span two NUMA nodes (kho-v3 and later; golden example 4)', () => {
-    expect(splitBlocks(0x40000, 0x40000, twoNodes)).toEqual([
+    expect(splitBlocks(pfn(0x40000), 0x40000, twoNodes)).toEqual([
       [0x40000, 17],
       [0x60000, 17],
     ]);
-    expect(splitBlocks(0x40000, 0x40000)).toEqual([[0x40000, 18]]);
+    expect(splitBlocks(pfn(0x40000), 0x40000)).toEqual([[0x40000, 18]]);
     expect(splitOrder(0x5fffe, 4, twoNodes)).toBe(1);
   });
 
   it('covers the range exactly with naturally aligned blocks, each inside one node when clamped', () => {
     fc.assert(
-      fc.property(fc.nat({ max: 2 ** 30 }), fc.integer({ min: 1, max: 2 ** 20 }), fc.boolean(), (pfn, n, clamp) => {
+      fc.property(fc.nat({ max: 2 ** 30 }), fc.integer({ min: 1, max: 2 ** 20 }), fc.boolean(), (first, n, clamp) => {
         const nodeOf = clamp ? (p: number): number => Math.floor(p / 0x30000) : undefined;
-        let next = pfn;
-        for (const [p, o] of splitBlocks(pfn, n, nodeOf)) {
+        let next = first;
+        for (const [p, o] of splitBlocks(pfn(first), n, nodeOf)) {
           expect(p).toBe(next);
           expect(p % 2 ** o).toBe(0);
-          expect(o).toBe(splitOrder(p, pfn + n - p, nodeOf));
+          expect(o).toBe(splitOrder(p, first + n - p, nodeOf));
           if (nodeOf) expect(nodeOf(p + 2 ** o - 1)).toBe(nodeOf(p));
           next += 2 ** o;
         }
-        expect(next).toBe(pfn + n);
+        expect(next).toBe(first + n);
       }),
     );
   });

@@ -1,3 +1,5 @@
+import type { Order, Pfn } from '@kho/physmem';
+
 /**
  * The block split of preserve_pages / unpreserve_pages / restore_pages: a range of pages becomes naturally aligned
  * blocks of order min(ctz(pfn), floor(log2(pages left))) — with no cap at MAX_PAGE_ORDER, as upstream — and, from
@@ -29,12 +31,13 @@ export function splitOrder(pfn: number, nrPages: number, nodeOf?: NodeOfPfn): nu
 }
 
 /** The blocks `[pfn, order]` of the split of `[pfn, pfn + nrPages)`, in ascending order. */
-export function splitBlocks(pfn: number, nrPages: number, nodeOf?: NodeOfPfn): Array<[number, number]> {
-  const out: Array<[number, number]> = [];
+export function splitBlocks(pfn: Pfn, nrPages: number, nodeOf?: NodeOfPfn): Array<[Pfn, Order]> {
+  const out: Array<[Pfn, Order]> = [];
   for (let p = pfn, left = nrPages; left > 0; ) {
-    const order = splitOrder(p, left, nodeOf);
+    // splitOrder yields a non-negative integer and p only moves by whole blocks from a Pfn: both casts are free.
+    const order = splitOrder(p, left, nodeOf) as Order;
     out.push([p, order]);
-    p += 2 ** order;
+    p = (p + 2 ** order) as Pfn;
     left -= 2 ** order;
   }
   return out;

@@ -1,4 +1,4 @@
-import type { Memmap, Order } from '@kho/physmem';
+import type { Memmap, Order, Pfn } from '@kho/physmem';
 import { KHO_PAGE_MAGIC } from './abi';
 
 /**
@@ -8,22 +8,22 @@ import { KHO_PAGE_MAGIC } from './abi';
  */
 
 /** The order stamped on the head page `pfn`, or undefined when it carries no KHO stamp. */
-export function stampOrder(memmap: Memmap, pfn: number): Order | undefined {
+export function stampOrder(memmap: Memmap, pfn: Pfn): Order | undefined {
   // Only writeStamp writes the magic, with an order the incoming walk validated: an Order.
   return memmap.privateHi(pfn) === KHO_PAGE_MAGIC ? (memmap.privateLo(pfn) as Order) : undefined;
 }
 
 /** True when `pfn` is the head of a preserved block of exactly `order` that nobody restored yet. */
-export function hasStamp(memmap: Memmap, pfn: number, order: number): boolean {
+export function hasStamp(memmap: Memmap, pfn: Pfn, order: Order): boolean {
   return memmap.privateHi(pfn) === KHO_PAGE_MAGIC && memmap.privateLo(pfn) === order;
 }
 
 /** Stamps the head page of a preserved block (the incoming walk). */
-export function writeStamp(memmap: Memmap, pfn: number, order: number): void {
+export function writeStamp(memmap: Memmap, pfn: Pfn, order: Order): void {
   memmap.setPrivate(pfn, order, KHO_PAGE_MAGIC);
 }
 
 /** Consumes a stamp: a second restore of the block fails. */
-export function clearStamp(memmap: Memmap, pfn: number): void {
+export function clearStamp(memmap: Memmap, pfn: Pfn): void {
   memmap.setPrivate(pfn, 0, 0);
 }

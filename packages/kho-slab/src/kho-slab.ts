@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, formatBytes, hex, isKernelError, withUnwind, type KernelPlugin, type PluginReport, type Unwind, describeError } from '@kho/kernel';
-import { Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, Slab, kmallocCacheName, type Order, type Pfn } from '@kho/physmem';
+import { Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, Slab, kmallocCacheName, pfn, toOrder, type Order, type Pfn } from '@kho/physmem';
 import { offsetTable } from '@kho/struct';
 import {
   KHO_SLAB_COMPATIBLE,
@@ -500,8 +500,8 @@ export class KhoSlab implements KernelPlugin {
     if (!Number.isSafeInteger(phys) || phys % size !== 0 || !this.ram.isRam(phys, size)) {
       throw invalid(`${what}: ${describe(phys)} is not an order-${order} block of RAM`);
     }
-    const pfn = phys / PAGE_SIZE;
-    if (!this.kho.isPreservedIncoming(pfn, order)) {
+    // Checked above (an aligned block of RAM); the order is one decodeSlabTablePage range-checked (0..MAX_PAGE_ORDER).
+    if (!this.kho.isPreservedIncoming(pfn(phys / PAGE_SIZE), toOrder(order))) {
       throw invalid(`${what}: ${hex(phys)} is not a preserved block of order ${order}`);
     }
   }

@@ -23,8 +23,8 @@ export interface KStateBackend {
   unpreserveFree(phys: number): void;
   preserveFolio(folio: Folio): void;
   unpreserveFolio(folio: Folio): void;
-  preservePages(pfn: number, nrPages: number): void;
-  unpreservePages(pfn: number, nrPages: number): void;
+  preservePages(pfn: Pfn, nrPages: number): void;
+  unpreservePages(pfn: Pfn, nrPages: number): void;
   /** Next kernel: takes back a preserved folio (refcount 1); freeFolio frees it. */
   restoreFolio(phys: number): Folio;
   freeFolio(folio: Folio): void;
@@ -73,10 +73,10 @@ export class KhoBackend implements KStateBackend {
   unpreserveFolio(folio: Folio): void {
     this.kho.unpreserveFolio(folio);
   }
-  preservePages(pfn: number, nrPages: number): void {
+  preservePages(pfn: Pfn, nrPages: number): void {
     this.kho.preservePages(pfn, nrPages);
   }
-  unpreservePages(pfn: number, nrPages: number): void {
+  unpreservePages(pfn: Pfn, nrPages: number): void {
     this.kho.unpreservePages(pfn, nrPages);
   }
   restoreFolio(phys: number): Folio {

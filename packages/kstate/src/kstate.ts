@@ -1,6 +1,6 @@
 import { inject, injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, Unwind, formatBytes, hex, isKernelError, describeError } from '@kho/kernel';
-import { Folio, PAGE_SIZE, PhysicalMemory, type Order, type Pfn } from '@kho/physmem';
+import { Folio, PAGE_SIZE, PhysicalMemory, pfn as toPfn, type Order, type Pfn } from '@kho/physmem';
 import { KSTATE_SEGMENT_HEADER_SIZE, KSTATE_SUBTREE } from './abi';
 import { KStateBackend } from './backend';
 import { FolioRef, PhysRangeRef, VmallocRef, memoryOf, type MemoryRef } from './decode';
@@ -507,7 +507,7 @@ class Saver implements MemorySaver {
   physRange(start: number, size: number): void {
     const k = `${start}:${size}`;
     if (this.ranges.has(k)) return;
-    const pfn = start / PAGE_SIZE;
+    const pfn = toPfn(start / PAGE_SIZE); // the encoder checked the range: page-aligned, non-negative
     const n = size / PAGE_SIZE;
     this.b.preservePages(pfn, n);
     this.ranges.add(k);

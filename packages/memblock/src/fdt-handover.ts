@@ -1,6 +1,6 @@
 import { injectable, type DependencyContainer } from 'tsyringe';
 import { Errno, KernelError, KernelLog, hex, isKernelError, registerPerBoot, withUnwind, type KernelModule, describeError } from '@kho/kernel';
-import { BuddyAllocator, ORDER_0, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { BuddyAllocator, ORDER_0, PAGE_SIZE, PhysicalMemory, pfn } from '@kho/physmem';
 import { Kho, type SubtreeRef } from '@kho/kho-core';
 import { FdtNode, decodeFdt, encodeFdt } from '@kho/fdt';
 import {
@@ -69,8 +69,10 @@ export class MemblockFdtHandover implements ReserveMemHandover {
     if (!this.kho.isEnabled()) return;
     withUnwind((u) => {
       for (const r of regions) {
-        this.kho.preservePages(r.start / PAGE_SIZE, r.size / PAGE_SIZE);
-        u.push(() => this.kho.unpreservePages(r.start / PAGE_SIZE, r.size / PAGE_SIZE));
+        // reserve_mem regions are page-aligned memblock allocations of whole pages.
+        const first = pfn(r.start / PAGE_SIZE);
+        this.kho.preservePages(first, r.size / PAGE_SIZE);
+        u.push(() => this.kho.unpreservePages(first, r.size / PAGE_SIZE));
       }
       const root = new FdtNode('');
       root.setString('compatible', MEMBLOCK_COMPATIBLE);
@@ -95,7 +97,7 @@ export class MemblockFdtHandover implements ReserveMemHandover {
     if (this.blob === 0) return;
     this.kho.removeSubtree(this.blob);
     this.kho.unpreserveFree(this.blob);
-    for (const r of this.preserved) this.kho.unpreservePages(r.start / PAGE_SIZE, r.size / PAGE_SIZE);
+    for (const r of this.preserved) this.kho.unpreservePages(pfn(r.start / PAGE_SIZE), r.size / PAGE_SIZE);
     this.blob = 0;
     this.preserved = [];
   }

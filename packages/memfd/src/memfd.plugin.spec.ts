@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, registerPerBoot, type Kernel, type KernelModule, type KernelPlugin, type Machine } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Memmap, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, pfn, toOrder, type Order } from '@kho/physmem';
 import { KHO_KEXEC_METADATA_SUBTREE, Kho, PROP_SUB_FDT, Tracker, khoModule, writeStamp } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
@@ -328,9 +328,9 @@ describe('memfd refuses a hostile handover', () => {
         const phys = h.k2.get(Kho).retrieveSubtree(MEMFD_SUBTREE).phys;
         // as the walk of a tracker with that block one order higher would leave it: listed and stamped so
         const inc = h.k2.get(Kho).incomingHandover!;
-        const i = inc.pfns.indexOf(phys / PAGE_SIZE);
-        (inc.orders as number[])[i] += 1;
-        writeStamp(h.k2.get(Memmap), phys / PAGE_SIZE, inc.orders[i]);
+        const i = inc.pfns.indexOf(pfn(phys / PAGE_SIZE));
+        (inc.orders as Order[])[i] = toOrder(inc.orders[i] + 1);
+        writeStamp(h.k2.get(Memmap), pfn(phys / PAGE_SIZE), inc.orders[i]);
       },
       /^EINVAL: memfd: the table at 0x[0-9a-f]+ \(\d+ bytes, an order-\d+ block\) is not a block the previous kernel preserved \(it preserved order \d+ there\)$/,
     ],

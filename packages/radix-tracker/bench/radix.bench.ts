@@ -2,7 +2,7 @@ import { bareAllocator } from '@kho/physmem/testing';
 import { KernelLog, LifecycleBus } from '@kho/kernel';
 import { RADIX_WORKLOAD_BASE_PFN, radixW2Sequence, radixWorkload } from '../src/testing';
 import { defineBench, runNative, seededRandom, timeNs } from '@kho/kernel/bench';
-import { PAGE_SIZE, PhysicalMemory, type RamRange } from '@kho/physmem';
+import { PAGE_SIZE, PhysicalMemory, type RamRange, pfn, toOrder } from '@kho/physmem';
 import { RadixTracker, readIncomingTree } from '../src/radix-tree';
 
 const MiB = 2 ** 20;
@@ -53,7 +53,7 @@ function addAndWalk(tree: RadixTracker, pfns: Float64Array, orders: Uint8Array, 
   const build = (): number => {
     tree.destroy();
     tree.init();
-    for (let i = 0; i < n; i++) tree.add(pfns[i], orders[i]);
+    for (let i = 0; i < n; i++) tree.add(pfn(pfns[i]), toOrder(orders[i]));
     return n;
   };
   const add = measure(build, quick);
@@ -183,8 +183,8 @@ defineBench({
       const first = GiB / PAGE_SIZE;
       const used = new Set<number>();
       while (used.size < pages) used.add(first + Math.floor(rand() * span));
-      for (const p of used) tree.add(p, 0);
-      for (let i = 0; i < 0x832; i++) tree.add((32 * GiB) / PAGE_SIZE + 2 * i, 1);
+      for (const p of used) tree.add(pfn(p), toOrder(0));
+      for (let i = 0; i < 0x832; i++) tree.add(pfn((32 * GiB) / PAGE_SIZE + 2 * i), toOrder(1));
       const root = tree.rootPhys;
       let seen = 0;
       const t = measure(() => {

@@ -1,7 +1,7 @@
 import { bareAllocator } from '@kho/physmem/testing';
 import fc from 'fast-check';
 import { Errno, KernelError, KernelLog, LifecycleBus } from '@kho/kernel';
-import { PAGE_SIZE, PhysicalMemory, pfn, toOrder } from '@kho/physmem';
+import { PAGE_SIZE, PhysicalMemory, pfn as toPfn, toOrder, type Order, type Pfn } from '@kho/physmem';
 import { RadixTracker, readIncomingTree, validateIncomingTree } from './radix-tree';
 import { trackerContract } from '@kho/kho-core/testing';
 
@@ -15,15 +15,17 @@ function setup(ranges = [{ start: 0, size: 64 * 2 ** 20, node: 0 }, { start: 2 *
 }
 
 /** Blocks for the contract: several orders (11 and 18 too), several leaves, RAM at 0 and at 1 TiB. */
-const CONTRACT_BLOCKS: Array<[number, number]> = [
-  [0x10, 0],
-  [0x11, 0],
-  [0x2000, 1],
-  [0x800, 11],
-  [2 ** 28, 0],
-  [2 ** 28 + 0x40, 6],
-  [0, 13],
-];
+const CONTRACT_BLOCKS: Array<[Pfn, Order]> = (
+  [
+    [0x10, 0],
+    [0x11, 0],
+    [0x2000, 1],
+    [0x800, 11],
+    [2 ** 28, 0],
+    [2 ** 28 + 0x40, 6],
+    [0, 13],
+  ] as Array<[number, number]>
+).map(([p, o]) => [toPfn(p), toOrder(o)]);
 
 function collect(tree: RadixTracker): Array<[number, number]> {
   const out: Array<[number, number]> = [];
@@ -51,7 +53,7 @@ describe('RadixTracker', () => {
       [GiB / PAGE_SIZE, 0],
       [0x40, 2],
     ];
-    for (const [p, o] of blocks) tree.add(p, o);
+    for (const [p, o] of blocks) tree.add(toPfn(p), toOrder(o));
     expect(collect(tree)).toEqual([
       [0x200, 9],
       [0x800, 9],
@@ -64,7 +66,7 @@ describe('RadixTracker', () => {
 
   it('a walk stops at the first visitor that returns true', () => {
     const { tree } = setup();
-    for (let i = 0; i < 10; i++) tree.add(i, 0);
+    for (let i = 0; i < 10; i++) tree.add(toPfn(i), toOrder(0));
     let seen = 0;
     tree.walk(() => ++seen === 3);
     expect(seen).toBe(3);
@@ -74,15 +76,15 @@ describe('RadixTracker', () => {
     const { tree, buddy } = setup();
     const free0 = buddy.nrFreePages;
     tree.init();
-    tree.add(0, 0);
+    tree.add(toPfn(0), toOrder(0));
     expect(tree.stats().metadataPages).toBe(6);
     expect(buddy.nrFreePages).toBe(free0 - 6);
-    tree.add(1, 0); // same leaf
+    tree.add(toPfn(1), toOrder(0)); // same leaf
     expect(tree.stats().metadataPages).toBe(6);
     const pfns = tree.metadataPfns();
     expect(pfns).toHaveLength(6);
     expect(pfns[0]).toBe(tree.rootPhys / PAGE_SIZE);
-    for (const p of pfns) expect(buddy.isFree(pfn(p))).toBe(false);
+    for (const p of pfns) expect(buddy.isFree(toPfn(p))).toBe(false);
     tree.destroy();
     expect(buddy.nrFreePages).toBe(free0);
   });
@@ -96,7 +98,7 @@ describe('RadixTracker', () => {
           const want = new Map<string, [number, number]>();
           for (const [order, n] of raw) {
             const pfn = (n >> order) << order;
-            tree.add(pfn, order);
+            tree.add(toPfn(pfn), toOrder(order));
             want.set(`${pfn}/${order}`, [pfn, order]);
           }
           const root = tree.init();
@@ -113,13 +115,13 @@ describe('RadixTracker', () => {
     for (let k = 1; k <= 5; k++) {
       const { tree, buddy, faults, ram } = setup();
       tree.init();
-      tree.add(0x10, 0);
+      tree.add(toPfn(0x10), toOrder(0));
       const free0 = buddy.nrFreePages;
       const rootBytes = ram.read(tree.rootPhys, PAGE_SIZE);
       faults.configure({ failNth: k });
       let err: unknown;
       try {
-        tree.add(2 ** 30, 3); // a new path: 5 fresh pages
+        tree.add(toPfn(2 ** 30), toOrder(3)); // a new path: 5 fresh pages
       } catch (e) {
         err = e;
       }
@@ -129,7 +131,7 @@ describe('RadixTracker', () => {
       expect(ram.read(tree.rootPhys, PAGE_SIZE)).toEqual(rootBytes);
       expect(collect(tree)).toEqual([[0x10, 0]]);
       faults.reset();
-      tree.add(2 ** 30, 3);
+      tree.add(toPfn(2 ** 30), toOrder(3));
       expect(collect(tree)).toEqual([
         [2 ** 30, 3],
         [0x10, 0],
@@ -143,13 +145,15 @@ describe('RadixTracker', () => {
     [0, 52, 'EINVAL: radix tree: order 52 is out of range (wanted 0..51)'],
   ])('refuses pfn %d order %d', (pfn, order, message) => {
     const { tree } = setup();
-    expect(() => tree.add(pfn, order)).toThrow(message);
+    // Unchecked on purpose: the tracker's own refusal of what the brands would stop at compile time.
+    const [p, o] = [pfn as Pfn, order as Order];
+    expect(() => tree.add(p, o)).toThrow(message);
   });
 
   it('del of a block on a missing path warns and returns false', () => {
     const { tree, log } = setup();
     tree.init();
-    expect(tree.del(0x12345, 0)).toBe(false);
+    expect(tree.del(toPfn(0x12345), toOrder(0))).toBe(false);
     expect(log.filter('warn')[0].message).toBe('radix tree: no path for block 0x12345000 order 0; was it preserved?');
   });
 });
@@ -206,29 +210,29 @@ describe('RadixTracker caches (the last leaf per order, the tables of the last d
   it('destroy() drops it: an add after destroy builds a new tree instead of writing into a freed page', () => {
     const { tree, ram, buddy } = setup();
     const free0 = buddy.nrFreePages;
-    tree.add(0x100, 0);
+    tree.add(toPfn(0x100), toOrder(0));
     tree.destroy();
-    tree.add(0x101, 0); // the same leaf range as the cached leaf of the old tree
+    tree.add(toPfn(0x101), toOrder(0)); // the same leaf range as the cached leaf of the old tree
     expect(tree.stats()).toEqual({ blocks: 1, metadataPages: 6 });
     expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([[0x101, 0]]);
-    expect(tree.has(0x100, 0)).toBe(false);
+    expect(tree.has(toPfn(0x100), toOrder(0))).toBe(false);
     tree.destroy();
     expect(buddy.nrFreePages).toBe(free0);
   });
 
   it('destroy() drops it when the old leaf page comes back as another kind of node', () => {
     const { tree, ram, buddy } = setup();
-    tree.add(0x100, 0);
-    tree.add(0x200, 9);
+    tree.add(toPfn(0x100), toOrder(0));
+    tree.add(toPfn(0x200), toOrder(9));
     const oldLeaves = referenceDecode(ram, tree.rootPhys).map(([, , leaf]) => leaf);
     tree.destroy();
     // Take pages until the allocator has handed the old leaves out again, as tables of a new tree would be.
     const taken: number[] = [];
     while (!oldLeaves.every((l) => taken.includes(l))) taken.push(buddy.allocPages(0) * PAGE_SIZE);
-    for (const p of taken) buddy.freePages(pfn(p / PAGE_SIZE), toOrder(0));
-    tree.add(0x5000, 3);
-    tree.add(0x100, 0);
-    tree.add(0x400, 9);
+    for (const p of taken) buddy.freePages(toPfn(p / PAGE_SIZE), toOrder(0));
+    tree.add(toPfn(0x5000), toOrder(3));
+    tree.add(toPfn(0x100), toOrder(0));
+    tree.add(toPfn(0x400), toOrder(9));
     expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
       [0x400, 9],
       [0x5000, 3],
@@ -238,49 +242,49 @@ describe('RadixTracker caches (the last leaf per order, the tables of the last d
 
   it('the leaf cache forgets a leaf that a delete frees, even after the per-order cache moved on', () => {
     const { tree, ram, buddy } = setup();
-    tree.add(0x100, 0);
-    tree.add(0x900000, 0); // another leaf: the per-order cache now names it, the leaf cache both
+    tree.add(toPfn(0x100), toOrder(0));
+    tree.add(toPfn(0x900000), toOrder(0)); // another leaf: the per-order cache now names it, the leaf cache both
     const [first] = referenceDecode(ram, tree.rootPhys).map(([, , leaf]) => leaf);
-    expect(tree.del(0x100, 0)).toBe(true); // empties the first leaf: reclaimed, its page freed
+    expect(tree.del(toPfn(0x100), toOrder(0))).toBe(true); // empties the first leaf: reclaimed, its page freed
     // The freed page comes back as someone else's, with bytes of its own.
     const taken: number[] = [];
     while (!taken.includes(first)) taken.push(buddy.allocPages(0) * PAGE_SIZE);
     ram.fill(first, PAGE_SIZE, 0xa5);
-    tree.add(0x101, 0); // the freed leaf's range: a new path, never the freed page
+    tree.add(toPfn(0x101), toOrder(0)); // the freed leaf's range: a new path, never the freed page
     expect(ram.read(first, PAGE_SIZE).every((b) => b === 0xa5)).toBe(true);
     expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
       [0x101, 0],
       [0x900000, 0],
     ]);
-    expect([tree.has(0x100, 0), tree.has(0x101, 0)]).toEqual([false, true]);
+    expect([tree.has(toPfn(0x100), toOrder(0)), tree.has(toPfn(0x101), toOrder(0))]).toEqual([false, true]);
   });
 
   it('adds, lookups and deletes that cross leaf boundaries land in the right leaf', () => {
     const { tree, ram } = setup();
     const seq = [32767, 32768, 32766, 65536, 32769, 0, 65535];
-    for (const p of seq) tree.add(p, 0);
+    for (const p of seq) tree.add(toPfn(p), toOrder(0));
     expect(tree.stats()).toEqual({ blocks: 7, metadataPages: 5 + 3 });
     expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([...seq].sort((a, b) => a - b).map((p) => [p, 0]));
-    for (const p of seq) expect(tree.has(p, 0)).toBe(true);
-    for (const p of [1, 32765, 32770, 65534, 65537]) expect(tree.has(p, 0)).toBe(false);
-    expect(tree.del(32768, 0)).toBe(true);
-    expect(tree.del(32767, 0)).toBe(true);
-    expect(tree.has(32768, 0)).toBe(false);
-    expect(tree.has(32766, 0)).toBe(true);
+    for (const p of seq) expect(tree.has(toPfn(p), toOrder(0))).toBe(true);
+    for (const p of [1, 32765, 32770, 65534, 65537]) expect(tree.has(toPfn(p), toOrder(0))).toBe(false);
+    expect(tree.del(toPfn(32768), toOrder(0))).toBe(true);
+    expect(tree.del(toPfn(32767), toOrder(0))).toBe(true);
+    expect(tree.has(toPfn(32768), toOrder(0))).toBe(false);
+    expect(tree.has(toPfn(32766), toOrder(0))).toBe(true);
     expect(collect(tree)).toEqual([0, 32766, 32769, 65535, 65536].map((p) => [p, 0]));
   });
 
   it('each order keeps its own leaf: interleaved orders set bits in their own leaves', () => {
     const { tree, ram } = setup();
-    tree.add(0x10, 0);
-    tree.add(0x18, 3);
-    tree.add(0x11, 0);
-    tree.add(0x20, 3);
-    tree.add(0x400, 10);
-    tree.add(0x12, 0);
-    expect(tree.del(0x18, 3)).toBe(true);
-    expect(tree.has(0x11, 0)).toBe(true);
-    expect(tree.has(0x10, 3)).toBe(false);
+    tree.add(toPfn(0x10), toOrder(0));
+    tree.add(toPfn(0x18), toOrder(3));
+    tree.add(toPfn(0x11), toOrder(0));
+    tree.add(toPfn(0x20), toOrder(3));
+    tree.add(toPfn(0x400), toOrder(10));
+    tree.add(toPfn(0x12), toOrder(0));
+    expect(tree.del(toPfn(0x18), toOrder(3))).toBe(true);
+    expect(tree.has(toPfn(0x11), toOrder(0))).toBe(true);
+    expect(tree.has(toPfn(0x10), toOrder(3))).toBe(false);
     expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
       [0x400, 10],
       [0x20, 3],
@@ -292,23 +296,23 @@ describe('RadixTracker caches (the last leaf per order, the tables of the last d
 
   it('a del on a missing path warns even while another leaf of that order is cached', () => {
     const { tree, log } = setup();
-    tree.add(0, 0);
-    expect(tree.del(2 ** 20, 0)).toBe(false);
-    expect(tree.has(2 ** 20, 0)).toBe(false);
+    tree.add(toPfn(0), toOrder(0));
+    expect(tree.del(toPfn(2 ** 20), toOrder(0))).toBe(false);
+    expect(tree.has(toPfn(2 ** 20), toOrder(0))).toBe(false);
     expect(log.filter('warn').map((l) => l.message)).toEqual(['radix tree: no path for block 0x100000000 order 0; was it preserved?']);
-    expect(tree.has(0, 0)).toBe(true);
+    expect(tree.has(toPfn(0), toOrder(0))).toBe(true);
   });
 
   it('a failed add leaves the cache on a live leaf', () => {
     const { tree, faults, ram, buddy } = setup();
-    tree.add(0x10, 0);
+    tree.add(toPfn(0x10), toOrder(0));
     const free0 = buddy.nrFreePages;
     faults.configure({ failNth: 1 });
-    expect(() => tree.add(0x8000, 0)).toThrow(/ENOMEM/); // the next leaf: one new page
+    expect(() => tree.add(toPfn(0x8000), toOrder(0))).toThrow(/ENOMEM/); // the next leaf: one new page
     faults.reset();
     expect(buddy.nrFreePages).toBe(free0);
-    tree.add(0x11, 0);
-    tree.add(0x8000, 0);
+    tree.add(toPfn(0x11), toOrder(0));
+    tree.add(toPfn(0x8000), toOrder(0));
     expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
       [0x10, 0],
       [0x11, 0],
@@ -319,13 +323,13 @@ describe('RadixTracker caches (the last leaf per order, the tables of the last d
   it('a failed descent forgets the tables it reached: the next add does not build on a freed page', () => {
     for (let k = 2; k <= 5; k++) {
       const { tree, faults, ram, buddy } = setup();
-      tree.add(0x10, 0);
+      tree.add(toPfn(0x10), toOrder(0));
       const free0 = buddy.nrFreePages;
       faults.configure({ failNth: k });
-      expect(() => tree.add(2 ** 30, 3)).toThrow(/ENOMEM/); // a new path: tables at levels 4..1, then a leaf
+      expect(() => tree.add(toPfn(2 ** 30), toOrder(3))).toThrow(/ENOMEM/); // a new path: tables at levels 4..1, then a leaf
       faults.reset();
       expect(buddy.nrFreePages).toBe(free0);
-      tree.add(2 ** 30 + 8, 3); // the same tables
+      tree.add(toPfn(2 ** 30 + 8), toOrder(3)); // the same tables
       expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
         [2 ** 30 + 8, 3],
         [0x10, 0],
@@ -345,12 +349,12 @@ describe('RadixTracker caches (the last leaf per order, the tables of the last d
           const pfn = (region + k) * 2 ** order;
           const id = `${pfn}/${order}`;
           if (kind === 'add') {
-            tree.add(pfn, order);
+            tree.add(toPfn(pfn), toOrder(order));
             model.add(id);
           } else if (kind === 'del') {
-            expect(tree.del(pfn, order)).toBe(model.delete(id));
+            expect(tree.del(toPfn(pfn), toOrder(order))).toBe(model.delete(id));
           } else {
-            expect(tree.has(pfn, order)).toBe(model.has(id));
+            expect(tree.has(toPfn(pfn), toOrder(order))).toBe(model.has(id));
           }
         }
         expect(tree.stats().blocks).toBe(model.size);
@@ -375,16 +379,18 @@ describe('RadixTracker block checks', () => {
     [0, -1, 'EINVAL: radix tree: order -1 is out of range (wanted 0..51)'],
   ])('add, del and has refuse pfn %d order %d', (pfn, order, message) => {
     const { tree } = setup();
-    expect(() => tree.add(pfn, order)).toThrow(message);
-    expect(() => tree.del(pfn, order)).toThrow(message);
-    expect(() => tree.has(pfn, order)).toThrow(message);
+    // Unchecked on purpose: the tracker's own refusal of what the brands would stop at compile time.
+    const [p, o] = [pfn as Pfn, order as Order];
+    expect(() => tree.add(p, o)).toThrow(message);
+    expect(() => tree.del(p, o)).toThrow(message);
+    expect(() => tree.has(p, o)).toThrow(message);
     expect(tree.stats()).toEqual({ blocks: 0, metadataPages: 0 });
   });
 
   it('records the highest blocks (phys just below 2^64) under root entry 3', () => {
     const { tree, ram } = setup();
-    tree.add(2 ** 52 - 1, 0);
-    tree.add(2 ** 52 - 1024, 10);
+    tree.add(toPfn(2 ** 52 - 1), toOrder(0));
+    tree.add(toPfn(2 ** 52 - 1024), toOrder(10));
     expect(ram.readU64(tree.rootPhys + 3 * 8)).not.toBe(0);
     expect(pairs(referenceDecode(ram, tree.rootPhys))).toEqual([
       [2 ** 52 - 1024, 10],
@@ -403,8 +409,8 @@ describe('readIncomingTree refuses hostile trees before visiting anything', () =
   function built() {
     const s = setup();
     s.tree.init();
-    s.tree.add(0x100, 0);
-    s.tree.add(0x200, 9);
+    s.tree.add(toPfn(0x100), toOrder(0));
+    s.tree.add(toPfn(0x200), toOrder(9));
     return s;
   }
   const entry = (ram: PhysicalMemory, table: number, i: number) => ram.readU64(table + i * 8);
@@ -438,7 +444,7 @@ describe('readIncomingTree refuses hostile trees before visiting anything', () =
             { start: 0, size: 64 * 2 ** 20, node: 0 },
             { start: startPfn * PAGE_SIZE, size: pages * PAGE_SIZE, node: 0 },
           ]);
-          for (const [order, n] of raw) tree.add(Math.floor((startPfn + n) / 2 ** order) * 2 ** order, order);
+          for (const [order, n] of raw) tree.add(toPfn(Math.floor((startPfn + n) / 2 ** order) * 2 ** order), toOrder(order));
           const root = tree.rootPhys;
           const ref = referenceDecode(ram, root);
           const bad = ref.find(([p, o]) => !ram.isRam(p * PAGE_SIZE, PAGE_SIZE * 2 ** o));
@@ -471,15 +477,15 @@ describe('readIncomingTree refuses hostile trees before visiting anything', () =
       { start: 0, size: 64 * 2 ** 20, node: 0 },
       { start: startPfn * PAGE_SIZE, size: pages * PAGE_SIZE, node: 0 },
     ]);
-    for (const [n, order] of blocks) tree.add(startPfn + n, order);
+    for (const [n, order] of blocks) tree.add(toPfn(startPfn + n), toOrder(order));
     if (refused) expect(() => validateIncomingTree(ram, tree.rootPhys)).toThrow(`EINVAL: radix tree: block ${refused} (leaf`);
     else expect(readIncomingTreeFrom(ram, tree.rootPhys)).toEqual(blocks.map(([n, o]) => [startPfn + n, o]));
   });
 
   it('counts the blocks of full and partial words', () => {
     const { ram, tree } = setup();
-    for (let p = 0x100; p < 0x100 + 1000; p++) tree.add(p, 0);
-    for (let p = 0; p < 64 * 8; p += 8) tree.add(p, 3);
+    for (let p = 0x100; p < 0x100 + 1000; p++) tree.add(toPfn(p), toOrder(0));
+    for (let p = 0; p < 64 * 8; p += 8) tree.add(toPfn(p), toOrder(3));
     const r = readIncomingTree(ram, tree.rootPhys);
     expect(validateIncomingTree(ram, tree.rootPhys)).toEqual({ blocks: 1064, nodes: 11 }); // a root, then 4 tables and a leaf per order
     expect([r.count, r.pfns.length, r.orders.length, r.nodes]).toEqual([1064, 1064, 1064, 11]);
@@ -559,20 +565,20 @@ describe('reclaiming empty nodes', () => {
     for (let i = 0; i < 3000; i++) blocks.push([i, 0]);
     for (let i = 0; i < 40; i++) blocks.push([2 ** 28 + i * 1024, 10]);
     blocks.push([0x2000, 3]);
-    for (const [p, o] of blocks) tree.add(p, o);
+    for (const [p, o] of blocks) tree.add(toPfn(p), toOrder(o));
     expect(tree.stats().metadataPages).toBeGreaterThan(6);
     // forget them in a scattered order; the caches must never point at a freed page
     const order = blocks.map((_, i) => (i * 7919) % blocks.length);
     for (const i of order) {
-      expect(tree.del(...blocks[i])).toBe(true);
-      expect(tree.has(...blocks[i])).toBe(false);
+      expect(tree.del(toPfn(blocks[i][0]), toOrder(blocks[i][1]))).toBe(true);
+      expect(tree.has(toPfn(blocks[i][0]), toOrder(blocks[i][1]))).toBe(false);
     }
     expect(tree.stats()).toEqual({ blocks: 0, metadataPages: 1 });
     expect(buddy.nrFreePages).toBe(free0);
     expect(ram.read(tree.rootPhys, PAGE_SIZE).every((b) => b === 0)).toBe(true);
     // the tree still works, and what remains in RAM is what the next kernel reads
-    tree.add(5, 0);
-    tree.add(0x400, 10);
+    tree.add(toPfn(5), toOrder(0));
+    tree.add(toPfn(0x400), toOrder(10));
     expect(readIncomingTreeFrom(ram, tree.rootPhys)).toEqual([
       [0x400, 10],
       [5, 0],
@@ -581,12 +587,12 @@ describe('reclaiming empty nodes', () => {
 
   it('keeps a table that still leads somewhere', () => {
     const { tree } = setup();
-    tree.add(0, 0);
-    tree.add(32768, 0); // the next leaf under the same level-1 table
+    tree.add(toPfn(0), toOrder(0));
+    tree.add(toPfn(32768), toOrder(0)); // the next leaf under the same level-1 table
     const pages = tree.stats().metadataPages;
-    tree.del(0, 0);
+    tree.del(toPfn(0), toOrder(0));
     expect(tree.stats().metadataPages).toBe(pages - 1);
-    expect(tree.has(32768, 0)).toBe(true);
+    expect(tree.has(toPfn(32768), toOrder(0))).toBe(true);
     expect(collect(tree)).toEqual([[32768, 0]]);
   });
 });

@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelBug, KernelError, KernelLog, hex } from '@kho/kernel';
-import { BuddyAllocator, LITTLE_ENDIAN_HOST, PAGE_SIZE, PAGE_WORDS, PhysicalMemory, RAM_CHUNK_PAGES, describePfn, ORDER_0, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, LITTLE_ENDIAN_HOST, PAGE_SIZE, PAGE_WORDS, PhysicalMemory, RAM_CHUNK_PAGES, describePfn, ORDER_0, type Order, type Pfn } from '@kho/physmem';
 import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
 import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_MAX_ORDER, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from './abi';
 import { decodeKey, keyOrder } from './key';
@@ -88,7 +88,7 @@ export class RadixTracker implements Tracker {
    * Records the block of 2^order pages at `pfn` (idempotent). Throws EINVAL for a bad order or a misaligned pfn,
    * and ENOMEM (the tree unchanged) when a node cannot be allocated.
    */
-  add(pfn: number, order: number): void {
+  add(pfn: Pfn, order: Order): void {
     const key = blockKey(pfn, order);
     let bit = key - this.leafKey0[order];
     if (!(bit >= 0 && bit < KHO_BITMAP_BITS)) {
@@ -106,7 +106,7 @@ export class RadixTracker implements Tracker {
   }
 
   /** Forgets a block. Returns false when it was not recorded (warning when its path is missing). Throws EINVAL like add. */
-  del(pfn: number, order: number): boolean {
+  del(pfn: Pfn, order: Order): boolean {
     const key = blockKey(pfn, order);
     let bit = key - this.leafKey0[order];
     if (!(bit >= 0 && bit < KHO_BITMAP_BITS)) {
@@ -129,7 +129,7 @@ export class RadixTracker implements Tracker {
   }
 
   /** True when the block is recorded. Throws EINVAL like add. */
-  has(pfn: number, order: number): boolean {
+  has(pfn: Pfn, order: Order): boolean {
     const key = blockKey(pfn, order);
     let bit = key - this.leafKey0[order];
     if (!(bit >= 0 && bit < KHO_BITMAP_BITS)) {
@@ -157,12 +157,12 @@ export class RadixTracker implements Tracker {
   }
 
   /** The pfn of every node page (tables and leaves), depth first: parents before children, ascending index. */
-  metadataPfns(): number[] {
+  metadataPfns(): Pfn[] {
     return this.root === 0 ? [] : treeNodePfns(this.ram, this.root);
   }
 
   /** The node pages of the previous kernel's tree at `mapPhys`, in metadataPfns' order (after walkIncoming accepted it). */
-  incomingMetadataPfns(mapPhys: number): number[] {
+  incomingMetadataPfns(mapPhys: number): Pfn[] {
     return treeNodePfns(this.ram, mapPhys);
   }
 
@@ -170,7 +170,7 @@ export class RadixTracker implements Tracker {
    * Visits every block of the previous kernel's tree at `mapPhys`, in walk order, after checking the whole tree
    * (see {@link validateIncomingTree}, whose EINVAL it throws before visiting anything).
    */
-  walkIncoming(mapPhys: number, visit: (pfn: number, order: number) => void): void {
+  walkIncoming(mapPhys: number, visit: (pfn: Pfn, order: Order) => void): void {
     validateIncomingTree(this.ram, mapPhys);
     walkTree(this.ram, mapPhys, (pfn, order) => void visit(pfn, order));
   }
@@ -396,7 +396,9 @@ function walkLeaf(ram: PhysicalMemory, leaf: number, leafIndex: number, visit: B
   const words = ram.pageWords(leaf / PAGE_SIZE);
   const at = pageBase(leaf / PAGE_SIZE);
   const firstKey = leafIndex * KHO_BITMAP_BITS;
-  const order = keyOrder(firstKey);
+  // The tree is trusted (this kernel's, or one validateIncomingTree accepted): its leaves decode to valid blocks,
+  // so the brands below are bare casts, free in the per-bit loop.
+  const order = keyOrder(firstKey) as Order;
   const base = decodeKey(firstKey)!.pfn;
   const step = POW2[order];
   for (let w = 0; w < WORDS_PER_LEAF; w += 2) {
@@ -409,7 +411,7 @@ function walkLeaf(ram: PhysicalMemory, leaf: number, leafIndex: number, visit: B
       do {
         const b = 31 - Math.clz32(bits & -bits);
         bits &= bits - 1;
-        if (visit(wordBase + b * step, order) === true) return true;
+        if (visit((wordBase + b * step) as Pfn, order) === true) return true;
       } while (bits !== 0);
     }
   }
@@ -440,15 +442,16 @@ function tableIndexOf(hi: number, lo: number, level: number): number {
  * alignment test and the key's low part. Throws EINVAL naming what is wrong.
  */
 /** Every node page of the tree at `root`, depth first (parents before children, ascending index). The tree is trusted. */
-export function treeNodePfns(ram: PhysicalMemory, root: number): number[] {
-  const out: number[] = [];
+export function treeNodePfns(ram: PhysicalMemory, root: number): Pfn[] {
+  // Node addresses are pages this tracker allocated or validateIncomingTree checked (aligned RAM).
+  const out: Pfn[] = [];
   const visit = (table: number, level: number): void => {
-    out.push(table / PAGE_SIZE);
+    out.push((table / PAGE_SIZE) as Pfn);
     const entries = level === ROOT_LEVEL ? KHO_ROOT_USABLE_ENTRIES : KHO_TABLE_ENTRIES;
     for (let i = 0; i < entries; i++) {
       const child = ram.readU64(table + i * 8);
       if (child === 0) continue;
-      if (level === 1) out.push(child / PAGE_SIZE);
+      if (level === 1) out.push((child / PAGE_SIZE) as Pfn);
       else visit(child, level - 1);
     }
   };
@@ -570,8 +573,8 @@ function popcount32(v: number): number {
 /** Blocks found in an incoming tree, in walk order. */
 export interface IncomingBlocks {
   count: number;
-  pfns: number[];
-  orders: number[];
+  pfns: Pfn[];
+  orders: Order[];
   /** Tree pages visited (tables and leaves). */
   nodes: number;
 }
@@ -583,8 +586,8 @@ export interface IncomingBlocks {
 export function readIncomingTree(ram: PhysicalMemory, mapPhys: number): IncomingBlocks {
   const { blocks, nodes } = validateIncomingTree(ram, mapPhys);
   // Sized up front: growing two arrays by push costs more than reading the tree twice.
-  const pfns = new Array<number>(blocks).fill(0);
-  const orders = new Array<number>(blocks).fill(0);
+  const pfns = new Array<Pfn>(blocks).fill(0 as Pfn);
+  const orders = new Array<Order>(blocks).fill(ORDER_0);
   let i = 0;
   walkTree(ram, mapPhys, (pfn, order) => {
     pfns[i] = pfn;

@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, hex, withUnwind } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, toOrder, type Order, type Pfn } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { offsetTable } from '@kho/struct';
 import {
@@ -161,7 +161,8 @@ export class KhoVmalloc {
    * Throws EINVAL naming the chunk or entry.
    */
   private walk(d: KhoVmallocDesc, what: string, incoming: boolean): Chain {
-    const per = 2 ** d.order;
+    const order = toOrder(d.order); // a u8 field: never negative or fractional
+    const per = 2 ** order;
     const blockBytes = PAGE_SIZE * per;
     const nrBlocks = d.totalPages / per;
     const maxChunks = Math.floor(nrBlocks / KHO_VMALLOC_CHUNK_ENTRIES) + 1;
@@ -179,8 +180,8 @@ export class KhoVmalloc {
       if (chunks.length === maxChunks) {
         throw new KernelError(Errno.EINVAL, `${what}: ${where} is one too many (${nrBlocks} blocks need at most ${maxChunks} chunks)`);
       }
-      const cpfn = phys / PAGE_SIZE;
-      if (incoming && !this.stamped(cpfn, 0)) throw new KernelError(Errno.EINVAL, `${what}: ${where} is not a preserved page (no KHO stamp of order 0)`);
+      const cpfn = (phys / PAGE_SIZE) as Pfn; // checked above: RAM, page-aligned
+      if (incoming && !this.stamped(cpfn, ORDER_0)) throw new KernelError(Errno.EINVAL, `${what}: ${where} is not a preserved page (no KHO stamp of order 0)`);
       seenChunks.add(phys);
       chunks.push(cpfn);
       for (let i = 0; i < KHO_VMALLOC_CHUNK_ENTRIES; i++) {
@@ -192,7 +193,7 @@ export class KhoVmalloc {
         if (e % blockBytes !== 0) throw new KernelError(Errno.EINVAL, `${what}: ${entry} is not aligned to order ${d.order}`);
         const pfn = (e / PAGE_SIZE) as Pfn; // checked above: RAM, aligned to its block
         if (seenBlocks.has(pfn)) throw new KernelError(Errno.EINVAL, `${what}: ${entry} is listed twice`);
-        if (incoming && !this.stamped(pfn, d.order)) {
+        if (incoming && !this.stamped(pfn, order)) {
           throw new KernelError(Errno.EINVAL, `${what}: ${entry} is not a preserved block (no KHO stamp of order ${d.order})`);
         }
         seenBlocks.add(pfn);
@@ -215,7 +216,7 @@ export class KhoVmalloc {
   }
 
   /** True when the head page `pfn` carries the incoming walk's stamp for a block of `order` (spec section 4). */
-  private stamped(pfn: number, order: number): boolean {
+  private stamped(pfn: Pfn, order: Order): boolean {
     return this.kho.isPreservedIncoming(pfn, order);
   }
 }

@@ -1,6 +1,6 @@
 import { Lifecycle, injectable, type DependencyContainer } from 'tsyringe';
 import type { KernelModule } from '@kho/kernel';
-import { BuddyAllocator, ORDER_0, PAGE_SIZE, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, ORDER_0, PAGE_SIZE, type Order, type Pfn } from '@kho/physmem';
 import { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats } from '../ports';
 
 /**
@@ -20,24 +20,25 @@ export class FakeTracker implements Tracker {
   init(): number {
     return 0;
   }
-  add(pfn: number, order: number): void {
+  add(pfn: Pfn, order: Order): void {
     const key = `${pfn}/${order}`;
     if (!this.blocks.has(key)) this.blocks.set(key, this.buddy.allocPages(0));
   }
-  del(pfn: number, order: number): boolean {
+  del(pfn: Pfn, order: Order): boolean {
     const meta = this.blocks.get(`${pfn}/${order}`);
     if (meta === undefined) return false;
     this.blocks.delete(`${pfn}/${order}`);
     this.buddy.freePages(meta, ORDER_0);
     return true;
   }
-  has(pfn: number, order: number): boolean {
+  has(pfn: Pfn, order: Order): boolean {
     return this.blocks.has(`${pfn}/${order}`);
   }
   walk(visit: BlockVisitor): void {
     for (const key of this.blocks.keys()) {
       const [pfn, order] = key.split('/').map(Number);
-      if (visit(pfn, order)) return;
+      // Keys are written by add from a Pfn and an Order.
+      if (visit(pfn as Pfn, order as Order)) return;
     }
   }
   serialize(): number {
@@ -49,13 +50,13 @@ export class FakeTracker implements Tracker {
   stats(): TrackerStats {
     return { blocks: this.blocks.size, metadataPages: this.blocks.size };
   }
-  metadataPfns(): number[] {
+  metadataPfns(): Pfn[] {
     return [...this.blocks.values()];
   }
   walkIncoming(): void {
     throw new Error('FakeTracker cannot read a previous kernel\'s map: boot with a real tracker to kexec');
   }
-  incomingMetadataPfns(): number[] {
+  incomingMetadataPfns(): Pfn[] {
     throw new Error('FakeTracker cannot read a previous kernel\'s map: boot with a real tracker to kexec');
   }
 }

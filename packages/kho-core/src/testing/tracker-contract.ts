@@ -1,8 +1,7 @@
 import { deepStrictEqual, ok, strictEqual, throws } from 'node:assert/strict';
 import { KernelError } from '@kho/kernel';
-import type { BuddyAllocator, FaultInjector } from '@kho/physmem';
+import { pfn, toOrder, type BuddyAllocator, type FaultInjector, type Order, type Pfn } from '@kho/physmem';
 import type { Tracker } from '../ports';
-import { pfn } from '@kho/physmem';
 
 /** A fresh tracker and the allocator it takes its pages from, for one contract case. */
 export interface TrackerUnderTest {
@@ -10,7 +9,7 @@ export interface TrackerUnderTest {
   readonly buddy: BuddyAllocator;
   readonly faults: FaultInjector;
   /** Blocks inside this machine's RAM that the tracker can record (several orders, several leaves/bitmaps). */
-  readonly blocks: ReadonlyArray<readonly [number, number]>;
+  readonly blocks: ReadonlyArray<readonly [Pfn, Order]>;
 }
 
 /** One case of the contract: a name and a body that throws (node:assert) when the tracker breaks the contract. */
@@ -47,7 +46,7 @@ export function trackerContract(): TrackerContractCase[] {
         strictEqual(tracker.stats().blocks, blocks.length);
         for (const b of blocks) ok(tracker.has(b[0], b[1]), `has ${key(b)}`);
         const [p, o] = blocks[0];
-        ok(!tracker.has(p, o + 1), 'the same pfn at another order is another block');
+        ok(!tracker.has(p, toOrder(o + 1)), 'the same pfn at another order is another block');
         strictEqual(tracker.del(p, o), true);
         strictEqual(tracker.del(p, o), false);
         ok(!tracker.has(p, o));
@@ -72,8 +71,8 @@ export function trackerContract(): TrackerContractCase[] {
       (make) => {
         const { tracker } = make();
         tracker.init();
-        throws(() => tracker.add(0, tracker.maxOrder + 1), KernelError);
-        throws(() => tracker.add(1, 1), KernelError);
+        throws(() => tracker.add(pfn(0), toOrder(tracker.maxOrder + 1)), KernelError);
+        throws(() => tracker.add(pfn(1), toOrder(1)), KernelError);
         strictEqual(tracker.stats().blocks, 0);
       },
     ],
@@ -116,7 +115,7 @@ export function trackerContract(): TrackerContractCase[] {
         deepStrictEqual(incoming(tracker, map).sort(), blocks.map(key).sort());
         const pfns = tracker.metadataPfns();
         deepStrictEqual(tracker.incomingMetadataPfns(map), pfns);
-        for (const p of pfns) ok(!buddy.isFree(pfn(p)), `metadata page ${p} is not free`);
+        for (const p of pfns) ok(!buddy.isFree(p), `metadata page ${p} is not free`);
         strictEqual(tracker.stats().metadataPages, pfns.length);
       },
     ],

@@ -1,5 +1,5 @@
 import { Errno, KernelError, KernelLog, LifecycleBus, hex, withUnwind } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Folio, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Folio, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, pfn, pfnAdd, toOrder, type Order, type Pfn } from '@kho/physmem';
 import { clearStamp, hasStamp, splitBlocks, stampOrder, writeStamp, type Kho } from '@kho/kho-core';
 import { KhoVmalloc, Vmalloc } from '@kho/vmalloc';
 import type { KStateBackend, KStateVmalloc } from '../backend';
@@ -66,7 +66,7 @@ export class BareKho implements KStateBackend {
     this.del(folio.pfn, folio.order);
   }
 
-  preservePages(pfn: number, nrPages: number): void {
+  preservePages(pfn: Pfn, nrPages: number): void {
     withUnwind((u) => {
       for (const [p, o] of splitBlocks(pfn, nrPages)) {
         this.add(p, o);
@@ -75,19 +75,19 @@ export class BareKho implements KStateBackend {
     });
   }
 
-  unpreservePages(pfn: number, nrPages: number): void {
+  unpreservePages(pfn: Pfn, nrPages: number): void {
     const blocks = splitBlocks(pfn, nrPages);
     for (const [p, o] of blocks) if (!this.preserved.has(`${p}:${o}`)) throw notPreserved(p, o);
     for (const [p, o] of blocks) this.del(p, o);
   }
 
   /** The stamp on head page `pfn`, as Kho.stampOrder. */
-  stampOrder(pfn: number): number | undefined {
+  stampOrder(pfn: Pfn): Order | undefined {
     return this.memmap.hasPage(pfn) ? stampOrder(this.memmap, pfn) : undefined;
   }
 
   /** As Kho.isPreservedIncoming. */
-  isPreservedIncoming(pfn: number, order: number): boolean {
+  isPreservedIncoming(pfn: Pfn, order: Order): boolean {
     return this.memmap.hasPage(pfn) && hasStamp(this.memmap, pfn, order);
   }
 
@@ -111,7 +111,7 @@ export class BareKho implements KStateBackend {
       }
     }
     for (const [p] of blocks) clearStamp(this.memmap, p);
-    for (let p = pfn; p < pfn + nrPages; p++) this.buddy.adoptPages(p, ORDER_0);
+    for (let i = 0; i < nrPages; i++) this.buddy.adoptPages(pfnAdd(pfn, i), ORDER_0);
     return pfn;
   }
 
@@ -141,7 +141,7 @@ export class BareKho implements KStateBackend {
 
   /** Incoming blocks whose stamp is still there (nobody restored them). */
   unrestored(): Array<[number, number]> {
-    return (this.incoming?.blocks ?? []).filter(([p, o]) => hasStamp(this.memmap, p, o)).map(([p, o]) => [p, o]);
+    return (this.incoming?.blocks ?? []).filter(([p, o]) => hasStamp(this.memmap, pfn(p), toOrder(o))).map(([p, o]) => [p, o]);
   }
 
   private add(pfn: number, order: number): void {
@@ -206,7 +206,7 @@ export class BareMachine {
       cur = Math.max(cur, e);
     }
     if (end > cur) buddy.freeRange(cur, end - cur);
-    for (const [p, o] of handover?.blocks ?? []) writeStamp(memmap, p, o);
+    for (const [p, o] of handover?.blocks ?? []) writeStamp(memmap, pfn(p), toOrder(o));
     const log = new KernelLog(new LifecycleBus(), 1);
     const kho = new BareKho(ram, memmap, buddy, handover);
     const vmalloc = new Vmalloc(ram, memmap, buddy);

@@ -1,6 +1,6 @@
 import { injectable, type DependencyContainer } from 'tsyringe';
 import { Errno, KernelError, hex, registerPerBoot, type KernelModule } from '@kho/kernel';
-import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { ORDER_0, PAGE_SIZE, PhysicalMemory, pfn } from '@kho/physmem';
 import { Kho, khoModule } from '@kho/kho-core';
 import { LiveupdateFileHandler, type LiveupdateFileOpArgs, type LiveupdateFlb, type LiveupdateFlbOpArgs } from '../handler';
 import { liveupdateModule } from '../module';
@@ -103,7 +103,7 @@ export class TestFileHandler implements LiveupdateFileHandler {
     this.calls.push(`finish:${args.retrieveStatus}`);
     // Never retrieved, or a retrieve told to fail before it read anything: the record is discarded.
     const rec = args.serializedData;
-    if (args.retrieveStatus <= 0 && Number.isSafeInteger(rec) && rec % PAGE_SIZE === 0 && this.kho.isPreservedIncoming(rec / PAGE_SIZE, 0)) this.kho.restoreFree(rec);
+    if (args.retrieveStatus <= 0 && Number.isSafeInteger(rec) && rec % PAGE_SIZE === 0 && this.kho.isPreservedIncoming(pfn(rec / PAGE_SIZE), ORDER_0)) this.kho.restoreFree(rec);
   }
 
   private step(op: Op, args: LiveupdateFileOpArgs): void {

@@ -1,6 +1,6 @@
 import { seededRandom } from '@kho/kernel/bench';
 import { splitBlocks, type NodeOfPfn } from '@kho/kho-core';
-import { PAGE_SIZE } from '@kho/physmem';
+import { PAGE_SIZE, pfn } from '@kho/physmem';
 
 /**
  * Trees written the way upstream's preserve path writes them, for tests of the project's reader: blocks come from
@@ -49,7 +49,7 @@ export function writeUpstreamTree(ram: FixtureRam, allocPage: () => number, bloc
 
 /** The blocks upstream's preserve_pages makes of each `[pfn, nrPages]` range (kho-v3 and later with `nodeOf`). */
 export function upstreamPreserve(ranges: ReadonlyArray<readonly [number, number]>, nodeOf?: NodeOfPfn): Array<[number, number]> {
-  return ranges.flatMap(([pfn, n]) => splitBlocks(pfn, n, nodeOf));
+  return ranges.flatMap(([p, n]) => splitBlocks(pfn(p), n, nodeOf));
 }
 
 /** `blocks` in the order a depth-first walk in ascending index order visits them: ascending key. */
