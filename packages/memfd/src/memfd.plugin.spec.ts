@@ -179,7 +179,7 @@ describe('memfd across a live update', () => {
     expect(k1.get(MemfdPlugin).outgoingTable).toBeUndefined();
     expect(kho.subtrees()).toEqual([KHO_KEXEC_METADATA_SUBTREE]);
     for (const f of folios) expect(tracker.has(f.pfn, f.order)).toBe(false);
-    expect(tracker.has(table.phys / PAGE_SIZE, 0)).toBe(false);
+    expect(tracker.has(pfn(table.phys / PAGE_SIZE), toOrder(0))).toBe(false);
     // The tracker frees the nodes that unpreserving emptied: the allocator is back to its count.
     expect(kho.stats().trackerPages).toBe(pages0);
     expect(buddy.nrFreePages).toBe(free0);
