@@ -34,10 +34,26 @@ import { HandoverImage, ImageMachine, ImageSegment, checkMachine, checkSegments,
 /** The largest PT_NOTE accepted: the notes are read whole, and a real one is a few KiB. */
 export const IMAGE_MAX_NOTE_SIZE = 16 << 20;
 
+/**
+ * The largest buffer the reader makes for segment bytes: a PT_LOAD longer than this (a machine with more than
+ * 1 GiB of populated RAM in one run) comes back as several adjacent segments, so no buffer nears the limits of a
+ * typed array or of one read call (2 GiB).
+ */
+export const IMAGE_SEGMENT_PIECE = 1 << 30;
+
+/** Bytes of segment data handed to {@link ReadImageOptions.onSegment} at a time. */
+export const IMAGE_STREAM_PIECE = 64 << 20;
+
+/** The largest read asked of the file system at once (a read call takes at most 2 GiB - 1). */
+const READ_CHUNK = 1 << 30;
+
 const align = (n: number, a: number): number => Math.ceil(n / a) * a;
 
-/** Random access to the file's bytes; callers check bounds against `size` first. `read` returns a copy. */
-interface ByteSource {
+/**
+ * Random access to an image's bytes (a file, a buffer): `size` bytes, of which `read` returns `length` from
+ * `offset` as a buffer the reader may keep. The reader checks every range against `size` before it asks.
+ */
+export interface ImageSource {
   readonly size: number;
   read(offset: number, length: number): Uint8Array;
 }
@@ -46,7 +62,7 @@ const truncated = (what: string, end: number, size: number): KernelError =>
   invalid(`truncated: ${what} ends at offset ${hex(end)} but the file has ${hex(size)} bytes (wanted the whole file)`);
 
 /** Reads `length` bytes at `offset` after checking they are in the file; `what` names them in the message. */
-function readIn(src: ByteSource, offset: number, length: number, what: string): Uint8Array {
+function readIn(src: ImageSource, offset: number, length: number, what: string): Uint8Array {
   if (offset + length > src.size) throw truncated(what, offset + length, src.size);
   return src.read(offset, length);
 }
@@ -69,10 +85,26 @@ interface LoadHeader {
  */
 export interface ReadImageOptions {
   readonly salvage?: (problem: string) => void;
+  /**
+   * Receives the segments' bytes as they are read, in address order and in pieces of at most
+   * {@link IMAGE_STREAM_PIECE} bytes (adjacent pieces of one PT_LOAD follow each other); the image then comes back
+   * with no segments, so a reader that copies each piece where it belongs never holds the file's data twice. A
+   * piece's bytes may be reused once the call returns.
+   */
+  readonly onSegment?: (segment: ImageSegment) => void;
+  /**
+   * Called once every header and note has been checked, before any segment byte is read, with the image's
+   * kho_data, machine and (still empty) segments: where a streaming reader builds what the pieces go into.
+   */
+  readonly onHeaders?: (image: HandoverImage) => void;
 }
 
-/** Parses and checks everything; segment bytes are read last, once every header has been checked. */
-function parseImage(src: ByteSource, opts: ReadImageOptions = {}): HandoverImage {
+/**
+ * Decodes a handover image from any random-access source, checking everything as {@link decodeImage} does;
+ * segment bytes are read last, once every header has been checked, in pieces (see {@link ReadImageOptions}).
+ * Returns the image; throws KernelError(EINVAL, 'image: …').
+ */
+export function readImage(src: ImageSource, opts: ReadImageOptions = {}): HandoverImage {
   // ELF header
   const eh = readIn(src, 0, ELF64_EHDR_SIZE, `the ${ELF64_EHDR_SIZE}-byte ELF header`);
   const ev = new DataView(eh.buffer, eh.byteOffset, eh.byteLength);
@@ -203,7 +235,17 @@ function parseImage(src: ByteSource, opts: ReadImageOptions = {}): HandoverImage
       throw invalid(`PT_LOAD ${l.index} file bytes at ${hex(l.offset)} overlap those of PT_LOAD ${prev.index} (wanted disjoint file ranges)`);
     }
   });
-  const segments: ImageSegment[] = loads.filter((l) => l.size > 0).map((l) => ({ paddr: l.paddr, bytes: src.read(l.offset, l.size) }));
+  const segments: ImageSegment[] = [];
+  opts.onHeaders?.({ khoData, machine, segments: [] });
+  const piece = opts.onSegment ? IMAGE_STREAM_PIECE : IMAGE_SEGMENT_PIECE;
+  for (const l of loads) {
+    for (let at = 0; at < l.size; at += piece) {
+      const n = Math.min(piece, l.size - at);
+      const seg = { paddr: l.paddr + at, bytes: src.read(l.offset + at, n) };
+      if (opts.onSegment) opts.onSegment(seg);
+      else segments.push(seg);
+    }
+  }
   return { khoData, machine, segments };
 }
 
@@ -214,15 +256,17 @@ function parseImage(src: ByteSource, opts: ReadImageOptions = {}): HandoverImage
  * Returns the image, its segments ascending and copied out of `bytes`.
  * Throws KernelError(EINVAL, 'image: <what> (wanted …)'); a cut-short file gives 'image: truncated: …'.
  */
-export function decodeImage(bytes: Uint8Array): HandoverImage {
-  return parseImage({ size: bytes.length, read: (offset, length) => bytes.slice(offset, offset + length) });
+export function decodeImage(bytes: Uint8Array, opts: ReadImageOptions = {}): HandoverImage {
+  return readImage({ size: bytes.length, read: (offset, length) => bytes.slice(offset, offset + length) }, opts);
 }
 
 /**
  * Reads and decodes the handover image file at `path`, reading the headers first and then each segment, so
- * the file is never held twice. Returns the image. Throws what {@link decodeImage} throws, ENOENT when there is
- * no such file, and EIO for any other failure to read it. With `opts.salvage`, a file cut short comes back with
- * the whole pages it still holds, each loss reported to `salvage` (headers and notes must still be whole).
+ * the file is never held twice. Returns the image (a PT_LOAD over {@link IMAGE_SEGMENT_PIECE} as several
+ * segments). Throws what {@link decodeImage} throws, ENOENT when there is no such file, and EIO for any other
+ * failure to read it. With `opts.salvage`, a file cut short comes back with the whole pages it still holds, each
+ * loss reported to `salvage` (headers and notes must still be whole); with `opts.onSegment`, the segments' bytes
+ * go to it as they are read instead of into the image.
  */
 export function readImageFile(path: string, opts: ReadImageOptions = {}): HandoverImage {
   let fd: number;
@@ -237,14 +281,14 @@ export function readImageFile(path: string, opts: ReadImageOptions = {}): Handov
     const read = (offset: number, length: number): Uint8Array => {
       const out = new Uint8Array(length);
       for (let done = 0; done < length; ) {
-        const n = readSync(fd, out, done, length - done, offset + done);
+        const n = readSync(fd, out, done, Math.min(READ_CHUNK, length - done), offset + done);
         if (n === 0) throw new KernelError(Errno.EIO, `image: ${path} shrank while being read (at offset ${hex(offset + done)})`);
         done += n;
       }
       return out;
     };
     try {
-      return parseImage({ size, read }, opts);
+      return readImage({ size, read }, opts);
     } catch (e) {
       if (e instanceof KernelError) throw e;
       throw new KernelError(Errno.EIO, `image: cannot read ${path}: ${(e as Error).message}`, { cause: e });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Errno, KernelError, seededRandom } from '@kho/kernel';
 import fc from 'fast-check';
 import { ELF64_EHDR, ELF64_EHDR_SIZE, ELF64_NHDR, ELF64_NHDR_SIZE, ELF64_PHDR, ELF64_PHDR_SIZE, ElfField } from './abi';
-import { decodeImage, readImageFile } from './decode';
+import { IMAGE_SEGMENT_PIECE, IMAGE_STREAM_PIECE, decodeImage, readImage, readImageFile } from './decode';
 import { encodeImage, writeImageFile } from './encode';
 import { HandoverImage, ImageMachine, pagesToSegments } from './model';
 
@@ -280,6 +280,16 @@ describe('pagesToSegments', () => {
     expect(pagesToSegments([], () => page(0))).toEqual([]);
   });
 
+  it('splits a run longer than the largest segment into adjacent segments', () => {
+    const segs = pagesToSegments([0, 1, 2, 3, 4, 9], (pfn) => new Uint8Array(PAGE).fill(pfn), 2 * PAGE);
+    expect(segs.map((s) => [s.paddr / PAGE, s.bytes.length / PAGE, s.bytes[0]])).toEqual([
+      [0, 2, 0],
+      [2, 2, 2],
+      [4, 1, 4],
+      [9, 1, 9],
+    ]);
+  });
+
   it.each<[string, number[], (pfn: number) => Uint8Array, string]>([
     ['a duplicate pfn', [3, 1, 3], () => new Uint8Array(PAGE), 'pfn 0x3 is listed twice (wanted each page once)'],
     ['a negative pfn', [-1], () => new Uint8Array(PAGE), 'pfn -1 is not a page frame number (wanted an integer in 0..2^41-1)'],
@@ -469,6 +479,48 @@ describe('salvage of a file cut short', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a segment over 2 GiB (issue 16, row 10: the project read its own 2G image as "length out of range")', () => {
+  it('is read in pieces: every byte where it belongs, no piece larger than IMAGE_STREAM_PIECE or IMAGE_SEGMENT_PIECE', () => {
+    const size = 2 * 2 ** 30 + 2 * PAGE;
+    const paddr = 0x100000;
+    // a one-page image whose only PT_LOAD is grown to 2 GiB + 8 KiB: a file of zeros but for the headers and the two
+    // pages at its ends, read through a source that serves its bytes without holding them
+    const img: HandoverImage = { khoData: khoData(), machine: { pageSize: PAGE, ram: [{ start: 0, size: 4 * 2 ** 30, node: 0 }] }, segments: [{ paddr, bytes: pages(paddr, 1) }] };
+    const small = encodeImage(img);
+    const dataAt = small.length - PAGE;
+    const head = patched(patched(small.subarray(0, dataAt), phdr(1), ELF64_PHDR.p_filesz, size), phdr(1), ELF64_PHDR.p_memsz, size);
+    const ends: Array<[number, Uint8Array]> = [
+      [0, head],
+      [dataAt, pages(paddr, 1)],
+      [dataAt + size - PAGE, pages(paddr + size - PAGE, 1)],
+    ];
+    const zeros = new Uint8Array(IMAGE_SEGMENT_PIECE);
+    const asked: number[] = [];
+    const source = {
+      size: dataAt + size,
+      read(offset: number, length: number): Uint8Array {
+        asked.push(length);
+        const out = ends.some(([at, b]) => at < offset + length && offset < at + b.length) ? new Uint8Array(length) : zeros.subarray(0, length);
+        for (const [at, b] of ends) if (at < offset + length && offset < at + b.length) out.set(b.subarray(Math.max(0, offset - at), Math.min(b.length, offset + length - at)), Math.max(0, at - offset));
+        return out;
+      },
+    };
+    const check = (segs: Array<{ paddr: number; bytes: Uint8Array }>, piece: number): void => {
+      expect(segs.every((s) => s.bytes.length <= piece)).toBe(true);
+      expect(segs.reduce((n, s) => n + s.bytes.length, 0)).toBe(size);
+      segs.forEach((s, i) => i > 0 && expect(s.paddr).toBe(segs[i - 1].paddr + segs[i - 1].bytes.length));
+      expect(sameBytes(segs[0].bytes.subarray(0, PAGE), pages(paddr, 1))).toBe(true);
+      const z = segs[segs.length - 1];
+      expect(sameBytes(z.bytes.subarray(z.bytes.length - PAGE), pages(paddr + size - PAGE, 1))).toBe(true);
+    };
+    const streamed: Array<{ paddr: number; bytes: Uint8Array }> = [];
+    expect(readImage(source, { onSegment: (s) => streamed.push(s) }).segments).toEqual([]);
+    check(streamed, IMAGE_STREAM_PIECE);
+    check(readImage(source).segments, IMAGE_SEGMENT_PIECE);
+    expect(Math.max(...asked)).toBeLessThanOrEqual(IMAGE_SEGMENT_PIECE);
   });
 });
 

@@ -33,6 +33,6 @@ export {
   KHO_DATA_SIZE,
   type ElfField,
 } from './abi';
-export { pagesToSegments, type HandoverImage, type ImageMachine, type ImageRamRange, type ImageSegment } from './model';
+export { pagesToSegments, IMAGE_MAX_SEGMENT, type HandoverImage, type ImageMachine, type ImageRamRange, type ImageSegment } from './model';
 export { encodeImage, writeImageFile } from './encode';
-export { decodeImage, readImageFile, IMAGE_MAX_NOTE_SIZE, type ReadImageOptions } from './decode';
+export { decodeImage, readImage, readImageFile, IMAGE_MAX_NOTE_SIZE, IMAGE_SEGMENT_PIECE, IMAGE_STREAM_PIECE, type ReadImageOptions, type ImageSource } from './decode';
