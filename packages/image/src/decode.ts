@@ -41,6 +41,25 @@ export const IMAGE_MAX_NOTE_SIZE = 16 << 20;
  */
 export const IMAGE_SEGMENT_PIECE = 1 << 30;
 
+/** The deepest nesting of arrays and objects accepted in the machine note (the project writes three). */
+export const IMAGE_MAX_JSON_NESTING = 64;
+
+/** Where `text` (JSON) first nests deeper than `limit` (the offset of the bracket), or -1. Linear, no recursion. */
+function jsonTooDeep(text: string, limit: number): number {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > limit) return i;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return -1;
+}
+
 /** Bytes of segment data handed to {@link ReadImageOptions.onSegment} at a time. */
 export const IMAGE_STREAM_PIECE = 64 << 20;
 
@@ -206,9 +225,20 @@ export function readImage(src: ImageSource, opts: ReadImageOptions = {}): Handov
   if (!khoData) throw invalid(`no kho_data note (wanted exactly one, owner "KHO", type ${hex(NT_KHO_DATA)})`);
   if (!machineJson) throw invalid(`no machine note (wanted exactly one, owner "KHO", type ${hex(NT_KHO_MACHINE)})`);
 
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(machineJson);
+  } catch (e) {
+    throw invalid(`machine note is not UTF-8 JSON: ${(e as Error).message} (wanted {"pageSize":4096,"ram":[...]})`);
+  }
+  // Whatever reads the note's further keys later (a JSON report, a renderer) may recurse: refuse depth now.
+  const deep = jsonTooDeep(text, IMAGE_MAX_JSON_NESTING);
+  if (deep >= 0) {
+    throw invalid(`machine note nests arrays and objects more than ${IMAGE_MAX_JSON_NESTING} levels deep (at character ${deep}; wanted at most ${IMAGE_MAX_JSON_NESTING})`);
+  }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(machineJson));
+    parsed = JSON.parse(text);
   } catch (e) {
     throw invalid(`machine note is not UTF-8 JSON: ${(e as Error).message} (wanted {"pageSize":4096,"ram":[...]})`);
   }

@@ -381,6 +381,22 @@ describe('decodeImage refuses', () => {
     expect(() => decodeImage(b)).toThrow(/^EINVAL: image: machine note is not UTF-8 JSON: /);
   });
 
+  it.each([
+    [63, true],
+    [64, false],
+    [100_000, false],
+  ])('a machine note with an array %i levels deep inside it: accepted %s (issue 16, row 12: not a stack overflow)', (depth, ok) => {
+    // a string key as long as the nesting, then its bytes replaced by the nesting: same length, same note size
+    const filler = 'X'.repeat(2 * depth + 1);
+    const b = encodeImage({ khoData: khoData(), machine: { ...machine(), deep: filler }, segments: [] });
+    const at = Buffer.from(b).indexOf(`"${filler}"`);
+    b.set(new TextEncoder().encode(`${'['.repeat(depth)}1${']'.repeat(depth)}  `), at);
+    // the note is one object: the 64th bracket of the array is the 65th level
+    const json = Buffer.from(b).indexOf('{"pageSize"');
+    if (ok) expect(decodeImage(b).machine.deep).toHaveLength(1);
+    else expect(() => decodeImage(b)).toThrow(`EINVAL: image: machine note nests arrays and objects more than 64 levels deep (at character ${at - json + 63}; wanted at most 64)`);
+  });
+
   it('flipping random header and note bytes 2000 times gives an image or a KernelError(EINVAL)', () => {
     const small = encodeImage({ khoData: khoData(), machine: machine(), segments: [{ paddr: 0, bytes: pages(0, 1) }] });
     const headEnd = PAGE; // everything but the one page of data

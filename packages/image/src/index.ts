@@ -35,4 +35,4 @@ export {
 } from './abi';
 export { pagesToSegments, IMAGE_MAX_SEGMENT, type HandoverImage, type ImageMachine, type ImageRamRange, type ImageSegment } from './model';
 export { encodeImage, writeImageFile } from './encode';
-export { decodeImage, readImage, readImageFile, IMAGE_MAX_NOTE_SIZE, IMAGE_SEGMENT_PIECE, IMAGE_STREAM_PIECE, type ReadImageOptions, type ImageSource } from './decode';
+export { decodeImage, readImage, readImageFile, IMAGE_MAX_NOTE_SIZE, IMAGE_MAX_JSON_NESTING, IMAGE_SEGMENT_PIECE, IMAGE_STREAM_PIECE, type ReadImageOptions, type ImageSource } from './decode';
