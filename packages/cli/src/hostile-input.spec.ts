@@ -1,7 +1,11 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { encodeImage, readImageFile } from '@kho/image';
+import { decodeFdt, encodeFdt } from '@kho/fdt';
+import { encodeImage, pagesToSegments, readImageFile, writeImageFile } from '@kho/image';
+import { PROP_PRESERVED_MEMORY_MAP, PROP_PRESERVED_MEMORY_MAP_CRC, decodeKhoData, pagesCrc } from '@kho/kho-core';
+import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { incomingTreeNodePfns } from '@kho/radix-tracker';
 import { runCli } from './main';
 
 /**
@@ -37,6 +41,48 @@ function withMachineKey(name: string, key: string, json: string): string {
   bytes.set(new TextEncoder().encode(json), Buffer.from(bytes).indexOf(`"${filler}"`));
   const file = join(dir, name);
   writeFileSync(file, bytes);
+  return file;
+}
+
+const GiB = 2 ** 30;
+
+/**
+ * The base image grown by `extra` bytes of RAM at `extra` (64 GiB at 64 GiB, ...) whose first pages the radix
+ * tree then claims as order-0 blocks: `leaves` all-ones leaf pages (32,768 blocks each) under a new level-1
+ * table, placed at the top of the new RAM. `crc` says what becomes of the tracker checksum: recomputed over
+ * the grown tree, deleted (as Linux writes images), or left stale.
+ */
+function withAllOnesLeaves(name: string, extra: number, leaves: number, crc: 'recompute' | 'delete' | 'stale'): string {
+  const img = readImageFile(base);
+  img.machine.ram.push({ start: extra, size: extra, node: 0 });
+  const ram = new PhysicalMemory({ ranges: img.machine.ram });
+  for (const seg of img.segments) ram.write(seg.paddr, seg.bytes);
+  const kd = decodeKhoData(img.khoData);
+  if (typeof kd === 'string') throw new Error(kd);
+  const fdt = decodeFdt(ram.read(kd.fdtAddr, PAGE_SIZE));
+  const root = Number(fdt.getU64LE(PROP_PRESERVED_MEMORY_MAP));
+  // order-0 keys of pfns from extra / 4096 on: root entry 2, then entries 0, 0 and extra / 2^36 down to level 1
+  let l2 = root;
+  for (const i of [2, 0, 0]) l2 = ram.readU64n(l2 + i * 8);
+  let page = 2 * extra - (leaves + 1) * PAGE_SIZE;
+  const l1 = page;
+  ram.writeU64(l2 + (extra / 2 ** 36) * 8, l1);
+  const ones = new Uint8Array(PAGE_SIZE).fill(0xff);
+  for (let i = 0; i < leaves; i++) {
+    page += PAGE_SIZE;
+    ram.writeU64(l1 + i * 8, page);
+    ram.write(page, ones);
+  }
+  if (crc === 'delete') fdt.props.delete(PROP_PRESERVED_MEMORY_MAP_CRC);
+  if (crc === 'recompute') {
+    const c = new Uint8Array(4);
+    new DataView(c.buffer).setUint32(0, pagesCrc(ram, incomingTreeNodePfns(ram, root)), true);
+    fdt.setProp(PROP_PRESERVED_MEMORY_MAP_CRC, c);
+  }
+  ram.write(kd.fdtAddr, encodeFdt(fdt, { totalSize: PAGE_SIZE }));
+  img.segments = pagesToSegments(ram.populatedPfns(), (p) => ram.pageIfPresent(p)!);
+  const file = join(dir, name);
+  writeImageFile(file, img);
   return file;
 }
 
@@ -88,7 +134,37 @@ const ROWS: Array<[string, () => string[], number, RegExp]> = [
   ],
 ];
 
+/**
+ * Rows whose input is RAM contents: the next kernel refuses revival and boots cold, and `kho boot` exits 1 with
+ * the reason on its first line. [row and input, the image, the first line of stdout]
+ */
+const REVIVAL_ROWS: Array<[string, () => string, RegExp]> = [
+  [
+    'row 8: 64 GiB more RAM claimed by 512 all-ones radix leaves (16.7 M blocks), checksum recomputed',
+    () => withAllOnesLeaves('row8.kho', 64 * GiB, 512, 'recompute'),
+    /^next kernel \(generation 2\): cold boot \(revival refused: radix tree holds 167772\d\d blocks, more than the 8388608 a kernel of this lab reads \(KHO_MAX_INCOMING_BLOCKS; wanted at most 8388608\)\)$/,
+  ],
+  [
+    'row 8: the same with the checksum deleted, as Linux writes its images',
+    () => withAllOnesLeaves('row8-nocrc.kho', 64 * GiB, 512, 'delete'),
+    /^next kernel \(generation 2\): cold boot \(revival refused: radix tree holds 167772\d\d blocks, more than the 8388608/,
+  ],
+  [
+    'row 9: 128 GiB and 1,024 all-ones leaves with a stale checksum: refused by the checksum, before any walk',
+    () => withAllOnesLeaves('row9.kho', 128 * GiB, 1024, 'stale'),
+    /^next kernel \(generation 2\): cold boot \(revival refused: the tracker's pages fail their checksum \(crc32c 0x[0-9a-f]+, wanted 0x[0-9a-f]+\): the preserved-memory map was damaged\)$/,
+  ],
+];
+
 describe("issue 16's hostile inputs: refused in one line, or processed within the documented bound", () => {
+  it.each(REVIVAL_ROWS)('%s (kho boot)', (_row, image, line) => {
+    const r = cli('boot', '--image', image());
+    expect(r.out.split('\n')[0]).toMatch(line);
+    expect(r.out).toContain('RESULT: FAILED');
+    expect(r.err).toBe('');
+    expect(r.code).toBe(1);
+  });
+
   it.each(ROWS)('%s', (_row, argv, code, line) => {
     const r = cli(...argv());
     expect(r.err).toMatch(/^[^\n]*\n$/); // exactly one line
