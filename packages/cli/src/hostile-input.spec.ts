@@ -6,6 +6,7 @@ import { encodeImage, pagesToSegments, readImageFile, writeImageFile } from '@kh
 import { PROP_PRESERVED_MEMORY_MAP, PROP_PRESERVED_MEMORY_MAP_CRC, decodeKhoData, pagesCrc } from '@kho/kho-core';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { incomingTreeNodePfns } from '@kho/radix-tracker';
+import { inspectImage, inspectionJson, writeInspection, writeInspectionJson } from './inspect';
 import { runCli } from './main';
 
 /**
@@ -156,7 +157,61 @@ const REVIVAL_ROWS: Array<[string, () => string, RegExp]> = [
   ],
 ];
 
+/**
+ * `kho inspect` on the same images: it checks what the next kernel checks (the checksum first, then the count
+ * against the bound) and lists a map the kernel would refuse as a problem, not as blocks. [row, image, line]
+ */
+const INSPECT_ROWS: Array<[string, () => string, RegExp]> = [
+  [
+    'row 8: 16.7 M blocks, checksum recomputed',
+    () => withAllOnesLeaves('row8-i.kho', 64 * GiB, 512, 'recompute'),
+    /^kho: image .*: tracker: radix tree holds 167772\d\d blocks, more than the 8388608 a kernel of this lab reads \(KHO_MAX_INCOMING_BLOCKS\) \(wanted at most 8388608\)$/,
+  ],
+  [
+    'row 9: a stale checksum',
+    () => withAllOnesLeaves('row9-i.kho', 128 * GiB, 1024, 'stale'),
+    /^kho: image .*: tracker: the tracker's pages fail their checksum \(crc32c 0x[0-9a-f]+\): the preserved-memory map was damaged, its blocks are not listed \(wanted crc32c 0x[0-9a-f]+\)$/,
+  ],
+];
+
 describe("issue 16's hostile inputs: refused in one line, or processed within the documented bound", () => {
+  it.each(INSPECT_ROWS)('%s (kho inspect, text and --json)', (_row, image, line) => {
+    const file = image();
+    for (const json of [false, true]) {
+      const r = cli('inspect', file, ...(json ? ['--json'] : []));
+      expect(r.err).toMatch(/^[^\n]*\n$/);
+      expect(r.err.trimEnd()).toMatch(line);
+      expect(r.code).toBe(2);
+      if (json) {
+        const j = JSON.parse(r.out);
+        expect(j.blocks).toEqual([]);
+        expect(j.problems.map((p: { where: string }) => p.where)).toContain('tracker');
+      } else {
+        expect(r.out).toContain('Preserved blocks: not listed');
+      }
+    }
+  });
+
+  it('kho inspect streams a map of many blocks: the same text as whole, in pieces of bounded size', () => {
+    // 4 all-ones leaves: 131,072 blocks more than the demo's, within the bound
+    const r = inspectImage(withAllOnesLeaves('many.kho', 64 * GiB, 4, 'recompute'));
+    expect(r.problems).toEqual([]);
+    expect(r.blocks.count).toBe(r.tracker!.blocks);
+    expect(r.blocks.count).toBeGreaterThan(4 * 32768);
+    for (const [write, whole] of [
+      [writeInspectionJson, `${JSON.stringify(inspectionJson(r), null, 2)}\n`],
+      [writeInspection, undefined],
+    ] as const) {
+      const pieces: string[] = [];
+      write(r, (s) => pieces.push(s));
+      expect(Math.max(...pieces.map((p) => p.length))).toBeLessThan(2 ** 20);
+      const text = pieces.join('');
+      if (whole) expect(text).toBe(whole);
+      else expect(text.split('\n').filter((l) => /^ {2}0x[0-9a-f]+ \d+$/.test(l))).toHaveLength(r.blocks.count);
+    }
+  });
+
+
   it.each(REVIVAL_ROWS)('%s (kho boot)', (_row, image, line) => {
     const r = cli('boot', '--image', image());
     expect(r.out.split('\n')[0]).toMatch(line);

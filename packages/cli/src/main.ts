@@ -7,7 +7,7 @@ import { formatBenchTable, loadBenchFiles, readBaseline, runBenches, workspaceRo
 import { PAGE_SIZE } from '@kho/physmem';
 import { DEFAULT_DEMO, runDemo, runFirstHalf, runSecondHalf, type DemoOptions, type DemoReport, type SecondHalf } from './demo/run';
 import { loadHandoverImage, writeHandoverImage } from './handover';
-import { formatInspection, inspectImage, inspectionJson } from './inspect';
+import { inspectImage, writeInspection, writeInspectionJson } from './inspect';
 import { compareKernels, compatMatrix, formatCompat, formatMatrix, kernelFromArg } from './compat';
 import { demoReportData } from './report/demo-report';
 import { scenarioReportData } from './report/scenario-report';
@@ -500,7 +500,9 @@ export function buildProgram(io: ProgramIo): Command {
       if (flags.dtbOut) checkWritable(flags.dtbOut, '--dtb-out');
       const r = inspectImage(file, { strict: flags.strict });
       if (flags.dtbOut && r.rootDtb) writeFileSync(flags.dtbOut, r.rootDtb);
-      io.out(`${flags.json ? JSON.stringify(inspectionJson(r), null, 2) : formatInspection(r)}\n`);
+      // streamed: a map of millions of blocks never becomes one string
+      if (flags.json) writeInspectionJson(r, io.out);
+      else writeInspection(r, io.out);
       if (r.problems.length > 0) {
         const first = r.problems[0];
         const more = r.problems.length > 1 ? ` (and ${r.problems.length - 1} more, listed ${flags.json ? 'in "problems"' : 'above'})` : '';
