@@ -70,7 +70,7 @@ function withAllOnesLeaves(name: string, extra: number, leaves: number, crc: 're
   const root = Number(fdt.getU64LE(PROP_PRESERVED_MEMORY_MAP));
   // order-0 keys of pfns from extra / 4096 on: root entry 2, then entries 0, 0 and extra / 2^36 down to level 1
   let l2 = root;
-  for (const i of [2, 0, 0]) l2 = ram.readU64n(l2 + i * 8);
+  for (const i of [2, 0, 0]) l2 = ram.readU64(l2 + i * 8);
   let page = 2 * extra - (leaves + 1) * PAGE_SIZE;
   const l1 = page;
   ram.writeU64(l2 + (extra / 2 ** 36) * 8, l1);
