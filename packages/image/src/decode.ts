@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { Errno, KernelError, hex } from '@kho/kernel';
+import { Errno, KernelError, crc32c, hex } from '@kho/kernel';
 import {
   EI_CLASS,
   EI_DATA,
@@ -19,11 +19,16 @@ import {
   ET_CORE,
   EV_CURRENT,
   IMAGE_PAGE_SIZE,
+  IMAGE_SEGMENTS_HEAD,
+  IMAGE_SEGMENTS_HEAD_SIZE,
+  IMAGE_SEGMENT_ENTRY,
+  IMAGE_SEGMENT_ENTRY_SIZE,
   KHO_DATA_SIZE,
   KHO_NOTE_NAME,
   NOTE_ALIGN,
   NT_KHO_DATA,
   NT_KHO_MACHINE,
+  NT_KHO_SEGMENTS,
   PN_XNUM,
   PT_LOAD,
   PT_NOTE,
@@ -96,6 +101,8 @@ interface LoadHeader {
   offset: number;
   paddr: number;
   size: number;
+  /** p_filesz as written (size is less when salvage kept only part of a cut segment). */
+  whole: number;
 }
 
 /**
@@ -175,7 +182,7 @@ export function readImage(src: ImageSource, opts: ReadImageOptions = {}): Handov
       const [offset, paddr, size, memsz] = [big('p_offset'), big('p_paddr'), big('p_filesz'), big('p_memsz')];
       if (size !== memsz) throw invalid(`PT_LOAD ${i} has p_filesz ${hex(size)} and p_memsz ${hex(memsz)} (wanted them equal)`);
       if (offset % IMAGE_PAGE_SIZE !== 0) throw invalid(`PT_LOAD ${i} p_offset ${hex(offset)} is not page aligned (wanted a multiple of ${IMAGE_PAGE_SIZE})`);
-      loads.push({ index: i, offset, paddr, size });
+      loads.push({ index: i, offset, paddr, size, whole: size });
     } else {
       throw invalid(`program header ${i} has type ${hex(type)} (wanted PT_NOTE ${PT_NOTE} or PT_LOAD ${PT_LOAD})`);
     }
@@ -189,6 +196,7 @@ export function readImage(src: ImageSource, opts: ReadImageOptions = {}): Handov
   const nv = new DataView(nb.buffer, nb.byteOffset, nb.byteLength);
   let khoData: Uint8Array | undefined;
   let machineJson: Uint8Array | undefined;
+  let sums: Uint8Array | undefined;
   for (let p = 0; p < nb.length; ) {
     const at = hex(note.offset + p);
     if (p + ELF64_NHDR_SIZE > nb.length) {
@@ -216,8 +224,11 @@ export function readImage(src: ImageSource, opts: ReadImageOptions = {}): Handov
       } else if (type === NT_KHO_MACHINE) {
         if (machineJson) throw invalid(`second machine note at offset ${at} (wanted exactly one)`);
         machineJson = desc;
+      } else if (type === NT_KHO_SEGMENTS) {
+        if (sums) throw invalid(`second segments note at offset ${at} (wanted exactly one)`);
+        sums = desc;
       } else {
-        throw invalid(`KHO note at offset ${at} has unknown type ${hex(type)} (wanted ${hex(NT_KHO_DATA)} or ${hex(NT_KHO_MACHINE)})`);
+        throw invalid(`KHO note at offset ${at} has unknown type ${hex(type)} (wanted ${hex(NT_KHO_DATA)}, ${hex(NT_KHO_MACHINE)} or ${hex(NT_KHO_SEGMENTS)})`);
       }
     } // notes of other owners are not ours to judge: skipped
     p = end;
@@ -265,18 +276,64 @@ export function readImage(src: ImageSource, opts: ReadImageOptions = {}): Handov
       throw invalid(`PT_LOAD ${l.index} file bytes at ${hex(l.offset)} overlap those of PT_LOAD ${prev.index} (wanted disjoint file ranges)`);
     }
   });
+  const wanted = checkSums(sums, khoData, machineJson, loads, opts.salvage);
   const segments: ImageSegment[] = [];
   opts.onHeaders?.({ khoData, machine, segments: [] });
   const piece = opts.onSegment ? IMAGE_STREAM_PIECE : IMAGE_SEGMENT_PIECE;
-  for (const l of loads) {
+  loads.forEach((l, i) => {
+    let crc = 0;
     for (let at = 0; at < l.size; at += piece) {
       const n = Math.min(piece, l.size - at);
       const seg = { paddr: l.paddr + at, bytes: src.read(l.offset + at, n) };
+      if (wanted?.[i] !== undefined) crc = crc32c(seg.bytes, 0, seg.bytes.length, crc);
       if (opts.onSegment) opts.onSegment(seg);
       else segments.push(seg);
     }
-  }
+    const want = wanted?.[i];
+    if (want !== undefined && crc !== want) {
+      const bad = `PT_LOAD ${l.index} (paddr ${hex(l.paddr)}): its bytes give crc32c ${hex(crc)} (wanted ${hex(want)}, as the segments note says)`;
+      if (!opts.salvage) throw invalid(bad);
+      opts.salvage(bad);
+    }
+  });
   return { khoData, machine, segments };
+}
+
+/**
+ * Checks the NT_KHO_SEGMENTS note against the notes and the PT_LOADs (sorted by paddr): the notes' crc32c, and one
+ * entry per PT_LOAD with its paddr and size. Returns the crc32c each PT_LOAD's bytes must give, or undefined when
+ * salvaging an image that cannot be checked. Throws EINVAL naming the first difference, or when there is no note
+ * (an image from a writer older than the note: its segments could have moved unnoticed).
+ */
+function checkSums(sums: Uint8Array | undefined, khoData: Uint8Array, machine: Uint8Array, loads: readonly LoadHeader[], salvage?: (problem: string) => void): Array<number | undefined> | undefined {
+  const refuse = (why: string): undefined => {
+    if (!salvage) throw invalid(why);
+    salvage(`${why}: the segments are kept unchecked`);
+    return undefined;
+  };
+  if (!sums) return refuse(`no segments note (owner "KHO", type ${hex(NT_KHO_SEGMENTS)}; wanted the checksums of every PT_LOAD, which writers before it did not write)`);
+  const v = new DataView(sums.buffer, sums.byteOffset, sums.byteLength);
+  const count = sums.length >= IMAGE_SEGMENTS_HEAD_SIZE ? getField(v, 0, IMAGE_SEGMENTS_HEAD.count) : -1;
+  if (sums.length !== IMAGE_SEGMENTS_HEAD_SIZE + count * IMAGE_SEGMENT_ENTRY_SIZE) {
+    return refuse(`segments note of ${sums.length} bytes does not hold ${count < 0 ? 'its header' : `${count} entries`} (wanted ${IMAGE_SEGMENTS_HEAD_SIZE} + ${IMAGE_SEGMENT_ENTRY_SIZE} bytes per PT_LOAD)`);
+  }
+  if (count !== loads.length) return refuse(`segments note lists ${count} segments but the file has ${loads.length} PT_LOADs (wanted one entry per PT_LOAD)`);
+  const notes = crc32c(machine, 0, machine.length, crc32c(khoData));
+  const noteWant = getField(v, 0, IMAGE_SEGMENTS_HEAD.notes_crc);
+  if (notes !== noteWant) return refuse(`the kho_data and machine notes give crc32c ${hex(notes)} (wanted ${hex(noteWant)}, as the segments note says)`);
+  const out: Array<number | undefined> = [];
+  for (let i = 0; i < count; i++) {
+    const at = IMAGE_SEGMENTS_HEAD_SIZE + i * IMAGE_SEGMENT_ENTRY_SIZE;
+    const paddr = getField64(v, at, IMAGE_SEGMENT_ENTRY.paddr);
+    const size = getField64(v, at, IMAGE_SEGMENT_ENTRY.size);
+    const l = loads[i];
+    if (paddr !== BigInt(l.paddr) || size !== BigInt(l.whole)) {
+      return refuse(`PT_LOAD ${l.index} is [${hex(l.paddr)}, +${hex(l.whole)}) but entry ${i} of the segments note says [${hex(paddr)}, +${hex(size)}) (wanted the same)`);
+    }
+    // a segment salvage cut short cannot match; salvage has reported it already
+    out.push(l.size === l.whole ? getField(v, at, IMAGE_SEGMENT_ENTRY.crc) : undefined);
+  }
+  return out;
 }
 
 /**
