@@ -402,7 +402,7 @@ export function buildProgram(io: ProgramIo): Command {
         "and the image file's ELF headers and notes.\n" +
         'Mutations: bit flips, random words, pointers redirected (outside RAM, into scratch, to themselves, to another structure),\n' +
         'counts and lengths past their container, huge sizes, cycles, shared nodes, repeated and overlapping records; half of the\n' +
-        'tracker and root FDT cases recompute the tracker checksum, so the content checks are what is tested.\n' +
+        'tracker, root FDT and kstate cases recompute their checksums, so the content checks are what is tested.\n' +
         'Exit status: 0 when every case was refused or accepted cleanly, 1 on any crash, hang, false restore or lost byte.',
     )
     .action(async (flags: { cases: number; seed: number; jobs?: number; json?: boolean }) => {

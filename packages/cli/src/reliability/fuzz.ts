@@ -17,7 +17,8 @@ import { KhoSlab } from '@kho/kho-slab';
 import { Vfs, luoCreateSession, luoOpenDevice, luoPreserveFd, luoRetrieveFd, luoRetrieveSession, luoSessionFinish } from '@kho/liveupdate';
 import { MemfdFs } from '@kho/memfd';
 import { incomingTreeNodePfns, treeNodePfns } from '@kho/radix-tracker';
-import { KSTATE_SEGMENT_HEADER_SIZE, KSTATE_SUBTREE, openStream } from '@kho/kstate';
+import { KSTATE_SEGMENT_HEADER_SIZE, KSTATE_SUBTREE, crc32c, openStream } from '@kho/kstate';
+import { KSTATE_RECORD_HEADER_SIZE, KSTATE_SEGMENT_CRC_SPAN, KStateRecordStruct } from '@kho/kstate/abi';
 import { MEMFD_SUBTREE } from '@kho/memfd';
 import { MEMBLOCK_SUBTREE } from '@kho/memblock';
 import { decodeKhoVmallocChunk } from '@kho/vmalloc';
@@ -34,6 +35,8 @@ export interface FuzzTarget {
   readonly pages: readonly number[];
   /** Bytes of each page that hold the structure (default: the whole page). */
   readonly used?: ReadonlyMap<number, number>;
+  /** The kstate stream's segments (phys and payload bytes), whose record and header checksums a case may recompute. */
+  readonly kstateSegments?: ReadonlyArray<{ readonly phys: number; readonly payload: number }>;
 }
 
 export type MutationKind =
@@ -206,7 +209,7 @@ function findTargets(ram: PhysicalMemory, mapPhys: number, fdtPhys: number, para
         const bytes = KSTATE_SEGMENT_HEADER_SIZE + sg.payload;
         for (let i = 0; i * PAGE_SIZE < bytes && i < 2 ** sg.order; i++) used.set(pfn(sg.phys) + i, Math.min(PAGE_SIZE, bytes - i * PAGE_SIZE));
       }
-      targets.push({ name: 'kstate stream', pages: [...used.keys()], used });
+      targets.push({ name: 'kstate stream', pages: [...used.keys()], used, kstateSegments: stream.segments.map((sg) => ({ phys: sg.phys, payload: sg.payload })) });
       // the self-test's vmalloc list: its kho_vmalloc chunk pages
       const chunks: number[] = [];
       for (const s of stream.sections) {
@@ -444,9 +447,11 @@ function mutate(ram: PhysicalMemory, base: Base, target: FuzzTarget, page: numbe
 /**
  * Recomputes the checksum that guards `target` after a mutation, so the structure's own checks are what the case
  * tests: the tracker's crc32c in the root FDT (over the tree's pages as the next kernel lists them; a tree too
- * damaged to list keeps its stale checksum). Returns whether it did.
+ * damaged to list keeps its stale checksum), or the kstate stream's segment header and record crc32cs. Returns
+ * whether it did.
  */
 function recomputeCrc(ram: PhysicalMemory, base: Base, target: FuzzTarget): boolean {
+  if (target.kstateSegments) return recomputeKstateCrcs(ram, target.kstateSegments);
   if (target.name !== 'tracker' && target.name !== 'root FDT') return false;
   let crc: number;
   let fdt;
@@ -466,6 +471,37 @@ function recomputeCrc(ram: PhysicalMemory, base: Base, target: FuzzTarget): bool
   } catch (e) {
     if (e instanceof KernelError) return false;
     throw e;
+  }
+  return true;
+}
+
+/**
+ * Recomputes the kstate stream's checksums after a mutation: every segment header's crc32c, and every record's
+ * crc32c over the logical stream as the base's segments hold it (records are walked by their body lengths as they
+ * now read; the walk stops at one that runs past the end). The content checks of kstate are then what is tested.
+ */
+function recomputeKstateCrcs(ram: PhysicalMemory, segments: ReadonlyArray<{ phys: number; payload: number }>): boolean {
+  for (const sg of segments) ram.writeU32(sg.phys + KSTATE_SEGMENT_CRC_SPAN, crc32c(ram.read(sg.phys, KSTATE_SEGMENT_CRC_SPAN)));
+  const total = segments.reduce((n, sg) => n + sg.payload, 0);
+  const bytes = new Uint8Array(total);
+  let off = 0;
+  for (const sg of segments) {
+    bytes.set(ram.read(sg.phys + KSTATE_SEGMENT_HEADER_SIZE, sg.payload), off);
+    off += sg.payload;
+  }
+  const view = new DataView(bytes.buffer);
+  const lenAt = KStateRecordStruct.offsetOf('body_len');
+  const crcAt = KStateRecordStruct.offsetOf('crc');
+  for (let pos = 0; pos + KSTATE_RECORD_HEADER_SIZE <= total; ) {
+    const end = pos + KSTATE_RECORD_HEADER_SIZE + view.getUint32(pos + lenAt, true);
+    if (end > total) break;
+    view.setUint32(pos + crcAt, crc32c(bytes, pos + KSTATE_RECORD_HEADER_SIZE, end, crc32c(bytes, pos, pos + crcAt)), true);
+    pos = end;
+  }
+  off = 0;
+  for (const sg of segments) {
+    ram.write(sg.phys + KSTATE_SEGMENT_HEADER_SIZE, bytes.subarray(off, off + sg.payload));
+    off += sg.payload;
   }
   return true;
 }
@@ -509,19 +545,29 @@ export function runFuzzCase(seed: number, index: number, opts: { hangMs?: number
         if (withCrc && recomputeCrc(ram, base, t)) crc = 'recomputed';
       });
     }
-    const inc = k.get(Kho).incomingHandover;
-    const extra = inc ? inc.pfns.findIndex((p, j) => !base.preserved.has(`${p}:${inc.orders[j]}`)) : -1;
-    if (inc && extra >= 0) {
+    const kho = k.get(Kho);
+    const inc = kho.incomingHandover;
+    const extras = inc ? inc.pfns.map((pfn, j) => ({ pfn, order: inc.orders[j] })).filter((b) => !base.preserved.has(`${b.pfn}:${b.order}`)) : [];
+    const named = (b: { pfn: number; order: number }): string => `block ${hex(b.pfn * PAGE_SIZE)} order ${b.order}`;
+    if (extras.length > 0 && crc !== 'recomputed') {
+      // the map's checksum was the old kernel's: a block it did not preserve must have been refused
       outcome = 'false-restore';
-      detail = `stamped block ${hex(inc.pfns[extra] * PAGE_SIZE)} order ${inc.orders[extra]}, which the old kernel did not preserve`;
+      detail = `stamped ${named(extras[0])}, which the old kernel did not preserve, under its stale checksum`;
     } else {
       const v = verify(base, k);
-      if (v.lost && v.problems.length === 0) {
+      // An extra block in a map whose checksum was recomputed is what the map says was preserved: no kernel can
+      // tell it from a real one. What must hold is that nobody takes it (no owner's metadata names it) and that it
+      // stays reserved and is named at finish: a stamp still there after finish means exactly that.
+      const taken = extras.find((b) => !kho.isPreservedIncoming(b.pfn, b.order));
+      if (taken) {
+        outcome = 'false-restore';
+        detail = `${named(taken)}, which the old kernel did not preserve, was restored`;
+      } else if (v.lost && v.problems.length === 0) {
         outcome = 'lost';
         detail = v.lost;
       } else if (v.problems.length) {
         outcome = 'refused';
-        detail = v.problems.join('; ');
+        detail = [...v.problems, ...(extras.length ? [`${named(extras[0])} (not preserved; the map's checksum recomputed) left reserved`] : [])].join('; ');
       }
     }
   } catch (e) {
@@ -594,10 +640,12 @@ export function recordCase(r: FuzzResult, c: FuzzCase): void {
  * Mutates a valid handover `cases` times and boots each: the RAM structures (root FDT, tracker, scratch array,
  * kstate stream, vmalloc chunks, memfd table, memblock FDT, kexec-metadata, LUO and kho-slab blobs and the pages
  * they link) with bit flips, random words, redirected pointers, counts and sizes past their container, cycles,
- * shared nodes, repeated and overlapping records (half of them with the tracker checksum recomputed), and the
- * image file's ELF headers and notes. A case must end refused (the kernel or a subsystem says what it refused)
- * or accepted (everything verified); never a crash (anything but a KernelError escaping), a hang, a block
- * stamped or restored that the old kernel did not preserve, or a preserved byte changed with nothing said.
+ * shared nodes, repeated and overlapping records (half of the tracker, root FDT and kstate cases with their
+ * checksums recomputed), and the image file's ELF headers and notes. A case must end refused (the kernel or a
+ * subsystem says what it refused) or accepted (everything verified); never a crash (anything but a KernelError
+ * escaping), a hang, a preserved byte changed with nothing said, or a false restore: a block the old kernel did
+ * not preserve that is stamped under the map's stale checksum, or restored by anyone. (A map whose checksum was
+ * recomputed is the truth of what was preserved: an extra block in it must stay reserved and be named at finish.)
  * Case `i` depends only on the seed and `i`.
  */
 export function fuzzHandovers(opts: FuzzOptions & { scope?: FuzzScope }): FuzzResult {
