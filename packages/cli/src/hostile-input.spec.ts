@@ -5,7 +5,7 @@ import { decodeFdt, encodeFdt } from '@kho/fdt';
 import { encodeImage, pagesToSegments, readImageFile, writeImageFile } from '@kho/image';
 import { Kho, PROP_PRESERVED_MEMORY_MAP, PROP_PRESERVED_MEMORY_MAP_CRC, Tracker, decodeKhoData, pagesCrc } from '@kho/kho-core';
 import { Phase, type Kernel } from '@kho/kernel';
-import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { ORDER_0, PAGE_SIZE, PhysicalMemory, pfn as toPfn, toOrder } from '@kho/physmem';
 import { incomingTreeNodePfns } from '@kho/radix-tracker';
 import { inspectImage, inspectionJson, writeInspection, writeInspectionJson } from './inspect';
 import { runCli } from './main';
@@ -140,19 +140,19 @@ function overPair(t: Tracker): void {
   const zero = new Set(blocksOf(t).filter(([, o]) => o === 0).map(([p]) => p));
   const pfn = [...zero].find((p) => p % 2 === 0 && zero.has(p + 1));
   expect(pfn).toBeDefined();
-  t.add(pfn!, 1);
+  t.add(toPfn(pfn!), toOrder(1));
 }
 
 /** Row 2: a block one order lower at the head of a preserved block. */
 function atHead(t: Tracker): void {
   const big = blocksOf(t).find(([, o]) => o >= 1);
   expect(big).toBeDefined();
-  t.add(big![0], big![1] - 1);
+  t.add(toPfn(big![0]), toOrder(big![1] - 1));
 }
 
 /** Row 3: the root FDT's own page taken out of the map. */
 function withoutRoot(t: Tracker, k: Kernel): void {
-  expect(t.del(k.get(Kho).rootFdtPhys / PAGE_SIZE, 0)).toBe(true);
+  expect(t.del(toPfn(k.get(Kho).rootFdtPhys / PAGE_SIZE), ORDER_0)).toBe(true);
 }
 
 /** Row 4: the memfd table's block raised from order 0 to order 1 (at the base image's table address). */
@@ -162,10 +162,10 @@ function memfdRaised(t: Tracker): void {
   const memfd = (JSON.parse(memfdJson).subtrees as Array<{ name: string; phys: string }>).find((x) => x.name === 'memfd');
   memfdJson = '';
   const pfn = Number(memfd!.phys) / PAGE_SIZE;
-  expect(t.has(pfn, 0)).toBe(true);
-  t.del(pfn, 0);
+  expect(t.has(toPfn(pfn), ORDER_0)).toBe(true);
+  t.del(toPfn(pfn), ORDER_0);
   // order 1 needs an even pfn: the pair that holds the table
-  t.add(pfn - (pfn % 2), 1);
+  t.add(toPfn(pfn - (pfn % 2)), toOrder(1));
 }
 let memfdJson = '';
 
