@@ -89,7 +89,7 @@ export function kernelFromImage(file: string): KernelSide {
       if (sec.id === 'reserve_mem') reserveMem ??= 'kstate';
     }
   }
-  const maxBlockOrder = r.blocks.reduce((m, b) => Math.max(m, b.order), 0);
+  const maxBlockOrder = r.blocks.orders.reduce((m, o) => Math.max(m, o), 0);
   return { label: file, generation, tracker: generation.tracker, reserveMem, kstate, maxBlockOrder };
 }
 

@@ -2,6 +2,7 @@ import { formatBytes, hex } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { readImageFile, type HandoverImage } from '@kho/image';
 import { decodeHandover, type HandoverView } from './view/handover';
+import { writeNonZeroPages } from './handover';
 import { splitWanted } from './view/problems';
 import { formatLuo } from './vmm/luo-inspect';
 
@@ -29,42 +30,103 @@ export interface Inspection extends HandoverView {
 export function inspectImage(file: string, opts: { strict?: boolean } = {}): Inspection {
   // a file cut short still has its headers and most of its pages: decode those, and say what is missing
   const lost: string[] = [];
-  const image = readImageFile(file, opts.strict ? {} : { salvage: (p) => lost.push(p) });
-  const r = inspectLoaded(file, image, opts);
+  // the segments go into RAM as they are read (the file's data is never held twice); adjacent pieces of one
+  // PT_LOAD make one populated range
+  let ram: PhysicalMemory | undefined;
+  const populated: Array<[number, number]> = [];
+  const image = readImageFile(file, {
+    ...(opts.strict ? {} : { salvage: (p: string) => lost.push(p) }),
+    onHeaders: (h) => void (ram = new PhysicalMemory({ ranges: h.machine.ram })),
+    onSegment: (seg) => {
+      writeNonZeroPages(ram!, seg.paddr, seg.bytes);
+      const last = populated[populated.length - 1];
+      if (last && last[1] === seg.paddr) last[1] += seg.bytes.length;
+      else populated.push([seg.paddr, seg.paddr + seg.bytes.length]);
+    },
+  });
+  const r = inspectRam(file, image, ram!, populated, opts);
   for (const p of lost.reverse()) r.problems.unshift({ where: 'image file', ...splitWanted(p, 'the whole file') });
   return r;
 }
 
-/** As {@link inspectImage}, for an image already read. */
+/** As {@link inspectImage}, for an image already read (its segments in memory). */
 export function inspectLoaded(file: string, image: HandoverImage, opts: { strict?: boolean } = {}): Inspection {
   const ram = new PhysicalMemory({ ranges: image.machine.ram });
   for (const s of image.segments) ram.write(s.paddr, s.bytes);
+  return inspectRam(file, image, ram, image.segments.map((x) => [x.paddr, x.paddr + x.bytes.length] as const), opts);
+}
+
+function inspectRam(file: string, image: HandoverImage, ram: PhysicalMemory, populated: ReadonlyArray<readonly [number, number]>, opts: { strict?: boolean }): Inspection {
   const view = decodeHandover(ram, image.khoData, opts);
   const m = image.machine as Record<string, unknown>;
   return {
     file,
-    segments: image.segments.length,
-    populatedBytes: image.segments.reduce((n, s) => n + s.bytes.length, 0),
+    segments: populated.length,
+    populatedBytes: populated.reduce((n, [a, b]) => n + (b - a), 0),
     ram: image.machine.ram.map((r) => ({ start: hex(r.start), size: r.size, node: r.node })),
     cmdline: typeof m.cmdline === 'string' ? m.cmdline : '',
     ...(Number.isSafeInteger(m.generation) ? { generation: m.generation as number } : {}),
-    populated: image.segments.map((x) => [x.paddr, x.paddr + x.bytes.length] as const),
+    populated,
     ...view,
   };
 }
 
 /** The inspection as JSON data: what people and scripts read (no byte buffers, no explorer trees). */
 export function inspectionJson(r: Inspection): unknown {
-  const { rootDtb: _d, radix: _r, claims: _c, populated: _p, fdt, subtrees, ...rest } = r;
+  const json = jsonWithoutBlocks(r) as Record<string, unknown>;
+  json.blocks = Array.from({ length: r.blocks.count }, (_, i) => ({ phys: hex(r.blocks.pfns[i] * PAGE_SIZE), order: r.blocks.orders[i] }));
+  return json;
+}
+
+/** Where the blocks go in the JSON text: a string no inspection holds. */
+const BLOCKS_MARK = '\u0000kho-inspect-blocks\u0000';
+
+function jsonWithoutBlocks(r: Inspection): unknown {
+  const { rootDtb: _d, radix: _r, claims: _c, populated: _p, fdt, subtrees, blocks: _b, ...rest } = r;
+  const { problems, ...before } = rest;
   return {
-    ...rest,
+    ...before,
     ...(fdt ? { fdt: { compatible: fdt.compatible, generation: fdt.generation, preservedMemoryMap: fdt.preservedMemoryMap, dts: fdt.dts } } : {}),
     subtrees: subtrees.map(({ view: _v, ...s }) => s),
+    blocks: BLOCKS_MARK,
+    problems,
   };
+}
+
+/** Lines of output written per call while streaming the blocks. */
+const LINES_PER_WRITE = 4096;
+
+/**
+ * Writes the inspection as JSON (the text `JSON.stringify(inspectionJson(r), null, 2)` gives) to `out`, the
+ * blocks a few thousand at a time: a map of millions of blocks never becomes one string.
+ */
+export function writeInspectionJson(r: Inspection, out: (s: string) => void): void {
+  const text = JSON.stringify(jsonWithoutBlocks(r), null, 2);
+  const mark = `"blocks": ${JSON.stringify(BLOCKS_MARK)}`;
+  const at = text.indexOf(mark);
+  out(text.slice(0, at));
+  out('"blocks": [');
+  const { count, pfns, orders } = r.blocks;
+  for (let i = 0; i < count; i += LINES_PER_WRITE) {
+    let chunk = '';
+    for (let j = i; j < Math.min(count, i + LINES_PER_WRITE); j++) {
+      chunk += `${j === 0 ? '' : ','}\n    {\n      "phys": "${hex(pfns[j] * PAGE_SIZE)}",\n      "order": ${orders[j]}\n    }`;
+    }
+    out(chunk);
+  }
+  out(count > 0 ? '\n  ]' : ']');
+  out(`${text.slice(at + mark.length)}\n`);
 }
 
 /** The inspection as text for people; the problems last. */
 export function formatInspection(r: Inspection): string {
+  const parts: string[] = [];
+  writeInspection(r, (s) => parts.push(s));
+  return parts.join('').replace(/\n$/, '');
+}
+
+/** Writes the inspection as text to `out` (what {@link formatInspection} returns, and a newline), the blocks a few thousand lines at a time. */
+export function writeInspection(r: Inspection, out: (s: string) => void): void {
   const lines: string[] = [];
   lines.push(`Handover image ${r.file}: ${r.segments} segments, ${formatBytes(r.populatedBytes)} of populated RAM`);
   for (const x of r.ram) lines.push(`  RAM ${x.start} +${formatBytes(x.size)} node ${x.node}`);
@@ -107,13 +169,20 @@ export function formatInspection(r: Inspection): string {
       `Tracker: ${t.kind} (${t.name}), ${t.metadataPages} metadata pages (${formatBytes(t.metadataPages * PAGE_SIZE)}), ${t.blocks} blocks, ${formatBytes(t.preservedBytes)} preserved, ${t.bytesPerBlock} metadata bytes per block`,
     );
     lines.push(`  blocks by order: ${Object.entries(t.byOrder).map(([o, n]) => `${o}:${n}`).join(' ') || 'none'}`);
-    lines.push('Preserved blocks (phys, order):');
-    for (const b of r.blocks) lines.push(`  ${b.phys} ${b.order}`);
+    lines.push(t.listed ? 'Preserved blocks (phys, order):' : 'Preserved blocks: not listed (the next kernel refuses this map; see the problems)');
+    out(`${lines.join('\n')}\n`);
+    lines.length = 0;
+    const { count, pfns, orders } = r.blocks;
+    for (let i = 0; i < count; i += LINES_PER_WRITE) {
+      let chunk = '';
+      for (let j = i; j < Math.min(count, i + LINES_PER_WRITE); j++) chunk += `  ${hex(pfns[j] * PAGE_SIZE)} ${orders[j]}\n`;
+      out(chunk);
+    }
   }
   if (r.problems.length > 0) {
     lines.push('');
     lines.push(`Problems: ${r.problems.length} (the next kernel would refuse this handover or part of it)`);
     for (const p of r.problems) lines.push(`  ${p.where}: ${p.what} (wanted ${p.wanted})`);
   }
-  return lines.join('\n');
+  if (lines.length > 0) out(`${lines.join('\n')}\n`);
 }

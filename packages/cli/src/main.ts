@@ -7,14 +7,14 @@ import { formatBenchTable, loadBenchFiles, readBaseline, runBenches, workspaceRo
 import { PAGE_SIZE } from '@kho/physmem';
 import { DEFAULT_DEMO, runDemo, runFirstHalf, runSecondHalf, type DemoOptions, type DemoReport, type SecondHalf } from './demo/run';
 import { loadHandoverImage, writeHandoverImage } from './handover';
-import { formatInspection, inspectImage, inspectionJson } from './inspect';
+import { inspectImage, writeInspection, writeInspectionJson } from './inspect';
 import { compareKernels, compatMatrix, formatCompat, formatMatrix, kernelFromArg } from './compat';
 import { demoReportData } from './report/demo-report';
 import { scenarioReportData } from './report/scenario-report';
 import { RunRecorder } from './report/recorder';
 import { createProgress, followDemo, followScenario } from './progress';
 import { readScenario, scenarioDemand } from './scenario/schema';
-import { fuzzHandovers, type FuzzResult } from './reliability/fuzz';
+import { fuzzHandovers, fuzzHandoversParallel, type FuzzResult } from './reliability/fuzz';
 import { sweepAnytime, sweepFaults } from './reliability/sweeps';
 import { ANYTIME_PATHS } from './reliability/anytime-paths';
 import { FAULT_PATHS } from './reliability/fault-paths';
@@ -393,32 +393,51 @@ export function buildProgram(io: ProgramIo): Command {
     .description('mutate valid handovers and boot each: never a crash, a hang, or a block restored that was not preserved')
     .option('--cases <n>', 'how many mutated handovers to boot', intArg('--cases', 1, 10_000_000), 1000)
     .option('--seed <n>', 'seed of the mutations', intArg('--seed', 0, 2 ** 32 - 1), 1)
+    .option('--jobs <n>', 'worker threads (default: every core); the cases and the report do not depend on it', intArg('--jobs', 1, 256))
     .option('--json', 'print the result as JSON')
     .addHelpText(
       'after',
-      '\nTargets: the root FDT, the tracker, the scratch array, the kstate stream, vmalloc chunks, the memfd table.\n' +
-        'Mutations: bit flips, random words, pointers redirected outside RAM, into scratch, into their own page, into another structure.\n' +
-        'Exit status: 0 when every case was refused or accepted cleanly, 1 on any crash, hang or false restore.',
+      '\nTargets: the root FDT, the tracker, the scratch array, the kstate stream, vmalloc chunks, the memfd table, the memblock FDT,\n' +
+        'kexec-metadata, the LUO and kho-slab blobs and the pages they link (sessions, file and memfd-v2 records, kho_block chains),\n' +
+        "and the image file's ELF headers and notes.\n" +
+        'Mutations: bit flips, random words, pointers redirected (outside RAM, into scratch, to themselves, to another structure),\n' +
+        'counts and lengths past their container, huge sizes, cycles, shared nodes, repeated and overlapping records; half of the\n' +
+        'tracker, root FDT and kstate cases recompute their checksums, so the content checks are what is tested.\n' +
+        'Exit status: 0 when every case was refused or accepted cleanly, 1 on any crash, hang, false restore or lost byte.',
     )
-    .action((flags: { cases: number; seed: number; json?: boolean }) => {
+    .action(async (flags: { cases: number; seed: number; jobs?: number; json?: boolean }) => {
+      const jobs = Math.min(flags.jobs ?? defaultJobs(), Math.ceil(flags.cases / 20));
       const progress = createProgress(!flags.json && io.isTTY === true, flags.cases);
-      let result: FuzzResult;
+      const onCase = (c: { index: number; target: string; mutation: string }): void => progress.update(c.index + 1, `${c.target}: ${c.mutation}`);
+      const report = (result: FuzzResult): void => {
+        const bad = [...result.crashes, ...result.hangs, ...result.falseRestores, ...result.lost];
+        if (flags.json) io.out(`${JSON.stringify(result, null, 2)}\n`);
+        else {
+          const out = [
+            `kho fuzz: ${result.cases} cases (seed ${flags.seed}): ${result.refused} refused, ${result.accepted} accepted, ${result.crashes.length} crashes, ${result.hangs.length} hangs, ${result.falseRestores.length} false restores, ${result.lost.length} lost bytes`,
+          ];
+          for (const [t, n] of Object.entries(result.byTarget)) out.push(`  ${t.padEnd(28)} tried ${n.tried}, refused ${n.refused}, accepted ${n.accepted}`);
+          out.push(`  mutations: ${Object.entries(result.byMutation).sort().map(([m, n]) => `${m} ${n}`).join(', ')}`);
+          out.push('  most frequent refusals:');
+          for (const [reason, n] of Object.entries(result.reasons).sort((a, b) => b[1] - a[1]).slice(0, 8)) out.push(`    ${String(n).padStart(5)}  ${reason}`);
+          for (const c of bad) out.push(`  ${c.outcome.toUpperCase()} case ${c.index} (${c.target}, ${c.mutation}${c.crc ? '+crc' : ''} at ${c.at}): ${c.detail}`);
+          io.out(`${out.join('\n')}\n`);
+        }
+        io.exit(bad.length === 0 ? EXIT.OK : EXIT.FAILED);
+      };
+      if (jobs <= 1) {
+        try {
+          report(fuzzHandovers({ cases: flags.cases, seed: flags.seed, onCase }));
+        } finally {
+          progress.stop();
+        }
+        return;
+      }
       try {
-        result = fuzzHandovers({ cases: flags.cases, seed: flags.seed, onCase: (c) => progress.update(c.index + 1, `${c.target}: ${c.mutation}`) });
+        report(await fuzzHandoversParallel({ cases: flags.cases, seed: flags.seed, jobs, onCase }));
       } finally {
         progress.stop();
       }
-      const bad = [...result.crashes, ...result.hangs, ...result.falseRestores];
-      if (flags.json) io.out(`${JSON.stringify(result, null, 2)}\n`);
-      else {
-        const out = [`kho fuzz: ${result.cases} cases (seed ${flags.seed}): ${result.refused} refused, ${result.accepted} accepted, ${result.crashes.length} crashes, ${result.hangs.length} hangs, ${result.falseRestores.length} false restores`];
-        for (const [t, n] of Object.entries(result.byTarget)) out.push(`  ${t.padEnd(16)} tried ${n.tried}, refused ${n.refused}, accepted ${n.accepted}`);
-        out.push('  most frequent refusals:');
-        for (const [reason, n] of Object.entries(result.reasons).sort((a, b) => b[1] - a[1]).slice(0, 8)) out.push(`    ${String(n).padStart(5)}  ${reason}`);
-        for (const c of bad) out.push(`  ${c.outcome.toUpperCase()} case ${c.index} (${c.target}, ${c.mutation} at ${c.at}): ${c.detail}`);
-        io.out(`${out.join('\n')}\n`);
-      }
-      io.exit(bad.length === 0 ? EXIT.OK : EXIT.FAILED);
     });
 
   program
@@ -500,7 +519,9 @@ export function buildProgram(io: ProgramIo): Command {
       if (flags.dtbOut) checkWritable(flags.dtbOut, '--dtb-out');
       const r = inspectImage(file, { strict: flags.strict });
       if (flags.dtbOut && r.rootDtb) writeFileSync(flags.dtbOut, r.rootDtb);
-      io.out(`${flags.json ? JSON.stringify(inspectionJson(r), null, 2) : formatInspection(r)}\n`);
+      // streamed: a map of millions of blocks never becomes one string
+      if (flags.json) writeInspectionJson(r, io.out);
+      else writeInspection(r, io.out);
       if (r.problems.length > 0) {
         const first = r.problems[0];
         const more = r.problems.length > 1 ? ` (and ${r.problems.length - 1} more, listed ${flags.json ? 'in "problems"' : 'above'})` : '';
@@ -628,8 +649,8 @@ function failureCode(e: unknown, program: Command, argv: readonly string[], io: 
 /**
  * Runs the command line with `io` and returns the exit status: 0 success, 1 a failed verification or an
  * unexpected error, 2 bad input (usage, sizes, unreadable or malformed files). Every failure prints exactly one
- * line `kho: <reason>` on stderr, never a stack trace. Synchronous: for every command but `sweep` and `soak`,
- * which run on worker threads or wait for the collector (use runCliAsync).
+ * line `kho: <reason>` on stderr, never a stack trace. Synchronous: for every command but `sweep`, `soak` and
+ * `fuzz --jobs N`, which run on worker threads or wait for the collector (use runCliAsync).
  */
 export function runCli(argv: readonly string[], io: CliIo): number {
   let code: number = EXIT.OK;

@@ -13,7 +13,10 @@
  *   and descriptor, owner "KHO" (namesz 4 with its NUL):
  *   - `NT_KHO_DATA` (0x4b484f01): the 32-byte `struct kho_data` of section 1;
  *   - `NT_KHO_MACHINE` (0x4b484f02): the machine as UTF-8 JSON
- *     `{"pageSize":4096,"ram":[{"start":n,"size":n,"node":n},...], ...further keys}`.
+ *     `{"pageSize":4096,"ram":[{"start":n,"size":n,"node":n},...], ...further keys}`;
+ *   - `NT_KHO_SEGMENTS` (0x4b484f03): the checksums that bind the rest together: u32 count of PT_LOADs, u32
+ *     crc32c of the kho_data descriptor followed by the machine descriptor, then per PT_LOAD in ascending
+ *     p_paddr order `{u64 paddr, u64 size, u32 crc32c of its bytes, u32 0}` (24 bytes).
  *
  * This is a contract between two simulator processes and with ELF tools. A change to the layout or to the
  * meaning of a note takes new note type numbers; new JSON keys need none (readers ignore keys they do not know).
@@ -97,6 +100,23 @@ export const KHO_NOTE_NAME = 'KHO';
 export const NT_KHO_DATA = 0x4b484f01;
 /** Descriptor: the machine description, UTF-8 JSON. */
 export const NT_KHO_MACHINE = 0x4b484f02;
+/** Descriptor: the segment and note checksums (layout {@link IMAGE_SEGMENTS_HEAD} then {@link IMAGE_SEGMENT_ENTRY} per PT_LOAD). */
+export const NT_KHO_SEGMENTS = 0x4b484f03;
+/** Head of the NT_KHO_SEGMENTS descriptor, 8 bytes. */
+export const IMAGE_SEGMENTS_HEAD = {
+  count: { offset: 0, size: 4 },
+  notes_crc: { offset: 4, size: 4 },
+} as const satisfies Record<string, ElfField>;
+export const IMAGE_SEGMENTS_HEAD_SIZE = 8;
+/** One PT_LOAD's entry in the NT_KHO_SEGMENTS descriptor, 24 bytes. */
+export const IMAGE_SEGMENT_ENTRY = {
+  paddr: { offset: 0, size: 8 },
+  size: { offset: 8, size: 8 },
+  crc: { offset: 16, size: 4 },
+  reserved: { offset: 20, size: 4 },
+} as const satisfies Record<string, ElfField>;
+export const IMAGE_SEGMENT_ENTRY_SIZE = 24;
+
 /**
  * Bytes of the kho_data note's descriptor: `struct kho_data` (docs/abi/kho.md section 1). The image carries it as
  * opaque bytes; kho-core owns the layout, and its tests pin that its size is this one.

@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { Errno, KernelError, hex } from '@kho/kernel';
+import { Errno, KernelError, crc32c, hex } from '@kho/kernel';
 import {
   EI_CLASS,
   EI_DATA,
@@ -19,11 +19,16 @@ import {
   ET_CORE,
   EV_CURRENT,
   IMAGE_PAGE_SIZE,
+  IMAGE_SEGMENTS_HEAD,
+  IMAGE_SEGMENTS_HEAD_SIZE,
+  IMAGE_SEGMENT_ENTRY,
+  IMAGE_SEGMENT_ENTRY_SIZE,
   KHO_DATA_SIZE,
   KHO_NOTE_NAME,
   NOTE_ALIGN,
   NT_KHO_DATA,
   NT_KHO_MACHINE,
+  NT_KHO_SEGMENTS,
   PN_XNUM,
   PT_LOAD,
   PT_NOTE,
@@ -34,10 +39,45 @@ import { HandoverImage, ImageMachine, ImageSegment, checkMachine, checkSegments,
 /** The largest PT_NOTE accepted: the notes are read whole, and a real one is a few KiB. */
 export const IMAGE_MAX_NOTE_SIZE = 16 << 20;
 
+/**
+ * The largest buffer the reader makes for segment bytes: a PT_LOAD longer than this (a machine with more than
+ * 1 GiB of populated RAM in one run) comes back as several adjacent segments, so no buffer nears the limits of a
+ * typed array or of one read call (2 GiB).
+ */
+export const IMAGE_SEGMENT_PIECE = 1 << 30;
+
+/** The deepest nesting of arrays and objects accepted in the machine note (the project writes three). */
+export const IMAGE_MAX_JSON_NESTING = 64;
+
+/** Where `text` (JSON) first nests deeper than `limit` (the offset of the bracket), or -1. Linear, no recursion. */
+function jsonTooDeep(text: string, limit: number): number {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x5b || c === 0x7b) {
+      if (++depth > limit) return i;
+    } else if (c === 0x5d || c === 0x7d) {
+      depth--;
+    }
+  }
+  return -1;
+}
+
+/** Bytes of segment data handed to {@link ReadImageOptions.onSegment} at a time. */
+export const IMAGE_STREAM_PIECE = 64 << 20;
+
+/** The largest read asked of the file system at once (a read call takes at most 2 GiB - 1). */
+const READ_CHUNK = 1 << 30;
+
 const align = (n: number, a: number): number => Math.ceil(n / a) * a;
 
-/** Random access to the file's bytes; callers check bounds against `size` first. `read` returns a copy. */
-interface ByteSource {
+/**
+ * Random access to an image's bytes (a file, a buffer): `size` bytes, of which `read` returns `length` from
+ * `offset` as a buffer the reader may keep. The reader checks every range against `size` before it asks.
+ */
+export interface ImageSource {
   readonly size: number;
   read(offset: number, length: number): Uint8Array;
 }
@@ -46,7 +86,7 @@ const truncated = (what: string, end: number, size: number): KernelError =>
   invalid(`truncated: ${what} ends at offset ${hex(end)} but the file has ${hex(size)} bytes (wanted the whole file)`);
 
 /** Reads `length` bytes at `offset` after checking they are in the file; `what` names them in the message. */
-function readIn(src: ByteSource, offset: number, length: number, what: string): Uint8Array {
+function readIn(src: ImageSource, offset: number, length: number, what: string): Uint8Array {
   if (offset + length > src.size) throw truncated(what, offset + length, src.size);
   return src.read(offset, length);
 }
@@ -61,6 +101,8 @@ interface LoadHeader {
   offset: number;
   paddr: number;
   size: number;
+  /** p_filesz as written (size is less when salvage kept only part of a cut segment). */
+  whole: number;
 }
 
 /**
@@ -69,10 +111,26 @@ interface LoadHeader {
  */
 export interface ReadImageOptions {
   readonly salvage?: (problem: string) => void;
+  /**
+   * Receives the segments' bytes as they are read, in address order and in pieces of at most
+   * {@link IMAGE_STREAM_PIECE} bytes (adjacent pieces of one PT_LOAD follow each other); the image then comes back
+   * with no segments, so a reader that copies each piece where it belongs never holds the file's data twice. A
+   * piece's bytes may be reused once the call returns.
+   */
+  readonly onSegment?: (segment: ImageSegment) => void;
+  /**
+   * Called once every header and note has been checked, before any segment byte is read, with the image's
+   * kho_data, machine and (still empty) segments: where a streaming reader builds what the pieces go into.
+   */
+  readonly onHeaders?: (image: HandoverImage) => void;
 }
 
-/** Parses and checks everything; segment bytes are read last, once every header has been checked. */
-function parseImage(src: ByteSource, opts: ReadImageOptions = {}): HandoverImage {
+/**
+ * Decodes a handover image from any random-access source, checking everything as {@link decodeImage} does;
+ * segment bytes are read last, once every header has been checked, in pieces (see {@link ReadImageOptions}).
+ * Returns the image; throws KernelError(EINVAL, 'image: …').
+ */
+export function readImage(src: ImageSource, opts: ReadImageOptions = {}): HandoverImage {
   // ELF header
   const eh = readIn(src, 0, ELF64_EHDR_SIZE, `the ${ELF64_EHDR_SIZE}-byte ELF header`);
   const ev = new DataView(eh.buffer, eh.byteOffset, eh.byteLength);
@@ -124,7 +182,7 @@ function parseImage(src: ByteSource, opts: ReadImageOptions = {}): HandoverImage
       const [offset, paddr, size, memsz] = [big('p_offset'), big('p_paddr'), big('p_filesz'), big('p_memsz')];
       if (size !== memsz) throw invalid(`PT_LOAD ${i} has p_filesz ${hex(size)} and p_memsz ${hex(memsz)} (wanted them equal)`);
       if (offset % IMAGE_PAGE_SIZE !== 0) throw invalid(`PT_LOAD ${i} p_offset ${hex(offset)} is not page aligned (wanted a multiple of ${IMAGE_PAGE_SIZE})`);
-      loads.push({ index: i, offset, paddr, size });
+      loads.push({ index: i, offset, paddr, size, whole: size });
     } else {
       throw invalid(`program header ${i} has type ${hex(type)} (wanted PT_NOTE ${PT_NOTE} or PT_LOAD ${PT_LOAD})`);
     }
@@ -138,6 +196,7 @@ function parseImage(src: ByteSource, opts: ReadImageOptions = {}): HandoverImage
   const nv = new DataView(nb.buffer, nb.byteOffset, nb.byteLength);
   let khoData: Uint8Array | undefined;
   let machineJson: Uint8Array | undefined;
+  let sums: Uint8Array | undefined;
   for (let p = 0; p < nb.length; ) {
     const at = hex(note.offset + p);
     if (p + ELF64_NHDR_SIZE > nb.length) {
@@ -165,8 +224,11 @@ function parseImage(src: ByteSource, opts: ReadImageOptions = {}): HandoverImage
       } else if (type === NT_KHO_MACHINE) {
         if (machineJson) throw invalid(`second machine note at offset ${at} (wanted exactly one)`);
         machineJson = desc;
+      } else if (type === NT_KHO_SEGMENTS) {
+        if (sums) throw invalid(`second segments note at offset ${at} (wanted exactly one)`);
+        sums = desc;
       } else {
-        throw invalid(`KHO note at offset ${at} has unknown type ${hex(type)} (wanted ${hex(NT_KHO_DATA)} or ${hex(NT_KHO_MACHINE)})`);
+        throw invalid(`KHO note at offset ${at} has unknown type ${hex(type)} (wanted ${hex(NT_KHO_DATA)}, ${hex(NT_KHO_MACHINE)} or ${hex(NT_KHO_SEGMENTS)})`);
       }
     } // notes of other owners are not ours to judge: skipped
     p = end;
@@ -174,9 +236,20 @@ function parseImage(src: ByteSource, opts: ReadImageOptions = {}): HandoverImage
   if (!khoData) throw invalid(`no kho_data note (wanted exactly one, owner "KHO", type ${hex(NT_KHO_DATA)})`);
   if (!machineJson) throw invalid(`no machine note (wanted exactly one, owner "KHO", type ${hex(NT_KHO_MACHINE)})`);
 
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(machineJson);
+  } catch (e) {
+    throw invalid(`machine note is not UTF-8 JSON: ${(e as Error).message} (wanted {"pageSize":4096,"ram":[...]})`);
+  }
+  // Whatever reads the note's further keys later (a JSON report, a renderer) may recurse: refuse depth now.
+  const deep = jsonTooDeep(text, IMAGE_MAX_JSON_NESTING);
+  if (deep >= 0) {
+    throw invalid(`machine note nests arrays and objects more than ${IMAGE_MAX_JSON_NESTING} levels deep (at character ${deep}; wanted at most ${IMAGE_MAX_JSON_NESTING})`);
+  }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(machineJson));
+    parsed = JSON.parse(text);
   } catch (e) {
     throw invalid(`machine note is not UTF-8 JSON: ${(e as Error).message} (wanted {"pageSize":4096,"ram":[...]})`);
   }
@@ -203,8 +276,64 @@ function parseImage(src: ByteSource, opts: ReadImageOptions = {}): HandoverImage
       throw invalid(`PT_LOAD ${l.index} file bytes at ${hex(l.offset)} overlap those of PT_LOAD ${prev.index} (wanted disjoint file ranges)`);
     }
   });
-  const segments: ImageSegment[] = loads.filter((l) => l.size > 0).map((l) => ({ paddr: l.paddr, bytes: src.read(l.offset, l.size) }));
+  const wanted = checkSums(sums, khoData, machineJson, loads, opts.salvage);
+  const segments: ImageSegment[] = [];
+  opts.onHeaders?.({ khoData, machine, segments: [] });
+  const piece = opts.onSegment ? IMAGE_STREAM_PIECE : IMAGE_SEGMENT_PIECE;
+  loads.forEach((l, i) => {
+    let crc = 0;
+    for (let at = 0; at < l.size; at += piece) {
+      const n = Math.min(piece, l.size - at);
+      const seg = { paddr: l.paddr + at, bytes: src.read(l.offset + at, n) };
+      if (wanted?.[i] !== undefined) crc = crc32c(seg.bytes, 0, seg.bytes.length, crc);
+      if (opts.onSegment) opts.onSegment(seg);
+      else segments.push(seg);
+    }
+    const want = wanted?.[i];
+    if (want !== undefined && crc !== want) {
+      const bad = `PT_LOAD ${l.index} (paddr ${hex(l.paddr)}): its bytes give crc32c ${hex(crc)} (wanted ${hex(want)}, as the segments note says)`;
+      if (!opts.salvage) throw invalid(bad);
+      opts.salvage(bad);
+    }
+  });
   return { khoData, machine, segments };
+}
+
+/**
+ * Checks the NT_KHO_SEGMENTS note against the notes and the PT_LOADs (sorted by paddr): the notes' crc32c, and one
+ * entry per PT_LOAD with its paddr and size. Returns the crc32c each PT_LOAD's bytes must give, or undefined when
+ * salvaging an image that cannot be checked. Throws EINVAL naming the first difference, or when there is no note
+ * (an image from a writer older than the note: its segments could have moved unnoticed).
+ */
+function checkSums(sums: Uint8Array | undefined, khoData: Uint8Array, machine: Uint8Array, loads: readonly LoadHeader[], salvage?: (problem: string) => void): Array<number | undefined> | undefined {
+  const refuse = (why: string): undefined => {
+    if (!salvage) throw invalid(why);
+    salvage(`${why}: the segments are kept unchecked`);
+    return undefined;
+  };
+  if (!sums) return refuse(`no segments note (owner "KHO", type ${hex(NT_KHO_SEGMENTS)}; wanted the checksums of every PT_LOAD, which writers before it did not write)`);
+  const v = new DataView(sums.buffer, sums.byteOffset, sums.byteLength);
+  const count = sums.length >= IMAGE_SEGMENTS_HEAD_SIZE ? getField(v, 0, IMAGE_SEGMENTS_HEAD.count) : -1;
+  if (sums.length !== IMAGE_SEGMENTS_HEAD_SIZE + count * IMAGE_SEGMENT_ENTRY_SIZE) {
+    return refuse(`segments note of ${sums.length} bytes does not hold ${count < 0 ? 'its header' : `${count} entries`} (wanted ${IMAGE_SEGMENTS_HEAD_SIZE} + ${IMAGE_SEGMENT_ENTRY_SIZE} bytes per PT_LOAD)`);
+  }
+  if (count !== loads.length) return refuse(`segments note lists ${count} segments but the file has ${loads.length} PT_LOADs (wanted one entry per PT_LOAD)`);
+  const notes = crc32c(machine, 0, machine.length, crc32c(khoData));
+  const noteWant = getField(v, 0, IMAGE_SEGMENTS_HEAD.notes_crc);
+  if (notes !== noteWant) return refuse(`the kho_data and machine notes give crc32c ${hex(notes)} (wanted ${hex(noteWant)}, as the segments note says)`);
+  const out: Array<number | undefined> = [];
+  for (let i = 0; i < count; i++) {
+    const at = IMAGE_SEGMENTS_HEAD_SIZE + i * IMAGE_SEGMENT_ENTRY_SIZE;
+    const paddr = getField64(v, at, IMAGE_SEGMENT_ENTRY.paddr);
+    const size = getField64(v, at, IMAGE_SEGMENT_ENTRY.size);
+    const l = loads[i];
+    if (paddr !== BigInt(l.paddr) || size !== BigInt(l.whole)) {
+      return refuse(`PT_LOAD ${l.index} is [${hex(l.paddr)}, +${hex(l.whole)}) but entry ${i} of the segments note says [${hex(paddr)}, +${hex(size)}) (wanted the same)`);
+    }
+    // a segment salvage cut short cannot match; salvage has reported it already
+    out.push(l.size === l.whole ? getField(v, at, IMAGE_SEGMENT_ENTRY.crc) : undefined);
+  }
+  return out;
 }
 
 /**
@@ -214,15 +343,17 @@ function parseImage(src: ByteSource, opts: ReadImageOptions = {}): HandoverImage
  * Returns the image, its segments ascending and copied out of `bytes`.
  * Throws KernelError(EINVAL, 'image: <what> (wanted …)'); a cut-short file gives 'image: truncated: …'.
  */
-export function decodeImage(bytes: Uint8Array): HandoverImage {
-  return parseImage({ size: bytes.length, read: (offset, length) => bytes.slice(offset, offset + length) });
+export function decodeImage(bytes: Uint8Array, opts: ReadImageOptions = {}): HandoverImage {
+  return readImage({ size: bytes.length, read: (offset, length) => bytes.slice(offset, offset + length) }, opts);
 }
 
 /**
  * Reads and decodes the handover image file at `path`, reading the headers first and then each segment, so
- * the file is never held twice. Returns the image. Throws what {@link decodeImage} throws, ENOENT when there is
- * no such file, and EIO for any other failure to read it. With `opts.salvage`, a file cut short comes back with
- * the whole pages it still holds, each loss reported to `salvage` (headers and notes must still be whole).
+ * the file is never held twice. Returns the image (a PT_LOAD over {@link IMAGE_SEGMENT_PIECE} as several
+ * segments). Throws what {@link decodeImage} throws, ENOENT when there is no such file, and EIO for any other
+ * failure to read it. With `opts.salvage`, a file cut short comes back with the whole pages it still holds, each
+ * loss reported to `salvage` (headers and notes must still be whole); with `opts.onSegment`, the segments' bytes
+ * go to it as they are read instead of into the image.
  */
 export function readImageFile(path: string, opts: ReadImageOptions = {}): HandoverImage {
   let fd: number;
@@ -237,14 +368,14 @@ export function readImageFile(path: string, opts: ReadImageOptions = {}): Handov
     const read = (offset: number, length: number): Uint8Array => {
       const out = new Uint8Array(length);
       for (let done = 0; done < length; ) {
-        const n = readSync(fd, out, done, length - done, offset + done);
+        const n = readSync(fd, out, done, Math.min(READ_CHUNK, length - done), offset + done);
         if (n === 0) throw new KernelError(Errno.EIO, `image: ${path} shrank while being read (at offset ${hex(offset + done)})`);
         done += n;
       }
       return out;
     };
     try {
-      return parseImage({ size, read }, opts);
+      return readImage({ size, read }, opts);
     } catch (e) {
       if (e instanceof KernelError) throw e;
       throw new KernelError(Errno.EIO, `image: cannot read ${path}: ${(e as Error).message}`, { cause: e });

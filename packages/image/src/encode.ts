@@ -1,6 +1,6 @@
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { Errno, KernelError } from '@kho/kernel';
+import { Errno, KernelError, crc32c } from '@kho/kernel';
 import {
   EI_ABIVERSION,
   EI_CLASS,
@@ -22,11 +22,16 @@ import {
   EV_CURRENT,
   IMAGE_LOAD_FLAGS,
   IMAGE_PAGE_SIZE,
+  IMAGE_SEGMENTS_HEAD,
+  IMAGE_SEGMENTS_HEAD_SIZE,
+  IMAGE_SEGMENT_ENTRY,
+  IMAGE_SEGMENT_ENTRY_SIZE,
   KHO_DATA_SIZE,
   KHO_NOTE_NAME,
   NOTE_ALIGN,
   NT_KHO_DATA,
   NT_KHO_MACHINE,
+  NT_KHO_SEGMENTS,
   PN_XNUM,
   PT_LOAD,
   PT_NOTE,
@@ -50,6 +55,24 @@ interface ImagePlan {
 /** The note of owner "KHO" with descriptor `desc`, padded as ELF notes are. */
 function noteSize(desc: Uint8Array): number {
   return ELF64_NHDR_SIZE + align(KHO_NOTE_NAME.length + 1, NOTE_ALIGN) + align(desc.length, NOTE_ALIGN);
+}
+
+/**
+ * The NT_KHO_SEGMENTS descriptor: the crc32c of the two other notes' descriptors and, per segment, where it goes,
+ * how long it is and the crc32c of its bytes, so a reader notices a changed header, note or byte before use.
+ */
+export function segmentsNote(khoData: Uint8Array, machine: Uint8Array, segments: readonly ImageSegment[]): Uint8Array {
+  const desc = new Uint8Array(IMAGE_SEGMENTS_HEAD_SIZE + segments.length * IMAGE_SEGMENT_ENTRY_SIZE);
+  const v = new DataView(desc.buffer);
+  putField(v, 0, IMAGE_SEGMENTS_HEAD.count, segments.length);
+  putField(v, 0, IMAGE_SEGMENTS_HEAD.notes_crc, crc32c(machine, 0, machine.length, crc32c(khoData)));
+  segments.forEach((s, i) => {
+    const at = IMAGE_SEGMENTS_HEAD_SIZE + i * IMAGE_SEGMENT_ENTRY_SIZE;
+    putField(v, at, IMAGE_SEGMENT_ENTRY.paddr, s.paddr);
+    putField(v, at, IMAGE_SEGMENT_ENTRY.size, s.bytes.length);
+    putField(v, at, IMAGE_SEGMENT_ENTRY.crc, crc32c(s.bytes));
+  });
+  return desc;
 }
 
 /** Validates `img` and lays the file out. Throws EINVAL for a bad image, E2BIG for more segments than e_phnum holds. */
@@ -83,9 +106,11 @@ function planImage(img: HandoverImage): ImagePlan {
   } catch (e) {
     throw invalid(`machine cannot be written as JSON: ${(e as Error).message} (wanted plain JSON values)`);
   }
+  const machineDesc = new TextEncoder().encode(json);
   const notes: Array<[number, Uint8Array]> = [
     [NT_KHO_DATA, khoData],
-    [NT_KHO_MACHINE, new TextEncoder().encode(json)],
+    [NT_KHO_MACHINE, machineDesc],
+    [NT_KHO_SEGMENTS, segmentsNote(khoData, machineDesc, segments)],
   ];
 
   const phoff = ELF64_EHDR_SIZE;

@@ -2,10 +2,10 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Errno, KernelError, seededRandom } from '@kho/kernel';
+import { Errno, KernelError, crc32c, seededRandom } from '@kho/kernel';
 import fc from 'fast-check';
-import { ELF64_EHDR, ELF64_EHDR_SIZE, ELF64_NHDR, ELF64_NHDR_SIZE, ELF64_PHDR, ELF64_PHDR_SIZE, ElfField } from './abi';
-import { decodeImage, readImageFile } from './decode';
+import { ELF64_EHDR, ELF64_EHDR_SIZE, ELF64_NHDR, ELF64_NHDR_SIZE, ELF64_PHDR, ELF64_PHDR_SIZE, ElfField, NT_KHO_SEGMENTS } from './abi';
+import { IMAGE_SEGMENT_PIECE, IMAGE_STREAM_PIECE, decodeImage, readImage, readImageFile } from './decode';
 import { encodeImage, writeImageFile } from './encode';
 import { HandoverImage, ImageMachine, pagesToSegments } from './model';
 
@@ -74,7 +74,56 @@ function patched(bytes: Uint8Array, base: number, f: ElfField, value: number): U
   return b;
 }
 
+/** Walks the notes of an image: where each note's descriptor lies, by type. */
+function noteDescs(b: Uint8Array): Map<number, { at: number; size: number }> {
+  const start = u(b, phdr(0), ELF64_PHDR.p_offset);
+  const end = start + u(b, phdr(0), ELF64_PHDR.p_filesz);
+  const out = new Map<number, { at: number; size: number }>();
+  for (let p = start; p < end; ) {
+    const namesz = u(b, p, ELF64_NHDR.n_namesz);
+    const size = u(b, p, ELF64_NHDR.n_descsz);
+    const at = p + ELF64_NHDR_SIZE + Math.ceil(namesz / 4) * 4;
+    out.set(u(b, p, ELF64_NHDR.n_type), { at, size });
+    p = at + Math.ceil(size / 4) * 4;
+  }
+  return out;
+}
+
+/** Rewrites the notes crc32c of the segments note after a test changed the kho_data or machine note on purpose. */
+function resealNotes(b: Uint8Array): Uint8Array {
+  const d = noteDescs(b);
+  const kd = d.get(0x4b484f01)!;
+  const m = d.get(0x4b484f02)!;
+  view(b).setUint32(d.get(NT_KHO_SEGMENTS)!.at + 4, crc32c(b, m.at, m.at + m.size, crc32c(b, kd.at, kd.at + kd.size)), true);
+  return b;
+}
+
+/**
+ * The crc32c of `n` zero bytes continuing from `crc`, without touching n bytes: zero bytes act on the register
+ * as a linear map, applied here by repeated squaring (as zlib's crc32_combine does).
+ */
+function crc32cZeros(crc: number, n: number): number {
+  const apply = (m: Uint32Array, v: number): number => {
+    let r = 0;
+    for (let i = 0; v !== 0; i++, v >>>= 1) if (v & 1) r ^= m[i];
+    return r >>> 0;
+  };
+  const square = (m: Uint32Array): Uint32Array => m.map((c) => apply(m, c));
+  // one zero bit
+  let op: Uint32Array = new Uint32Array(32);
+  op[0] = 0x82f63b78;
+  for (let i = 1; i < 32; i++) op[i] = 1 << (i - 1);
+  op = square(square(square(op))); // one zero byte
+  let reg = ~crc >>> 0;
+  for (let k = n; k > 0; k = Math.floor(k / 2), op = square(op)) if (k % 2 === 1) reg = apply(op, reg);
+  return ~reg >>> 0;
+}
+
 describe('image layout', () => {
+  it('crc32cZeros (a helper of these tests) agrees with crc32c', () => {
+    for (const n of [0, 1, 7, 4096, 12345]) expect(crc32cZeros(0x1234, n)).toBe(crc32c(new Uint8Array(n), 0, n, 0x1234));
+  });
+
   it.each([
     ['Elf64_Ehdr', ELF64_EHDR, ELF64_EHDR_SIZE],
     ['Elf64_Phdr', ELF64_PHDR, ELF64_PHDR_SIZE],
@@ -93,7 +142,10 @@ describe('encodeImage', () => {
   const file = encodeImage(sample());
   const notesAt = ELF64_EHDR_SIZE + 4 * ELF64_PHDR_SIZE;
   const machineNoteAt = notesAt + 12 + 4 + 32;
-  const notesSize = 48 + 12 + 4 + Math.ceil(MACHINE_JSON.length / 4) * 4;
+  const sumsNoteAt = machineNoteAt + 12 + 4 + Math.ceil(MACHINE_JSON.length / 4) * 4;
+  /** The segments note of `n` PT_LOADs: header, name, 8-byte head and 24 bytes per PT_LOAD. */
+  const sumsNoteSize = (n: number): number => 12 + 4 + 8 + 24 * n;
+  const notesSize = sumsNoteAt - notesAt + sumsNoteSize(3);
 
   it('writes an ELF64 little-endian x86-64 core file header', () => {
     expect(Array.from(file.subarray(0, 16))).toEqual([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -126,14 +178,27 @@ describe('encodeImage', () => {
     expect(got).toEqual(fields);
   });
 
-  it('writes the two KHO notes with 4-byte padding', () => {
+  it('writes the three KHO notes with 4-byte padding', () => {
     expect([u(file, notesAt, ELF64_NHDR.n_namesz), u(file, notesAt, ELF64_NHDR.n_descsz), u(file, notesAt, ELF64_NHDR.n_type)]).toEqual([4, 32, 0x4b484f01]);
     expect(Array.from(file.subarray(notesAt + 12, notesAt + 16))).toEqual([0x4b, 0x48, 0x4f, 0]);
     expect(Array.from(file.subarray(notesAt + 16, notesAt + 48))).toEqual(Array.from(khoData()));
     const m = machineNoteAt;
     expect([u(file, m, ELF64_NHDR.n_namesz), u(file, m, ELF64_NHDR.n_descsz), u(file, m, ELF64_NHDR.n_type)]).toEqual([4, MACHINE_JSON.length, 0x4b484f02]);
     expect(Buffer.from(file.subarray(m + 16, m + 16 + MACHINE_JSON.length)).toString('utf8')).toBe(MACHINE_JSON);
-    expect(file.subarray(m + 16 + MACHINE_JSON.length, PAGE).every((b) => b === 0)).toBe(true);
+    expect(file.subarray(m + 16 + MACHINE_JSON.length, sumsNoteAt).every((b) => b === 0)).toBe(true);
+    expect(file.subarray(notesAt + notesSize, PAGE).every((b) => b === 0)).toBe(true);
+  });
+
+  it('writes the segments note: the notes crc32c, then paddr, size and crc32c of each PT_LOAD', () => {
+    const n = sumsNoteAt;
+    expect([u(file, n, ELF64_NHDR.n_namesz), u(file, n, ELF64_NHDR.n_descsz), u(file, n, ELF64_NHDR.n_type)]).toEqual([4, 8 + 3 * 24, NT_KHO_SEGMENTS]);
+    const d = n + 16;
+    const notes = crc32c(Buffer.from(MACHINE_JSON), 0, MACHINE_JSON.length, crc32c(khoData()));
+    expect([u(file, d, { offset: 0, size: 4 }), u(file, d, { offset: 4, size: 4 })]).toEqual([3, notes]);
+    const want = sample().segments.map((sg) => [sg.paddr, sg.bytes.length, crc32c(sg.bytes), 0]);
+    const fields = [{ offset: 0, size: 8 }, { offset: 8, size: 8 }, { offset: 16, size: 4 }, { offset: 20, size: 4 }];
+    const got = [0, 1, 2].map((i) => fields.map((f) => u(file, d + 8 + i * 24, f)));
+    expect(got).toEqual(want);
   });
 
   it('puts the segment bytes at their page-aligned offsets, and nothing after', () => {
@@ -144,7 +209,7 @@ describe('encodeImage', () => {
 
   it('ends after the notes when there are no segments', () => {
     const b = encodeImage({ ...sample(), segments: [] });
-    expect(b.length).toBe(ELF64_EHDR_SIZE + ELF64_PHDR_SIZE + notesSize);
+    expect(b.length).toBe(ELF64_EHDR_SIZE + ELF64_PHDR_SIZE + notesSize - sumsNoteSize(3) + sumsNoteSize(0));
     expect(decodeImage(b).segments).toEqual([]);
   });
 
@@ -280,6 +345,16 @@ describe('pagesToSegments', () => {
     expect(pagesToSegments([], () => page(0))).toEqual([]);
   });
 
+  it('splits a run longer than the largest segment into adjacent segments', () => {
+    const segs = pagesToSegments([0, 1, 2, 3, 4, 9], (pfn) => new Uint8Array(PAGE).fill(pfn), 2 * PAGE);
+    expect(segs.map((s) => [s.paddr / PAGE, s.bytes.length / PAGE, s.bytes[0]])).toEqual([
+      [0, 2, 0],
+      [2, 2, 2],
+      [4, 1, 4],
+      [9, 1, 9],
+    ]);
+  });
+
   it.each<[string, number[], (pfn: number) => Uint8Array, string]>([
     ['a duplicate pfn', [3, 1, 3], () => new Uint8Array(PAGE), 'pfn 0x3 is listed twice (wanted each page once)'],
     ['a negative pfn', [-1], () => new Uint8Array(PAGE), 'pfn -1 is not a page frame number (wanted an integer in 0..2^41-1)'],
@@ -335,15 +410,15 @@ describe('decodeImage refuses', () => {
     ['an e_phoff beyond 2^53', () => patched(good, 0, ELF64_EHDR.e_phoff, 2 ** 60), 'e_phoff 0x1000000000000000 is too large (wanted below 2^53)'],
     ['an unknown program header', () => patched(good, phdr(2), ELF64_PHDR.p_type, 6), 'program header 2 has type 0x6 (wanted PT_NOTE 4 or PT_LOAD 1)'],
     ['a second PT_NOTE', () => patched(good, phdr(2), ELF64_PHDR.p_type, 4), 'program header 2 is a second PT_NOTE (wanted exactly one, the first was 0)'],
-    ['a PT_NOTE turned PT_LOAD', () => patched(good, phdr(0), ELF64_PHDR.p_type, 1), 'PT_LOAD 0 has p_filesz 0xc0 and p_memsz 0x0 (wanted them equal)'],
+    ['a PT_NOTE turned PT_LOAD', () => patched(good, phdr(0), ELF64_PHDR.p_type, 1), `PT_LOAD 0 has p_filesz ${hexOf(u(good, phdr(0), ELF64_PHDR.p_filesz))} and p_memsz 0x0 (wanted them equal)`],
     ['no PT_NOTE', () => patched(patched(good, 0, ELF64_EHDR.e_phoff, phdr(1)), 0, ELF64_EHDR.e_phnum, 3), 'no PT_NOTE program header (wanted exactly one)'],
     ['a huge PT_NOTE', () => patched(good, phdr(0), ELF64_PHDR.p_filesz, 2 ** 30), 'PT_NOTE of 1073741824 bytes is too large (wanted at most 16777216)'],
     ['a misaligned PT_NOTE', () => patched(good, phdr(0), ELF64_PHDR.p_offset, 0x121), 'PT_NOTE p_offset 0x121 is not 4-byte aligned (wanted a multiple of 4)'],
     ['a note header cut by the PT_NOTE', () => patched(good, phdr(0), ELF64_PHDR.p_filesz, 56), 'note at offset 0x150 has 8 bytes left for its header (wanted 12, inside the PT_NOTE)'],
-    ['a descsz past the PT_NOTE', () => patched(good, NOTES, ELF64_NHDR.n_descsz, 0x10000), 'note at offset 0x120 (namesz 4, descsz 65536) runs past the PT_NOTE (wanted it inside the 192 bytes)'],
-    ['a namesz past the PT_NOTE', () => patched(good, NOTES, ELF64_NHDR.n_namesz, 0xffffffff), 'note at offset 0x120 (namesz 4294967295, descsz 32) runs past the PT_NOTE (wanted it inside the 192 bytes)'],
+    ['a descsz past the PT_NOTE', () => patched(good, NOTES, ELF64_NHDR.n_descsz, 0x10000), `note at offset 0x120 (namesz 4, descsz 65536) runs past the PT_NOTE (wanted it inside the ${u(good, phdr(0), ELF64_PHDR.p_filesz)} bytes)`],
+    ['a namesz past the PT_NOTE', () => patched(good, NOTES, ELF64_NHDR.n_namesz, 0xffffffff), `note at offset 0x120 (namesz 4294967295, descsz 32) runs past the PT_NOTE (wanted it inside the ${u(good, phdr(0), ELF64_PHDR.p_filesz)} bytes)`],
     ['a 28-byte kho_data', () => patched(good, NOTES, ELF64_NHDR.n_descsz, 28), 'kho_data note at offset 0x120 has 28 bytes (wanted 32)'],
-    ['an unknown KHO note', () => patched(good, NOTES, ELF64_NHDR.n_type, 0x4b484f03), 'KHO note at offset 0x120 has unknown type 0x4b484f03 (wanted 0x4b484f01 or 0x4b484f02)'],
+    ['an unknown KHO note', () => patched(good, NOTES, ELF64_NHDR.n_type, 0x4b484f04), 'KHO note at offset 0x120 has unknown type 0x4b484f04 (wanted 0x4b484f01, 0x4b484f02 or 0x4b484f03)'],
     ['no kho_data note', () => patched(good, NOTES, { offset: 12, size: 4 }, 0x00504f4b), 'no kho_data note (wanted exactly one, owner "KHO", type 0x4b484f01)'],
     ['no machine note', () => patched(good, NOTES + 48, ELF64_NHDR.n_type, 0x4b484f01), 'second kho_data note at offset 0x150 (wanted exactly one)'],
     ['non-zero note padding', () => { const b = good.slice(); b[NOTES + 48 + 16 + MACHINE_JSON.length] = 1; return b; }, 'note at offset 0x150 has non-zero padding (wanted zeros)'],
@@ -371,6 +446,23 @@ describe('decodeImage refuses', () => {
     expect(() => decodeImage(b)).toThrow(/^EINVAL: image: machine note is not UTF-8 JSON: /);
   });
 
+  it.each([
+    [63, true],
+    [64, false],
+    [100_000, false],
+  ])('a machine note with an array %i levels deep inside it: accepted %s (issue 16, row 12: not a stack overflow)', (depth, ok) => {
+    // a string key as long as the nesting, then its bytes replaced by the nesting: same length, same note size
+    const filler = 'X'.repeat(2 * depth + 1);
+    const b = encodeImage({ khoData: khoData(), machine: { ...machine(), deep: filler }, segments: [] });
+    const at = Buffer.from(b).indexOf(`"${filler}"`);
+    b.set(new TextEncoder().encode(`${'['.repeat(depth)}1${']'.repeat(depth)}  `), at);
+    resealNotes(b);
+    // the note is one object: the 64th bracket of the array is the 65th level
+    const json = Buffer.from(b).indexOf('{"pageSize"');
+    if (ok) expect(decodeImage(b).machine.deep).toHaveLength(1);
+    else expect(() => decodeImage(b)).toThrow(`EINVAL: image: machine note nests arrays and objects more than 64 levels deep (at character ${at - json + 63}; wanted at most 64)`);
+  });
+
   it('flipping random header and note bytes 2000 times gives an image or a KernelError(EINVAL)', () => {
     const small = encodeImage({ khoData: khoData(), machine: machine(), segments: [{ paddr: 0, bytes: pages(0, 1) }] });
     const headEnd = PAGE; // everything but the one page of data
@@ -390,6 +482,48 @@ describe('decodeImage refuses', () => {
       }
     }
     expect(refused).toBeGreaterThan(1000);
+  });
+});
+
+describe('the segments note (the fuzzer moved segment bytes through headers and notes with nothing noticing)', () => {
+  const good = encodeImage(sample());
+  const swapOffsets = (): Uint8Array => patched(patched(good, phdr(1), ELF64_PHDR.p_offset, 4 * PAGE), phdr(3), ELF64_PHDR.p_offset, PAGE);
+  const refuse = (b: Uint8Array): string => {
+    try {
+      decodeImage(b);
+    } catch (e) {
+      if (e instanceof KernelError) return e.message;
+      throw e;
+    }
+    return 'accepted';
+  };
+
+  it.each<[string, () => Uint8Array, string | RegExp]>([
+    ['a PT_LOAD moved to another page of RAM', () => patched(good, phdr(2), ELF64_PHDR.p_paddr, 0x200000), 'PT_LOAD 2 is [0x200000, +0x1000) but entry 1 of the segments note says [0x100000, +0x1000) (wanted the same)'],
+    ['two PT_LOADs that swapped their file bytes', swapOffsets, `PT_LOAD 1 (paddr 0x1000): its bytes give crc32c ${hexOf(crc32c(pages(16 * MiB - PAGE, 2)))} (wanted ${hexOf(crc32c(pages(0x1000, 2)))}, as the segments note says)`],
+    ['a changed byte of a segment', () => { const b = good.slice(); b[3 * PAGE + 5] ^= 1; return b; }, /^EINVAL: image: PT_LOAD 2 \(paddr 0x100000\): its bytes give crc32c 0x[0-9a-f]+ \(wanted 0x[0-9a-f]+, as the segments note says\)$/],
+    ['a changed machine note', () => { const b = good.slice(); b[Buffer.from(b).indexOf('kho=on') + 4] = 0x78; return b; }, /^EINVAL: image: the kho_data and machine notes give crc32c 0x[0-9a-f]+ \(wanted 0x[0-9a-f]+, as the segments note says\)$/],
+    ['a changed kho_data note', () => { const b = good.slice(); b[ELF64_EHDR_SIZE + 4 * ELF64_PHDR_SIZE + 16] ^= 0x10; return b; }, /^EINVAL: image: the kho_data and machine notes give crc32c /],
+    ['a segments note of another count', () => { const b = good.slice(); view(b).setUint32(noteDescs(b).get(NT_KHO_SEGMENTS)!.at, 2, true); return b; }, 'segments note of 80 bytes does not hold 2 entries (wanted 8 + 24 bytes per PT_LOAD)'],
+    ['no segments note (a writer before it)', () => patched(good, noteDescs(good).get(NT_KHO_SEGMENTS)!.at - 16, { offset: 12, size: 4 }, 0x0058594e), 'no segments note (owner "KHO", type 0x4b484f03; wanted the checksums of every PT_LOAD, which writers before it did not write)'],
+  ])('refuses %s before anything is used', (_what, bytes, message) => {
+    const got = refuse(bytes());
+    if (message instanceof RegExp) expect(got).toMatch(message);
+    else expect(got).toBe(new KernelError(Errno.EINVAL, `image: ${message}`).message);
+  });
+
+  it('a streaming reader hears of a bad segment before readImage returns, once every segment has been read', () => {
+    const seen: number[] = [];
+    expect(() => readImage({ size: good.length, read: (o, n) => good.slice(o, o + n) }, { onSegment: (sg) => seen.push(sg.paddr) })).not.toThrow();
+    const bad = swapOffsets();
+    expect(() => readImage({ size: bad.length, read: (o, n) => bad.slice(o, o + n) }, { onSegment: () => undefined })).toThrow(/^EINVAL: image: PT_LOAD 1 \(paddr 0x1000\): its bytes give crc32c/);
+  });
+
+  it('salvage keeps an image with a bad checksum and reports it', () => {
+    const problems: string[] = [];
+    const img = decodeImage(swapOffsets(), { salvage: (p) => problems.push(p) });
+    expect(img.segments).toHaveLength(3);
+    expect(problems).toEqual([expect.stringMatching(/^PT_LOAD 1 \(paddr 0x1000\): its bytes give crc32c /), expect.stringMatching(/^PT_LOAD 3 \(paddr 0xfff000\): its bytes give crc32c /)]);
   });
 });
 
@@ -469,6 +603,53 @@ describe('salvage of a file cut short', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a segment over 2 GiB (issue 16, row 10: the project read its own 2G image as "length out of range")', () => {
+  it('is read in pieces: every byte where it belongs, no piece larger than IMAGE_STREAM_PIECE or IMAGE_SEGMENT_PIECE', () => {
+    const size = 2 * 2 ** 30 + 2 * PAGE;
+    const paddr = 0x100000;
+    // a one-page image whose only PT_LOAD is grown to 2 GiB + 8 KiB: a file of zeros but for the headers and the two
+    // pages at its ends, read through a source that serves its bytes without holding them
+    const img: HandoverImage = { khoData: khoData(), machine: { pageSize: PAGE, ram: [{ start: 0, size: 4 * 2 ** 30, node: 0 }] }, segments: [{ paddr, bytes: pages(paddr, 1) }] };
+    const small = encodeImage(img);
+    const dataAt = small.length - PAGE;
+    const head = patched(patched(small.subarray(0, dataAt), phdr(1), ELF64_PHDR.p_filesz, size), phdr(1), ELF64_PHDR.p_memsz, size);
+    // the segments note says the same: entry 0's size and the crc32c of page, zeros, page
+    const sums = noteDescs(head).get(NT_KHO_SEGMENTS)!.at;
+    const last = pages(paddr + size - PAGE, 1);
+    view(head).setBigUint64(sums + 8 + 8, BigInt(size), true);
+    view(head).setUint32(sums + 8 + 16, crc32c(last, 0, PAGE, crc32cZeros(crc32c(pages(paddr, 1)), size - 2 * PAGE)), true);
+    const ends: Array<[number, Uint8Array]> = [
+      [0, head],
+      [dataAt, pages(paddr, 1)],
+      [dataAt + size - PAGE, pages(paddr + size - PAGE, 1)],
+    ];
+    const zeros = new Uint8Array(IMAGE_SEGMENT_PIECE);
+    const asked: number[] = [];
+    const source = {
+      size: dataAt + size,
+      read(offset: number, length: number): Uint8Array {
+        asked.push(length);
+        const out = ends.some(([at, b]) => at < offset + length && offset < at + b.length) ? new Uint8Array(length) : zeros.subarray(0, length);
+        for (const [at, b] of ends) if (at < offset + length && offset < at + b.length) out.set(b.subarray(Math.max(0, offset - at), Math.min(b.length, offset + length - at)), Math.max(0, at - offset));
+        return out;
+      },
+    };
+    const check = (segs: Array<{ paddr: number; bytes: Uint8Array }>, piece: number): void => {
+      expect(segs.every((s) => s.bytes.length <= piece)).toBe(true);
+      expect(segs.reduce((n, s) => n + s.bytes.length, 0)).toBe(size);
+      segs.forEach((s, i) => i > 0 && expect(s.paddr).toBe(segs[i - 1].paddr + segs[i - 1].bytes.length));
+      expect(sameBytes(segs[0].bytes.subarray(0, PAGE), pages(paddr, 1))).toBe(true);
+      const z = segs[segs.length - 1];
+      expect(sameBytes(z.bytes.subarray(z.bytes.length - PAGE), pages(paddr + size - PAGE, 1))).toBe(true);
+    };
+    const streamed: Array<{ paddr: number; bytes: Uint8Array }> = [];
+    expect(readImage(source, { onSegment: (s) => streamed.push(s) }).segments).toEqual([]);
+    check(streamed, IMAGE_STREAM_PIECE);
+    check(readImage(source).segments, IMAGE_SEGMENT_PIECE);
+    expect(Math.max(...asked)).toBeLessThanOrEqual(IMAGE_SEGMENT_PIECE);
   });
 });
 

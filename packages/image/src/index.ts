@@ -28,11 +28,16 @@ export {
   KHO_NOTE_NAME,
   NT_KHO_DATA,
   NT_KHO_MACHINE,
+  NT_KHO_SEGMENTS,
+  IMAGE_SEGMENTS_HEAD,
+  IMAGE_SEGMENTS_HEAD_SIZE,
+  IMAGE_SEGMENT_ENTRY,
+  IMAGE_SEGMENT_ENTRY_SIZE,
   IMAGE_PAGE_SIZE,
   IMAGE_LOAD_FLAGS,
   KHO_DATA_SIZE,
   type ElfField,
 } from './abi';
-export { pagesToSegments, type HandoverImage, type ImageMachine, type ImageRamRange, type ImageSegment } from './model';
-export { encodeImage, writeImageFile } from './encode';
-export { decodeImage, readImageFile, IMAGE_MAX_NOTE_SIZE, type ReadImageOptions } from './decode';
+export { pagesToSegments, IMAGE_MAX_SEGMENT, type HandoverImage, type ImageMachine, type ImageRamRange, type ImageSegment } from './model';
+export { encodeImage, writeImageFile, segmentsNote } from './encode';
+export { decodeImage, readImage, readImageFile, IMAGE_MAX_NOTE_SIZE, IMAGE_MAX_JSON_NESTING, IMAGE_SEGMENT_PIECE, IMAGE_STREAM_PIECE, type ReadImageOptions, type ImageSource } from './decode';

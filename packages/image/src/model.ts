@@ -128,12 +128,15 @@ export function checkSegments(segs: ReadonlyArray<{ paddr: number; size: number 
   });
 }
 
+/** The longest segment {@link pagesToSegments} makes: a longer run of pages becomes several adjacent segments. */
+export const IMAGE_MAX_SEGMENT = 1 << 30;
+
 /**
- * Returns the populated pages `pfns` (any order) as segments: consecutive pfns merged into one run, each page's
- * bytes copied from `pageBytes(pfn)`. Throws EINVAL for a pfn that is not a non-negative integer, a pfn listed
- * twice, or a page that is not 4096 bytes.
+ * Returns the populated pages `pfns` (any order) as segments: consecutive pfns merged into one run (split every
+ * `maxSegment` bytes, default {@link IMAGE_MAX_SEGMENT}), each page's bytes copied from `pageBytes(pfn)`. Throws EINVAL for a pfn that
+ * is not a non-negative integer, a pfn listed twice, or a page that is not 4096 bytes.
  */
-export function pagesToSegments(pfns: readonly number[], pageBytes: (pfn: number) => Uint8Array): ImageSegment[] {
+export function pagesToSegments(pfns: readonly number[], pageBytes: (pfn: number) => Uint8Array, maxSegment = IMAGE_MAX_SEGMENT): ImageSegment[] {
   const sorted = [...pfns].sort((a, b) => a - b);
   for (let i = 0; i < sorted.length; i++) {
     const pfn = sorted[i];
@@ -145,7 +148,7 @@ export function pagesToSegments(pfns: readonly number[], pageBytes: (pfn: number
   const segments: ImageSegment[] = [];
   for (let i = 0; i < sorted.length; ) {
     let j = i + 1;
-    while (j < sorted.length && sorted[j] === sorted[j - 1] + 1) j++;
+    while (j < sorted.length && sorted[j] === sorted[j - 1] + 1 && (j - i) * page < maxSegment) j++;
     const bytes = new Uint8Array((j - i) * page);
     for (let k = i; k < j; k++) {
       const b = pageBytes(sorted[k]);

@@ -1,3 +1,4 @@
+import type { ReadIncomingOptions } from '@kho/kho-core';
 import { injectable } from 'tsyringe';
 import { KernelBug, KernelError, KernelLog, hex, withUnwind } from '@kho/kernel';
 import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, ORDER_0, toOrder, type Pfn } from '@kho/physmem';
@@ -155,6 +156,6 @@ export function parseBitmapArray(ram: PhysicalMemory, mapPhys: number): ParsedBi
  * Reads every block of the kho-v1-karr map at `mapPhys` (as `kho inspect` does): the structure as in
  * {@link parseBitmapArray}, then every set bit a block inside RAM, all before returning anything. Throws like it.
  */
-export function readIncomingBitmapArray(ram: PhysicalMemory, mapPhys: number): IncomingBitmapBlocks {
-  return readIncomingBitmaps(ram, parseBitmapArray(ram, mapPhys), LABEL);
+export function readIncomingBitmapArray(ram: PhysicalMemory, mapPhys: number, opts: ReadIncomingOptions = {}): IncomingBitmapBlocks {
+  return readIncomingBitmaps(ram, parseBitmapArray(ram, mapPhys), LABEL, opts);
 }

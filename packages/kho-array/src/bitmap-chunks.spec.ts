@@ -1,5 +1,6 @@
 import { KernelError, hex } from '@kho/kernel';
 import { PAGE_SIZE, type PhysicalMemory, pfn, toOrder } from '@kho/physmem';
+import { pagesCrc } from '@kho/kho-core';
 import { parseBitmapChunks, readIncomingBitmapChunks } from './bitmap-chunks';
 import { bitmapTestMachine, pageHex } from './testing';
 
@@ -52,6 +53,19 @@ describe('the kho-v1 chunk list in RAM', () => {
     expect(Buffer.from(ram.read(bmTib, PAGE_SIZE)).toString('hex')).toBe(pageHex([[0, '20']]));
     expect(Buffer.from(ram.read(bm9, PAGE_SIZE)).toString('hex')).toBe(pageHex([[0, '02']]));
     expect(map).toBe(chunks[0]);
+  });
+
+  it('refuses more blocks than maxBlocks (E2BIG) and a stale checksum (EINVAL) before reading any block (issue 16, rows 8 and 9)', () => {
+    const { ram, tracker, map, bitmaps } = built();
+    let visited = 0;
+    const want = 'E2BIG: bitmap chunks holds 4 blocks, more than the 3 a kernel of this lab reads (KHO_MAX_INCOMING_BLOCKS; wanted at most 3)';
+    expect(() => tracker.walkIncoming(map, () => void visited++, { maxBlocks: 3 })).toThrow(want);
+    expect(() => readIncomingBitmapChunks(ram, map, { maxBlocks: 3 })).toThrow(want);
+    expect(visited).toBe(0);
+    const crc = pagesCrc(ram, tracker.incomingMetadataPfns(map));
+    expect(readIncomingBitmapChunks(ram, map, { crc, maxBlocks: 4 }).count).toBe(4);
+    ram.writeU8(bitmaps[0] + 100, 0xff); // eight blocks more, outside nothing: only the checksum can tell
+    expect(() => readIncomingBitmapChunks(ram, map, { crc })).toThrow(/^EINVAL: the tracker's pages fail their checksum/);
   });
 
   it('lists its pages for the checksum as each chunk, then its bitmaps', () => {

@@ -1,3 +1,4 @@
+import type { ReadIncomingOptions } from '@kho/kho-core';
 import { injectable } from 'tsyringe';
 import { KernelLog, hex, withUnwind } from '@kho/kernel';
 import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, ORDER_0, toOrder, type Pfn } from '@kho/physmem';
@@ -125,6 +126,6 @@ export function parseBitmapChunks(ram: PhysicalMemory, mapPhys: number): ParsedB
  * {@link parseBitmapChunks}, then every set bit a block inside RAM, all before returning anything. Throws
  * KernelError(EINVAL) `bitmap chunks: …`.
  */
-export function readIncomingBitmapChunks(ram: PhysicalMemory, mapPhys: number): IncomingBitmapBlocks {
-  return readIncomingBitmaps(ram, parseBitmapChunks(ram, mapPhys), LABEL);
+export function readIncomingBitmapChunks(ram: PhysicalMemory, mapPhys: number, opts: ReadIncomingOptions = {}): IncomingBitmapBlocks {
+  return readIncomingBitmaps(ram, parseBitmapChunks(ram, mapPhys), LABEL, opts);
 }

@@ -1,6 +1,6 @@
 import { Errno, KernelError, KernelLog, formatBytes, hex } from '@kho/kernel';
 import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, describePfn, ORDER_0, toOrder, type Order, type Pfn } from '@kho/physmem';
-import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
+import { checkMapCrc, tooManyBlocks, type BlockVisitor, type IncomingWalkOptions, type ReadIncomingOptions, type Tracker, type TrackerStats } from '@kho/kho-core';
 import { PRESERVE_BITS, bitmapCoverageLog2, bitmapPhysStart } from './abi';
 
 // Imported constants are copied into module constants: an imported binding compiles to a property read on the
@@ -332,12 +332,13 @@ export abstract class BitmapTracker implements Tracker {
 
   /**
    * Visits every block of the previous kernel's map at `mapPhys`, in walk order, after checking all of it: the
-   * structure (see the subclass) and every set bit (a block inside RAM). Throws KernelError naming the problem
-   * before visiting anything.
+   * structure (see the subclass), every set bit (a block inside RAM) and the count against `opts.maxBlocks`
+   * (E2BIG). Throws KernelError naming the problem before visiting anything.
    */
-  walkIncoming(mapPhys: number, visit: (pfn: Pfn, order: Order) => void): void {
+  walkIncoming(mapPhys: number, visit: (pfn: Pfn, order: Order) => void, opts: IncomingWalkOptions = {}): void {
     const { bitmaps } = this.parseForm(mapPhys);
-    checkBitmapBlocks(this.ram, bitmaps, this.label);
+    const blocks = checkBitmapBlocks(this.ram, bitmaps, this.label);
+    if (opts.maxBlocks !== undefined && blocks > opts.maxBlocks) throw tooManyBlocks(this.label, blocks, opts.maxBlocks);
     visitBitmapBlocks(this.ram, bitmaps, visit);
   }
 
@@ -451,9 +452,15 @@ export function visitBitmapBlocks(ram: PhysicalMemory, bitmaps: readonly BitmapR
   }
 }
 
-/** Checks the set bits of a parsed map (see {@link checkBitmapBlocks}) and reads its blocks into arrays, in walk order. */
-export function readIncomingBitmaps(ram: PhysicalMemory, parsed: ParsedBitmapMap, label: string): IncomingBitmapBlocks {
+/**
+ * Checks the set bits of a parsed map (see {@link checkBitmapBlocks}) and reads its blocks into arrays, in walk order;
+ * with `opts.crc` the map's pages are checked against it first (EINVAL), with `opts.maxBlocks` a larger map is
+ * refused (E2BIG) before any array is made.
+ */
+export function readIncomingBitmaps(ram: PhysicalMemory, parsed: ParsedBitmapMap, label: string, opts: ReadIncomingOptions = {}): IncomingBitmapBlocks {
+  if (opts.crc !== undefined) checkMapCrc(ram, parsed.pfns, opts.crc);
   const count = checkBitmapBlocks(ram, parsed.bitmaps, label);
+  if (opts.maxBlocks !== undefined && count > opts.maxBlocks) throw tooManyBlocks(label, count, opts.maxBlocks);
   const pfns = new Array<Pfn>(count).fill(0 as Pfn);
   const orders = new Array<Order>(count).fill(ORDER_0);
   let i = 0;

@@ -262,6 +262,12 @@ describe('a hostile chain', () => {
     expect(mem.incoming.size).toBe(1);
   });
 
+  it('names a head at or above 2^53 as such, not as 0xInfinity (kho fuzz found the message)', () => {
+    const mem = new FakeBlockMemory();
+    const e = errorOf(() => new KhoBlockSet(mem, 64, 'files').restore(Infinity));
+    expect(e).toEqual(new KernelError(Errno.EINVAL, 'files: the block chain at >= 2^53 is corrupted: the head is not a page of RAM'));
+  });
+
   it.each<[string, number, string]>([
     ['count 0 (a trailing empty block)', 0, 'holds entry count 0 (wanted 1..63)'],
     ['a count past the block', 64, 'holds entry count 64 (wanted 1..63)'],

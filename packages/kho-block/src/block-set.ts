@@ -211,7 +211,7 @@ export class KhoBlockSet {
    * before it is followed.
    */
   private checkAcyclic(headPa: number): void {
-    const corrupt = (why: string): KernelError => new KernelError(Errno.EINVAL, `${this.name}: the block chain at ${hex(headPa)} is corrupted: ${why}`);
+    const corrupt = (why: string): KernelError => new KernelError(Errno.EINVAL, `${this.name}: the block chain at ${describeAddr(headPa)} is corrupted: ${why}`);
     const follow = (from: number): number => {
       const n = this.readU64(from + OFF_NEXT);
       if (n !== 0) this.checkPointer(n, () => corrupt(`block at ${hex(from)} links to ${describe(n)}, not a page of RAM`));
@@ -240,6 +240,11 @@ export class KhoBlockSet {
     const v = this.backend.ram.readU64(phys);
     return v >= 2 ** 53 ? Infinity : v;
   }
+}
+
+/** An address read from the previous kernel for a message: hex, or '>= 2^53' for what a u64 read gives as Infinity. */
+function describeAddr(n: number): string {
+  return Number.isSafeInteger(n) && n >= 0 ? hex(n) : '>= 2^53';
 }
 
 function describe(n: number): string {

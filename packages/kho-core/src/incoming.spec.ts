@@ -4,8 +4,8 @@ import { encodeFdt, type FdtNode } from '@kho/fdt';
 import { PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
 import { PROP_PRESERVED_MEMORY_MAP_CRC, encodeKhoData, encodeScratchArray, type ScratchArea } from './abi';
 import { khoV1, khoV2, khoV3, khoV4 } from './generations';
-import { checkOutsideScratch, containingBlock, indexBlocks, pagesCrc, validateHandover } from './incoming';
-import type { Tracker } from './ports';
+import { KHO_MAX_INCOMING_BLOCKS, checkOutsideScratch, containingBlock, indexBlocks, pagesCrc, validateHandover } from './incoming';
+import type { IncomingWalkOptions, Tracker } from './ports';
 import { buildRootFdt, readableGenerations } from './root-fdt';
 
 const MiB = 2 ** 20;
@@ -128,6 +128,25 @@ describe('validateHandover (pure: RAM in, a validated handover out)', () => {
     expect(validateHandover(ram, kd, listTracker([[0x3000, 0]]), radix).pfns).toEqual([0x3000, FDT / PAGE_SIZE]);
     ram.writeU8(MAP + 100, 1);
     expect(() => validateHandover(ram, kd, listTracker([[0x3000, 0]]), radix)).toThrow(/the tracker's pages fail their checksum/);
+  });
+
+  it('checks the checksum before the walk: a damaged map is refused from its pages, its blocks never visited (issue 16, row 9)', () => {
+    const root = buildRootFdt(khoV3, MAP);
+    root.setProp(PROP_PRESERVED_MEMORY_MAP_CRC, new Uint8Array([1, 2, 3, 4]));
+    const { ram, kd } = handover({ root });
+    let walked = false;
+    const tracker = { ...listTracker([]), walkIncoming: () => void (walked = true) } as unknown as Tracker;
+    expect(() => validateHandover(ram, kd, tracker, radix)).toThrow(/^EINVAL: the tracker's pages fail their checksum \(crc32c 0x[0-9a-f]+, wanted 0x4030201\)/);
+    expect(walked).toBe(false);
+  });
+
+  it(`asks the walk to refuse more than KHO_MAX_INCOMING_BLOCKS (${KHO_MAX_INCOMING_BLOCKS}) blocks before it visits any (issue 16, row 8)`, () => {
+    const { ram, kd } = handover();
+    let asked: IncomingWalkOptions | undefined;
+    const tracker = { ...listTracker([]), walkIncoming: (_m: number, _v: unknown, opts: IncomingWalkOptions) => void (asked = opts) } as unknown as Tracker;
+    expect(() => validateHandover(ram, kd, tracker, radix)).toThrow(/root FDT page .* is not a preserved order-0 block/);
+    expect(asked).toEqual({ maxBlocks: KHO_MAX_INCOMING_BLOCKS });
+    expect(KHO_MAX_INCOMING_BLOCKS).toBe(2 ** 23);
   });
 });
 

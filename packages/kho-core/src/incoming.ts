@@ -40,6 +40,14 @@ export interface BlockIndex {
 /** Most scratch areas a handover may list: lowmem, global and one per node of up to 64 nodes. */
 export const KHO_MAX_SCRATCH_AREAS = 2 + 64;
 
+/**
+ * Most preserved blocks a kernel of this lab reads from a handover: 2^23, twice the vm-host scenario's worst case
+ * (16 GiB of 4 KiB pages and 768 GiB of 2 MiB folios, about 4.6 million blocks). A map that holds more is refused
+ * from its counts, before any block is visited: a few MB of map pages can claim tens of millions of blocks, and
+ * the lists, index and stamps of so many would cost the host gigabytes (issue 16, row 8).
+ */
+export const KHO_MAX_INCOMING_BLOCKS = 2 ** 23;
+
 const ZERO_PAGE = new Uint8Array(PAGE_SIZE);
 
 /** CRC32C over the given pages of `ram`, in order (a page never written counts as zeros). */
@@ -52,9 +60,11 @@ export function pagesCrc(ram: PhysicalMemory, pfns: readonly number[]): number {
 /**
  * Checks everything the previous kernel left, before anything is marked (spec section 1, steps 1 and 2, the
  * scratch array and the whole preserved-memory map): `kho_data`, the root FDT (a valid DTB whose compatible is one
- * of the `readable` generations), `preserved-memory-map`, the scratch areas, the tracker (walked with its own
- * hostile-input checks), the tracker checksum when present, and that no preserved block lies in scratch. Pure: it
- * reads RAM and writes nothing. Returns the handover; throws a KernelError naming the first problem.
+ * of the `readable` generations), `preserved-memory-map`, the scratch areas, the tracker checksum when present
+ * (over the map's pages, before any block is read), the tracker (walked with its own hostile-input checks, at
+ * most {@link KHO_MAX_INCOMING_BLOCKS} blocks, E2BIG beyond), that no preserved block lies in scratch or overlaps
+ * another, and that the root FDT page is a preserved block. Pure: it reads RAM and writes nothing. Returns the
+ * handover; throws a KernelError naming the first problem.
  */
 export function validateHandover(ram: PhysicalMemory, khoData: Uint8Array, tracker: Tracker, readable: readonly KhoGeneration[]): IncomingHandover {
   const kd = decodeKhoData(khoData);
@@ -75,21 +85,20 @@ export function validateHandover(ram: PhysicalMemory, khoData: Uint8Array, track
 
   const scratch = readScratch(ram, kd.scratchAddr, kd.scratchSize);
 
+  // The checksum first: a damaged map is refused from its pages alone, before its blocks are walked (issue 16,
+  // row 9: a stale checksum was found only after a walk of millions of blocks).
+  const want = mapCrc(fdt);
+  if (want !== undefined) checkMapCrc(ram, tracker.incomingMetadataPfns(mapPhys), want);
   const pfns: Pfn[] = [];
   const orders: Order[] = [];
-  tracker.walkIncoming(mapPhys, (pfn, order) => {
-    pfns.push(pfn);
-    orders.push(order);
-  });
-  const crcProp = fdt.getProp(PROP_PRESERVED_MEMORY_MAP_CRC);
-  if (crcProp) {
-    if (crcProp.length !== 4) throw new KernelError(Errno.EINVAL, `'${PROP_PRESERVED_MEMORY_MAP_CRC}' is ${crcProp.length} bytes (wanted 4)`);
-    const want = new DataView(crcProp.buffer, crcProp.byteOffset, 4).getUint32(0, true);
-    const got = pagesCrc(ram, tracker.incomingMetadataPfns(mapPhys));
-    if (got !== want) {
-      throw new KernelError(Errno.EINVAL, `the tracker's pages fail their checksum (crc32c ${hex(got)}, wanted ${hex(want)}): the preserved-memory map was damaged`);
-    }
-  }
+  tracker.walkIncoming(
+    mapPhys,
+    (pfn, order) => {
+      pfns.push(pfn);
+      orders.push(order);
+    },
+    { maxBlocks: KHO_MAX_INCOMING_BLOCKS },
+  );
   checkOutsideScratch(scratch, pfns, orders);
   const index = indexBlocks(pfns, orders);
   const fdtBlock = containingBlock(index, kd.fdtAddr / PAGE_SIZE);
@@ -97,6 +106,25 @@ export function validateHandover(ram: PhysicalMemory, khoData: Uint8Array, track
     throw new KernelError(Errno.EINVAL, `the root FDT page ${hex(kd.fdtAddr)} is not a preserved order-0 block (nothing would keep it for this boot)`);
   }
   return { generation, fdt, fdtPhys: kd.fdtAddr, mapPhys, scratch, scratchArrayPhys: kd.scratchAddr, scratchArraySize: kd.scratchSize, pfns, orders, index };
+}
+
+/**
+ * The root FDT's `preserved-memory-map-crc` (a project extension; Linux writes none), or undefined when it has
+ * none. Throws EINVAL when it is not 4 bytes.
+ */
+export function mapCrc(fdt: FdtNode): number | undefined {
+  const prop = fdt.getProp(PROP_PRESERVED_MEMORY_MAP_CRC);
+  if (!prop) return undefined;
+  if (prop.length !== 4) throw new KernelError(Errno.EINVAL, `'${PROP_PRESERVED_MEMORY_MAP_CRC}' is ${prop.length} bytes (wanted 4)`);
+  return new DataView(prop.buffer, prop.byteOffset, 4).getUint32(0, true);
+}
+
+/** Throws EINVAL when the CRC32C of the map's pages `pfns` (in order) is not `want`: the map was damaged. */
+export function checkMapCrc(ram: PhysicalMemory, pfns: readonly number[], want: number): void {
+  const got = pagesCrc(ram, pfns);
+  if (got !== want) {
+    throw new KernelError(Errno.EINVAL, `the tracker's pages fail their checksum (crc32c ${hex(got)}, wanted ${hex(want)}): the preserved-memory map was damaged`);
+  }
 }
 
 /** The scratch array at `addr` (`size` bytes): 1..66 page-aligned areas of RAM that do not overlap. Throws EINVAL. */

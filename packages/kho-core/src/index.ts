@@ -25,13 +25,13 @@ export {
   type KhoData,
   type ScratchArea,
 } from './abi';
-export { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats, type TrackerDescriptor, type IncomingMap } from './ports';
+export { EarlyAllocator, Tracker, tooManyBlocks, type BlockVisitor, type TrackerStats, type TrackerDescriptor, type IncomingMap, type IncomingWalkOptions, type ReadIncomingOptions } from './ports';
 export { Kho, type KhoStats } from './kho';
 export { KhoPlugin } from './plugin';
 export { KhoState } from './state';
 export { splitOrder, splitBlocks, KHO_MAX_BLOCK_ORDER, type NodeOfPfn } from './split';
 export { scratchSizes, placeScratch, overlappingScratch, type ScratchSizes } from './scratch';
-export { validateHandover, readScratch, checkOutsideScratch, pagesCrc, KHO_MAX_SCRATCH_AREAS, type IncomingHandover } from './incoming';
+export { validateHandover, readScratch, checkOutsideScratch, pagesCrc, mapCrc, checkMapCrc, KHO_MAX_SCRATCH_AREAS, KHO_MAX_INCOMING_BLOCKS, type IncomingHandover } from './incoming';
 export { readKexecMetadata, writeKexecMetadata, type KexecMetadata } from './kexec-metadata';
 export { buildRootFdt, addSubtreeNode, readSubtreeNode, findSubtreeByBlob, rootGeneration, readableGenerations, subtreeAddressProp, type SubtreeRef } from './root-fdt';
 export { stampOrder, hasStamp, writeStamp, clearStamp } from './stamp';

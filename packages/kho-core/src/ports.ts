@@ -1,4 +1,4 @@
-import type { KernelModule } from '@kho/kernel';
+import { Errno, KernelError, type KernelModule } from '@kho/kernel';
 import type { Order, Pfn, PhysicalMemory } from '@kho/physmem';
 
 /**
@@ -80,15 +80,34 @@ export interface Tracker {
    * {@link incomingMetadataPfns} lists them): KHO checksums these pages at the jump.
    */
   metadataPfns(): Pfn[];
-  /** The metadata pages of the previous kernel's tracker rooted at `mapPhys`, in {@link metadataPfns}' order. Call after walkIncoming accepted it. */
+  /**
+   * The metadata pages of the previous kernel's tracker rooted at `mapPhys`, in {@link metadataPfns}' order, read
+   * without its blocks: KHO checksums them before anything walks the blocks. Checks every pointer it follows
+   * (page-aligned, inside RAM, reached once) and throws KernelError(EINVAL) naming a malformed one.
+   */
   incomingMetadataPfns(mapPhys: number): Pfn[];
   /**
    * Walks the previous kernel's tracker rooted at `mapPhys`, visiting every block. Throws a KernelError naming
    * the problem for anything malformed (pointer outside RAM or unaligned, a node reached twice, a bad order or
-   * key), before any visit: a refused tree has visited nothing. What it visits is checked: a pfn inside the
-   * map's range and an order at most {@link maxOrder}, branded only after that check.
+   * key), and E2BIG when it holds more than `opts.maxBlocks` blocks, before any visit: a refused tree has
+   * visited nothing. What it visits is checked: a pfn inside the map's range and an order at most
+   * {@link maxOrder}, branded only after that check.
    */
-  walkIncoming(mapPhys: number, visit: (pfn: Pfn, order: Order) => void): void;
+  walkIncoming(mapPhys: number, visit: (pfn: Pfn, order: Order) => void, opts?: IncomingWalkOptions): void;
+}
+
+/** Bounds on reading a previous kernel's map. */
+export interface IncomingWalkOptions {
+  /** Most blocks the reader accepts: a larger map is refused (E2BIG) from its counts, before any block is visited. */
+  readonly maxBlocks?: number;
+}
+
+/** The E2BIG of a map with `blocks` blocks where at most `max` are read; `label` names the map. */
+export function tooManyBlocks(label: string, blocks: number, max: number): KernelError {
+  return new KernelError(
+    Errno.E2BIG,
+    `${label} holds ${blocks} blocks, more than the ${max} a kernel of this lab reads (KHO_MAX_INCOMING_BLOCKS; wanted at most ${max})`,
+  );
 }
 
 /**
@@ -110,9 +129,18 @@ export interface TrackerDescriptor {
   module(): KernelModule;
   /**
    * Reads a map of this kind at `mapPhys` from `ram` as the next kernel would (every hostile-input check), for
-   * tools that read images: every block in walk order and the pages the map occupies. Throws what the walk throws.
+   * tools that read images: every block in walk order and the pages the map occupies. With `opts.crc`, the map's
+   * pages are checked against it first (EINVAL, as KHO checks `preserved-memory-map-crc`), and with
+   * `opts.maxBlocks` a larger map is refused (E2BIG) from its counts: either before any block is read. Throws
+   * what the walk throws.
    */
-  readIncoming(ram: PhysicalMemory, mapPhys: number): IncomingMap;
+  readIncoming(ram: PhysicalMemory, mapPhys: number, opts?: ReadIncomingOptions): IncomingMap;
+}
+
+/** What {@link TrackerDescriptor.readIncoming} checks before it reads any block. */
+export interface ReadIncomingOptions extends IncomingWalkOptions {
+  /** The map's checksum (`preserved-memory-map-crc`): the map's pages must match it. */
+  readonly crc?: number;
 }
 
 /** A previous kernel's map, read by a tracker descriptor. */

@@ -23,8 +23,8 @@ export const radixTracker: TrackerDescriptor = {
   maxOrder: KHO_RADIX_MAX_ORDER,
   serializes: false,
   module: radixTrackerModule,
-  readIncoming(ram, mapPhys) {
-    const t = readIncomingTree(ram, mapPhys);
+  readIncoming(ram, mapPhys, opts) {
+    const t = readIncomingTree(ram, mapPhys, opts);
     return { count: t.count, pfns: t.pfns, orders: t.orders, metadataPages: t.nodes };
   },
 };

@@ -2,7 +2,8 @@ import { bareAllocator } from '@kho/physmem/testing';
 import fc from 'fast-check';
 import { Errno, KernelError, KernelLog, LifecycleBus } from '@kho/kernel';
 import { PAGE_SIZE, PhysicalMemory, pfn as toPfn, toOrder, type Order, type Pfn } from '@kho/physmem';
-import { RadixTracker, readIncomingTree, validateIncomingTree } from './radix-tree';
+import { pagesCrc } from '@kho/kho-core';
+import { RadixTracker, incomingTreeNodePfns, readIncomingTree, validateIncomingTree } from './radix-tree';
 import { trackerContract } from '@kho/kho-core/testing';
 
 const GiB = 2 ** 30;
@@ -490,6 +491,43 @@ describe('readIncomingTree refuses hostile trees before visiting anything', () =
     expect(validateIncomingTree(ram, tree.rootPhys)).toEqual({ blocks: 1064, nodes: 11 }); // a root, then 4 tables and a leaf per order
     expect([r.count, r.pfns.length, r.orders.length, r.nodes]).toEqual([1064, 1064, 1064, 11]);
     expect(r.pfns.slice(62, 66)).toEqual([0x1f0, 0x1f8, 0x100, 0x101]);
+  });
+
+  it('refuses a tree of more than maxBlocks blocks (E2BIG) from its counts, before any visit or array (issue 16, row 8)', () => {
+    // 16 GiB of RAM whose first 2 GiB are 16 all-ones order-0 leaves: 524,288 blocks, from 22 written pages
+    const { ram } = setup([{ start: 0, size: 16 * GiB, node: 0 }]);
+    const { root } = handTree(ram, 15 * GiB, 1n << 52n);
+    let l1 = root;
+    for (const idx of [2, 0, 0, 0]) l1 = ram.readU64(l1 + idx * 8);
+    const ones = new Uint8Array(PAGE_SIZE).fill(0xff);
+    for (let i = 0; i < 16; i++) {
+      const leaf = 15 * GiB + (100 + i) * PAGE_SIZE;
+      ram.writeU64(l1 + i * 8, leaf);
+      ram.write(leaf, ones);
+    }
+    const tree = new RadixTracker(ram, setup().buddy, new KernelLog(new LifecycleBus(), 1));
+    let visited = 0;
+    const want = 'E2BIG: radix tree holds 524288 blocks, more than the 524287 a kernel of this lab reads (KHO_MAX_INCOMING_BLOCKS; wanted at most 524287)';
+    expect(() => tree.walkIncoming(root, () => void visited++, { maxBlocks: 524_287 })).toThrow(want);
+    expect(() => readIncomingTree(ram, root, { maxBlocks: 524_287 })).toThrow(want);
+    expect(visited).toBe(0);
+    tree.walkIncoming(root, () => void visited++, { maxBlocks: 524_288 });
+    expect(visited).toBe(524_288);
+  });
+
+  it("incomingTreeNodePfns lists the node pages without reading the leaves' bits, checking every pointer (what KHO checksums first)", () => {
+    const { ram } = setup();
+    const { root, leaf } = handTree(ram, 2 ** 40, 0n); // a leaf whose one bit (key 0) the walk refuses
+    expect(incomingTreeNodePfns(ram, root)).toEqual(Array.from({ length: 6 }, (_, i) => 2 ** 28 + i));
+    expect(() => validateIncomingTree(ram, root)).toThrow(`leaf 0x${leaf.toString(16)} has bit 0 of key 0 set`);
+    // with a checksum to check, a stale one is what is refused, before the leaf's bad bit; a matching one lets
+    // the walk find the bit
+    expect(() => readIncomingTree(ram, root, { crc: 1 })).toThrow(/^EINVAL: the tracker's pages fail their checksum \(crc32c 0x[0-9a-f]+, wanted 0x1\)/);
+    const crc = pagesCrc(ram, incomingTreeNodePfns(ram, root));
+    expect(() => readIncomingTree(ram, root, { crc })).toThrow('has bit 0 of key 0 set');
+    // and a pointer it follows is checked: a cycle
+    ram.writeU64(leaf - PAGE_SIZE + 8, root);
+    expect(() => incomingTreeNodePfns(ram, root)).toThrow(/is reached twice \(a cycle or shared node\)/);
   });
 
   it('walkIncoming visits every block even when the visitor returns true', () => {

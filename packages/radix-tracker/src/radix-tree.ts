@@ -1,7 +1,7 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelBug, KernelError, KernelLog, hex } from '@kho/kernel';
 import { BuddyAllocator, LITTLE_ENDIAN_HOST, PAGE_SIZE, PAGE_WORDS, PhysicalMemory, RAM_CHUNK_PAGES, describePfn, ORDER_0, type Order, type Pfn } from '@kho/physmem';
-import type { BlockVisitor, Tracker, TrackerStats } from '@kho/kho-core';
+import { checkMapCrc, tooManyBlocks, type BlockVisitor, type IncomingWalkOptions, type ReadIncomingOptions, type Tracker, type TrackerStats } from '@kho/kho-core';
 import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_MAX_ORDER, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from './abi';
 import { decodeKey, keyOrder } from './key';
 
@@ -161,17 +161,22 @@ export class RadixTracker implements Tracker {
     return this.root === 0 ? [] : treeNodePfns(this.ram, this.root);
   }
 
-  /** The node pages of the previous kernel's tree at `mapPhys`, in metadataPfns' order (after walkIncoming accepted it). */
+  /**
+   * The node pages of the previous kernel's tree at `mapPhys`, in metadataPfns' order, its pointers checked but
+   * not its leaves' bits (see {@link incomingTreeNodePfns}).
+   */
   incomingMetadataPfns(mapPhys: number): Pfn[] {
-    return treeNodePfns(this.ram, mapPhys);
+    return incomingTreeNodePfns(this.ram, mapPhys);
   }
 
   /**
    * Visits every block of the previous kernel's tree at `mapPhys`, in walk order, after checking the whole tree
-   * (see {@link validateIncomingTree}, whose EINVAL it throws before visiting anything).
+   * (see {@link validateIncomingTree}, whose EINVAL it throws before visiting anything) and its block count
+   * against `opts.maxBlocks` (E2BIG).
    */
-  walkIncoming(mapPhys: number, visit: (pfn: Pfn, order: Order) => void): void {
-    validateIncomingTree(this.ram, mapPhys);
+  walkIncoming(mapPhys: number, visit: (pfn: Pfn, order: Order) => void, opts: IncomingWalkOptions = {}): void {
+    const { blocks } = validateIncomingTree(this.ram, mapPhys);
+    if (opts.maxBlocks !== undefined && blocks > opts.maxBlocks) throw tooManyBlocks('radix tree', blocks, opts.maxBlocks);
     walkTree(this.ram, mapPhys, (pfn, order) => void visit(pfn, order));
   }
 
@@ -497,8 +502,25 @@ export interface IncomingTreeShape {
  * nothing per block. Returns its counts; throws KernelError(EINVAL) naming the node and what was wrong.
  */
 export function validateIncomingTree(ram: PhysicalMemory, mapPhys: number): IncomingTreeShape {
-  const seen = new Set<number>();
   let blocks = 0;
+  const { nodes } = checkTreeNodes(ram, mapPhys, (leaf, leafIndex) => void (blocks += checkLeaf(ram, leaf, leafIndex)));
+  return { blocks, nodes: nodes.length };
+}
+
+/**
+ * The node pages of the previous kernel's radix tree rooted at `mapPhys` (pfns, depth first: parents before
+ * children, ascending index, as {@link treeNodePfns} lists a trusted tree), checking every pointer it follows
+ * (page-aligned, inside RAM, reached once) and that root entries past 3 are empty, but not the leaves' bits:
+ * what KHO checksums before it walks any block. Throws KernelError(EINVAL) naming the node and what was wrong.
+ */
+export function incomingTreeNodePfns(ram: PhysicalMemory, mapPhys: number): Pfn[] {
+  return checkTreeNodes(ram, mapPhys).nodes;
+}
+
+/** Walks the tree's pointers with every check of {@link validateIncomingTree}; `leaf` sees each leaf page. */
+function checkTreeNodes(ram: PhysicalMemory, mapPhys: number, leaf?: (phys: number, leafIndex: number) => void): { nodes: Pfn[] } {
+  const seen = new Set<number>();
+  const nodes: Pfn[] = [];
   const checkNode = (phys: number, what: string): void => {
     if (!Number.isFinite(phys) || phys % PAGE_SIZE !== 0) {
       throw new KernelError(Errno.EINVAL, `radix tree: ${what} ${hexOrInf(phys)} is not page-aligned`);
@@ -506,6 +528,7 @@ export function validateIncomingTree(ram: PhysicalMemory, mapPhys: number): Inco
     if (!ram.isRam(phys, PAGE_SIZE)) throw new KernelError(Errno.EINVAL, `radix tree: ${what} ${hex(phys)} is outside RAM`);
     if (seen.has(phys)) throw new KernelError(Errno.EINVAL, `radix tree: ${what} ${hex(phys)} is reached twice (a cycle or shared node)`);
     seen.add(phys);
+    nodes.push((phys / PAGE_SIZE) as Pfn); // checked just above: aligned RAM
   };
   checkNode(mapPhys, 'root');
   for (let i = KHO_ROOT_USABLE_ENTRIES; i < KHO_TABLE_ENTRIES; i++) {
@@ -520,12 +543,12 @@ export function validateIncomingTree(ram: PhysicalMemory, mapPhys: number): Inco
       if (child === 0) continue;
       const childPrefix = prefix * KHO_TABLE_ENTRIES + i;
       checkNode(child, `level-${level - 1} node (entry ${i} of ${hex(table)})`);
-      if (level === 1) blocks += checkLeaf(ram, child, childPrefix);
+      if (level === 1) leaf?.(child, childPrefix);
       else visitTable(child, level - 1, childPrefix);
     }
   };
   visitTable(mapPhys, ROOT_LEVEL, 0);
-  return { blocks, nodes: seen.size };
+  return { nodes };
 }
 
 /** Checks the set bits of one incoming leaf (see validateIncomingTree). Returns how many there are. */
@@ -581,10 +604,14 @@ export interface IncomingBlocks {
 
 /**
  * Reads the previous kernel's radix tree rooted at `mapPhys` into arrays, in walk order. The whole tree is
- * checked first ({@link validateIncomingTree}): throws its KernelError(EINVAL) before returning anything.
+ * checked first ({@link validateIncomingTree}): throws its KernelError(EINVAL) before returning anything; with
+ * `opts.crc` its node pages are checked against that checksum before that (EINVAL), and with `opts.maxBlocks`
+ * a tree of more blocks is refused (E2BIG) before any array is made.
  */
-export function readIncomingTree(ram: PhysicalMemory, mapPhys: number): IncomingBlocks {
+export function readIncomingTree(ram: PhysicalMemory, mapPhys: number, opts: ReadIncomingOptions = {}): IncomingBlocks {
+  if (opts.crc !== undefined) checkMapCrc(ram, incomingTreeNodePfns(ram, mapPhys), opts.crc);
   const { blocks, nodes } = validateIncomingTree(ram, mapPhys);
+  if (opts.maxBlocks !== undefined && blocks > opts.maxBlocks) throw tooManyBlocks('radix tree', blocks, opts.maxBlocks);
   // Sized up front: growing two arrays by push costs more than reading the tree twice.
   const pfns = new Array<Pfn>(blocks).fill(0 as Pfn);
   const orders = new Array<Order>(blocks).fill(ORDER_0);

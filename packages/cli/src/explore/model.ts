@@ -114,9 +114,9 @@ function mapOf(id: PageMap['id'], s: MemoryMapSnapshot, ix: Indexer): PageMap {
 }
 
 function handoverOf(h: HandoverView): PageHandover {
-  const order = h.blocks.map((b, i) => i).sort((a, b) => Number(h.blocks[a].phys) - Number(h.blocks[b].phys));
+  const order = Array.from({ length: h.blocks.count }, (_, i) => i).sort((a, b) => h.blocks.pfns[a] - h.blocks.pfns[b]);
   const blocks: number[] = [];
-  for (const i of order) blocks.push(Number(h.blocks[i].phys) / PAGE_SIZE, h.blocks[i].order);
+  for (const i of order) blocks.push(h.blocks.pfns[i], h.blocks.orders[i]);
   const claimNames: string[] = [];
   const claims: number[] = [];
   for (const c of [...h.claims].sort((a, b) => a.start - b.start)) {
@@ -221,11 +221,11 @@ function imageMap(r: Inspection, populated: ReadonlyArray<readonly [number, numb
   for (const n of r.radix?.nodes ?? []) marks.push({ start: n.phys, end: n.phys + PAGE_SIZE, kind: 'tracker', rank: 2 });
   const claims = [...r.claims].sort((a, b) => a.start - b.start);
   const fdtAddr = r.khoData ? Number(r.khoData.fdtAddr) : NaN;
-  for (const b of r.blocks) {
-    const start = Number(b.phys);
+  for (let i = 0; i < r.blocks.count; i++) {
+    const start = r.blocks.pfns[i] * PAGE_SIZE;
     const claim = claims.find((c) => c.start <= start && start < c.end);
     const owner = start === fdtAddr ? 'kho' : (claim?.subtree ?? 'unnamed');
-    marks.push({ start, end: start + PAGE_SIZE * 2 ** b.order, kind: 'preserved', owner, rank: 3 });
+    marks.push({ start, end: start + PAGE_SIZE * 2 ** r.blocks.orders[i], kind: 'preserved', owner, rank: 3 });
   }
   // paint by rank over an "empty" background, then cut into runs
   const cuts = new Set<number>();

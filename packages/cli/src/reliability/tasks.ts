@@ -2,6 +2,7 @@ import { Errno, KernelError } from '@kho/kernel';
 import { countMoments, kexecAtMoment } from './anytime';
 import { anytimePath } from './anytime-paths';
 import { faultPath } from './fault-paths';
+import { runFuzzCase } from './fuzz';
 
 /**
  * One case of a sweep, as a worker receives it: plain data, so that it crosses to a worker thread. `probe` is the
@@ -12,6 +13,7 @@ export type SweepTask =
   | { readonly kind: 'anytime'; readonly path: string; readonly moment: number }
   | { readonly kind: 'faults-count'; readonly path: string }
   | { readonly kind: 'faults'; readonly path: string; readonly point: number }
+  | { readonly kind: 'fuzz'; readonly seed: number; readonly from: number; readonly count: number; readonly hangMs?: number }
   | { readonly kind: 'probe'; readonly act: 'echo' | 'throw' | 'crash' | 'exit' | 'hang'; readonly value?: number };
 
 function named<T>(p: T | undefined, name: string): T {
@@ -30,6 +32,8 @@ export function runTask(t: SweepTask): unknown {
       return named(faultPath(t.path), t.path).count();
     case 'faults':
       return named(faultPath(t.path), t.path).fail(t.point);
+    case 'fuzz':
+      return Array.from({ length: t.count }, (_, i) => runFuzzCase(t.seed, t.from + i, { hangMs: t.hangMs }));
     case 'probe':
       return probe(t.act, t.value ?? 0);
   }

@@ -338,9 +338,38 @@ function yamlError(e: unknown): string {
   return p ? `line ${p.line}, column ${p.col}: ${what}` : what;
 }
 
+/** The deepest nesting of lists and mappings a scenario may have: the schema needs six levels. */
+export const SCENARIO_MAX_NESTING = 64;
+
+/**
+ * Where the brackets of `text` (`[` and `{` outside strings, and for YAML outside comments) first nest deeper
+ * than `limit`: the offset of the bracket, or -1. Linear, no recursion: it runs before a parser that recurses.
+ */
+export function nestedTooDeep(text: string, limit: number, yaml: boolean): number {
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === '\\') i++;
+    } else if (yaml && c === "'") {
+      // a single-quoted YAML scalar; '' is a quote inside it
+      for (i++; i < text.length; i++) if (text[i] === "'" && text[++i] !== "'") break;
+      i--;
+    } else if (yaml && c === '#' && (i === 0 || /\s/.test(text[i - 1]))) {
+      while (i < text.length && text[i] !== '\n') i++;
+    } else if (c === '[' || c === '{') {
+      if (++depth > limit) return i;
+    } else if (c === ']' || c === '}') {
+      depth = Math.max(0, depth - 1);
+    }
+  }
+  return -1;
+}
+
 /**
  * Parses and validates scenario text. Throws EINVAL naming the file and the path of the first bad fields and
- * what was expected; a file that does not parse is named with the line and column of the error.
+ * what was expected; a file that does not parse is named with the line and column of the error, one nested
+ * deeper than {@link SCENARIO_MAX_NESTING} levels with where it does.
  */
 export function parseScenario(text: string, source: string): Scenario {
   let raw: unknown;
@@ -348,9 +377,18 @@ export function parseScenario(text: string, source: string): Scenario {
   if (text.trim() === '' || (yaml && /^\s*(#[^\n]*\s*)*$/.test(text))) {
     throw new KernelError(Errno.EINVAL, `scenario ${source}: the file is empty (wanted a ${yaml ? 'YAML' : 'JSON'} object with at least 'generations')`);
   }
+  const tooDeep = nestedTooDeep(text, SCENARIO_MAX_NESTING, yaml);
+  if (tooDeep >= 0) {
+    const { line, column } = lineColumn(text, tooDeep);
+    throw new KernelError(Errno.EINVAL, `scenario ${source}: line ${line}, column ${column}: lists and mappings nest more than ${SCENARIO_MAX_NESTING} levels deep (wanted at most ${SCENARIO_MAX_NESTING})`);
+  }
   try {
     raw = yaml ? parseYaml(text, { maxAliasCount: 100 }) : JSON.parse(text);
   } catch (e) {
+    // deep block indentation has no brackets to count: a parser that runs out of stack says the same, in a line
+    if (/Maximum call stack size exceeded/.test(String((e as Error | undefined)?.message))) {
+      throw new KernelError(Errno.EINVAL, `scenario ${source}: nested too deeply for the ${yaml ? 'YAML' : 'JSON'} parser (wanted at most ${SCENARIO_MAX_NESTING} levels)`);
+    }
     throw new KernelError(Errno.EINVAL, `scenario ${source}: not valid ${yaml ? 'YAML' : 'JSON'}: ${yaml ? yamlError(e) : jsonError(e, text)}`);
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {

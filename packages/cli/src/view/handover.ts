@@ -1,10 +1,13 @@
-import { crc32c, describeError, hex } from '@kho/kernel';
+import { describeError, hex } from '@kho/kernel';
 import { PAGE_SIZE, type PhysicalMemory } from '@kho/physmem';
 import {
   KHO_GENERATIONS,
+  KHO_MAX_INCOMING_BLOCKS,
   PROP_PRESERVED_MEMORY_MAP,
-  PROP_PRESERVED_MEMORY_MAP_CRC,
   decodeKhoData,
+  mapCrc,
+  pagesCrc,
+  tooManyBlocks,
   decodeScratchArray,
   readSubtreeNode,
   rootGeneration,
@@ -16,7 +19,7 @@ import { decodeFdt, formatDts, type FdtNode } from '@kho/fdt';
 import type { DecodedLuo } from '@kho/liveupdate';
 import { TRACKERS, type TrackerKind } from '../registry';
 import { Problems, type Problem } from './problems';
-import { readRadixLenient, type RadixNode } from './radix';
+import { radixBlocks, readRadixLenient, type RadixNode } from './radix';
 import { SUBTREE_RENDERERS } from './renderers';
 import { fdtView } from './renderers/fdt';
 import type { Claim, ViewNode } from './types';
@@ -58,6 +61,8 @@ export interface TrackerInfo {
   preservedBytes: number;
   bytesPerBlock: number;
   byOrder: Record<string, number>;
+  /** False when the map was not read whole into blocks (its checksum failed, it holds too many, it is unreadable). */
+  listed: boolean;
 }
 
 /** Everything decoded from a handover: what `kho inspect` prints and what the explorer draws. */
@@ -67,7 +72,8 @@ export interface HandoverView {
   /** The root FDT; `generation` is the ABI generation its compatible names ('v1', 'v2', 'v3', 'v4', …). */
   fdt?: { compatible: string; generation?: string; preservedMemoryMap: string; dts: string; view: ViewNode };
   subtrees: SubtreeInfo[];
-  blocks: Array<{ phys: string; order: number }>;
+  /** Every preserved block of a map read whole, in walk order (none when the map was refused). */
+  blocks: BlockList;
   tracker?: TrackerInfo;
   /** The radix tree's pages, for walking from the root to any block (radix trackers only). */
   radix?: { root: number; nodes: RadixNode[] };
@@ -78,6 +84,15 @@ export interface HandoverView {
   /** The root FDT's bytes (its totalsize), for --dtb-out; not part of the JSON. */
   rootDtb?: Uint8Array;
 }
+
+/** Preserved blocks: pfn and order of each, in typed arrays (9 bytes a block: a map may hold millions). */
+export interface BlockList {
+  readonly count: number;
+  readonly pfns: Float64Array;
+  readonly orders: Uint8Array;
+}
+
+const NO_BLOCKS: BlockList = { count: 0, pfns: new Float64Array(0), orders: new Uint8Array(0) };
 
 /** At most this many problems of one kind are listed (a map full of bad bits would otherwise list millions). */
 const MAX_PROBLEMS_PER_CHECK = 16;
@@ -93,7 +108,7 @@ const addr = (n: number): string => (Number.isFinite(n) ? hex(n) : '>= 2^53');
 export function decodeHandover(ram: PhysicalMemory, khoData: Uint8Array, opts: { strict?: boolean } = {}): HandoverView {
   const strict = opts.strict === true;
   const problems = new Problems(strict);
-  const view: HandoverView = { scratch: [], subtrees: [], blocks: [], claims: [], problems: problems.list };
+  const view: HandoverView = { scratch: [], subtrees: [], blocks: NO_BLOCKS, claims: [], problems: problems.list };
   const kd = decodeKhoData(khoData);
   if (typeof kd === 'string') {
     problems.add('kho_data', kd);
@@ -147,64 +162,71 @@ export function decodeHandover(ram: PhysicalMemory, khoData: Uint8Array, opts: {
     });
   }
 
-  // The tracker's map
-  let pfns: number[] = [];
-  let orders: number[] = [];
+  // The tracker's map: its checksum first, then its count against the bound, then its blocks (as the next kernel)
+  let blocks: BlockList = NO_BLOCKS;
   // the checks against the blocks (overlaps, metadata preserved) only mean something on a map read whole
   let mapWhole = false;
+  let listed = false;
   if (reader && mapPhys !== undefined) {
     let pages = 0;
+    const crc = fdt ? problems.attempt('root FDT', () => mapCrc(fdt!)) : undefined;
     if (reader.kind === 'radix' && !strict) {
       const t = readRadixLenient(ram, mapPhys);
-      mapWhole = t.problems.length === 0;
       for (const p of t.problems.slice(0, MAX_PROBLEMS_PER_CHECK)) problems.add(`radix tree ${p.where}`, p.message);
-      if (t.problems.length > MAX_PROBLEMS_PER_CHECK) problems.add('radix tree', `${t.problems.length - MAX_PROBLEMS_PER_CHECK} more problems of the tree not listed (wanted none)`);
-      ({ pfns, orders } = t);
+      const more = t.problems.length + t.moreProblems - MAX_PROBLEMS_PER_CHECK;
+      if (more > 0) problems.add('radix tree', `${more} more problems of the tree not listed (wanted none)`);
       pages = t.nodes.length;
       view.radix = { root: mapPhys, nodes: t.nodes };
-      if (fdt) checkTrackerCrc(ram, fdt, t.nodes.map((n) => n.phys / PAGE_SIZE), problems);
+      const crcOk = crc === undefined || checkTrackerCrc(ram, crc, t.nodes, problems);
+      if (!crcOk) {
+        // a map that fails its checksum is not read: its blocks are whatever the damage made them
+      } else if (t.count > KHO_MAX_INCOMING_BLOCKS) {
+        problems.add('tracker', tooManyBlocks('radix tree', t.count, KHO_MAX_INCOMING_BLOCKS).reason);
+      } else {
+        blocks = { ...radixBlocks(ram, t.nodes, t.count), count: t.count };
+        listed = true;
+        mapWhole = t.problems.length === 0;
+      }
     } else {
-      const t = problems.attempt('tracker', () => reader!.readIncoming(ram, mapPhys!));
+      const t = problems.attempt('tracker', () => reader!.readIncoming(ram, mapPhys!, { crc, maxBlocks: KHO_MAX_INCOMING_BLOCKS }));
       if (t) {
         mapWhole = true;
-        pfns = [...t.pfns];
-        orders = [...t.orders];
+        listed = true;
+        blocks = { count: t.count, pfns: Float64Array.from(t.pfns), orders: Uint8Array.from(t.orders) };
         pages = t.metadataPages;
-        if (reader.kind === 'radix' && fdt) {
-          const nodes = readRadixLenient(ram, mapPhys).nodes;
-          view.radix = { root: mapPhys, nodes };
-          checkTrackerCrc(ram, fdt, nodes.map((n) => n.phys / PAGE_SIZE), problems);
-        }
       }
+      if (reader.kind === 'radix') view.radix = { root: mapPhys, nodes: readRadixLenient(ram, mapPhys).nodes };
     }
     const byOrder: Record<string, number> = {};
     let preservedBytes = 0;
-    for (let i = 0; i < pfns.length; i++) {
-      view.blocks.push({ phys: hex(pfns[i] * PAGE_SIZE), order: orders[i] });
-      byOrder[orders[i]] = (byOrder[orders[i]] ?? 0) + 1;
-      preservedBytes += PAGE_SIZE * 2 ** orders[i];
+    for (let i = 0; i < blocks.count; i++) {
+      const o = blocks.orders[i];
+      byOrder[o] = (byOrder[o] ?? 0) + 1;
+      preservedBytes += PAGE_SIZE * 2 ** o;
     }
+    view.blocks = blocks;
     view.tracker = {
       name: reader.kind,
       kind: reader.title,
       metadataPages: pages,
       nodes: pages,
-      blocks: pfns.length,
+      blocks: blocks.count,
       preservedBytes,
-      bytesPerBlock: pfns.length ? Math.round(((pages * PAGE_SIZE) / pfns.length) * 100) / 100 : 0,
+      bytesPerBlock: blocks.count ? Math.round(((pages * PAGE_SIZE) / blocks.count) * 100) / 100 : 0,
       byOrder,
+      listed,
     };
-    if (mapWhole) checkBlocks(pfns, orders, view.scratch, problems);
-    if (mapWhole && Number.isFinite(kd.fdtAddr) && !covered(pfns, orders, kd.fdtAddr)) {
-      problems.add('root FDT', `the root FDT's page ${hex(kd.fdtAddr)} is not a preserved block (wanted it preserved: the next kernel takes its whole handover from it)`);
-    }
+  }
+  const index = mapWhole ? checkBlocks(blocks, view.scratch, problems) : undefined;
+  if (index && Number.isFinite(kd.fdtAddr) && !covered(index, kd.fdtAddr)) {
+    problems.add('root FDT', `the root FDT's page ${hex(kd.fdtAddr)} is not a preserved block (wanted it preserved: the next kernel takes its whole handover from it)`);
   }
 
   // Subtrees, each by its renderer
   for (const child of fdt?.children ?? []) {
     const info = describeSubtree(ram, generation, fdt!, child, problems);
     view.subtrees.push(info);
-    if (mapWhole && info.phys.startsWith('0x') && !covered(pfns, orders, Number(info.phys))) {
+    if (index && info.phys.startsWith('0x') && !covered(index, Number(info.phys))) {
       problems.add(`subtree ${child.name}`, `its blob ${info.phys} is not inside a preserved block (wanted it preserved: the next kernel reads it)`);
     }
   }
@@ -249,55 +271,92 @@ function describeSubtree(ram: PhysicalMemory, g: KhoGeneration | undefined, root
   return out;
 }
 
-/** True when [phys, phys + 1 page) lies inside one of the blocks. */
-function covered(pfns: readonly number[], orders: readonly number[], phys: number): boolean {
-  const pfn = Math.floor(phys / PAGE_SIZE);
-  for (let i = 0; i < pfns.length; i++) if (pfn >= pfns[i] && pfn < pfns[i] + 2 ** orders[i]) return true;
-  return false;
+/** Blocks sorted by address (a copy): first pfns and orders, for lookups. */
+interface SortedBlocks {
+  readonly starts: Float64Array;
+  readonly orders: Uint8Array;
 }
 
-/** Blocks must not overlap each other (a map with overlaps is malformed) nor lie in scratch. */
-function checkBlocks(pfns: readonly number[], orders: readonly number[], scratch: HandoverView['scratch'], problems: Problems): void {
-  const idx = pfns.map((_, i) => i).sort((a, b) => pfns[a] - pfns[b] || orders[b] - orders[a]);
+/** True when the page at `phys` lies inside one of the blocks. */
+function covered(index: SortedBlocks, phys: number): boolean {
+  const pfn = Math.floor(phys / PAGE_SIZE);
+  let lo = 0;
+  let hi = index.starts.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (index.starts[mid] <= pfn) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return hi >= 0 && pfn < index.starts[hi] + 2 ** index.orders[hi];
+}
+
+/**
+ * Blocks must not overlap each other (a map with overlaps is malformed) nor lie in scratch. Returns the blocks
+ * sorted by address (one native sort of pfn * 64 + order: exact, pfns are below 2^38).
+ */
+function checkBlocks(blocks: BlockList, scratch: HandoverView['scratch'], problems: Problems): SortedBlocks {
+  const keys = new Float64Array(blocks.count);
+  for (let i = 0; i < blocks.count; i++) keys[i] = blocks.pfns[i] * 64 + blocks.orders[i];
+  keys.sort();
+  const starts = new Float64Array(keys.length);
+  const orders = new Uint8Array(keys.length);
   let reported = 0;
   let end = -1;
   let endAt = -1;
-  for (const i of idx) {
-    if (pfns[i] < end && reported++ < MAX_PROBLEMS_PER_CHECK) {
-      problems.add('tracker', `block ${hex(pfns[i] * PAGE_SIZE)} order ${orders[i]} overlaps block ${hex(pfns[endAt] * PAGE_SIZE)} order ${orders[endAt]} (wanted disjoint blocks)`);
+  for (let i = 0; i < keys.length; i++) {
+    orders[i] = keys[i] % 64;
+    starts[i] = (keys[i] - orders[i]) / 64;
+  }
+  // a block that starts inside the furthest-reaching block before it overlaps that block
+  for (let i = 0; i < keys.length; i++) {
+    if (starts[i] < end && reported++ < MAX_PROBLEMS_PER_CHECK) {
+      problems.add('tracker', `block ${hex(starts[i] * PAGE_SIZE)} order ${orders[i]} overlaps block ${hex(starts[endAt] * PAGE_SIZE)} order ${orders[endAt]} (wanted disjoint blocks)`);
     }
-    if (pfns[i] + 2 ** orders[i] > end) {
-      end = pfns[i] + 2 ** orders[i];
+    if (starts[i] + 2 ** orders[i] > end) {
+      end = starts[i] + 2 ** orders[i];
       endAt = i;
     }
   }
   reported = 0;
+  const index = { starts, orders };
   for (const a of scratch) {
     const s = Number(a.addr) / PAGE_SIZE;
     const e = s + a.size / PAGE_SIZE;
-    for (let i = 0; i < pfns.length; i++) {
-      if (pfns[i] < e && s < pfns[i] + 2 ** orders[i] && reported++ < MAX_PROBLEMS_PER_CHECK) {
-        problems.add('tracker', `preserved block ${hex(pfns[i] * PAGE_SIZE)} order ${orders[i]} overlaps scratch area ${a.addr} (wanted preserved memory outside scratch)`);
+    // the first block that ends after the area starts, then every one that starts before it ends
+    let i = Math.max(0, lowerBound(starts, s) - 1);
+    for (; i < starts.length && starts[i] < e; i++) {
+      if (starts[i] + 2 ** orders[i] > s && reported++ < MAX_PROBLEMS_PER_CHECK) {
+        problems.add('tracker', `preserved block ${hex(starts[i] * PAGE_SIZE)} order ${orders[i]} overlaps scratch area ${a.addr} (wanted preserved memory outside scratch)`);
       }
     }
   }
+  return index;
 }
 
-/** The tracker's pages against the root FDT's `preserved-memory-map-crc`, as KHO checks them at boot. */
-function checkTrackerCrc(ram: PhysicalMemory, fdt: FdtNode, pagePfns: readonly number[], problems: Problems): void {
-  const prop = fdt.getProp(PROP_PRESERVED_MEMORY_MAP_CRC);
-  if (!prop) return; // Linux writes no checksum: nothing to compare
-  if (prop.length !== 4) {
-    problems.add('root FDT', `'${PROP_PRESERVED_MEMORY_MAP_CRC}' is ${prop.length} bytes (wanted 4)`);
-    return;
+/** The first index of `a` (ascending) whose value is at least `v`. */
+function lowerBound(a: Float64Array, v: number): number {
+  let lo = 0;
+  let hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (a[mid] < v) lo = mid + 1;
+    else hi = mid;
   }
-  const want = new DataView(prop.buffer, prop.byteOffset, 4).getUint32(0, true);
-  const zero = new Uint8Array(PAGE_SIZE);
-  let got = 0;
-  for (const pfn of pagePfns) got = crc32c(ram.pageIfPresent(pfn) ?? zero, 0, PAGE_SIZE, got);
-  if (got !== want) {
-    problems.add('tracker', `the tracker's pages fail their checksum (crc32c ${hex(got)}, wanted ${hex(want)}): the preserved-memory map was damaged`);
-  }
+  return lo;
+}
+
+/**
+ * The tracker's pages (the radix tree's `nodes`) against the root FDT's `preserved-memory-map-crc`, as KHO checks
+ * them at boot. Returns whether they match; a mismatch is a problem.
+ */
+function checkTrackerCrc(ram: PhysicalMemory, want: number, nodes: readonly RadixNode[], problems: Problems): boolean {
+  const got = pagesCrc(
+    ram,
+    nodes.map((n) => n.phys / PAGE_SIZE),
+  );
+  if (got === want) return true;
+  problems.add('tracker', `the tracker's pages fail their checksum (crc32c ${hex(got)}): the preserved-memory map was damaged, its blocks are not listed (wanted crc32c ${hex(want)})`);
+  return false;
 }
 
 /**

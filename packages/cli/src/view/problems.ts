@@ -7,10 +7,13 @@ export interface Problem {
   readonly wanted: string;
 }
 
-/** Splits "what was found (wanted X)" into its two halves; a message without "(wanted …)" wants `fallback`. */
+/**
+ * Splits "what was found (wanted X)" (or "what (note; wanted X)", the note staying with what) into its two
+ * halves; a message without "wanted" in its closing parenthesis wants `fallback`.
+ */
 export function splitWanted(message: string, fallback: string): { what: string; wanted: string } {
-  const m = /^(.*?)\s*\(wanted (.*)\)\s*$/s.exec(message);
-  return m ? { what: m[1], wanted: m[2] } : { what: message, wanted: fallback };
+  const m = /^(.*?)\s*\((?:([^()]*); )?wanted ([^()]*(?:\([^()]*\)[^()]*)*)\)\s*$/s.exec(message);
+  return m ? { what: m[2] ? `${m[1]} (${m[2]})` : m[1], wanted: m[3] } : { what: message, wanted: fallback };
 }
 
 /**

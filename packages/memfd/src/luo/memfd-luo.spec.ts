@@ -162,6 +162,27 @@ describe('memfd through LUO', () => {
     expect(idlePages(b.k)).toBe(coldFree(b.machine, cmdline));
   });
 
+  it('a 2 MiB folio reaching past the end of a 64 KiB file comes back (only its pages inside the size count)', () => {
+    const cmdline = 'liveupdate=on transparent_hugepage_shmem=always';
+    let b = boot(cmdline, '1G');
+    const { lu } = preserved(b, (x) => {
+      const fd = x.fs.memfdCreate(x.proc, 'small');
+      x.proc.ftruncate(fd, 16 * PAGE_SIZE);
+      x.proc.pwrite(fd, 5, enc('inside'));
+      return fd;
+    });
+    b.proc.close(lu);
+    b = kexec(b);
+    const sfd = luoRetrieveSession(b.proc, luoOpenDevice(b.proc), 'm');
+    const fd = luoRetrieveFd(b.proc, sfd, 1);
+    expect([b.proc.fsize(fd), dec(b.proc.pread(fd, 5, 6))]).toEqual([16 * PAGE_SIZE, 'inside']);
+    const file = b.proc.fget(fd);
+    expect([...b.fs.inodeOf(file).folios.values()].map((f) => f.order)).toEqual([9]);
+    file.put();
+    luoSessionFinish(b.proc, sfd);
+    b.proc.exit();
+  });
+
   it('finishing a session whose memfds were never retrieved gives their folios back', () => {
     let b = boot();
     const { lu } = preserved(b, textFile('x'.repeat(3 * PAGE_SIZE)));
@@ -221,6 +242,11 @@ describe('a damaged memfd record: that RETRIEVE_FD fails, nothing unpreserved is
     ['a damaged array descriptor', (b, rec) => b.ram.writeU32(rec + 40, 7), Errno.EINVAL, /the folio array cannot be restored/],
     ['an unknown seal', (b, rec) => b.ram.writeU32(rec + 16, 0x80), Errno.EOPNOTSUPP, /seals 0x80/],
     ['non-zero flags', (b, rec) => b.ram.writeU32(rec + 20, 1), Errno.EINVAL, /flags 0x1 \(wanted 0\)/],
+    // kho fuzz found these: a memfd of the wrong size with no error said, and a RangeError reading a huge one
+    ['a size its folios do not cover', (b, rec) => b.ram.writeU64(rec + 8, 185016320), Errno.EINVAL, /its folios hold 2 pages of the file but its size of 185016320 bytes needs 45170 \(wanted every page of the file preserved\)$/],
+    ['a size of 2^50 bytes', (b, rec) => b.ram.writeU64(rec + 8, 2 ** 50), Errno.EINVAL, /size 1125899906842624 bytes is past the 4294967295 pages a memfd-v2 file holds$/],
+    ['a size beyond 2^53', (b, rec) => b.ram.writeU64(rec + 8, 2n ** 63n), Errno.EINVAL, /size >= 2\^53 bytes is past the 4294967295 pages/],
+    ['a size of 0 with folios', (b, rec) => b.ram.writeU64(rec + 8, 0), Errno.EIO, /index 0 is past the file's 0 pages/],
   ])('%s', (_what, damage, errno, why) => {
     const { b: old, rec } = handover();
     damage(old, rec);

@@ -145,7 +145,8 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
 
   /**
    * Rebuilds the memfd. Throws EINVAL for a record that is not a preserved page of RAM, non-zero flags, or an
-   * array that cannot be restored or does not match the record; EOPNOTSUPP for unknown seals (the record is
+   * array that cannot be restored or does not match the record, a size past 2^32 − 1 pages, or folios that do
+   * not cover [0, size) exactly (preserve fills every hole, so a valid record always does); EOPNOTSUPP for unknown seals (the record is
    * freed); EIO for a folio that is not a preserved block (outside RAM, never preserved, restored already). On a
    * failure the folios taken so far and every later valid one go back to the allocator; none is kept that the
    * previous kernel did not preserve.
@@ -171,13 +172,22 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
       freeRecord();
       throw new KernelError(Errno.EINVAL, `${what}: flags ${hex(ser.flags)} (wanted 0)`);
     }
+    const sizePages = Math.ceil(ser.size / PAGE_SIZE);
+    if (!Number.isSafeInteger(ser.size) || sizePages > MEMFD_LUO_MAX_PAGES) {
+      freeRecord(); // as for unknown seals: the array and folios it names stay reserved and finish names them
+      throw new KernelError(Errno.EINVAL, `${what}: size ${Number.isFinite(ser.size) ? ser.size : '>= 2^53'} bytes is past the ${MEMFD_LUO_MAX_PAGES} pages a memfd-v2 file holds`);
+    }
     const file = this.fs.newFile('', 0);
     const inode = this.fs.inodeOf(file);
     try {
       inode.seals = ser.seals;
       inode.size = ser.size;
       file.pos = Number.isFinite(ser.pos) ? ser.pos : 0;
-      if (ser.nr_folios > 0) this.restoreFolios(inode, ser, what);
+      const pages = ser.nr_folios > 0 ? this.restoreFolios(inode, ser, what) : 0;
+      // preserve fills every hole of [0, size): entries that do not cover the size exactly are not what it wrote
+      if (pages !== sizePages) {
+        throw new KernelError(Errno.EINVAL, `${what}: its folios hold ${pages} pages of the file but its size of ${ser.size} bytes needs ${sizePages} (wanted every page of the file preserved)`);
+      }
     } catch (e) {
       file.put(); // frees what was inserted
       freeRecord();
@@ -187,7 +197,8 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
     args.file = file;
   }
 
-  private restoreFolios(inode: MemfdInode, ser: ReturnType<typeof MemfdLuoSerStruct.decode>, what: string): void {
+  /** Inserts the array's folios into `inode`; returns how many pages of [0, size) they hold. */
+  private restoreFolios(inode: MemfdInode, ser: ReturnType<typeof MemfdLuoSerStruct.decode>, what: string): number {
     let array: number;
     try {
       array = this.khoVmalloc.restoreVmalloc(encodeKhoVmalloc({ first: ser.folios.first, totalPages: ser.folios.total_pages, flags: ser.folios.flags, order: ser.folios.order }));
@@ -201,12 +212,15 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
       }
       const entries = decodeFolioEntries(this.vmalloc.read(array, n * ENTRY), n);
       const sizePages = Math.ceil(inode.size / PAGE_SIZE);
+      let pages = 0;
       for (let i = 0; i < entries.length; i++) {
         const e = entries[i];
         if (e.pfn === 0) continue;
         try {
           if (e.index >= sizePages) throw new KernelError(Errno.EINVAL, `index ${e.index} is past the file's ${sizePages} pages`);
           const folio = this.kho.restoreFolio(e.pfn * PAGE_SIZE);
+          // a large folio may reach past the end of the file: only its pages inside [0, size) count
+          pages += Math.min(folio.nrPages, sizePages - e.index);
           try {
             this.fs.insertFolio(inode, e.index, folio);
           } catch (err) {
@@ -219,6 +233,7 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
           throw new KernelError(Errno.EIO, `${what}: folio entry ${i} (pfn ${hex(e.pfn)}, index ${e.index}): ${ke ? ke.reason : describeError(err)}`);
         }
       }
+      return pages;
     } finally {
       this.vmalloc.vfree(array);
     }
