@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { Errno, KernelError } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, PAGE_SIZE, PhysicalMemory, Slab, createMachine, physmemModule } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, ORDER_0, PAGE_SIZE, PhysicalMemory, Slab, createMachine, pfn, physmemModule, toOrder } from '@kho/physmem';
 import {
   KHO_SLAB_COMPATIBLE,
   KHO_SLAB_ENTRIES_PER_PAGE,
@@ -206,8 +206,8 @@ describe('KhoSlab, outgoing', () => {
           expect(got.entries).toEqual(want);
           expect(got.pages).toEqual(st.tablePages);
           // the tracker holds the blob, the table pages and every slab block, nothing else
-          for (const e of want.values()) expect(tracker.has(e.phys / PAGE_SIZE, e.order)).toBe(true);
-          for (const p of [st.blobPhys, ...st.tablePages]) expect(tracker.has(p / PAGE_SIZE, 0)).toBe(true);
+          for (const e of want.values()) expect(tracker.has(pfn(e.phys / PAGE_SIZE), toOrder(e.order))).toBe(true);
+          for (const p of [st.blobPhys, ...st.tablePages]) expect(tracker.has(pfn(p / PAGE_SIZE), ORDER_0)).toBe(true);
           expect(tracker.blocks.size).toBe(blocks0 + 1 + st.tablePages.length + want.size);
         };
         for (const t of toggles) {
