@@ -59,4 +59,16 @@ describe('preserve_pages split (upstream: min(ctz(pfn), log2(left)), no MAX_PAGE
       }),
     );
   });
+  it('stops at order 52 however long the range (kho-v2 radix keys are below 2^53)', () => {
+    expect(splitOrder(0, 2 ** 53)).toBe(52);
+    expect(splitOrder(0, 2 ** 60)).toBe(52);
+    expect(splitOrder(2 ** 52, 2 ** 53)).toBe(52);
+  });
+
+  it('corrects Math.log2 rounding up just below a power of two (2^50 - 1 pages is not an order-50 block)', () => {
+    // Math.log2(2 ** 50 - 1) is exactly 50 in double precision: the length check must lower it.
+    expect(Math.log2(2 ** 50 - 1)).toBe(50);
+    expect(splitOrder(0, 2 ** 50 - 1)).toBe(49);
+    expect(splitOrder(2 ** 50, 2 ** 50 - 1)).toBe(49);
+  });
 });
