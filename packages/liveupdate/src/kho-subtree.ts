@@ -1,4 +1,5 @@
 import type { Kho } from '@kho/kho-core';
+import { Errno, KernelError } from '@kho/kernel';
 
 /**
  * The one place LUO calls KHO's subtree API. From kho-v3 on the blob's size crosses as `blob-size` and the readers
@@ -12,8 +13,14 @@ export function removeLuoSubtree(kho: Kho, phys: number): void {
   kho.removeSubtree(phys);
 }
 
-/** The previous kernel's subtree `name`: its phys and, from kho-v3 on, its blob-size. Throws KHO's errors (ENOENT, EINVAL). */
-export function retrieveLuoSubtree(kho: Kho, name: string): { phys: number; size: number | undefined } {
-  const ref = kho.retrieveSubtree(name);
-  return { phys: ref.phys, size: ref.size };
+/** The previous kernel's subtree `name`: its phys and, from kho-v3 on, its blob-size; undefined when there is none. Throws KHO's other errors (EINVAL). */
+export function retrieveLuoSubtree(kho: Kho, name: string): { phys: number; size: number | undefined } | undefined {
+  try {
+    const ref = kho.retrieveSubtree(name);
+    return { phys: ref.phys, size: ref.size };
+  } catch (e) {
+    // no such subtree: the previous kernel handed no LUO state over
+    if (e instanceof KernelError && e.errno === Errno.ENOENT) return undefined;
+    throw e;
+  }
 }

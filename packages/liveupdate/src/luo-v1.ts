@@ -119,13 +119,8 @@ export class LuoV1Format implements LuoFormat {
   }
 
   readIncoming(): IncomingLuo | undefined {
-    let sub: { phys: number; size: number | undefined };
-    try {
-      sub = retrieveLuoSubtree(this.kho, LUO_KHO_ENTRY_NAME);
-    } catch (e) {
-      if (e instanceof KernelError && e.errno === Errno.ENOENT) return undefined;
-      throw e;
-    }
+    const sub = retrieveLuoSubtree(this.kho, LUO_KHO_ENTRY_NAME);
+    if (!sub) return undefined;
     const { phys, size } = sub;
     // The linux-mm variant of luo-v1 requires 0 < blob-size ≤ 4096 once sizes exist.
     if (size !== undefined && (size === 0 || size > LUO_V1_FDT_SIZE)) throw new KernelError(Errno.EINVAL, `LUO FDT blob-size ${size} (wanted 1..${LUO_V1_FDT_SIZE})`);

@@ -89,13 +89,8 @@ export class LuoV5Format implements LuoFormat {
   }
 
   readIncoming(): IncomingLuo | undefined {
-    let sub: { phys: number; size: number | undefined };
-    try {
-      sub = retrieveLuoSubtree(this.kho, LUO_KHO_ENTRY_NAME);
-    } catch (e) {
-      if (e instanceof KernelError && e.errno === Errno.ENOENT) return undefined;
-      throw e;
-    }
+    const sub = retrieveLuoSubtree(this.kho, LUO_KHO_ENTRY_NAME);
+    if (!sub) return undefined;
     const { phys, size } = sub;
     if (size !== undefined && size < LuoSerStruct.size) throw new KernelError(Errno.EINVAL, `LUO state is too small (${size} < ${LuoSerStruct.size})`);
     if (!Number.isSafeInteger(phys) || !this.ram.isRam(phys, LuoSerStruct.size)) {
