@@ -9,6 +9,8 @@ export {
   phys,
   pfnToPhys,
   physToPfn,
+  toPhysAddr,
+  isPhysAddr,
   pfnAdd,
   toOrder,
   ORDER_0,

@@ -1,6 +1,6 @@
 import { totalmem } from 'node:os';
 import { Errno, KernelError, formatBytes, hex } from '@kho/kernel';
-import { PAGE_SIZE, type Pfn } from './abi';
+import { PAGE_SIZE } from './abi';
 import { bootHostBytes, hostMemoryBudget } from './host-cost';
 
 /** One contiguous range of RAM on one NUMA node. `start` and `size` are bytes, page-aligned. */
@@ -353,7 +353,7 @@ export class PhysicalMemory {
    * no backing; the page counts as populated). Every call returns a view of the same bytes. Throws EFAULT when the
    * page is not RAM.
    */
-  page(pfn: Pfn | number): Uint8Array {
+  page(pfn: number): Uint8Array {
     this.checkSpan(pfn * PAGE_SIZE, PAGE_SIZE);
     const c = Math.floor(pfn / RAM_CHUNK_PAGES);
     const off = (pfn - c * RAM_CHUNK_PAGES) * PAGE_SIZE;
@@ -368,7 +368,7 @@ export class PhysicalMemory {
    * needed); without, a chunk never written gives a shared array of zeros, which must not be written to (nor may
    * any page through a read: its writes would not be populated). Throws EFAULT when the page is not RAM.
    */
-  pageWords(pfn: Pfn | number, write = false): Int32Array {
+  pageWords(pfn: number, write = false): Int32Array {
     const c = Math.floor(pfn / RAM_CHUNK_PAGES);
     let chunk = this.dir[Math.floor(c / GROUP_CHUNKS)]?.[c & (GROUP_CHUNKS - 1)];
     // A backed chunk that is all RAM needs no access check: any page of it is RAM.
@@ -387,7 +387,7 @@ export class PhysicalMemory {
   }
 
   /** The bytes of page frame `pfn` if it was ever written, else undefined (it reads as zero). Throws EFAULT when not RAM. */
-  pageIfPresent(pfn: Pfn | number): Uint8Array | undefined {
+  pageIfPresent(pfn: number): Uint8Array | undefined {
     this.checkSpan(pfn * PAGE_SIZE, PAGE_SIZE);
     const c = Math.floor(pfn / RAM_CHUNK_PAGES);
     const j = pfn - c * RAM_CHUNK_PAGES;

@@ -8,7 +8,7 @@
  * need bigint; u64 fields in RAM are still read and written as full 64-bit little-endian values.
  */
 
-import { KernelBug } from '@kho/kernel';
+import { Errno, KernelBug, KernelError } from '@kho/kernel';
 
 /** log2 of the page size (the kernel's PAGE_SHIFT on x86-64 and arm64 with 4K pages). */
 export const PAGE_SHIFT = 12;
@@ -41,6 +41,23 @@ export function pfn(n: number): Pfn {
 /** Brands `n` as a physical address (no check). */
 export function phys(n: number): PhysAddr {
   return n as PhysAddr;
+}
+
+/**
+ * Brands an address read from RAM, an image or a caller that may be wrong: throws KernelError(EINVAL) naming `what`
+ * when `n` is not an integer in [0, 2^53) (a u64 at or above 2^53 reads as Infinity). Alignment and whether RAM lies
+ * there are for the receiver to check: KHO's restore calls refuse an unaligned address or one that is not RAM.
+ */
+export function toPhysAddr(n: number, what: string): PhysAddr {
+  if (!isPhysAddr(n)) {
+    throw new KernelError(Errno.EINVAL, `${what}: ${Number.isFinite(n) ? n : 'a u64 >= 2^53'} is not a physical address (wanted an integer in [0, 2^53))`);
+  }
+  return n as PhysAddr;
+}
+
+/** True when `n` is an integer in [0, 2^53), a number that can be an address; brands it for the code it guards. */
+export function isPhysAddr(n: number): n is PhysAddr {
+  return Number.isSafeInteger(n) && n >= 0;
 }
 
 /** The address of the first byte of page frame `p`. */
