@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Errno, KernelError, type Kernel } from '@kho/kernel';
-import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, toOrder, pfn } from '@kho/physmem';
+import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, toOrder, pfn, type PhysAddr } from '@kho/physmem';
 import { KHO_KEXEC_METADATA_SUBTREE, Kho, buildRootFdt, encodeKhoData, encodeScratchArray, khoV3 } from '@kho/kho-core';
 import { encodeFdt } from '@kho/fdt';
 import { pagesToSegments, writeImageFile } from '@kho/image';
@@ -134,7 +134,7 @@ describe('blocks above MAX_PAGE_ORDER across a kexec', () => {
     expect(inc.pfns.map((p, i) => [p, inc.orders[i]])).toEqual(expect.arrayContaining([[ORDER11, 11], [ORDER18, 18]]));
     expect(kho.isPreservedIncoming(pfn(ORDER18), toOrder(18))).toBe(true);
     // no folio is that large
-    expect(() => kho.restoreFolio(ORDER18 * PAGE_SIZE)).toThrow(
+    expect(() => kho.restoreFolio((ORDER18 * PAGE_SIZE) as PhysAddr)).toThrow(
       new KernelError(Errno.EINVAL, 'restoreFolio(0x40000000): the block is order 18, larger than any folio (MAX_PAGE_ORDER 10); restore it with restorePages'),
     );
     expect(kho.isPreservedIncoming(pfn(ORDER18), toOrder(18))).toBe(true); // refused: the stamp is still there
@@ -142,7 +142,7 @@ describe('blocks above MAX_PAGE_ORDER across a kexec', () => {
       [ORDER11, 2048],
       [ORDER18, 262144],
     ]) {
-      expect(kho.restorePages(head * PAGE_SIZE, n)).toBe(head);
+      expect(kho.restorePages((head * PAGE_SIZE) as PhysAddr, n)).toBe(head);
       for (let p = head; p < head + n; p++) buddy.freePages(pfn(p), toOrder(0));
     }
     expect(buddy.fullyMerged()).toBe(true);
@@ -153,7 +153,7 @@ describe('blocks above MAX_PAGE_ORDER across a kexec', () => {
 
   it('a kho-v2 kernel reserves them but its restore refuses them, as kho-v2 Linux did (order above 10)', () => {
     const { k2, kho } = handOver('kho_abi=v2');
-    expect(() => kho.restorePages(ORDER11 * PAGE_SIZE, 2048)).toThrow(/block of order 11 is above kho-v2's restore limit \(order 10\)/);
+    expect(() => kho.restorePages((ORDER11 * PAGE_SIZE) as PhysAddr, 2048)).toThrow(/block of order 11 is above kho-v2's restore limit \(order 10\)/);
     expect(k2.finish().plugins.kho.report).toMatchObject({ unrestoredBlocks: 2 });
   });
 });

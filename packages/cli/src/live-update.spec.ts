@@ -1,5 +1,5 @@
 import { BootParams, Errno, KernelError, type Kernel } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory, pfn, toOrder } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory, pfn, toOrder, type PhysAddr } from '@kho/physmem';
 import { KHO_KEXEC_METADATA_SUBTREE, Kho, type ScratchArea } from '@kho/kho-core';
 import { Memblock } from '@kho/memblock';
 import { Liveupdate, Vfs, luoCreateSession, luoOpenDevice, luoPreserveFd, luoRetrieveFd, luoRetrieveSession, luoSessionFinish } from '@kho/liveupdate';
@@ -254,12 +254,12 @@ describe('the preservation API refuses misuse with the documented errors', () =>
 
   it('restoring twice, a tail page, an unpreserved page or an unaligned address fails with a warning', () => {
     const { kho, bigPhys, k2 } = booted();
-    expect(() => kho.restoreFolio(bigPhys + PAGE_SIZE)).toThrow(/^EINVAL: restoreFolio\(0x[0-9a-f]+\): no KHO stamp \(not preserved, already restored, or a tail page\)$/);
-    const folio = kho.restoreFolio(bigPhys);
+    expect(() => kho.restoreFolio((bigPhys + PAGE_SIZE) as PhysAddr)).toThrow(/^EINVAL: restoreFolio\(0x[0-9a-f]+\): no KHO stamp \(not preserved, already restored, or a tail page\)$/);
+    const folio = kho.restoreFolio(bigPhys as PhysAddr);
     expect(folio.phys).toBe(bigPhys);
-    expect(() => kho.restoreFolio(bigPhys)).toThrow(/no KHO stamp/);
-    expect(() => kho.restoreFolio(bigPhys + 5)).toThrow(/the address is not page-aligned$/);
-    expect(() => kho.restoreFolio(2 ** 45)).toThrow(/the address is not RAM$/);
+    expect(() => kho.restoreFolio(bigPhys as PhysAddr)).toThrow(/no KHO stamp/);
+    expect(() => kho.restoreFolio((bigPhys + 5) as PhysAddr)).toThrow(/the address is not page-aligned$/);
+    expect(() => kho.restoreFolio((2 ** 45) as PhysAddr)).toThrow(/the address is not RAM$/);
     expect(k2.log.filter('warn', 'kho').length).toBeGreaterThanOrEqual(4);
   });
 
@@ -267,8 +267,8 @@ describe('the preservation API refuses misuse with the documented errors', () =>
     const { k2, kho, bigPhys } = booted();
     const fin = k2.finish();
     expect(fin.plugins.kho.report).toMatchObject({ unrestoredBlocks: expect.any(Number) });
-    expect(() => kho.restoreFolio(bigPhys)).toThrow(/^EPERM: restoreFolio\(0x[0-9a-f]+\): the handover is finished \(blocks nobody restored stay reserved\)$/);
-    expect(() => kho.restorePages(bigPhys, 2)).toThrow(/^EPERM: restorePages/);
+    expect(() => kho.restoreFolio(bigPhys as PhysAddr)).toThrow(/^EPERM: restoreFolio\(0x[0-9a-f]+\): the handover is finished \(blocks nobody restored stay reserved\)$/);
+    expect(() => kho.restorePages(bigPhys as PhysAddr, 2)).toThrow(/^EPERM: restorePages/);
   });
 
   it('unpreserving what was never preserved is ENOENT; preserving inside scratch is EINVAL; allocPreserve bounds', () => {
@@ -307,13 +307,13 @@ describe('the preservation API refuses misuse with the documented errors', () =>
       [8, 3],
     ]);
     const kho2 = k2.get(Kho);
-    expect(() => kho2.restorePages((base + 1) * PAGE_SIZE, 16)).toThrow(/block of order \d has no KHO stamp|not RAM|no KHO stamp/);
-    const first = kho2.restorePages((base + 1) * PAGE_SIZE, 15);
+    expect(() => kho2.restorePages(((base + 1) * PAGE_SIZE) as PhysAddr, 16)).toThrow(/block of order \d has no KHO stamp|not RAM|no KHO stamp/);
+    const first = kho2.restorePages(((base + 1) * PAGE_SIZE) as PhysAddr, 15);
     const buddy2 = k2.get(BuddyAllocator);
     for (let i = 0; i < 15; i++) {
       expect(k2.get(PhysicalMemory).readU32((first + i) * PAGE_SIZE)).toBe(0x1001 + i);
       buddy2.freePages(pfn(first + i), toOrder(0));
     }
-    expect(() => kho2.restorePages((base + 1) * PAGE_SIZE, 15)).toThrow(/no KHO stamp/);
+    expect(() => kho2.restorePages(((base + 1) * PAGE_SIZE) as PhysAddr, 15)).toThrow(/no KHO stamp/);
   });
 });

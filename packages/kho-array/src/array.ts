@@ -1,5 +1,5 @@
 import { Errno, KernelError, hex, withUnwind, KernelBug } from '@kho/kernel';
-import { BuddyAllocator, Folio, Memmap, PAGE_SIZE, PhysicalMemory, ORDER_0, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, Folio, Memmap, PAGE_SIZE, PhysicalMemory, ORDER_0, type Pfn, type PhysAddr } from '@kho/physmem';
 import type { Kho } from '@kho/kho-core';
 import {
   KA_V0_MAX_STARTPOS,
@@ -895,7 +895,7 @@ export function openKhoArray(ctx: KhoArrayContext, desc: number | Uint8Array, mo
   }
   const folios = withUnwind((u) =>
     pages.map((phys) => {
-      const f = kho.restoreFolio(phys);
+      const f = kho.restoreFolio(phys as PhysAddr); // checked by the scan and the stamp check above
       u.push(() => ctx.buddy.folioPut(f));
       return f;
     }),

@@ -1,5 +1,5 @@
 import { Errno, KernelError, hex, type Kernel } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, ORDER_0, pfn, toOrder, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Folio, Memmap, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, ORDER_0, pfn, toOrder, type Pfn, type PhysAddr } from '@kho/physmem';
 import { Kho, hasStamp, khoModule } from '@kho/kho-core';
 import { memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
@@ -133,7 +133,7 @@ describe('restore refuses a hostile array before taking any page', () => {
     a.preserve();
     a.writeDescriptor(blob + 16 * spare);
     pagesOf.push(a.pagePhys());
-    kho.addSubtree('kho-array-hostile', blob, PAGE_SIZE);
+    kho.addSubtree('kho-array-hostile', blob as PhysAddr, PAGE_SIZE);
     k2 = k1.liveUpdate();
   });
 
@@ -164,7 +164,7 @@ describe('restore refuses a hostile array before taking any page', () => {
   it('a page without its KHO stamp is found before any page is restored', () => {
     const memmap = k2.get(Memmap);
     const pages = pagesOf[spare];
-    const stolen = k2.get(Kho).restoreFolio(pages[1]); // restored behind the array's back
+    const stolen = k2.get(Kho).restoreFolio((pages[1]) as PhysAddr); // restored behind the array's back
     expect(() => k2.get(KhoArrays).restore(blob + 16 * spare)).toThrow(
       `EINVAL: kho array: restore: page ${hex(pages[1])} has no KHO stamp of order 0 (it was not preserved as an array page, or is restored already)`,
     );

@@ -80,7 +80,7 @@ describe('the kho-v1 chunk list in RAM', () => {
     for (const [p, o] of blocks) m.tracker.add(pfn(p), toOrder(o));
     const map = m.tracker.serialize();
     const counts: number[] = [];
-    for (let c = map; c !== 0; c = m.ram.readU64(c)) counts.push(m.ram.readU32(c + 12));
+    for (let c: number = map; c !== 0; c = m.ram.readU64(c)) counts.push(m.ram.readU32(c + 12));
     expect(counts).toEqual([255, 255, 2]);
     expect(readIncomingBitmapChunks(m.ram, map).pfns).toEqual(blocks.map(([p]) => p));
   });

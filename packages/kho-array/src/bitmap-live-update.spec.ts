@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { seededRandom, type BootParams, type Kernel, type KernelModule, type Machine } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, type Folio, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, type Folio, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, type PhysAddr } from '@kho/physmem';
 import { Kho, Tracker, khoModule, readableGenerations } from '@kho/kho-core';
 import { Memblock, memblockModule } from '@kho/memblock';
 import { radixTrackerModule } from '@kho/radix-tracker';
@@ -63,7 +63,7 @@ function restoreFolios(k: Kernel, folios: readonly Preserved[]): string[] {
   for (const p of folios) {
     let f: Folio;
     try {
-      f = kho.restoreFolio(p.phys);
+      f = kho.restoreFolio(p.phys as PhysAddr);
     } catch (e) {
       problems.push(`${p.phys}: ${(e as Error).message}`);
       continue;
@@ -229,7 +229,7 @@ describe('a kernel refuses a handover written with another tracker, restoring no
     const reads = readableGenerations(to).map((g) => `'${g.compatible}'`).join(', ');
     expect(kho.stats().revivalError).toBe(`root FDT compatible is '${TRACKERS[from].compatible}\\0', a ${from} handover (wanted one this kernel reads: ${reads})`);
     expect(k2.get(Memblock).reservedByOwner().get('kho') ?? 0).toBe(0);
-    expect(() => kho.restoreFolio(folios[1].phys)).toThrow(/no KHO stamp/);
+    expect(() => kho.restoreFolio((folios[1].phys) as PhysAddr)).toThrow(/no KHO stamp/);
     // the preserved memory is ordinary memory: the same free pages as a cold boot
     expect(k2.get(BuddyAllocator).nrFreePages).toBe(coldFreePages(to));
   });

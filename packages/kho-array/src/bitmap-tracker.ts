@@ -1,5 +1,5 @@
 import { Errno, KernelError, KernelLog, formatBytes, hex } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, describePfn, ORDER_0, toOrder, type Order, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, PAGE_SIZE, PhysicalMemory, describePfn, ORDER_0, toOrder, type Order, type Pfn, type PhysAddr } from '@kho/physmem';
 import { checkMapCrc, tooManyBlocks, type BlockVisitor, type IncomingWalkOptions, type ReadIncomingOptions, type Tracker, type TrackerStats } from '@kho/kho-core';
 import { PRESERVE_BITS, bitmapCoverageLog2, bitmapPhysStart } from './abi';
 
@@ -259,8 +259,8 @@ export abstract class BitmapTracker implements Tracker {
   protected abstract parseForm(mapPhys: number): ParsedBitmapMap;
 
   /** The value for `preserved-memory-map`: 0 until {@link serialize} (nothing is in RAM for the next kernel yet). */
-  init(): number {
-    return this.form?.map ?? 0;
+  init(): PhysAddr {
+    return (this.form?.map ?? 0) as PhysAddr; // pages writeForm allocated
   }
 
   /**
@@ -294,9 +294,9 @@ export abstract class BitmapTracker implements Tracker {
    * Writes the map for the next kernel (once: until {@link cancelSerialize}, later calls return the same map)
    * and returns its phys, the value of `preserved-memory-map`. Throws ENOMEM having freed what it allocated.
    */
-  serialize(): number {
+  serialize(): PhysAddr {
     if (this.form === undefined) this.form = this.writeForm(this.bits.refs());
-    return this.form.map;
+    return this.form.map as PhysAddr;
   }
 
   /** Frees what {@link serialize} built (the update was cancelled); add and del work again. */

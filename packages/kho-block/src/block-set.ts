@@ -1,5 +1,5 @@
 import { Errno, KernelError, hex } from '@kho/kernel';
-import { PAGE_SIZE, type PhysicalMemory } from '@kho/physmem';
+import { PAGE_SIZE, type PhysAddr, type PhysicalMemory } from '@kho/physmem';
 import { KHO_BLOCK_ENTRY_BYTES, KHO_BLOCK_HEADER_SIZE, KHO_BLOCK_SIZE, KHO_MAX_BLOCKS, KhoBlockHeaderStruct, entriesPerBlock } from './abi';
 
 /**
@@ -9,13 +9,16 @@ import { KHO_BLOCK_ENTRY_BYTES, KHO_BLOCK_HEADER_SIZE, KHO_BLOCK_SIZE, KHO_MAX_B
 export interface KhoBlockBackend {
   readonly ram: PhysicalMemory;
   /** A zeroed, preserved page (kho_alloc_preserve(4096)). Returns its phys; throws ENOMEM or the preserve error. */
-  allocPreserve(size: number): number;
+  allocPreserve(size: number): PhysAddr;
   /** Undoes allocPreserve. */
-  unpreserveFree(phys: number): void;
+  unpreserveFree(phys: PhysAddr): void;
   /** Takes back and frees a page the previous kernel preserved. Throws when it was not preserved. */
-  restoreFree(phys: number): void;
-  /** True when `phys` is a page the previous kernel preserved as an order-0 block and nobody restored yet. */
-  isIncomingPage(phys: number): boolean;
+  restoreFree(phys: PhysAddr): void;
+  /**
+   * True when `phys` (any number: a pointer read from the previous kernel's RAM) is a page the previous kernel
+   * preserved as an order-0 block and nobody restored yet; the check brands it.
+   */
+  isIncomingPage(phys: number): phys is PhysAddr;
 }
 
 const OFF_NEXT = KhoBlockHeaderStruct.offsetOf('next');
@@ -33,7 +36,7 @@ const OFF_COUNT = KhoBlockHeaderStruct.offsetOf('count');
 export class KhoBlockSet {
   /** Entries one block holds: floor(4080 / entrySize). */
   readonly perBlock: number;
-  private readonly blocks: number[] = [];
+  private readonly blocks: PhysAddr[] = [];
   private incomingSet = false;
 
   /**
@@ -77,7 +80,7 @@ export class KhoBlockSet {
   }
 
   /** The phys of every block, in chain order. */
-  blockPhys(): readonly number[] {
+  blockPhys(): readonly PhysAddr[] {
     return this.blocks;
   }
 
@@ -186,7 +189,7 @@ export class KhoBlockSet {
     this.backend.ram.writeU64(blockPhys + OFF_COUNT, count);
   }
 
-  private append(phys: number): void {
+  private append(phys: PhysAddr): void {
     const last = this.blocks[this.blocks.length - 1];
     this.blocks.push(phys);
     if (last !== undefined) this.backend.ram.writeU64(last + OFF_NEXT, phys);
@@ -200,7 +203,7 @@ export class KhoBlockSet {
     if (newLast !== undefined) this.backend.ram.writeU64(newLast + OFF_NEXT, 0);
   }
 
-  private free(phys: number): void {
+  private free(phys: PhysAddr): void {
     if (this.incomingSet) this.backend.restoreFree(phys);
     else this.backend.unpreserveFree(phys);
   }
@@ -262,7 +265,7 @@ export class KhoBlockIterator {
 
   constructor(
     private readonly set: KhoBlockSet,
-    private readonly blocks: readonly number[],
+    private readonly blocks: readonly PhysAddr[],
   ) {
     this.block = blocks.length > 0 ? 0 : -1;
   }

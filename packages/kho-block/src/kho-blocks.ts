@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { registerPerBoot, type KernelModule } from '@kho/kernel';
-import { PAGE_SIZE, PhysicalMemory, pfn, toOrder } from '@kho/physmem';
+import { PAGE_SIZE, PhysicalMemory, pfn, toOrder, type PhysAddr } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { KhoBlockSet, type KhoBlockBackend } from './block-set';
 
@@ -21,19 +21,19 @@ export class KhoBlocks implements KhoBlockBackend {
     return new KhoBlockSet(this, entrySize, name);
   }
 
-  allocPreserve(size: number): number {
+  allocPreserve(size: number): PhysAddr {
     return this.kho.allocPreserve(size);
   }
 
-  unpreserveFree(phys: number): void {
+  unpreserveFree(phys: PhysAddr): void {
     this.kho.unpreserveFree(phys);
   }
 
-  restoreFree(phys: number): void {
+  restoreFree(phys: PhysAddr): void {
     this.kho.restoreFree(phys);
   }
 
-  isIncomingPage(phys: number): boolean {
+  isIncomingPage(phys: number): phys is PhysAddr {
     return this.isIncomingBlock(phys, 0);
   }
 
@@ -41,7 +41,7 @@ export class KhoBlocks implements KhoBlockBackend {
    * True when `phys` heads a block of `order` that the previous kernel preserved and nobody restored yet (the
    * stamp the incoming walk leaves on every preserved block).
    */
-  isIncomingBlock(phys: number, order: number): boolean {
+  isIncomingBlock(phys: number, order: number): phys is PhysAddr {
     const p = phys / PAGE_SIZE;
     return Number.isSafeInteger(p) && p >= 0 && Number.isSafeInteger(order) && order >= 0 && this.kho.isPreservedIncoming(pfn(p), toOrder(order));
   }

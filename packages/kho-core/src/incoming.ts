@@ -1,6 +1,6 @@
 import { Errno, KernelError, crc32c, hex } from '@kho/kernel';
 import { decodeFdt, type FdtNode } from '@kho/fdt';
-import { PAGE_SIZE, type Order, type Pfn, type PhysicalMemory } from '@kho/physmem';
+import { PAGE_SIZE, type Order, type Pfn, type PhysAddr, type PhysicalMemory } from '@kho/physmem';
 import {
   KHO_FDT_SIZE,
   KHO_SCRATCH_ENTRY_SIZE,
@@ -19,10 +19,10 @@ export interface IncomingHandover {
   /** The generation of the root FDT (from its compatible). */
   readonly generation: KhoGeneration;
   readonly fdt: FdtNode;
-  readonly fdtPhys: number;
-  readonly mapPhys: number;
+  readonly fdtPhys: PhysAddr;
+  readonly mapPhys: PhysAddr;
   readonly scratch: readonly ScratchArea[];
-  readonly scratchArrayPhys: number;
+  readonly scratchArrayPhys: PhysAddr;
   readonly scratchArraySize: number;
   /** Every preserved block the walk found (pfn and order, in walk order). */
   readonly pfns: readonly Pfn[];
@@ -105,7 +105,19 @@ export function validateHandover(ram: PhysicalMemory, khoData: Uint8Array, track
   if (!fdtBlock || fdtBlock[0] !== kd.fdtAddr / PAGE_SIZE || fdtBlock[1] !== 0) {
     throw new KernelError(Errno.EINVAL, `the root FDT page ${hex(kd.fdtAddr)} is not a preserved order-0 block (nothing would keep it for this boot)`);
   }
-  return { generation, fdt, fdtPhys: kd.fdtAddr, mapPhys, scratch, scratchArrayPhys: kd.scratchAddr, scratchArraySize: kd.scratchSize, pfns, orders, index };
+  // Checked above: the FDT page is preserved RAM, the tracker walked its map, readScratch read the array from RAM.
+  return {
+    generation,
+    fdt,
+    fdtPhys: kd.fdtAddr as PhysAddr,
+    mapPhys: mapPhys as PhysAddr,
+    scratch,
+    scratchArrayPhys: kd.scratchAddr as PhysAddr,
+    scratchArraySize: kd.scratchSize,
+    pfns,
+    orders,
+    index,
+  };
 }
 
 /**

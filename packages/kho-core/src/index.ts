@@ -26,7 +26,7 @@ export {
   type ScratchArea,
 } from './abi';
 export { EarlyAllocator, Tracker, tooManyBlocks, type BlockVisitor, type TrackerStats, type TrackerDescriptor, type IncomingMap, type IncomingWalkOptions, type ReadIncomingOptions } from './ports';
-export { Kho, type KhoStats } from './kho';
+export { Kho, type KhoStats, type RetrievedSubtree } from './kho';
 export { KhoPlugin } from './plugin';
 export { KhoState } from './state';
 export { splitOrder, splitBlocks, KHO_MAX_BLOCK_ORDER, type NodeOfPfn } from './split';

@@ -1,6 +1,6 @@
 import { Errno, KernelError } from '@kho/kernel';
 import { decodeFdt } from '@kho/fdt';
-import { BuddyAllocator, FaultInjector, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, type RamRange, pfn, toOrder } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, PAGE_SIZE, PhysicalMemory, createMachine, physmemModule, type RamRange, pfn, phys, toOrder } from '@kho/physmem';
 import { KHO_KEXEC_METADATA_SUBTREE } from './abi';
 import { Kho } from './kho';
 import { khoModule } from './module';
@@ -70,7 +70,7 @@ describe('Kho: the outgoing side in one kernel', () => {
     const { kho, buddy } = boot({ cmdline: 'kho=off' });
     expect(kho.isEnabled()).toBe(false);
     expect(() => kho.preserveFolio(buddy.folioAlloc(0))).toThrow(new KernelError(Errno.EOPNOTSUPP, 'preserve: KHO is disabled (kho=off)'));
-    expect(() => kho.addSubtree('x', 0x1000, 8)).toThrow(new KernelError(Errno.EOPNOTSUPP, 'addSubtree: KHO is disabled (kho=off)'));
+    expect(() => kho.addSubtree('x', phys(0x1000), 8)).toThrow(new KernelError(Errno.EOPNOTSUPP, 'addSubtree: KHO is disabled (kho=off)'));
   });
 });
 
@@ -175,7 +175,7 @@ describe('subtrees', () => {
     expect(Number(node.getU64LE('preserved-data'))).toBe(blob);
     expect(Number(node.getU64LE('blob-size'))).toBe(300);
     expect(() => kho.addSubtree('mine', blob, 300)).toThrow(new KernelError(Errno.EEXIST, "subtree 'mine' already exists in the root FDT"));
-    kho.removeSubtree(0x7777000);
+    kho.removeSubtree(phys(0x7777000));
     kho.removeSubtree(blob);
     expect(kho.subtrees()).toEqual([KHO_KEXEC_METADATA_SUBTREE]);
   });
@@ -184,7 +184,7 @@ describe('subtrees', () => {
     const { kho } = boot();
     let i = 0;
     try {
-      for (; i < 1000; i++) kho.addSubtree(`subtree-${i}`, 0x1000 * (i + 1), 8);
+      for (; i < 1000; i++) kho.addSubtree(`subtree-${i}`, phys(0x1000 * (i + 1)), 8);
     } catch (e) {
       expect(e).toBeInstanceOf(KernelError);
       expect((e as KernelError).errno).toBe(Errno.ENOMEM);
@@ -210,5 +210,20 @@ describe('restore without a stamp', () => {
     expect(k.log.filter('warn', 'kho')).toHaveLength(3);
     expect(kho.stampOrder(f.pfn)).toBeUndefined();
     expect(kho.isPreservedIncoming(f.pfn, toOrder(0))).toBe(false);
+  });
+});
+
+describe('the brands on the API (a compile-time contract: the typecheck fails if a directive below goes unused)', () => {
+  it('the address-taking calls take a PhysAddr: not a Pfn, not a plain number', () => {
+    const { kho, buddy } = boot();
+    const f = buddy.folioAlloc(0);
+    // @ts-expect-error a page frame number is not an address
+    expect(() => kho.restoreFolio(f.pfn)).toThrow(KernelError);
+    // @ts-expect-error a number read from RAM goes through toPhysAddr or another check first
+    expect(() => kho.unpreserveFree(f.phys + 0)).toThrow(/was not preserved/);
+    // @ts-expect-error the same for subtrees
+    expect(() => kho.addSubtree('raw', 0x1000, 8)).not.toThrow();
+    // @ts-expect-error and for preservePages, which takes a Pfn, not an address
+    expect(() => kho.preservePages(f.phys, 1)).toThrow(KernelError);
   });
 });

@@ -6,7 +6,7 @@ import { KHO_FDT_SIZE, type ScratchArea } from './abi';
 import type { KhoGeneration } from './generations';
 import { containingBlock, type IncomingHandover } from './incoming';
 import { Tracker } from './ports';
-import { addSubtreeNode, findSubtreeByBlob, readSubtreeNode, type SubtreeRef } from './root-fdt';
+import { addSubtreeNode, findSubtreeByBlob, readSubtreeNode } from './root-fdt';
 import { overlappingScratch } from './scratch';
 import { splitBlocks, type NodeOfPfn } from './split';
 import { clearStamp, hasStamp, stampOrder } from './stamp';
@@ -33,6 +33,13 @@ export interface KhoStats {
   readonly trackerBlocks: number;
   readonly trackerPages: number;
   readonly subtrees: readonly string[];
+}
+
+/** A subtree of the incoming root FDT whose blob {@link Kho.retrieveSubtree} found inside preserved memory. */
+export interface RetrievedSubtree {
+  readonly phys: PhysAddr;
+  /** The blob's size in bytes, as kho-v3 and later record it; absent before. */
+  readonly size?: number;
 }
 
 /**
@@ -146,7 +153,7 @@ export class Kho {
    * warning in the log) for a page with no stamp (never preserved, restored already, or a tail page), and for a
    * block larger than MAX_PAGE_ORDER, which no folio can be (restore it with restorePages); EPERM after finish.
    */
-  restoreFolio(phys: number): Folio {
+  restoreFolio(phys: PhysAddr): Folio {
     const pfn = this.restorablePfn(phys, 'restoreFolio');
     const order = stampOrder(this.memmap, pfn)!;
     if (order > MAX_PAGE_ORDER) {
@@ -186,7 +193,7 @@ export class Kho {
    * aligned blocks of at most MAX_PAGE_ORDER. All stamps are checked before any is consumed. Returns the first pfn.
    * Throws EINVAL (no stamp, or a block above this generation's restore limit), EPERM after finish.
    */
-  restorePages(phys: number, nrPages: number): Pfn {
+  restorePages(phys: PhysAddr, nrPages: number): Pfn {
     const pfn = this.restorablePfn(phys, 'restorePages');
     checkPageRange(pfn, nrPages);
     const blocks = this.split(pfn, nrPages);
@@ -224,14 +231,14 @@ export class Kho {
   }
 
   /** Unpreserves and frees memory from {@link allocPreserve}. */
-  unpreserveFree(phys: number): void {
+  unpreserveFree(phys: PhysAddr): void {
     const folio = this.folioAt(phys, 'unpreserveFree');
     this.unpreserveFolio(folio);
     this.buddy.folioPut(folio);
   }
 
   /** Restores and frees memory the previous kernel got from {@link allocPreserve}. */
-  restoreFree(phys: number): void {
+  restoreFree(phys: PhysAddr): void {
     this.buddy.folioPut(this.restoreFolio(phys));
   }
 
@@ -242,7 +249,7 @@ export class Kho {
    * the size as `blob-size`; older generations do not). The blob's pages are the caller's to preserve. EEXIST if
    * the name exists; ENOMEM if the page is full (nothing is left behind); EOPNOTSUPP when KHO is off.
    */
-  addSubtree(name: string, blobPhys: number, size: number): void {
+  addSubtree(name: string, blobPhys: PhysAddr, size: number): void {
     const root = this.requireRoot('addSubtree');
     if (!Number.isSafeInteger(size) || size < 0) throw new KernelError(Errno.EINVAL, `addSubtree('${name}'): size ${size} (wanted a byte count)`);
     addSubtreeNode(this.state.generation!, root, name, blobPhys, size);
@@ -255,7 +262,7 @@ export class Kho {
   }
 
   /** Removes the first subtree whose address property equals `blobPhys`; silent if there is none. */
-  removeSubtree(blobPhys: number): void {
+  removeSubtree(blobPhys: PhysAddr): void {
     const root = this.requireRoot('removeSubtree');
     const node = findSubtreeByBlob(this.state.generation!, root, blobPhys);
     if (!node) return;
@@ -268,7 +275,7 @@ export class Kho {
    * incoming handover or no such node; EINVAL when the address property (or, kho-v3 and later, `blob-size`) is missing
    * or not 8 bytes. It does not restore the blob's pages: its owner does.
    */
-  retrieveSubtree(name: string): SubtreeRef {
+  retrieveSubtree(name: string): RetrievedSubtree {
     const inc = this.state.incoming;
     if (!inc) throw new KernelError(Errno.ENOENT, `retrieveSubtree('${name}'): this boot has no incoming KHO handover`);
     const ref = readSubtreeNode(inc.generation, inc.fdt, name);
@@ -282,7 +289,8 @@ export class Kho {
         `retrieveSubtree('${name}'): the blob at ${Number.isFinite(ref.phys) ? hex(ref.phys) : '>= 2^53'}${ref.size !== undefined ? ` (${ref.size} bytes)` : ''} lies outside every preserved block`,
       );
     }
-    return ref;
+    // checked above: the blob lies inside a block of RAM the previous kernel preserved
+    return ref.size === undefined ? { phys: ref.phys as PhysAddr } : { phys: ref.phys as PhysAddr, size: ref.size };
   }
 
   // ---------------------------------------------------------------- for the lifecycle plugin
@@ -343,7 +351,7 @@ export class Kho {
     this.bus.publish('kho:restore', () => ({ generation: this.info.generation, owner: this.info.currentPlugin ?? 'other', phys: pfn * PAGE_SIZE, order }));
   }
 
-  private folioAt(phys: number, what: string): Folio {
+  private folioAt(phys: PhysAddr, what: string): Folio {
     if (phys % PAGE_SIZE !== 0 || !this.ram.isRam(phys, PAGE_SIZE)) {
       throw new KernelError(Errno.EINVAL, `${what}: ${hex(phys)} is not a page-aligned RAM address`);
     }
@@ -352,7 +360,7 @@ export class Kho {
     return new Folio(pfn as Pfn, this.memmap.order(pfn));
   }
 
-  private restorablePfn(phys: number, what: string): Pfn {
+  private restorablePfn(phys: PhysAddr, what: string): Pfn {
     if (this.state.finished) throw this.restoreRefused(what, phys, 'the handover is finished (blocks nobody restored stay reserved)', Errno.EPERM);
     if (!Number.isInteger(phys) || phys % PAGE_SIZE !== 0) throw this.restoreRefused(what, phys, 'the address is not page-aligned');
     if (!this.ram.isRam(phys, PAGE_SIZE)) throw this.restoreRefused(what, phys, 'the address is not RAM');

@@ -1,6 +1,6 @@
 import { inject, injectable } from 'tsyringe';
 import { BootParams, CommandLine, Errno, KernelError, KernelInfo, KernelLog, MachineBus, NextBootParams, Phase, describeError, formatBytes, hex, type KernelPlugin, type PluginReport } from '@kho/kernel';
-import { BuddyAllocator, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, pfn } from '@kho/physmem';
+import { BuddyAllocator, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, physToPfn, type PhysAddr } from '@kho/physmem';
 import {
   KHO_FDT_SIZE,
   KHO_KEXEC_METADATA_SUBTREE,
@@ -217,12 +217,12 @@ export class KhoPlugin implements KernelPlugin {
     // Upstream leaves the kexec-metadata blob reserved for the rest of the boot; the lab gives it back, as it
     // does the root FDT page, so that a finished update leaks nothing.
     for (const phys of [inc.fdtPhys, this.incomingBlob(KHO_KEXEC_METADATA_SUBTREE)]) {
-      if (phys !== undefined && phys % PAGE_SIZE === 0 && this.kho.isPreservedIncoming(pfn(phys / PAGE_SIZE), ORDER_0)) this.kho.restoreFree(phys);
+      if (phys !== undefined && phys % PAGE_SIZE === 0 && this.kho.isPreservedIncoming(physToPfn(phys), ORDER_0)) this.kho.restoreFree(phys);
     }
     s.finished = true;
     // The scratch array was a kexec segment reserved at boot: give its pages back (to the scratch pool).
     // validateHandover checked the array lies in RAM: its pages are pfns.
-    const first = pfn(Math.floor(inc.scratchArrayPhys / PAGE_SIZE));
+    const first = physToPfn(inc.scratchArrayPhys);
     const last = Math.ceil((inc.scratchArrayPhys + inc.scratchArraySize) / PAGE_SIZE);
     for (let p = first; p < last; p++) {
       this.buddy.adoptPages(p, ORDER_0);
@@ -270,7 +270,7 @@ export class KhoPlugin implements KernelPlugin {
     }
   }
 
-  private incomingBlob(name: string): number | undefined {
+  private incomingBlob(name: string): PhysAddr | undefined {
     try {
       return this.kho.retrieveSubtree(name).phys;
     } catch {

@@ -1,5 +1,5 @@
 import { Errno, KernelError, type KernelModule } from '@kho/kernel';
-import type { Order, Pfn, PhysicalMemory } from '@kho/physmem';
+import type { Order, Pfn, PhysAddr, PhysicalMemory } from '@kho/physmem';
 
 /**
  * The services kho-core needs from packages above it, declared here as ports (interface + DI token of the same
@@ -54,7 +54,7 @@ export interface Tracker {
   /** The generation a kernel with this tracker writes unless `kho_abi=` says otherwise. */
   readonly defaultGeneration: string;
   /** Allocates the tracker's root; returns the value for `preserved-memory-map` (0 until `serialize` for v1). */
-  init(): number;
+  init(): PhysAddr;
   /**
    * Records a block (order at most `descriptor.maxOrder`; KHO refuses larger ones first). Idempotent. Throws ENOMEM
    * (having freed what this call allocated) when memory runs out.
@@ -70,7 +70,7 @@ export interface Tracker {
    * Writes the final form for the next kernel; returns the phys for `preserved-memory-map`. The radix tree is
    * live in memory and returns its root without doing anything.
    */
-  serialize(): number;
+  serialize(): PhysAddr;
   /** Drops what `serialize` built (the update was cancelled). */
   cancelSerialize(): void;
   /** Metadata statistics. */
@@ -86,6 +86,8 @@ export interface Tracker {
    * (page-aligned, inside RAM, reached once) and throws KernelError(EINVAL) naming a malformed one.
    */
   incomingMetadataPfns(mapPhys: number): Pfn[];
+  // (mapPhys stays a plain number in the incoming calls: it is the previous kernel's raw `preserved-memory-map`,
+  // Infinity when at or above 2^53, and these readers are what checks it)
   /**
    * Walks the previous kernel's tracker rooted at `mapPhys`, visiting every block. Throws a KernelError naming
    * the problem for anything malformed (pointer outside RAM or unaligned, a node reached twice, a bad order or

@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, KernelLog, formatBytes, hex, isKernelError, withUnwind, type KernelPlugin, type PluginReport, type Unwind, describeError } from '@kho/kernel';
-import { Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, Slab, kmallocCacheName, pfn, toOrder, type Order, type Pfn } from '@kho/physmem';
+import { Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, Slab, kmallocCacheName, pfn, toOrder, type Order, type Pfn, type PhysAddr } from '@kho/physmem';
 import { offsetTable } from '@kho/struct';
 import {
   KHO_SLAB_COMPATIBLE,
@@ -54,13 +54,15 @@ interface OutSlab {
 }
 
 interface TablePage {
-  readonly phys: number;
+  readonly phys: PhysAddr;
   readonly slabs: OutSlab[];
 }
 
 /** An incoming table entry, validated. `objects[i]`: 0 not preserved, 1 preserved, 2 restored. */
 interface InSlab {
   readonly entry: KhoSlabEntry;
+  /** entry.phys, checked: a block of RAM the previous kernel preserved with the entry's order. */
+  readonly phys: PhysAddr;
   readonly pfn: number;
   /** Index into KMALLOC_SIZES (-1 for a large kmalloc). */
   readonly cache: number;
@@ -92,7 +94,7 @@ export class KhoSlab implements KernelPlugin {
 
   private readonly out = new Map<number, OutSlab>();
   private readonly pages: TablePage[] = [];
-  private blobPhys = 0;
+  private blobPhys = 0 as PhysAddr;
   private incoming: Map<number, InSlab> | undefined;
   private refusal: string | undefined;
   private finished = false;
@@ -109,14 +111,14 @@ export class KhoSlab implements KernelPlugin {
   /** Reads and validates the previous kernel's table, then frees its pages (the table now lives in host memory). */
   bootLate(): void {
     if (!this.kho.isKhoBoot()) return;
-    let blob: number;
+    let blob: PhysAddr;
     try {
       blob = this.kho.retrieveSubtree(KHO_SLAB_SUBTREE).phys;
     } catch (e) {
       if (!isKernelError(e, Errno.ENOENT)) this.refuse(e);
       return;
     }
-    let table: { pages: number[]; slabs: InSlab[] };
+    let table: { pages: PhysAddr[]; slabs: InSlab[] };
     try {
       table = this.readIncoming(blob);
     } catch (e) {
@@ -262,7 +264,7 @@ export class KhoSlab implements KernelPlugin {
       }
     }
     if (!s.adopted) {
-      const folio = this.kho.restoreFolio(e.phys);
+      const folio = this.kho.restoreFolio(s.phys);
       if (e.kind === 'large') this.slab.adoptLargeKmalloc(folio.pfn, folio.order);
       else this.slab.adoptSlab(folio.pfn, folio.order, s.cache, (i) => s.objects[i] === PRESERVED);
       s.adopted = true;
@@ -370,7 +372,7 @@ export class KhoSlab implements KernelPlugin {
     if (this.pages.length === 0) {
       this.kho.removeSubtree(this.blobPhys);
       this.kho.unpreserveFree(this.blobPhys);
-      this.blobPhys = 0;
+      this.blobPhys = 0 as PhysAddr;
     } else if (i === 0) {
       this.ram.write(this.blobPhys, encodeBlob(this.pages[0].phys));
     } else {
@@ -454,14 +456,14 @@ export class KhoSlab implements KernelPlugin {
    * table page (a preserved page, at most KHO_SLAB_MAX_TABLE_PAGES, no loop), every entry (abi checks, its block a
    * preserved block of its order, its object size a cache of this kernel), and no two blocks overlapping.
    */
-  private readIncoming(blob: number): { pages: number[]; slabs: InSlab[] } {
+  private readIncoming(blob: PhysAddr): { pages: PhysAddr[]; slabs: InSlab[] } {
     this.checkPreservedBlock(blob, 0, `the ${KHO_SLAB_SUBTREE} FDT`);
     const fdt = decodeFdt(this.ram.read(blob, PAGE_SIZE));
     const compat = fdt.getString('compatible');
     if (compat !== KHO_SLAB_COMPATIBLE) throw invalid(`compatible is ${compat === undefined ? 'missing' : `'${compat}'`} (wanted '${KHO_SLAB_COMPATIBLE}')`);
     const first = fdt.getU64LE(PROP_SLAB_TABLE);
     if (first === undefined || first === 0n) throw invalid(`'${PROP_SLAB_TABLE}' is ${first === undefined ? 'missing' : '0'} (wanted the phys of the first table page)`);
-    const pages: number[] = [];
+    const pages: PhysAddr[] = [];
     const entries: KhoSlabEntry[] = [];
     const seen = new Set<number>();
     for (let phys = first >= 2n ** 53n ? Infinity : Number(first); phys !== 0; ) {
@@ -475,7 +477,7 @@ export class KhoSlab implements KernelPlugin {
       entries.push(...page.entries);
       phys = page.next;
     }
-    const slabs = entries.map((e) => {
+    const slabs = entries.map((e): InSlab => {
       const what = `the ${e.kind === 'large' ? 'large kmalloc' : kmallocCacheName(e.objectSize)} entry at ${hex(e.phys)}`;
       this.checkPreservedBlock(e.phys, e.order, what);
       const cache = e.kind === 'large' ? -1 : this.slab.cacheIndexOf(e.objectSize);
@@ -483,7 +485,7 @@ export class KhoSlab implements KernelPlugin {
       const nrObjects = e.kind === 'large' ? 1 : slabObjectCount(e.order, e.objectSize);
       const objects = new Uint8Array(nrObjects);
       for (const i of e.preserved) objects[i] = PRESERVED;
-      return { entry: e, pfn: e.phys / PAGE_SIZE, cache, nrObjects, objects, adopted: false, restored: 0 };
+      return { entry: e, phys: e.phys, pfn: e.phys / PAGE_SIZE, cache, nrObjects, objects, adopted: false, restored: 0 };
     });
     const blocks: Array<[number, number]> = [blob, ...pages].map((p) => [p, PAGE_SIZE]);
     for (const e of entries) blocks.push([e.phys, PAGE_SIZE * 2 ** e.order]);
@@ -495,7 +497,7 @@ export class KhoSlab implements KernelPlugin {
   }
 
   /** Throws EINVAL unless [phys, +order) is RAM and a block the previous kernel preserved with exactly that order. */
-  private checkPreservedBlock(phys: number, order: number, what: string): void {
+  private checkPreservedBlock(phys: number, order: number, what: string): asserts phys is PhysAddr {
     const size = PAGE_SIZE * 2 ** order;
     if (!Number.isSafeInteger(phys) || phys % size !== 0 || !this.ram.isRam(phys, size)) {
       throw invalid(`${what}: ${describe(phys)} is not an order-${order} block of RAM`);

@@ -1,4 +1,4 @@
-import { BuddyAllocator, ORDER_0, type Folio, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, ORDER_0, type Folio, type Pfn, type PhysAddr } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import type { KhoVmalloc, Vmalloc } from '@kho/vmalloc';
 
@@ -19,23 +19,23 @@ export interface KStateVmalloc {
 export const KStateBackend = Symbol('KStateBackend');
 export interface KStateBackend {
   /** Allocates zeroed, preserved memory (KHO allocPreserve). */
-  allocPreserve(size: number): number;
-  unpreserveFree(phys: number): void;
+  allocPreserve(size: number): PhysAddr;
+  unpreserveFree(phys: PhysAddr): void;
   preserveFolio(folio: Folio): void;
   unpreserveFolio(folio: Folio): void;
   preservePages(pfn: Pfn, nrPages: number): void;
   unpreservePages(pfn: Pfn, nrPages: number): void;
   /** Next kernel: takes back a preserved folio (refcount 1); freeFolio frees it. */
-  restoreFolio(phys: number): Folio;
+  restoreFolio(phys: PhysAddr): Folio;
   freeFolio(folio: Folio): void;
   /** Next kernel: takes back preserved pages (each refcount 1); freePages frees them. Returns the first pfn. */
-  restorePages(phys: number, nrPages: number): Pfn;
+  restorePages(phys: PhysAddr, nrPages: number): Pfn;
   freePages(pfn: Pfn, nrPages: number): void;
   /** Adds subtree `name` for the blob at `phys` of `size` bytes (kho-v3 and later record the size). */
-  addSubtree(name: string, phys: number, size: number): void;
-  removeSubtree(phys: number): void;
-  /** Next kernel: the phys of the previous kernel's subtree. ENOENT when there is none. */
-  retrieveSubtree(name: string): number;
+  addSubtree(name: string, phys: PhysAddr, size: number): void;
+  removeSubtree(phys: PhysAddr): void;
+  /** Next kernel: the phys of the previous kernel's subtree (inside memory it preserved). ENOENT when there is none. */
+  retrieveSubtree(name: string): PhysAddr;
   isKhoBoot(): boolean;
   /** Present when the kernel has vmalloc. */
   readonly vmalloc?: KStateVmalloc;
@@ -61,10 +61,10 @@ export class KhoBackend implements KStateBackend {
     }
   }
 
-  allocPreserve(size: number): number {
+  allocPreserve(size: number): PhysAddr {
     return this.kho.allocPreserve(size);
   }
-  unpreserveFree(phys: number): void {
+  unpreserveFree(phys: PhysAddr): void {
     this.kho.unpreserveFree(phys);
   }
   preserveFolio(folio: Folio): void {
@@ -79,25 +79,25 @@ export class KhoBackend implements KStateBackend {
   unpreservePages(pfn: Pfn, nrPages: number): void {
     this.kho.unpreservePages(pfn, nrPages);
   }
-  restoreFolio(phys: number): Folio {
+  restoreFolio(phys: PhysAddr): Folio {
     return this.kho.restoreFolio(phys);
   }
   freeFolio(folio: Folio): void {
     this.buddy.folioPut(folio);
   }
-  restorePages(phys: number, nrPages: number): Pfn {
+  restorePages(phys: PhysAddr, nrPages: number): Pfn {
     return this.kho.restorePages(phys, nrPages);
   }
   freePages(pfn: Pfn, nrPages: number): void {
     for (let p = pfn, end = pfn + nrPages; p < end; p++) this.buddy.freePages(p, ORDER_0);
   }
-  addSubtree(name: string, phys: number, size: number): void {
+  addSubtree(name: string, phys: PhysAddr, size: number): void {
     this.kho.addSubtree(name, phys, size);
   }
-  removeSubtree(phys: number): void {
+  removeSubtree(phys: PhysAddr): void {
     this.kho.removeSubtree(phys);
   }
-  retrieveSubtree(name: string): number {
+  retrieveSubtree(name: string): PhysAddr {
     return this.kho.retrieveSubtree(name).phys;
   }
   isKhoBoot(): boolean {

@@ -1,5 +1,5 @@
 import { hex } from '@kho/kernel';
-import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem';
+import { MAX_PAGE_ORDER, PAGE_SIZE, type PhysAddr } from '@kho/physmem';
 import { KHO_VMALLOC_SIZE, decodeKhoVmalloc } from '@kho/vmalloc/abi';
 import { KSTATE_LIMITS, KSTATE_PRESENT, KStateFolioStruct, KStatePhysRangeStruct } from './abi';
 import { SCALAR_SIZE, idKey, showId, type DescId, type ScalarKind } from './model';
@@ -11,7 +11,7 @@ const MAX_PHYS = 2 ** 50;
 /** A folio a stream refers to (not restored). */
 export class FolioRef {
   constructor(
-    readonly phys: number,
+    readonly phys: PhysAddr,
     readonly order: number,
   ) {}
 
@@ -38,7 +38,7 @@ export class VmallocRef {
 /** A physical range a stream refers to (its pages not restored). */
 export class PhysRangeRef {
   constructor(
-    readonly start: number,
+    readonly start: PhysAddr,
     readonly size: number,
   ) {}
 
@@ -206,7 +206,7 @@ function decodeFixed(r: ByteReader, f: FieldSchema): unknown {
         r.pos = at;
         r.fail(`folio '${f.name}' at ${Number.isFinite(phys) ? hex(phys) : '>= 2^53'} is not aligned to order ${order} below 2^50`);
       }
-      return new FolioRef(phys, order);
+      return new FolioRef(phys as PhysAddr, order); // checked above: aligned, below 2^50
     }
     case 'vmalloc': {
       const desc = r.bytes(KHO_VMALLOC_SIZE);
@@ -227,7 +227,7 @@ function decodeFixed(r: ByteReader, f: FieldSchema): unknown {
       if (!(start + size <= MAX_PHYS) || start % PAGE_SIZE !== 0 || size % PAGE_SIZE !== 0) {
         r.fail(`physRange '${f.name}' is not a page-aligned range below 2^50`);
       }
-      return new PhysRangeRef(start, size);
+      return new PhysRangeRef(start as PhysAddr, size); // checked above: page-aligned, below 2^50
     }
     default:
       return r.fail(`field '${f.name}' has kind ${f.kind}, which has no fixed encoding`);

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { Errno, KernelError, Unwind } from '@kho/kernel';
-import { PhysicalMemory } from '@kho/physmem';
+import { PhysicalMemory, type PhysAddr } from '@kho/physmem';
 import { KSTATE_RECORD_HEADER_SIZE, KSTATE_SEGMENT_HEADER_SIZE, KStateRecordType, KStateSegmentStruct } from './abi';
 import { crc32c } from '@kho/kernel';
 import { beginRecord, encodeStream, endRecord, type MemorySaver, type Registration } from './encode';
@@ -175,7 +175,7 @@ describe('round trips', () => {
         next = Math.ceil(next / size) * size;
         const p = next;
         next += size;
-        return p;
+        return p as PhysAddr;
       },
       unpreserveFree: () => undefined,
     };
@@ -190,7 +190,7 @@ describe('round trips', () => {
 
   it('a block at phys 0 becomes the root: no other segment can sit at 0, as next = 0 ends the chain', () => {
     const ram = new PhysicalMemory({ ranges: [{ start: 0, size: 32 * MiB, node: 0 }] });
-    const given = [8 * MiB, 0];
+    const given = [8 * MiB, 0] as PhysAddr[];
     const pages = { allocPreserve: () => given.shift()!, unpreserveFree: () => undefined };
     const b = Uint8Array.from({ length: segmentCapacity(10) + 100 }, (_, i) => i & 0xff);
     const segs = writeSegments(ram, b, pages, new Unwind());

@@ -1,5 +1,5 @@
 import { Errno, KernelError, hex, type Unwind } from '@kho/kernel';
-import { MAX_PAGE_ORDER, PAGE_SIZE } from '@kho/physmem';
+import { MAX_PAGE_ORDER, PAGE_SIZE, type PhysAddr } from '@kho/physmem';
 import { offsetTable } from '@kho/struct';
 import {
   KSTATE_END_BODY_SIZE,
@@ -38,13 +38,13 @@ export interface RamWriter extends RamReader {
 
 /** Preserved pages for the stream (KHO's allocPreserve / unpreserveFree). */
 export interface StreamPages {
-  allocPreserve(size: number): number;
-  unpreserveFree(phys: number): void;
+  allocPreserve(size: number): PhysAddr;
+  unpreserveFree(phys: PhysAddr): void;
 }
 
 /** One segment of a stream in RAM. */
 export interface Segment {
-  readonly phys: number;
+  readonly phys: PhysAddr;
   readonly order: number;
   /** Stream bytes it holds. */
   readonly payload: number;
@@ -103,7 +103,7 @@ export function encodeSegmentHeader(h: SegmentHeader): Uint8Array {
  */
 export function writeSegments(ram: RamWriter, bytes: Uint8Array, pages: StreamPages, u: Unwind): Segment[] {
   const orders = planSegments(bytes.length);
-  const phys: number[] = [];
+  const phys: PhysAddr[] = [];
   for (const order of orders) {
     const p = pages.allocPreserve(PAGE_SIZE * 2 ** order);
     u.push(() => pages.unpreserveFree(p));
@@ -111,7 +111,7 @@ export function writeSegments(ram: RamWriter, bytes: Uint8Array, pages: StreamPa
   }
   // `next` = 0 ends the chain, so only the root may lie at phys 0: move such a block first (segments carry
   // their own order and payload length, so any order of them holds the stream).
-  const zero = phys.indexOf(0);
+  const zero = phys.findIndex((p) => p === 0);
   if (zero > 0) {
     phys.unshift(...phys.splice(zero, 1));
     orders.unshift(...orders.splice(zero, 1));
@@ -198,7 +198,7 @@ export function readSegments(ram: RamReader, rootPhys: number): { bytes: Uint8Ar
       refuse(`${what}: payload ${payload} bytes (wanted 1..${Math.min(segmentCapacity(order), total - got)})`);
     }
     chunks.push(ram.read(p + KSTATE_SEGMENT_HEADER_SIZE, payload));
-    segments.push({ phys: p, order, payload });
+    segments.push({ phys: p as PhysAddr, order, payload }); // checked above: aligned RAM of its order
     got += payload;
     const next = hd.next;
     if (i + 1 === nr) {

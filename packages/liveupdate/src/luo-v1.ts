@@ -1,5 +1,5 @@
 import { Errno, KernelError, describeError, hex, withUnwind, type KernelLog } from '@kho/kernel';
-import { PAGE_SIZE, type PhysicalMemory } from '@kho/physmem';
+import { PAGE_SIZE, type PhysAddr, type PhysicalMemory } from '@kho/physmem';
 import type { Kho } from '@kho/kho-core';
 import type { KhoBlocks } from '@kho/kho-block';
 import { FdtNode, decodeFdt, encodeFdt, fdtSize } from '@kho/fdt';
@@ -94,7 +94,7 @@ export class LuoV1Format implements LuoFormat {
   }
 
   newFileStore(session: string): FileStore {
-    return new V1FileStore(this.kho, this.ram, session, 0, false);
+    return new V1FileStore(this.kho, this.ram, session, 0 as PhysAddr, false);
   }
 
   beginSerialize(): void {
@@ -164,7 +164,7 @@ class IncomingV1 implements IncomingLuo {
     private readonly blocks: KhoBlocks,
     private readonly ram: PhysicalMemory,
     readonly liveupdateNum: number,
-    private readonly area: number,
+    private readonly area: PhysAddr,
     private readonly count: number,
     readonly flbsPa: number,
     readonly flbs: readonly IncomingFlbEntry[] | undefined,
@@ -203,7 +203,7 @@ class V1FileStore implements FileStore {
     private readonly kho: Kho,
     private readonly ram: PhysicalMemory,
     private readonly session: string,
-    private area: number,
+    private area: PhysAddr,
     private readonly incoming: boolean,
   ) {}
 
@@ -232,7 +232,7 @@ class V1FileStore implements FileStore {
   destroy(): void {
     if (this.area === 0) return;
     const a = this.area;
-    this.area = 0;
+    this.area = 0 as PhysAddr;
     if (this.incoming) this.kho.restoreFree(a);
     else this.kho.unpreserveFree(a);
   }

@@ -1,7 +1,7 @@
 import { injectable, type DependencyContainer } from 'tsyringe';
 import { Errno, KernelError, KernelLog, hex, isKernelError, registerPerBoot, withUnwind, type KernelModule, describeError } from '@kho/kernel';
-import { BuddyAllocator, ORDER_0, PAGE_SIZE, PhysicalMemory, pfn } from '@kho/physmem';
-import { Kho, type SubtreeRef } from '@kho/kho-core';
+import { BuddyAllocator, ORDER_0, PAGE_SIZE, PhysicalMemory, pfn, toPhysAddr, type PhysAddr } from '@kho/physmem';
+import { Kho, type RetrievedSubtree } from '@kho/kho-core';
 import { FdtNode, decodeFdt, encodeFdt } from '@kho/fdt';
 import {
   MEMBLOCK_COMPATIBLE,
@@ -22,10 +22,10 @@ import { ReserveMemHandover, type ReserveMemRecord, type ReserveMemRegion } from
 @injectable()
 export class MemblockFdtHandover implements ReserveMemHandover {
   readonly format = 'fdt';
-  private blob = 0;
+  private blob = 0 as PhysAddr;
   private preserved: ReserveMemRegion[] = [];
   private incomingMap: Map<string, ReserveMemRecord> | undefined;
-  private incomingBlob = 0;
+  private incomingBlob = 0 as PhysAddr;
 
   constructor(
     private readonly kho: Kho,
@@ -38,7 +38,7 @@ export class MemblockFdtHandover implements ReserveMemHandover {
     if (this.incomingMap) return this.incomingMap;
     this.incomingMap = new Map();
     if (!this.kho.isKhoBoot()) return this.incomingMap;
-    let ref: SubtreeRef;
+    let ref: RetrievedSubtree;
     try {
       ref = this.kho.retrieveSubtree(MEMBLOCK_SUBTREE);
     } catch (e) {
@@ -57,11 +57,11 @@ export class MemblockFdtHandover implements ReserveMemHandover {
   }
 
   adopt(region: ReserveMemRegion): void {
-    this.kho.restorePages(region.start, region.size / PAGE_SIZE);
+    this.kho.restorePages(toPhysAddr(region.start, `reserve_mem '${region.name}' start`), region.size / PAGE_SIZE);
   }
 
   discard(record: ReserveMemRecord): void {
-    const first = this.kho.restorePages(record.start, record.size / PAGE_SIZE);
+    const first = this.kho.restorePages(toPhysAddr(record.start, 'discarded reserve_mem record start'), record.size / PAGE_SIZE);
     for (let p = first, end = first + record.size / PAGE_SIZE; p < end; p++) this.buddy.freePages(p, ORDER_0);
   }
 
@@ -98,7 +98,7 @@ export class MemblockFdtHandover implements ReserveMemHandover {
     this.kho.removeSubtree(this.blob);
     this.kho.unpreserveFree(this.blob);
     for (const r of this.preserved) this.kho.unpreservePages(pfn(r.start / PAGE_SIZE), r.size / PAGE_SIZE);
-    this.blob = 0;
+    this.blob = 0 as PhysAddr;
     this.preserved = [];
   }
 
@@ -109,7 +109,7 @@ export class MemblockFdtHandover implements ReserveMemHandover {
     } catch (e) {
       this.refuse(e, `memblock handover page ${hex(this.incomingBlob)}`);
     }
-    this.incomingBlob = 0;
+    this.incomingBlob = 0 as PhysAddr;
   }
 
   /** Logs a refusal of what the previous kernel handed over (a KernelError); rethrows anything else, a bug. */

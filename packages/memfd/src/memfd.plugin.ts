@@ -12,7 +12,7 @@ import {
   type KernelPlugin,
   type PluginReport,
 } from '@kho/kernel';
-import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, type Folio } from '@kho/physmem';
+import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, type Folio, type PhysAddr } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { MEMFD_HEADER_SIZE, MEMFD_SUBTREE, MEMFD_TABLE_MAX_SIZE, MemfdHeaderStruct } from './abi';
 import { Memfd } from './memfd';
@@ -124,7 +124,7 @@ export class MemfdPlugin implements KernelPlugin {
    */
   restore(): PluginReport | void {
     if (!this.kho.isKhoBoot()) return;
-    let phys: number;
+    let phys: PhysAddr;
     let blobSize: number | undefined;
     try {
       ({ phys, size: blobSize } = this.kho.retrieveSubtree(MEMFD_SUBTREE));
@@ -181,7 +181,7 @@ export class MemfdPlugin implements KernelPlugin {
       const restored = files.map((file) => ({
         file,
         folios: file.folios.map((f) => {
-          const folio = this.kho.restoreFolio(f.phys);
+          const folio = this.kho.restoreFolio(f.phys as PhysAddr); // checked above: a block the previous kernel preserved
           u.push(() => this.buddy.folioPut(folio));
           return { offset: f.offset, folio };
         }),

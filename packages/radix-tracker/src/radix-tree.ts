@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelBug, KernelError, KernelLog, hex } from '@kho/kernel';
-import { BuddyAllocator, LITTLE_ENDIAN_HOST, PAGE_SIZE, PAGE_WORDS, PhysicalMemory, RAM_CHUNK_PAGES, describePfn, ORDER_0, type Order, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, LITTLE_ENDIAN_HOST, PAGE_SIZE, PAGE_WORDS, PhysicalMemory, RAM_CHUNK_PAGES, describePfn, ORDER_0, type Order, type Pfn, type PhysAddr } from '@kho/physmem';
 import { checkMapCrc, tooManyBlocks, type BlockVisitor, type IncomingWalkOptions, type ReadIncomingOptions, type Tracker, type TrackerStats } from '@kho/kho-core';
 import { KHO_BITMAP_BITS, KHO_BITMAP_SIZE_LOG2, KHO_ORDER_0_LOG2, KHO_RADIX_MAX_ORDER, KHO_ROOT_USABLE_ENTRIES, KHO_TABLE_ENTRIES, KHO_TABLE_SIZE_LOG2, KHO_TREE_MAX_DEPTH } from './abi';
 import { decodeKey, keyOrder } from './key';
@@ -74,9 +74,9 @@ export class RadixTracker implements Tracker {
   ) {}
 
   /** Allocates the root table (once). Returns its phys, the value of `preserved-memory-map`. Throws ENOMEM. */
-  init(): number {
+  init(): PhysAddr {
     if (this.root === 0) this.root = this.allocNode();
-    return this.root;
+    return this.root as PhysAddr; // a page the buddy allocator gave allocNode
   }
 
   /** Phys of the root table (0 before init). */
@@ -144,7 +144,7 @@ export class RadixTracker implements Tracker {
   }
 
   /** The radix tree is live in memory: serialising is returning its root. */
-  serialize(): number {
+  serialize(): PhysAddr {
     return this.init();
   }
 

@@ -1,6 +1,6 @@
 import { injectable } from 'tsyringe';
 import { Errno, KernelError, hex, withUnwind } from '@kho/kernel';
-import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, toOrder, type Order, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, pfnToPhys, toOrder, type Order, type Pfn } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { offsetTable } from '@kho/struct';
 import {
@@ -20,7 +20,7 @@ const CHUNK = offsetTable(KhoVmallocChunkStruct);
 
 /** What a bounded walk of a descriptor's chunks found: chunk pfns and block head pfns, in order. */
 interface Chain {
-  readonly chunks: number[];
+  readonly chunks: Pfn[];
   readonly blocks: Pfn[];
 }
 
@@ -108,7 +108,7 @@ export class KhoVmalloc {
     const chain = this.walk(d, 'unpreserveVmalloc', false);
     const per = 2 ** d.order;
     for (const pfn of chain.blocks) this.kho.unpreservePages(pfn, per);
-    for (const c of chain.chunks) this.kho.unpreserveFree(c * PAGE_SIZE);
+    for (const c of chain.chunks) this.kho.unpreserveFree(pfnToPhys(c));
     this.outgoing.delete(d.first);
   }
 
@@ -142,13 +142,13 @@ export class KhoVmalloc {
     const chain = this.walk(d, what, true);
     return withUnwind((u) => {
       for (const pfn of chain.blocks) {
-        this.kho.restorePages(pfn * PAGE_SIZE, per);
+        this.kho.restorePages(pfnToPhys(pfn), per);
         u.push(() => {
           for (let p = pfn + per - 1; p >= pfn; p--) this.buddy.freePages(p as Pfn, ORDER_0); // inside the checked block
         });
       }
       // The chunks are metadata: once read they are freed, and a later failure has nothing of them to undo.
-      for (const c of chain.chunks) this.kho.restoreFree(c * PAGE_SIZE);
+      for (const c of chain.chunks) this.kho.restoreFree(pfnToPhys(c));
       return this.vmalloc.adoptPages(chain.blocks, d.order, toVmFlags(d.flags));
     });
   }
@@ -166,7 +166,7 @@ export class KhoVmalloc {
     const blockBytes = PAGE_SIZE * per;
     const nrBlocks = d.totalPages / per;
     const maxChunks = Math.floor(nrBlocks / KHO_VMALLOC_CHUNK_ENTRIES) + 1;
-    const chunks: number[] = [];
+    const chunks: Pfn[] = [];
     const blocks: Pfn[] = [];
     const seenChunks = new Set<number>();
     const seenBlocks = new Set<number>();

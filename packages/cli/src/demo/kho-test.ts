@@ -14,7 +14,7 @@ import {
   type KernelPlugin,
   type PluginReport,
 } from '@kho/kernel';
-import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory } from '@kho/physmem';
+import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, toPhysAddr } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { KState, describe, phys, u64, vmallocBuf } from '@kho/kstate';
 import { ReserveMem, type ReserveMemRegion } from '@kho/memblock';
@@ -226,7 +226,7 @@ export class KhoTest implements KernelPlugin {
       const entry = this.vmalloc.readU64(list + i * 8);
       const order = entry % PAGE_SIZE;
       const phys = entry - order;
-      const folio = this.kho.restoreFolio(phys);
+      const folio = this.kho.restoreFolio(toPhysAddr(phys, `kho_test folio entry ${i}`));
       this.restored.push(folio);
       if (folio.order !== order) ordersMatch = false;
       const t0 = performance.now();

@@ -1,5 +1,5 @@
 import { describeError, type Kernel } from '@kho/kernel';
-import { PhysicalMemory, Slab } from '@kho/physmem';
+import { PhysicalMemory, Slab, type PhysAddr } from '@kho/physmem';
 import { KHO_GENERATIONS, Kho } from '@kho/kho-core';
 import { KhoSlab } from '@kho/kho-slab';
 import { KhoBlocks } from '@kho/kho-block';
@@ -331,7 +331,7 @@ const khoBlockPath: AnytimePath = {
         const problems: string[] = [];
         const nkho = next.get(Kho);
         const nram = next.get(PhysicalMemory);
-        let phys: number;
+        let phys: PhysAddr;
         try {
           phys = nkho.retrieveSubtree(BLOCKS_SUBTREE).phys;
         } catch (e) {

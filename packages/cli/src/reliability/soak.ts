@@ -2,7 +2,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { inject, injectable } from 'tsyringe';
 import { Errno, KernelError, KernelPlugin, SeededWords, hex, registerPerBoot, withUnwind, type KernelModule, type PluginReport } from '@kho/kernel';
-import { BuddyAllocator, Memmap, PhysicalMemory, Slab } from '@kho/physmem';
+import { BuddyAllocator, Memmap, PhysicalMemory, Slab, type PhysAddr } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { KhoSlab } from '@kho/kho-slab';
 import { struct, u32, u64 } from '@kho/struct';
@@ -128,7 +128,7 @@ class SoakSlab implements KernelPlugin {
   readonly name = 'soak-slab';
   readonly after = ['kho', 'kho-slab'];
   private made: Array<{ ptr: number; size: number }> = [];
-  private blob = 0;
+  private blob = 0 as PhysAddr;
 
   constructor(
     private readonly kho: Kho,
@@ -180,13 +180,13 @@ class SoakSlab implements KernelPlugin {
       this.slab.kfree(o.ptr);
     }
     this.made = [];
-    this.blob = 0;
+    this.blob = 0 as PhysAddr;
   }
 
   /** Takes back the previous generation's objects, compares every byte and frees them; EIO on a difference. */
   restore(): PluginReport | void {
     if (!this.kho.isKhoBoot()) return;
-    let phys: number;
+    let phys: PhysAddr;
     try {
       phys = this.kho.retrieveSubtree(SOAK_SLAB_SUBTREE).phys;
     } catch (e) {

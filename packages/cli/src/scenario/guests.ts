@@ -1,6 +1,6 @@
 import { inject, injectable, type DependencyContainer } from 'tsyringe';
 import { Errno, KernelError, KernelLog, describeError, formatBytes, hex, registerPerBoot, seededBytes, withUnwind, type KernelModule, type KernelPlugin, type PluginReport } from '@kho/kernel';
-import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, pfn, toOrder, type Order } from '@kho/physmem';
+import { BuddyAllocator, Folio, MAX_PAGE_ORDER, PAGE_SIZE, PhysicalMemory, pfn, toOrder, toPhysAddr, type Order } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { KState, array, describe, str, u32, u64, vmallocBuf } from '@kho/kstate';
 import { Vmalloc } from '@kho/vmalloc';
@@ -224,7 +224,7 @@ export class GuestMemory implements KernelPlugin {
         for (let k = 0; k < count && got < n; k++) {
           const phys = first + k * step * PAGE_SIZE;
           try {
-            const f = this.kho.restoreFolio(phys);
+            const f = this.kho.restoreFolio(toPhysAddr(phys, 'the folio'));
             pfns[got++] = f.pfn;
             if (f.order !== g.order) {
               bad++;

@@ -1,5 +1,5 @@
 import { Errno, KernelError, hex } from '@kho/kernel';
-import { PAGE_SIZE, type BuddyAllocator, type PhysicalMemory, pfn, toOrder } from '@kho/physmem';
+import { ORDER_0, PAGE_SIZE, pfnToPhys, physToPfn, type BuddyAllocator, type PhysAddr, type PhysicalMemory } from '@kho/physmem';
 import { bareAllocator } from '@kho/physmem/testing';
 import type { KhoBlockBackend } from '../block-set';
 
@@ -24,7 +24,7 @@ export class FakeBlockMemory implements KhoBlockBackend {
     this.buddy = b.buddy;
   }
 
-  allocPreserve(size: number): number {
+  allocPreserve(size: number): PhysAddr {
     if (size !== PAGE_SIZE) throw new KernelError(Errno.EINVAL, `FakeBlockMemory: allocPreserve(${size}) (only one page here)`);
     if (this.failAfter <= 0) throw new KernelError(Errno.ENOMEM, 'FakeBlockMemory: injected allocation failure');
     this.failAfter--;
@@ -33,17 +33,17 @@ export class FakeBlockMemory implements KhoBlockBackend {
     return phys;
   }
 
-  unpreserveFree(phys: number): void {
+  unpreserveFree(phys: PhysAddr): void {
     if (!this.preserved.delete(phys)) throw new KernelError(Errno.ENOENT, `FakeBlockMemory: unpreserveFree(${hex(phys)}): not preserved`);
-    this.buddy.freePages(pfn(phys / PAGE_SIZE), toOrder(0));
+    this.buddy.freePages(physToPfn(phys), ORDER_0);
   }
 
-  restoreFree(phys: number): void {
+  restoreFree(phys: PhysAddr): void {
     if (!this.incoming.delete(phys)) throw new KernelError(Errno.EINVAL, `FakeBlockMemory: restoreFree(${hex(phys)}): not preserved by the previous kernel`);
-    this.buddy.freePages(pfn(phys / PAGE_SIZE), toOrder(0));
+    this.buddy.freePages(physToPfn(phys), ORDER_0);
   }
 
-  isIncomingPage(phys: number): boolean {
+  isIncomingPage(phys: number): phys is PhysAddr {
     return this.incoming.has(phys);
   }
 
@@ -54,8 +54,8 @@ export class FakeBlockMemory implements KhoBlockBackend {
   }
 
   /** A zeroed page of the allocator (not preserved). */
-  page(): number {
-    const phys = this.buddy.allocPages(0) * PAGE_SIZE;
+  page(): PhysAddr {
+    const phys = pfnToPhys(this.buddy.allocPages(0));
     this.ram.fill(phys, PAGE_SIZE, 0);
     return phys;
   }

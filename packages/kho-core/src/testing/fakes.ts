@@ -1,6 +1,6 @@
 import { Lifecycle, injectable, type DependencyContainer } from 'tsyringe';
 import type { KernelModule } from '@kho/kernel';
-import { BuddyAllocator, ORDER_0, PAGE_SIZE, type Order, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, ORDER_0, PAGE_SIZE, type Order, type Pfn, type PhysAddr } from '@kho/physmem';
 import { EarlyAllocator, Tracker, type BlockVisitor, type TrackerStats } from '../ports';
 
 /**
@@ -17,8 +17,8 @@ export class FakeTracker implements Tracker {
 
   constructor(private readonly buddy: BuddyAllocator) {}
 
-  init(): number {
-    return 0;
+  init(): PhysAddr {
+    return 0 as PhysAddr;
   }
   add(pfn: Pfn, order: Order): void {
     const key = `${pfn}/${order}`;
@@ -41,8 +41,8 @@ export class FakeTracker implements Tracker {
       if (visit(pfn as Pfn, order as Order)) return;
     }
   }
-  serialize(): number {
-    return 0;
+  serialize(): PhysAddr {
+    return 0 as PhysAddr;
   }
   cancelSerialize(): void {
     // nothing is serialised

@@ -1,5 +1,5 @@
 import { Errno, KernelError, KernelLog, LifecycleBus, hex, withUnwind } from '@kho/kernel';
-import { BuddyAllocator, FaultInjector, Folio, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, pfn, pfnAdd, toOrder, type Order, type Pfn } from '@kho/physmem';
+import { BuddyAllocator, FaultInjector, Folio, MAX_PAGE_ORDER, Memmap, ORDER_0, PAGE_SIZE, PhysicalMemory, pfn, pfnAdd, toOrder, type Order, type Pfn, type PhysAddr } from '@kho/physmem';
 import { clearStamp, hasStamp, splitBlocks, stampOrder, writeStamp, type Kho } from '@kho/kho-core';
 import { KhoVmalloc, Vmalloc } from '@kho/vmalloc';
 import type { KStateBackend, KStateVmalloc } from '../backend';
@@ -8,7 +8,7 @@ import { KState } from '../kstate';
 /** What a bare kexec hands over: the preserved blocks (pfn, order) and the subtrees (name → phys). */
 export interface BareHandover {
   readonly blocks: ReadonlyArray<readonly [number, number]>;
-  readonly subtrees: ReadonlyMap<string, number>;
+  readonly subtrees: ReadonlyMap<string, PhysAddr>;
 }
 
 /**
@@ -22,7 +22,7 @@ export interface BareHandover {
 export class BareKho implements KStateBackend {
   /** Preserved blocks: key `pfn:order`. */
   readonly preserved = new Map<string, readonly [number, number]>();
-  readonly subtrees = new Map<string, number>();
+  readonly subtrees = new Map<string, PhysAddr>();
   vmalloc?: KStateVmalloc;
 
   constructor(
@@ -37,7 +37,7 @@ export class BareKho implements KStateBackend {
     return { blocks: [...this.preserved.values()], subtrees: new Map(this.subtrees) };
   }
 
-  allocPreserve(size: number): number {
+  allocPreserve(size: number): PhysAddr {
     if (!Number.isInteger(size) || size <= 0) throw new KernelError(Errno.EINVAL, `allocPreserve: size ${size} (wanted a positive integer)`);
     const order = Math.max(0, Math.ceil(Math.log2(Math.ceil(size / PAGE_SIZE))));
     if (order > MAX_PAGE_ORDER) throw new KernelError(Errno.E2BIG, `allocPreserve: ${size} bytes needs order ${order} (wanted at most ${MAX_PAGE_ORDER})`);
@@ -47,14 +47,14 @@ export class BareKho implements KStateBackend {
     return folio.phys;
   }
 
-  unpreserveFree(phys: number): void {
+  unpreserveFree(phys: PhysAddr): void {
     const pfn = phys / PAGE_SIZE;
     const folio = new Folio(pfn as Pfn, this.memmap.order(pfn));
     this.unpreserveFolio(folio);
     this.buddy.folioPut(folio);
   }
 
-  restoreFree(phys: number): void {
+  restoreFree(phys: PhysAddr): void {
     this.buddy.folioPut(this.restoreFolio(phys));
   }
 
@@ -91,7 +91,7 @@ export class BareKho implements KStateBackend {
     return this.memmap.hasPage(pfn) && hasStamp(this.memmap, pfn, order);
   }
 
-  restoreFolio(phys: number): Folio {
+  restoreFolio(phys: PhysAddr): Folio {
     const pfn = this.stampedPfn(phys, 'restoreFolio');
     const order = stampOrder(this.memmap, pfn)!;
     clearStamp(this.memmap, pfn);
@@ -102,7 +102,7 @@ export class BareKho implements KStateBackend {
     this.buddy.folioPut(folio);
   }
 
-  restorePages(phys: number, nrPages: number): Pfn {
+  restorePages(phys: PhysAddr, nrPages: number): Pfn {
     const pfn = this.stampedPfn(phys, 'restorePages');
     const blocks = splitBlocks(pfn, nrPages);
     for (const [p, o] of blocks) {
@@ -119,16 +119,16 @@ export class BareKho implements KStateBackend {
     for (let p = pfn, end = pfn + nrPages; p < end; p++) this.buddy.freePages(p, ORDER_0);
   }
 
-  addSubtree(name: string, phys: number, _size: number): void {
+  addSubtree(name: string, phys: PhysAddr, _size: number): void {
     if (this.subtrees.has(name)) throw new KernelError(Errno.EEXIST, `subtree '${name}' already exists in the root FDT`);
     this.subtrees.set(name, phys);
   }
 
-  removeSubtree(phys: number): void {
+  removeSubtree(phys: PhysAddr): void {
     for (const [n, p] of this.subtrees) if (p === phys) this.subtrees.delete(n);
   }
 
-  retrieveSubtree(name: string): number {
+  retrieveSubtree(name: string): PhysAddr {
     if (!this.incoming) throw new KernelError(Errno.ENOENT, `retrieveSubtree('${name}'): this boot has no incoming KHO handover`);
     const p = this.incoming.subtrees.get(name);
     if (p === undefined) throw new KernelError(Errno.ENOENT, `retrieveSubtree('${name}'): no such subtree in the incoming FDT`);

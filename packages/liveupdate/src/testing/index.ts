@@ -1,6 +1,6 @@
 import { injectable, type DependencyContainer } from 'tsyringe';
 import { Errno, KernelError, hex, registerPerBoot, type KernelModule } from '@kho/kernel';
-import { ORDER_0, PAGE_SIZE, PhysicalMemory, pfn } from '@kho/physmem';
+import { ORDER_0, PAGE_SIZE, PhysicalMemory, pfn, toPhysAddr, type PhysAddr } from '@kho/physmem';
 import { Kho, khoModule } from '@kho/kho-core';
 import { LiveupdateFileHandler, type LiveupdateFileOpArgs, type LiveupdateFlb, type LiveupdateFlbOpArgs } from '../handler';
 import { liveupdateModule } from '../module';
@@ -72,7 +72,7 @@ export class TestFileHandler implements LiveupdateFileHandler {
 
   unpreserve(args: LiveupdateFileOpArgs): void {
     this.step('unpreserve', args);
-    this.kho.unpreserveFree(args.serializedData);
+    this.kho.unpreserveFree(toPhysAddr(args.serializedData, 'test-file record'));
   }
 
   freeze(args: LiveupdateFileOpArgs): void {
@@ -85,8 +85,8 @@ export class TestFileHandler implements LiveupdateFileHandler {
 
   retrieve(args: LiveupdateFileOpArgs): void {
     this.step('retrieve', args);
-    const rec = args.serializedData;
-    if (!Number.isSafeInteger(rec) || rec % PAGE_SIZE !== 0 || !this.ram.isRam(rec, 8)) throw new KernelError(Errno.EINVAL, `test-file record ${hex(rec)} is not RAM`);
+    const rec = toPhysAddr(args.serializedData, 'test-file record');
+    if (rec % PAGE_SIZE !== 0 || !this.ram.isRam(rec, 8)) throw new KernelError(Errno.EINVAL, `test-file record ${hex(rec)} is not RAM`);
     const len = this.ram.readU64(rec);
     if (len > 2 ** 20 || !this.ram.isRam(rec + 8, len)) throw new KernelError(Errno.EINVAL, `test-file record ${hex(rec)}: length ${len}`);
     const bytes = this.ram.read(rec + 8, len);
@@ -103,7 +103,7 @@ export class TestFileHandler implements LiveupdateFileHandler {
     this.calls.push(`finish:${args.retrieveStatus}`);
     // Never retrieved, or a retrieve told to fail before it read anything: the record is discarded.
     const rec = args.serializedData;
-    if (args.retrieveStatus <= 0 && Number.isSafeInteger(rec) && rec % PAGE_SIZE === 0 && this.kho.isPreservedIncoming(pfn(rec / PAGE_SIZE), ORDER_0)) this.kho.restoreFree(rec);
+    if (args.retrieveStatus <= 0 && Number.isSafeInteger(rec) && rec % PAGE_SIZE === 0 && this.kho.isPreservedIncoming(pfn(rec / PAGE_SIZE), ORDER_0)) this.kho.restoreFree(rec as PhysAddr); // checked: a stamped page
   }
 
   private step(op: Op, args: LiveupdateFileOpArgs): void {
@@ -134,7 +134,7 @@ export class TestFlb implements LiveupdateFlb {
 
   unpreserve(a: LiveupdateFlbOpArgs): void {
     this.calls.push('unpreserve');
-    this.kho.unpreserveFree(a.data);
+    this.kho.unpreserveFree(toPhysAddr(a.data, 'test-flb page'));
   }
 
   retrieve(a: LiveupdateFlbOpArgs): void {
@@ -144,7 +144,7 @@ export class TestFlb implements LiveupdateFlb {
 
   finish(a: LiveupdateFlbOpArgs): void {
     this.calls.push('finish');
-    this.kho.restoreFree((a.obj as { page: number }).page);
+    this.kho.restoreFree(toPhysAddr((a.obj as { page: number }).page, 'test-flb page'));
   }
 }
 

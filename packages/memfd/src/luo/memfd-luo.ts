@@ -1,6 +1,6 @@
 import { injectable, type DependencyContainer } from 'tsyringe';
 import { Errno, KernelError, KernelLog, describeError, findKernelError, hex, registerPerBoot, withUnwind, type KernelModule } from '@kho/kernel';
-import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, type Folio } from '@kho/physmem';
+import { BuddyAllocator, PAGE_SIZE, PhysicalMemory, isPhysAddr, toPhysAddr, type Folio } from '@kho/physmem';
 import { Kho } from '@kho/kho-core';
 import { KhoVmalloc, Vmalloc, decodeKhoVmalloc, decodeKhoVmallocChunk, encodeKhoVmalloc } from '@kho/vmalloc';
 import { LiveupdateFileHandler, type KernelFile, type LiveupdateFileOpArgs } from '@kho/liveupdate';
@@ -140,7 +140,7 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
     if (p.desc) this.khoVmalloc.unpreserveVmalloc(p.desc);
     for (const { folio } of p.folios) this.kho.unpreserveFolio(folio);
     if (p.array) this.vmalloc.vfree(p.array);
-    this.kho.unpreserveFree(args.serializedData);
+    this.kho.unpreserveFree(toPhysAddr(args.serializedData, 'memfd-v2 record'));
   }
 
   /**
@@ -155,7 +155,7 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
     const rec = args.serializedData;
     const what = `memfd-v2 record at ${Number.isSafeInteger(rec) ? hex(rec) : '>= 2^53'}`;
     if (!rec) throw new KernelError(Errno.EINVAL, `${what}: the handle is 0`);
-    if (!Number.isSafeInteger(rec) || rec % PAGE_SIZE !== 0 || !this.ram.isRam(rec, MemfdLuoSerStruct.size)) throw new KernelError(Errno.EINVAL, `${what}: not a page of RAM`);
+    if (!isPhysAddr(rec) || rec % PAGE_SIZE !== 0 || !this.ram.isRam(rec, MemfdLuoSerStruct.size)) throw new KernelError(Errno.EINVAL, `${what}: not a page of RAM`);
     const ser = MemfdLuoSerStruct.read(this.ram, rec);
     const freeRecord = (): void => {
       try {
@@ -218,7 +218,7 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
         if (e.pfn === 0) continue;
         try {
           if (e.index >= sizePages) throw new KernelError(Errno.EINVAL, `index ${e.index} is past the file's ${sizePages} pages`);
-          const folio = this.kho.restoreFolio(e.pfn * PAGE_SIZE);
+          const folio = this.kho.restoreFolio(toPhysAddr(e.pfn * PAGE_SIZE, 'the folio'));
           // a large folio may reach past the end of the file: only its pages inside [0, size) count
           pages += Math.min(folio.nrPages, sizePages - e.index);
           try {
@@ -244,7 +244,7 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
     for (const e of entries) {
       if (e.pfn === 0) continue;
       try {
-        this.buddy.folioPut(this.kho.restoreFolio(e.pfn * PAGE_SIZE));
+        this.buddy.folioPut(this.kho.restoreFolio(toPhysAddr(e.pfn * PAGE_SIZE, 'the folio')));
       } catch {
         // not a preserved block: nothing to give back
       }
@@ -255,7 +255,7 @@ export class MemfdLuoHandler implements LiveupdateFileHandler {
   finish(args: LiveupdateFileOpArgs): void {
     if (args.retrieveStatus !== 0) return;
     const rec = args.serializedData;
-    if (!Number.isSafeInteger(rec) || rec % PAGE_SIZE !== 0 || !this.ram.isRam(rec, MemfdLuoSerStruct.size)) {
+    if (!isPhysAddr(rec) || rec % PAGE_SIZE !== 0 || !this.ram.isRam(rec, MemfdLuoSerStruct.size)) {
       this.log.warn('memfd', `memfd-v2 finish: record ${Number.isSafeInteger(rec) ? hex(rec) : '>= 2^53'} is not RAM; nothing freed`);
       return;
     }
