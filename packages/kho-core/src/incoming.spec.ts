@@ -100,6 +100,35 @@ describe('validateHandover (pure: RAM in, a validated handover out)', () => {
     expect(() => validateHandover(ram, kd, listTracker([]), radix)).toThrow(new KernelError(Errno.EINVAL, message));
   });
 
+  it('reads up to 66 scratch areas (lowmem, global, one per node of 64), in any order; touching areas do not overlap', () => {
+    // 66 touching 1 MiB areas listed from the top down: sorted, they touch end to start and none overlaps
+    const many = Array.from({ length: 66 }, (_, i) => ({ addr: (180 - i) * MiB, size: MiB }));
+    const { ram, kd } = handover({ scratch: many });
+    expect(validateHandover(ram, kd, listTracker([]), radix).scratch).toEqual(many);
+    const more = [...many, { addr: 100 * MiB, size: MiB }];
+    const h = handover({ scratch: more });
+    expect(() => validateHandover(h.ram, h.kd, listTracker([]), radix)).toThrow(new KernelError(Errno.EINVAL, 'kho_data.scratch_size 0x430 (wanted 16 × 1..66 areas)'));
+  });
+
+  it.each<[string, ScratchArea[], string]>([
+    // listed high first: only a check over the areas sorted by address sees that the second overlaps the first
+    ['overlapping areas listed out of order', [{ addr: 96 * MiB, size: 8 * MiB }, { addr: 90 * MiB, size: 8 * MiB }], 'scratch areas 0x5a00000 and 0x6000000 overlap'],
+    ['an empty area', [{ addr: 64 * MiB, size: 0 }], 'scratch area 0x4000000+0x0 is not page-aligned RAM'],
+    ['an area of a partial page', [{ addr: 64 * MiB, size: 100 }], 'scratch area 0x4000000+0x64 is not page-aligned RAM'],
+    ['an area leaving RAM', [{ addr: 252 * MiB, size: 8 * MiB }], 'scratch area 0xfc00000+0x800000 is not page-aligned RAM'],
+  ])('refuses %s', (_what, scratch, message) => {
+    const { ram, kd } = handover({ scratch });
+    expect(() => validateHandover(ram, kd, listTracker([]), radix)).toThrow(new KernelError(Errno.EINVAL, message));
+  });
+
+  it('refuses a scratch area at 2^53 or above (its address reads as Infinity)', () => {
+    const { ram, kd } = handover();
+    const raw = new Uint8Array(8);
+    new DataView(raw.buffer).setBigUint64(0, 2n ** 60n, true);
+    ram.write(SCRATCH_ARRAY, raw); // the first area's addr
+    expect(() => validateHandover(ram, kd, listTracker([]), radix)).toThrow(new KernelError(Errno.EINVAL, 'scratch area >= 2^53+0x800000 is not page-aligned RAM'));
+  });
+
   it('refuses a preserved block that overlaps a scratch area (this boot would overwrite it)', () => {
     const { ram, kd } = handover();
     const inside = (64 * MiB) / PAGE_SIZE + 5;
@@ -110,6 +139,10 @@ describe('validateHandover (pure: RAM in, a validated handover out)', () => {
     // scratch starts is not (order 14 at 0: 64 MiB)
     expect(() => checkOutsideScratch(SCRATCH, [0], [15])).toThrow(/order 15 overlaps scratch area 0x4000000/);
     expect(() => checkOutsideScratch(SCRATCH, [0], [14])).not.toThrow();
+    // a block that starts where a scratch area ends is outside it; one on its last page is not
+    const end = (SCRATCH[0].addr + SCRATCH[0].size) / PAGE_SIZE;
+    expect(() => checkOutsideScratch(SCRATCH, [end], [0])).not.toThrow();
+    expect(() => checkOutsideScratch(SCRATCH, [end - 1], [0])).toThrow(/overlaps scratch area 0x4000000/);
   });
 
   it("passes on the tracker walk's refusal", () => {
@@ -175,6 +208,11 @@ describe('validateHandover: the map itself must make sense', () => {
     expect(containingBlock(index, 0x3000)).toBeUndefined();
     expect(containingBlock(index, 0x2)).toBeUndefined();
     expect(containingBlock(index, 0x10)).toEqual([0x10, 0]);
+    // the last page of a block is in it, the page after it is not
+    expect(containingBlock(index, 0x800 + 2047)).toEqual([0x800, 11]);
+    expect(containingBlock(index, 0x800 + 2048)).toBeUndefined();
+    expect(containingBlock(index, 0x11)).toBeUndefined();
+    expect(containingBlock(indexBlocks([], []), 0)).toBeUndefined();
   });
 
   it('sorts blocks that arrive as ascending runs (one per order, as a radix walk yields them) and as random input alike', () => {
