@@ -25,6 +25,13 @@ describe('kho-v2 keys (golden vectors)', () => {
 
   it('key 0 decodes to nothing', () => {
     expect(decodeKey(0)).toBeUndefined();
+    expect(keyOrder(0)).toBe(-1);
+  });
+
+  it('key 1 is the one key of order 52 (pfn 0), the largest order a key can name', () => {
+    expect(keyOrder(1)).toBe(52);
+    expect(decodeKey(1)).toEqual({ pfn: 0, order: 52 });
+    expect(keyOrder(2)).toBe(51);
   });
 
   it('encode and decode are inverse for every aligned block below 2^52 bytes', () => {

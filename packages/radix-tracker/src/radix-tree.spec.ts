@@ -43,6 +43,19 @@ describe('RadixTracker: the Tracker contract', () => {
 });
 
 describe('RadixTracker', () => {
+  it('before init it has no tree: no metadata pages, a walk visits nothing, destroy frees nothing', () => {
+    const { tree, buddy } = setup();
+    const free = buddy.nrFreePages;
+    expect(tree.metadataPfns()).toEqual([]);
+    expect(collect(tree)).toEqual([]);
+    tree.destroy();
+    expect(buddy.nrFreePages).toBe(free);
+    expect(tree.stats()).toEqual({ blocks: 0, metadataPages: 0 });
+    // the tree starts at the first add, with its root
+    tree.add(toPfn(0x10), toOrder(0));
+    expect(tree.metadataPfns()[0]).toBe(tree.rootPhys / PAGE_SIZE);
+  });
+
   it('walks higher orders first and ascending addresses within an order', () => {
     const { tree } = setup();
     tree.init();
@@ -513,6 +526,8 @@ describe('readIncomingTree refuses hostile trees before visiting anything', () =
     expect(visited).toBe(0);
     tree.walkIncoming(root, () => void visited++, { maxBlocks: 524_288 });
     expect(visited).toBe(524_288);
+    // exactly maxBlocks is read, by either reader
+    expect(readIncomingTree(ram, root, { maxBlocks: 524_288 }).count).toBe(524_288);
   });
 
   it("incomingTreeNodePfns lists the node pages without reading the leaves' bits, checking every pointer (what KHO checksums first)", () => {
@@ -582,6 +597,18 @@ describe('readIncomingTree refuses hostile trees before visiting anything', () =
     const { root } = handTree(ram, 2 ** 40, (1n << 52n) | 0x1234n); // phys 0x1234000, order 0
     expect(readIncomingTreeFrom(ram, root)).toEqual([[0x1234, 0]]);
     expect(validateIncomingTree(ram, root)).toEqual({ blocks: 1, nodes: 6 });
+  });
+
+  it('reads a leaf pointer to a page nobody wrote as a leaf of no blocks (it reads as zeros)', () => {
+    const { ram } = setup();
+    const { root, leaf } = handTree(ram, 2 ** 40, (1n << 52n) | 0x1234n);
+    // point the level-1 table's entry at a page of RAM that was never written instead
+    const l1 = leaf - PAGE_SIZE;
+    const entry = ram.read(l1, PAGE_SIZE).findIndex((b) => b !== 0) & ~7;
+    ram.writeU64(l1 + entry, 2 ** 40 + 64 * PAGE_SIZE);
+    expect(ram.pageIfPresent((2 ** 40 + 64 * PAGE_SIZE) / PAGE_SIZE)).toBeUndefined();
+    expect(validateIncomingTree(ram, root)).toEqual({ blocks: 0, nodes: 6 });
+    expect(readIncomingTreeFrom(ram, root)).toEqual([]);
   });
 
   it('refuses a block outside RAM', () => {
