@@ -32,11 +32,18 @@ describe('readKexecMetadata (upstream checks, in order)', () => {
     ['a blob under 4 bytes', () => undefined, 3, 'kexec-metadata blob too small (3 bytes)'],
     ['an unknown version', (r) => r.writeU32(0x1000, 2), 73, 'kexec-metadata version 2 not supported (expected 1)'],
     ['a version-1 blob under 73 bytes', () => undefined, 72, 'kexec-metadata blob too small for v1 (72 < 73)'],
+    // 4 bytes hold the version, so the version is read; only then is the blob too small for it
+    ['a 4-byte blob', () => undefined, 4, 'kexec-metadata blob too small for v1 (4 < 73)'],
   ])('refuses %s', (_what, damage, size, reason) => {
     const r = ram();
     writeKexecMetadata(r, 0x1000, { previousRelease: 'x', kexecCount: 1 });
     damage(r);
     expect(() => readKexecMetadata(r, 0x1000, size)).toThrow(new KernelError(Errno.EINVAL, reason));
+  });
+
+  it('refuses a blob that is not RAM, naming where it is', () => {
+    expect(() => readKexecMetadata(ram(), 2 ** 40, 73)).toThrow(new KernelError(Errno.EINVAL, 'kexec-metadata blob at 0x10000000000 is not RAM'));
+    expect(() => readKexecMetadata(ram(), Infinity, 73)).toThrow(new KernelError(Errno.EINVAL, 'kexec-metadata blob at >= 2^53 is not RAM'));
   });
 
   it('reads a release that fills all 65 bytes without a NUL as a bounded copy of 64 characters', () => {

@@ -66,6 +66,10 @@ describe('Kho: the outgoing side in one kernel', () => {
     expect(failed).toBeGreaterThanOrEqual(2);
   });
 
+  it("is the kernel-image module named 'kho' (what images list and errors name)", () => {
+    expect(khoModule().name).toBe('kho');
+  });
+
   it('kho=off: the API answers EOPNOTSUPP', () => {
     const { kho, buddy } = boot({ cmdline: 'kho=off' });
     expect(kho.isEnabled()).toBe(false);
